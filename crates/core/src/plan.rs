@@ -1,0 +1,626 @@
+//! Plan and apply: validate declared objects, resolve them into versions, diff them against
+//! the current state property by property, and build the next state.
+//!
+//! Manifests are the whole desired state (like Terraform): a live object that no manifest
+//! declares any more is deleted. Deletions and breaking changes need `force`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{Error, Problem, Result};
+use crate::fingerprint;
+use crate::model::{
+    Declared, JoinKey, Kind, Metadata, ResolvedItem, ResolvedService, ResolvedView, SourceSpec,
+    Spec, split_pin, valid_name,
+};
+use crate::properties::{Properties, classify, properties};
+use crate::registry::{ObjectHistory, ObjectVersion, RegistryState, object_key};
+use crate::types::Micros;
+
+/// Checks a view's source data (Parquet schema) against the view. Implemented by the offline
+/// crate; core stays free of Parquet.
+pub trait SourceSchemaCheck {
+    /// Returns `(field, message)` pairs, empty when the source fits the view.
+    fn check(&self, view: &ResolvedView) -> Vec<(String, String)>;
+}
+
+/// A check that accepts everything (for tests of the model alone).
+#[derive(Debug)]
+pub struct NoSchemaCheck;
+
+impl SourceSchemaCheck for NoSchemaCheck {
+    fn check(&self, _view: &ResolvedView) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropertyChange {
+    pub property: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub breaking: bool,
+    /// Description, owner or tags: never creates a version.
+    pub metadata: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: Kind,
+    pub name: String,
+    pub action: Action,
+    pub from_version: Option<u32>,
+    /// The version live after the apply (equal to `from_version` for metadata-only updates).
+    pub to_version: Option<u32>,
+    pub fingerprint: Option<String>,
+    pub properties: Vec<PropertyChange>,
+    pub breaking: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub base_version: u64,
+    pub changes: Vec<Change>,
+    next: RegistryState,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    pub fn breaking(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for change in self.changes.iter().filter(|c| c.breaking) {
+            let label = format!("{}/{}", change.kind, change.name);
+            if change.action == Action::Delete {
+                out.push(format!("  - {label}: deleted"));
+            }
+            for p in change.properties.iter().filter(|p| p.breaking) {
+                out.push(format!(
+                    "  - {label}: {} {} -> {}",
+                    p.property,
+                    p.old.as_deref().unwrap_or("(none)"),
+                    p.new.as_deref().unwrap_or("(removed)")
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Validates and resolves `declared` against `state` and computes the changes.
+pub fn plan(
+    state: &RegistryState,
+    declared: Vec<Declared>,
+    schema_check: &dyn SourceSchemaCheck,
+    now: Micros,
+) -> Result<Plan> {
+    let mut problems = Vec::new();
+    let mut by_key: BTreeMap<String, Declared> = BTreeMap::new();
+    for object in declared {
+        let key = object_key(object.kind(), &object.name);
+        if let Some(first) = by_key.get(&key) {
+            problems.push(Problem {
+                file: object.origin.clone(),
+                object: key.clone(),
+                field: "name".into(),
+                message: format!(
+                    "declared twice (also in {}); names are unique per kind",
+                    first.origin
+                ),
+            });
+            continue;
+        }
+        by_key.insert(key, object);
+    }
+    let mut resolver = Resolver {
+        state,
+        declared: &by_key,
+        problems: &mut problems,
+        views: BTreeMap::new(),
+    };
+    let mut desired: Vec<Desired> = Vec::new();
+    for kind in Kind::ALL {
+        for object in by_key.values().filter(|o| o.kind() == kind) {
+            if let Some(d) = resolver.resolve(object) {
+                desired.push(d);
+            }
+        }
+    }
+    for d in &desired {
+        let Some(view) = &d.view else { continue };
+        let unchanged = state
+            .history(Kind::FeatureView, &d.name)
+            .and_then(|h| h.live())
+            .is_some_and(|v| v.fingerprint == d.fingerprint);
+        if unchanged || view.source.parquet.is_none() {
+            continue;
+        }
+        for (field, message) in schema_check.check(view) {
+            problems.push(Problem {
+                file: d.origin.clone(),
+                object: object_key(Kind::FeatureView, &d.name),
+                field,
+                message,
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Invalid(problems));
+    }
+    Ok(diff(state, desired, now))
+}
+
+/// Plans and, unless refused, returns the next state. `expected` is the registry version the
+/// caller planned against; a different current version is refused (`StaleRegistry`).
+pub fn apply(
+    state: &RegistryState,
+    declared: Vec<Declared>,
+    expected: Option<u64>,
+    force: bool,
+    schema_check: &dyn SourceSchemaCheck,
+    now: Micros,
+) -> Result<(RegistryState, Plan)> {
+    if let Some(expected) = expected
+        && expected != state.version
+    {
+        return Err(Error::StaleRegistry {
+            expected,
+            actual: state.version,
+        });
+    }
+    let plan = plan(state, declared, schema_check, now)?;
+    let breaking = plan.breaking();
+    if !breaking.is_empty() && !force {
+        return Err(Error::Breaking(breaking));
+    }
+    let next = if plan.is_empty() {
+        state.clone()
+    } else {
+        plan.next.clone()
+    };
+    Ok((next, plan))
+}
+
+/// A declared object after resolution.
+struct Desired {
+    kind: Kind,
+    name: String,
+    spec: Spec,
+    metadata: Metadata,
+    origin: String,
+    fingerprint: String,
+    view: Option<ResolvedView>,
+    service: Option<ResolvedService>,
+}
+
+struct Resolver<'a> {
+    state: &'a RegistryState,
+    declared: &'a BTreeMap<String, Declared>,
+    problems: &'a mut Vec<Problem>,
+    /// Desired views resolved so far (views resolve before services).
+    views: BTreeMap<String, ResolvedView>,
+}
+
+impl Resolver<'_> {
+    fn problem(&mut self, object: &Declared, field: &str, message: String) {
+        self.problems.push(Problem {
+            file: object.origin.clone(),
+            object: object.label(),
+            field: field.to_string(),
+            message,
+        });
+    }
+
+    /// The version number a new fingerprint gets: the live one when unchanged, else next.
+    fn version_for(&self, kind: Kind, name: &str, fingerprint: &str) -> u32 {
+        match self.state.history(kind, name) {
+            Some(h) if h.latest().is_some_and(|v| v.fingerprint == fingerprint) => {
+                h.versions.len() as u32
+            }
+            Some(h) => h.versions.len() as u32 + 1,
+            None => 1,
+        }
+    }
+
+    fn resolve(&mut self, object: &Declared) -> Option<Desired> {
+        let (fingerprint, view, service) = match &object.spec {
+            Spec::Entity(spec) => {
+                let mut seen = BTreeSet::new();
+                for (i, key) in spec.join_keys.iter().enumerate() {
+                    if !seen.insert(key.name.as_str()) {
+                        self.problem(
+                            object,
+                            &format!("join_keys[{i}].name"),
+                            format!("join key `{}` appears twice", key.name),
+                        );
+                    }
+                }
+                (fingerprint::entity(spec), None, None)
+            }
+            Spec::Source(spec) => (fingerprint::source(spec), None, None),
+            Spec::FeatureView(spec) => {
+                let view = self.resolve_view(object, spec)?;
+                (view.fingerprint.clone(), Some(view), None)
+            }
+            Spec::FeatureService(spec) => {
+                let service = self.resolve_service(object, &spec.items)?;
+                (service.fingerprint.clone(), None, Some(service))
+            }
+        };
+        Some(Desired {
+            kind: object.kind(),
+            name: object.name.clone(),
+            spec: object.spec.clone(),
+            metadata: object.metadata.clone(),
+            origin: object.origin.clone(),
+            fingerprint,
+            view,
+            service,
+        })
+    }
+
+    fn resolve_view(
+        &mut self,
+        object: &Declared,
+        spec: &crate::model::FeatureViewSpec,
+    ) -> Option<ResolvedView> {
+        let mut join_keys: Vec<JoinKey> = Vec::new();
+        let mut ok = true;
+        for (i, entity) in spec.entities.iter().enumerate() {
+            match self
+                .declared
+                .get(&object_key(Kind::Entity, entity))
+                .map(|o| &o.spec)
+            {
+                Some(Spec::Entity(e)) => {
+                    for key in &e.join_keys {
+                        if join_keys.iter().any(|k| k.name == key.name) {
+                            self.problem(object, &format!("entities[{i}]"), format!("join key `{}` comes from two entities; each key name may appear once per view", key.name));
+                            ok = false;
+                        }
+                        join_keys.push(key.clone());
+                    }
+                }
+                _ => {
+                    self.problem(object, &format!("entities[{i}]"), format!("unknown entity `{entity}`; declare it with `kind: Entity` or fix the name"));
+                    ok = false;
+                }
+            }
+        }
+        let source: Option<SourceSpec> = match self
+            .declared
+            .get(&object_key(Kind::Source, &spec.source))
+            .map(|o| &o.spec)
+        {
+            Some(Spec::Source(s)) => Some(s.clone()),
+            _ => {
+                self.problem(
+                    object,
+                    "source",
+                    format!(
+                        "unknown source `{}`; declare it with `kind: Source` or fix the name",
+                        spec.source
+                    ),
+                );
+                None
+            }
+        };
+        let mut seen = BTreeSet::new();
+        for (i, feature) in spec.features.iter().enumerate() {
+            if !seen.insert(feature.name.as_str()) {
+                self.problem(
+                    object,
+                    &format!("features[{i}].name"),
+                    format!("feature `{}` appears twice", feature.name),
+                );
+                ok = false;
+            }
+            if join_keys.iter().any(|k| k.name == feature.name) {
+                self.problem(object, &format!("features[{i}].name"), format!("feature `{}` has the name of a join key; rename it (source `renames:` can map columns)", feature.name));
+                ok = false;
+            }
+        }
+        let source = source?;
+        for (field, column) in [
+            ("event_time", Some(&source.event_time)),
+            ("created_time", source.created_time.as_ref()),
+        ] {
+            if let Some(column) = column
+                && spec.features.iter().any(|f| f.name == *column)
+            {
+                self.problem(object, "features", format!("feature `{column}` is the source's {field} column; time columns cannot be features"));
+                ok = false;
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let fingerprint = fingerprint::view(
+            &join_keys,
+            &spec.entities,
+            &source,
+            spec.ttl,
+            spec.online,
+            &spec.features,
+        );
+        let view = ResolvedView {
+            name: object.name.clone(),
+            version: self.version_for(Kind::FeatureView, &object.name, &fingerprint),
+            fingerprint,
+            entities: spec.entities.clone(),
+            join_keys,
+            source_name: spec.source.clone(),
+            source,
+            ttl: spec.ttl,
+            online: spec.online,
+            features: spec.features.clone(),
+        };
+        self.views.insert(object.name.clone(), view.clone());
+        Some(view)
+    }
+
+    fn resolve_service(
+        &mut self,
+        object: &Declared,
+        items: &[crate::model::ServiceItem],
+    ) -> Option<ResolvedService> {
+        let mut resolved = Vec::new();
+        let mut ok = true;
+        let mut short_names: BTreeMap<String, String> = BTreeMap::new();
+        let mut prefixes = BTreeSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let field = format!("features[{i}]");
+            let view = match split_pin(&item.view) {
+                Err(message) => {
+                    self.problem(object, &format!("{field}.view"), message);
+                    ok = false;
+                    continue;
+                }
+                Ok((name, None)) => self.views.get(name).cloned(),
+                Ok((name, Some(n))) => match self.views.get(name) {
+                    Some(v) if v.version == n => Some(v.clone()),
+                    _ => self.state.view_version(name, n).ok().cloned(),
+                },
+            };
+            let Some(view) = view else {
+                self.problem(object, &format!("{field}.view"), format!("unknown feature view `{}`; declare it or fix the name (a pin `name@N` must name an existing version)", item.view));
+                ok = false;
+                continue;
+            };
+            let features = match &item.features {
+                None => view
+                    .features
+                    .iter()
+                    .map(|f| f.name.clone())
+                    .collect::<Vec<_>>(),
+                Some(list) => {
+                    for (j, name) in list.iter().enumerate() {
+                        if view.feature(name).is_none() {
+                            let known: Vec<&str> =
+                                view.features.iter().map(|f| f.name.as_str()).collect();
+                            self.problem(
+                                object,
+                                &format!("{field}.features[{j}]"),
+                                format!(
+                                    "view `{}` has no feature `{name}`; it has: {}",
+                                    view.name,
+                                    known.join(", ")
+                                ),
+                            );
+                            ok = false;
+                        }
+                    }
+                    list.clone()
+                }
+            };
+            if let Some(alias) = &item.alias
+                && !valid_name(alias)
+            {
+                self.problem(
+                    object,
+                    &format!("{field}.alias"),
+                    format!("`{alias}` is not a valid alias; use letters, digits and `_`"),
+                );
+                ok = false;
+            }
+            let item = ResolvedItem {
+                view: view.name.clone(),
+                view_version: view.version,
+                view_fingerprint: view.fingerprint.clone(),
+                features,
+                alias: item.alias.clone(),
+            };
+            if !prefixes.insert(item.prefix().to_string()) {
+                self.problem(
+                    object,
+                    &field,
+                    format!(
+                        "view `{}` is served twice under the same name; give one item an `alias:`",
+                        item.prefix()
+                    ),
+                );
+                ok = false;
+            }
+            for feature in &item.features {
+                if let Some(other) = short_names.insert(feature.clone(), item.prefix().to_string())
+                {
+                    self.problem(object, &field, format!("feature name `{feature}` collides: served by `{other}` and `{}`; choose features with `features: [...]` so each name is served once", item.prefix()));
+                    ok = false;
+                }
+            }
+            resolved.push(item);
+        }
+        if !ok {
+            return None;
+        }
+        let fingerprint = fingerprint::service(&resolved);
+        Some(ResolvedService {
+            name: object.name.clone(),
+            version: self.version_for(Kind::FeatureService, &object.name, &fingerprint),
+            fingerprint,
+            items: resolved,
+        })
+    }
+}
+
+fn desired_properties(d: &Desired) -> Properties {
+    properties(&d.spec, d.view.as_ref(), d.service.as_ref(), &d.metadata)
+}
+
+fn live_properties(h: &ObjectHistory, v: &ObjectVersion) -> Properties {
+    properties(&v.spec, v.view.as_ref(), v.service.as_ref(), &h.metadata)
+}
+
+fn diff(state: &RegistryState, desired: Vec<Desired>, now: Micros) -> Plan {
+    let mut next = state.clone();
+    let mut changes = Vec::new();
+    let registry_version = state.version + 1;
+    let mut declared_keys = BTreeSet::new();
+    for d in desired {
+        let key = object_key(d.kind, &d.name);
+        declared_keys.insert(key.clone());
+        let live = state
+            .history(d.kind, &d.name)
+            .and_then(|h| h.live().map(|v| (h, v)));
+        let new_props = desired_properties(&d);
+        let (action, from_version, props) = match live {
+            None => (
+                Action::Create,
+                None,
+                compare(state, d.kind, &d.name, &Properties::new(), &new_props),
+            ),
+            Some((h, v)) => (
+                Action::Update,
+                Some(v.version),
+                compare(state, d.kind, &d.name, &live_properties(h, v), &new_props),
+            ),
+        };
+        if action == Action::Update && props.is_empty() {
+            continue;
+        }
+        let version = d
+            .view
+            .as_ref()
+            .map(|v| v.version)
+            .or(d.service.as_ref().map(|s| s.version))
+            .unwrap_or_else(|| match state.history(d.kind, &d.name) {
+                Some(h) if h.latest().is_some_and(|v| v.fingerprint == d.fingerprint) => {
+                    h.versions.len() as u32
+                }
+                Some(h) => h.versions.len() as u32 + 1,
+                None => 1,
+            });
+        let history = next.objects.entry(key).or_insert_with(|| ObjectHistory {
+            kind: d.kind,
+            name: d.name.clone(),
+            versions: Vec::new(),
+            metadata: Metadata::default(),
+            deleted: false,
+            origin: String::new(),
+        });
+        if version as usize > history.versions.len() {
+            history.versions.push(ObjectVersion {
+                version,
+                fingerprint: d.fingerprint.clone(),
+                registry_version,
+                created_at: now,
+                spec: d.spec.clone(),
+                view: d.view.clone(),
+                service: d.service.clone(),
+            });
+        }
+        history.metadata = d.metadata.clone();
+        history.deleted = false;
+        history.origin = d.origin.clone();
+        changes.push(Change {
+            kind: d.kind,
+            name: d.name.clone(),
+            action,
+            from_version,
+            to_version: Some(version),
+            fingerprint: Some(d.fingerprint.clone()),
+            breaking: props.iter().any(|p| p.breaking),
+            properties: props,
+        });
+    }
+    for (key, history) in &state.objects {
+        let Some(live) = history.live() else { continue };
+        if declared_keys.contains(key) {
+            continue;
+        }
+        let props = compare(
+            state,
+            history.kind,
+            &history.name,
+            &live_properties(history, live),
+            &Properties::new(),
+        );
+        if let Some(h) = next.objects.get_mut(key) {
+            h.deleted = true;
+        }
+        changes.push(Change {
+            kind: history.kind,
+            name: history.name.clone(),
+            action: Action::Delete,
+            from_version: Some(live.version),
+            to_version: None,
+            fingerprint: None,
+            properties: props,
+            breaking: true,
+        });
+    }
+    changes.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    if !changes.is_empty() {
+        next.version = registry_version;
+        next.updated_at = now;
+    }
+    Plan {
+        base_version: state.version,
+        changes,
+        next,
+    }
+}
+
+fn compare(
+    state: &RegistryState,
+    kind: Kind,
+    name: &str,
+    old: &Properties,
+    new: &Properties,
+) -> Vec<PropertyChange> {
+    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    keys.into_iter()
+        .filter_map(|key| {
+            let (old_value, new_value) = (old.get(key), new.get(key));
+            if old_value == new_value {
+                return None;
+            }
+            let (old_value, new_value) = (old_value.cloned(), new_value.cloned());
+            let is_create = old.is_empty();
+            let breaking = !is_create
+                && classify(
+                    state,
+                    kind,
+                    name,
+                    key,
+                    old_value.as_deref(),
+                    new_value.as_deref(),
+                );
+            Some(PropertyChange {
+                metadata: crate::properties::is_metadata(key),
+                property: key.clone(),
+                old: old_value,
+                new: new_value,
+                breaking,
+            })
+        })
+        .collect()
+}

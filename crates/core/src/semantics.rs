@@ -1,0 +1,118 @@
+//! The rules of SEMANTICS.md that both the online and the offline path apply, in one place.
+//! `docs/SEMANTICS.md` is their prose; each function names the rule it implements.
+
+use crate::types::Micros;
+
+/// Row order for one key: `(event_ts, created_ts)`, a missing created_ts is the lowest.
+pub type RowOrder = (Micros, Option<Micros>);
+
+/// "Row order for one key": `Option`'s order already puts `None` lowest.
+pub fn row_order(event_ts: Micros, created_ts: Option<Micros>) -> RowOrder {
+    (event_ts, created_ts)
+}
+
+/// "Writes to the online store": a write replaces the stored row only if it is not older.
+pub fn write_wins(incoming: RowOrder, stored: Option<RowOrder>) -> bool {
+    stored.is_none_or(|stored| incoming >= stored)
+}
+
+/// "Point-in-time join": whether a row with `event_ts` (and `created_ts`) is a candidate for a
+/// label at `t`, for a view with `ttl` (0 = unbounded), optionally "as known at t".
+pub fn is_candidate(
+    event_ts: Micros,
+    created_ts: Option<Micros>,
+    t: Micros,
+    ttl: Micros,
+    as_known_at: bool,
+) -> bool {
+    event_ts <= t
+        && (ttl <= 0 || event_ts >= t.saturating_sub(ttl))
+        && (!as_known_at || created_ts.is_none_or(|c| c <= t))
+}
+
+/// Status of one value of an online read (SEMANTICS.md "Online read").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeatureStatus {
+    Present,
+    NullValue,
+    NotFound,
+    OutsideMaxAge,
+}
+
+impl FeatureStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            FeatureStatus::Present => "PRESENT",
+            FeatureStatus::NullValue => "NULL_VALUE",
+            FeatureStatus::NotFound => "NOT_FOUND",
+            FeatureStatus::OutsideMaxAge => "OUTSIDE_MAX_AGE",
+        }
+    }
+}
+
+/// Whether a stored row with `event_ts` is still fresh at `now` for a view with `ttl`.
+/// The same bound as the offline join at `t = now`: fresh iff `event_ts >= now - ttl`.
+pub fn is_fresh(event_ts: Micros, now: Micros, ttl: Micros) -> bool {
+    ttl <= 0 || event_ts >= now.saturating_sub(ttl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_time_breaks_ties_and_missing_is_lowest() {
+        assert!(write_wins(
+            row_order(10, Some(2)),
+            Some(row_order(10, Some(1)))
+        ));
+        assert!(!write_wins(
+            row_order(10, Some(1)),
+            Some(row_order(10, Some(2)))
+        ));
+        assert!(!write_wins(
+            row_order(10, None),
+            Some(row_order(10, Some(0)))
+        ));
+        assert!(write_wins(
+            row_order(11, None),
+            Some(row_order(10, Some(99)))
+        ));
+        assert!(!write_wins(
+            row_order(9, Some(99)),
+            Some(row_order(10, None))
+        ));
+        // Equal rows: the later write wins, deterministically for the same input order.
+        assert!(write_wins(
+            row_order(10, Some(1)),
+            Some(row_order(10, Some(1)))
+        ));
+        assert!(write_wins(row_order(0, None), None));
+    }
+
+    #[test]
+    fn ttl_bounds_are_inclusive_on_both_paths() {
+        let (t, ttl) = (100, 10);
+        let table = [(100, true), (90, true), (89, false), (101, false)];
+        for (event_ts, want) in table {
+            assert_eq!(
+                is_candidate(event_ts, None, t, ttl, false),
+                want,
+                "{event_ts}"
+            );
+            if event_ts <= t {
+                assert_eq!(is_fresh(event_ts, t, ttl), want, "{event_ts}");
+            }
+        }
+        assert!(is_candidate(-1_000_000, None, t, 0, false));
+        assert!(is_fresh(-1_000_000, t, 0));
+    }
+
+    #[test]
+    fn as_known_at_filters_late_arrivals() {
+        assert!(is_candidate(90, Some(100), 100, 0, true));
+        assert!(!is_candidate(90, Some(101), 100, 0, true));
+        assert!(is_candidate(90, Some(101), 100, 0, false));
+        assert!(is_candidate(90, None, 100, 0, true));
+    }
+}
