@@ -89,6 +89,16 @@ impl Value {
     }
 }
 
+/// One row of a feature view: its key (in the view's canonical key order), times and
+/// feature values (in the order of the view version's features).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub key: Vec<KeyValue>,
+    pub event_ts: Micros,
+    pub created_ts: Option<Micros>,
+    pub values: Vec<Value>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
