@@ -1,0 +1,313 @@
+//! [`RocksStore`]: opening the database, the durable registry state and the watermarks.
+//! Online rows are in `online.rs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use quiver_core::RegistryState;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
+    DataBlockIndexType, Options, WriteBatch, WriteOptions,
+};
+
+use crate::error::{Error, Result};
+
+/// Column family of online rows: encoded key (`keys`) -> encoded row (`row_codec`).
+pub(crate) const CF_ONLINE: &str = "online";
+/// Column family of registry states: `state/<version, 20 digits>` -> JSON, `head` -> version.
+pub(crate) const CF_REGISTRY: &str = "registry";
+/// Column family of small metadata: `watermark/<view>` -> i64 micros, 8 bytes big-endian.
+pub(crate) const CF_META: &str = "meta";
+
+const REGISTRY_HEAD: &[u8] = b"head";
+const ONLINE_BLOCK_CACHE_BYTES: usize = 256 << 20;
+const N_STRIPES: usize = 1024;
+
+/// RocksDB storage of one data directory: online rows, registry states and watermarks.
+/// `Send + Sync`; share it behind an `Arc`.
+pub struct RocksStore {
+    pub(crate) db: DB,
+    /// Striped per-key locks that make the read-compare-write of `write_rows` atomic per key.
+    stripes: Box<[Mutex<()>]>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RocksStore {
+    /// Opens or creates `<dir>` (creates column families `registry`, `online`, `meta`).
+    pub fn open(dir: &Path) -> Result<RocksStore> {
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.increase_parallelism(2);
+        db_options.set_compression_type(DBCompressionType::Lz4);
+
+        let descriptors = vec![
+            ColumnFamilyDescriptor::new(CF_ONLINE, online_options()),
+            ColumnFamilyDescriptor::new(CF_REGISTRY, small_cf_options()),
+            ColumnFamilyDescriptor::new(CF_META, small_cf_options()),
+        ];
+        let db = DB::open_cf_descriptors(&db_options, dir, descriptors)
+            .map_err(Error::storage("open the database"))?;
+        let stripes = (0..N_STRIPES).map(|_| Mutex::new(())).collect();
+        let store = RocksStore {
+            db,
+            stripes,
+            path: dir.to_path_buf(),
+        };
+        for name in [CF_ONLINE, CF_REGISTRY, CF_META] {
+            store.cf(name)?;
+        }
+        tracing::info!(path = %dir.display(), "opened rocksdb store");
+        Ok(store)
+    }
+
+    /// The last saved state, None on a fresh store.
+    pub fn load_registry(&self) -> Result<Option<RegistryState>> {
+        let cf = self.cf(CF_REGISTRY)?;
+        let Some(head) = self
+            .db
+            .get_pinned_cf(cf, REGISTRY_HEAD)
+            .map_err(Error::storage("read the registry head"))?
+        else {
+            return Ok(None);
+        };
+        let version = std::str::from_utf8(&head)
+            .ok()
+            .and_then(|text| text.parse::<u64>().ok())
+            .ok_or_else(|| Error::corrupt("registry head", format!("not a version: {head:?}")))?;
+        let key = state_key(version);
+        let json = self
+            .db
+            .get_pinned_cf(cf, &key)
+            .map_err(Error::storage("read the registry state"))?
+            .ok_or_else(|| {
+                Error::corrupt("registry", format!("head is {version} but no state is stored"))
+            })?;
+        let state: RegistryState = serde_json::from_slice(&json).map_err(|e| {
+            Error::corrupt(format!("registry state version {version}"), e.to_string())
+        })?;
+        if state.version != version {
+            return Err(Error::corrupt(
+                format!("registry state version {version}"),
+                format!("it says it is version {}", state.version),
+            ));
+        }
+        Ok(Some(state))
+    }
+
+    /// Saves the state atomically and durably (one WriteBatch, WAL synced): key
+    /// `state/<version as 20-digit decimal>` -> JSON, plus `head` -> version (same decimal
+    /// text). Keeps older states.
+    pub fn save_registry(&self, state: &RegistryState) -> Result<()> {
+        let cf = self.cf(CF_REGISTRY)?;
+        let json = serde_json::to_vec(state).map_err(|source| Error::SerializeRegistry {
+            version: state.version,
+            source,
+        })?;
+        let key = state_key(state.version);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, &key, &json);
+        batch.put_cf(cf, REGISTRY_HEAD, format!("{:020}", state.version));
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(Error::storage("write the registry state"))?;
+        tracing::info!(
+            registry_version = state.version,
+            bytes = json.len(),
+            "saved registry state"
+        );
+        Ok(())
+    }
+
+    /// The materialization watermark of `view` (microseconds), None if never set.
+    pub fn watermark(&self, view: &str) -> Result<Option<i64>> {
+        let cf = self.cf(CF_META)?;
+        let Some(bytes) = self
+            .db
+            .get_pinned_cf(cf, watermark_key(view))
+            .map_err(Error::storage("read a watermark"))?
+        else {
+            return Ok(None);
+        };
+        let array: [u8; 8] = bytes.as_ref().try_into().map_err(|_| {
+            Error::corrupt(
+                format!("watermark of view `{view}`"),
+                format!("{} bytes, not 8", bytes.len()),
+            )
+        })?;
+        Ok(Some(i64::from_be_bytes(array)))
+    }
+
+    /// Sets the materialization watermark of `view`, durably (WAL synced).
+    pub fn set_watermark(&self, view: &str, micros: i64) -> Result<()> {
+        let cf = self.cf(CF_META)?;
+        self.db
+            .put_cf_opt(cf, watermark_key(view), micros.to_be_bytes(), &synced())
+            .map_err(Error::storage("write a watermark"))
+    }
+
+    /// fsyncs the WAL (used by materialization jobs after non-durable batches, before moving
+    /// a watermark).
+    pub fn sync(&self) -> Result<()> {
+        self.db
+            .flush_wal(true)
+            .map_err(Error::storage("sync the write-ahead log"))
+    }
+
+    pub(crate) fn cf(&self, name: &'static str) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or(Error::MissingColumnFamily(name))
+    }
+
+    /// Locks the stripes of `keys` in ascending stripe order (so that callers never
+    /// deadlock) and returns the guards; the locks are held until they are dropped.
+    pub(crate) fn lock_keys<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a [u8]>,
+    ) -> Vec<MutexGuard<'_, ()>> {
+        let mut indexes: Vec<usize> = keys.map(stripe_of).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        indexes
+            .into_iter()
+            .filter_map(|index| self.stripes.get(index))
+            // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
+            .map(|stripe| stripe.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+            .collect()
+    }
+}
+
+pub(crate) fn synced() -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    options
+}
+
+fn stripe_of(key: &[u8]) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % N_STRIPES as u64) as usize
+}
+
+fn state_key(version: u64) -> Vec<u8> {
+    format!("state/{version:020}").into_bytes()
+}
+
+fn watermark_key(view: &str) -> Vec<u8> {
+    format!("watermark/{view}").into_bytes()
+}
+
+/// Point lookups by full key: a bloom filter, hash-indexed data blocks and a shared cache.
+fn online_options() -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&Cache::new_lru_cache(ONLINE_BLOCK_CACHE_BYTES));
+    table.set_bloom_filter(10.0, false);
+    table.set_data_block_index_type(DataBlockIndexType::BinaryAndHash);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    let mut options = Options::default();
+    options.set_block_based_table_factory(&table);
+    options.set_compression_type(DBCompressionType::Lz4);
+    options.set_memtable_whole_key_filtering(true);
+    options.set_memtable_prefix_bloom_ratio(0.1);
+    options
+}
+
+fn small_cf_options() -> Options {
+    let mut options = Options::default();
+    options.set_compression_type(DBCompressionType::Lz4);
+    options
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_core::ErrorCode;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn store_is_send_and_sync() {
+        assert_send_sync::<RocksStore>();
+    }
+
+    #[test]
+    fn registry_round_trips_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = crate::test_support::registry_state();
+        state.version = 2;
+        {
+            let store = RocksStore::open(dir.path()).expect("open");
+            assert_eq!(store.load_registry().expect("load"), None);
+            let first = RegistryState {
+                version: 1,
+                ..RegistryState::default()
+            };
+            store.save_registry(&first).expect("save 1");
+            assert_eq!(store.load_registry().expect("load"), Some(first));
+            store.save_registry(&state).expect("save 2");
+            assert_eq!(store.load_registry().expect("load"), Some(state.clone()));
+        }
+        let store = RocksStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.load_registry().expect("load"), Some(state.clone()));
+        // Older states are kept.
+        let cf = store.cf(CF_REGISTRY).expect("cf");
+        let old = store.db.get_cf(cf, state_key(1)).expect("get");
+        assert!(old.is_some());
+    }
+
+    #[test]
+    fn corrupt_registry_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RocksStore::open(dir.path()).expect("open");
+        let cf = store.cf(CF_REGISTRY).expect("cf");
+        store.db.put_cf(cf, REGISTRY_HEAD, "x").expect("put");
+        let error = store.load_registry().expect_err("corrupt head");
+        assert_eq!(error.code(), ErrorCode::Internal);
+        store.db.put_cf(cf, REGISTRY_HEAD, "3").expect("put");
+        assert!(matches!(store.load_registry(), Err(Error::Corrupt { .. })));
+        store.db.put_cf(cf, state_key(3), "{").expect("put");
+        assert!(matches!(store.load_registry(), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn watermarks_persist_across_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = RocksStore::open(dir.path()).expect("open");
+            assert_eq!(store.watermark("driver_stats").expect("get"), None);
+            store.set_watermark("driver_stats", -5).expect("set");
+            store.set_watermark("driver_stats", 1_000).expect("set");
+            store.set_watermark("other", 7).expect("set");
+            store.sync().expect("sync");
+        }
+        let store = RocksStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.watermark("driver_stats").expect("get"), Some(1_000));
+        assert_eq!(store.watermark("other").expect("get"), Some(7));
+        assert_eq!(store.watermark("missing").expect("get"), None);
+        let cf = store.cf(CF_META).expect("cf");
+        store.db.put_cf(cf, watermark_key("bad"), [1]).expect("put");
+        assert!(matches!(
+            store.watermark("bad"),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_dir_is_a_storage_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _store = RocksStore::open(dir.path()).expect("open");
+        let error = RocksStore::open(dir.path()).expect_err("locked");
+        assert!(matches!(error, Error::Storage { .. }));
+    }
+}
