@@ -169,3 +169,207 @@ fn describe(value: &Value) -> String {
             .map_or_else(|| "null".to_string(), |t| format!("a {} value", t.name())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::view;
+    use quiver_core::ErrorCode;
+    use quiver_core::types::KeyType;
+
+    fn driver_view() -> ResolvedView {
+        view(
+            "driver_stats",
+            &[("driver_id", KeyType::Int64)],
+            &[("trips", "int64"), ("embedding", "list<float32>")],
+        )
+    }
+
+    fn row(id: i64, event_ts: i64, created_ts: Option<i64>, trips: i64) -> Row {
+        Row {
+            key: vec![KeyValue::Int64(id)],
+            event_ts,
+            created_ts,
+            values: vec![
+                Value::Int64(trips),
+                Value::List(vec![Value::Float32(0.5), Value::Null]),
+            ],
+        }
+    }
+
+    fn trips(store: &RocksStore, view: &ResolvedView, id: i64) -> Option<(i64, Option<i64>, Value)> {
+        let rows = store
+            .read_rows(view, &[vec![KeyValue::Int64(id)]])
+            .expect("read");
+        rows.into_iter()
+            .next()
+            .flatten()
+            .map(|stored| (stored.event_ts, stored.created_ts, stored.values[0].clone()))
+    }
+
+    fn stats(written: u64, skipped_older: u64) -> WriteStats {
+        WriteStats {
+            written,
+            skipped_older,
+        }
+    }
+
+    #[test]
+    fn older_rows_never_overwrite_newer_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RocksStore::open(dir.path()).expect("open");
+        let view = driver_view();
+        // (row, expected stats, expected stored (event, created, trips) afterwards)
+        let table = [
+            (row(1, 10, None, 1), stats(1, 0), (10, None, 1)),
+            (row(1, 9, Some(99), 2), stats(0, 1), (10, None, 1)),
+            (row(1, 10, Some(0), 3), stats(1, 0), (10, Some(0), 3)),
+            (row(1, 10, None, 4), stats(0, 1), (10, Some(0), 3)),
+            (row(1, 10, Some(5), 5), stats(1, 0), (10, Some(5), 5)),
+            (row(1, 10, Some(4), 6), stats(0, 1), (10, Some(5), 5)),
+            (row(1, 10, Some(5), 7), stats(1, 0), (10, Some(5), 7)),
+            (row(1, 11, None, 8), stats(1, 0), (11, None, 8)),
+        ];
+        for (index, (row, want_stats, (event_ts, created_ts, n))) in table.into_iter().enumerate() {
+            let got = store.write_rows(&view, &[row], true).expect("write");
+            assert_eq!(got, want_stats, "step {index}");
+            assert_eq!(
+                trips(&store, &view, 1),
+                Some((event_ts, created_ts, Value::Int64(n))),
+                "step {index}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_call_keeps_the_greatest_row_per_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RocksStore::open(dir.path()).expect("open");
+        let view = driver_view();
+        let rows = [
+            row(1, 5, None, 1),
+            row(2, 1, None, 10),
+            row(1, 7, None, 2),
+            row(1, 6, Some(9), 3),
+            row(1, 7, None, 4), // ties with the greatest: the last one wins
+            row(2, 0, None, 11),
+        ];
+        assert_eq!(store.write_rows(&view, &rows, false).expect("write"), stats(2, 4));
+        assert_eq!(trips(&store, &view, 1), Some((7, None, Value::Int64(4))));
+        assert_eq!(trips(&store, &view, 2), Some((1, None, Value::Int64(10))));
+        assert_eq!(trips(&store, &view, 3), None);
+        assert_eq!(store.write_rows(&view, &[], true).expect("empty"), stats(0, 0));
+    }
+
+    #[test]
+    fn concurrent_writers_leave_the_greatest_row() {
+        const N_THREADS: i64 = 8;
+        const N_EVENTS: i64 = 100;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RocksStore::open(dir.path()).expect("open");
+        let view = driver_view();
+        for round in 0..4 {
+            std::thread::scope(|scope| {
+                for thread in 0..N_THREADS {
+                    let (store, view) = (&store, &view);
+                    scope.spawn(move || {
+                        // Thread t owns event times t, t+8, t+16, ...; rounds vary the order.
+                        let mut events: Vec<i64> =
+                            (0..N_EVENTS).map(|i| i * N_THREADS + thread).collect();
+                        if (round + thread) % 2 == 1 {
+                            events.reverse();
+                        }
+                        for event_ts in events {
+                            let rows = [row(round, event_ts, None, event_ts), row(99, event_ts, None, 0)];
+                            store.write_rows(view, &rows, false).expect("write");
+                        }
+                    });
+                }
+            });
+            let max = N_EVENTS * N_THREADS - 1;
+            assert_eq!(trips(&store, &view, round), Some((max, None, Value::Int64(max))));
+        }
+    }
+
+    #[test]
+    fn wrong_keys_on_read_are_invalid_arguments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RocksStore::open(dir.path()).expect("open");
+        let view = driver_view();
+        store.write_rows(&view, &[row(1, 1, None, 1)], true).expect("write");
+        let error = store
+            .read_rows(&view, &[vec![KeyValue::Int32(1)]])
+            .expect_err("int32 key for an int64 join key");
+        assert!(matches!(error, Error::KeyType { position: 0, .. }), "{error}");
+        assert_eq!(error.code(), ErrorCode::InvalidArgument);
+        let error = store
+            .read_rows(&view, &[vec![KeyValue::Int64(1), KeyValue::Int64(2)]])
+            .expect_err("too many parts");
+        assert_eq!(error.code(), ErrorCode::InvalidArgument);
+        let read = store
+            .read_rows(&view, &[vec![KeyValue::Int64(2)], vec![KeyValue::Int64(1)]])
+            .expect("read");
+        assert_eq!(read.len(), 2);
+        assert!(read[0].is_none());
+        assert_eq!(read[1].as_ref().map(|r| r.view_version), Some(1));
+    }
+
+    #[test]
+    fn an_invalid_row_writes_nothing_of_its_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RocksStore::open(dir.path()).expect("open");
+        let view = driver_view();
+        let mut wrong_key = row(2, 1, None, 1);
+        wrong_key.key = vec![KeyValue::String("2".into())];
+        let mut wrong_type = row(2, 1, None, 1);
+        wrong_type.values[1] = Value::List(vec![Value::Float64(1.0)]);
+        let mut wrong_len = row(2, 1, None, 1);
+        wrong_len.values.pop();
+        for (bad, field) in [
+            (wrong_key, "rows[1].key"),
+            (wrong_type, "rows[1].values[1]"),
+            (wrong_len, "rows[1].values"),
+        ] {
+            let error = store
+                .write_rows(&view, &[row(1, 1, None, 1), bad], true)
+                .expect_err("invalid");
+            assert!(
+                matches!(&error, Error::InvalidRow { field: f, .. } if f == field),
+                "{error}"
+            );
+            assert_eq!(error.code(), ErrorCode::InvalidArgument);
+            assert_eq!(trips(&store, &view, 1), None);
+        }
+    }
+
+    #[test]
+    fn rows_persist_across_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let view = view(
+            "composite",
+            &[("a", KeyType::String), ("b", KeyType::Int32)],
+            &[("x", "float64")],
+        );
+        let key = vec![KeyValue::String("k".into()), KeyValue::Int32(-3)];
+        let row = Row {
+            key: key.clone(),
+            event_ts: 42,
+            created_ts: Some(43),
+            values: vec![Value::Float64(2.5)],
+        };
+        {
+            let store = RocksStore::open(dir.path()).expect("open");
+            store.write_rows(&view, &[row], false).expect("write");
+            store.sync().expect("sync");
+        }
+        let store = RocksStore::open(dir.path()).expect("reopen");
+        let read = store.read_rows(&view, &[key]).expect("read");
+        let want = StoredRow {
+            event_ts: 42,
+            created_ts: Some(43),
+            view_version: 1,
+            values: vec![Value::Float64(2.5)],
+        };
+        assert_eq!(read, vec![Some(want)]);
+    }
+}

@@ -82,7 +82,7 @@ impl RocksStore {
         let version = std::str::from_utf8(&head)
             .ok()
             .and_then(|text| text.parse::<u64>().ok())
-            .ok_or_else(|| Error::corrupt("registry head", format!("not a version: {head:?}")))?;
+            .ok_or_else(|| Error::corrupt("registry head", format!("not a version: {:?}", String::from_utf8_lossy(&head))))?;
         let key = state_key(version);
         let json = self
             .db

@@ -1,0 +1,119 @@
+//! The crate's one error type and its mapping onto `quiver_core::ErrorCode`.
+
+use std::path::PathBuf;
+
+use datafusion::error::DataFusionError;
+use quiver_core::ErrorCode;
+
+/// Everything that can go wrong in the offline store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller's input is wrong (label table, feature names, pushed rows).
+    #[error("invalid argument `{field}`: {message}")]
+    InvalidArgument { field: String, message: String },
+    /// Output column names that would appear twice.
+    #[error(
+        "output column names collide: {}; ask for full names (`view__feature`) or request fewer features",
+        names.join(", ")
+    )]
+    NameCollision { names: Vec<String> },
+    /// The view's stored data (source Parquet or push log) does not fit the view.
+    #[error("data of feature view `{view}` does not fit its definition: {message}")]
+    SourceMismatch { view: String, message: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("Parquet file {}: {source}", path.display())]
+    Parquet {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("query engine: {0}")]
+    DataFusion(#[from] DataFusionError),
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// More data than the in-memory structures address (for example > 4 billion rows).
+    #[error("too much data: {0}")]
+    TooLarge(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidArgument { .. } | Error::NameCollision { .. } => {
+                ErrorCode::InvalidArgument
+            }
+            Error::SourceMismatch { .. } => ErrorCode::FailedPrecondition,
+            Error::Io { .. } | Error::Parquet { .. } | Error::Arrow(_) => ErrorCode::Internal,
+            Error::DataFusion(e) => datafusion_code(e),
+            Error::Task(e) if e.is_cancelled() => ErrorCode::Cancelled,
+            Error::Task(_) => ErrorCode::Internal,
+            Error::TooLarge(_) => ErrorCode::ResourceExhausted,
+        }
+    }
+
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn parquet(path: impl Into<PathBuf>, source: parquet::errors::ParquetError) -> Self {
+        Error::Parquet {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Classifies a DataFusion error by its root cause. `DataFusionError` is a foreign enum with
+/// feature-dependent variants, so this match (unlike [`Error::code`]) has a catch-all arm.
+fn datafusion_code(error: &DataFusionError) -> ErrorCode {
+    match error.find_root() {
+        DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
+        DataFusionError::Plan(_) | DataFusionError::SQL(..) | DataFusionError::SchemaError(..) => {
+            ErrorCode::InvalidArgument
+        }
+        _ => ErrorCode::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datafusion_errors_are_classified_by_their_root() {
+        let nested = DataFusionError::Context(
+            "reading labels".into(),
+            Box::new(DataFusionError::ResourcesExhausted("memory".into())),
+        );
+        assert_eq!(
+            Error::DataFusion(nested).code(),
+            ErrorCode::ResourceExhausted
+        );
+        let plan = DataFusionError::Plan("no such column".into());
+        assert_eq!(Error::DataFusion(plan).code(), ErrorCode::InvalidArgument);
+        let other = DataFusionError::Execution("boom".into());
+        assert_eq!(Error::DataFusion(other).code(), ErrorCode::Internal);
+        let names = Error::NameCollision {
+            names: vec!["conv_rate".into()],
+        };
+        assert_eq!(names.code(), ErrorCode::InvalidArgument);
+        assert!(names.to_string().contains("conv_rate"));
+    }
+}

@@ -1,0 +1,246 @@
+//! Dense ids ("slots") for entity keys, assigned batch by batch over Arrow key columns.
+//!
+//! A single integer key is hashed as a native `i64`; any other key (strings, bytes,
+//! composite) is hashed as its Arrow row encoding, a byte string that is equal exactly when
+//! the keys are equal. A view with no key has one slot. Rows with a null key get no slot.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Int32Type, Int64Type};
+use arrow::row::{RowConverter, SortField};
+
+use crate::error::Result;
+
+/// Marks a row without a slot (null key, or unknown key on lookup).
+pub(crate) const NO_SLOT: u32 = u32::MAX;
+
+/// Maps keys to dense slots `0..len()`, in order of first appearance.
+#[derive(Debug)]
+pub(crate) struct KeyIndex {
+    kind: Kind,
+    n_slots: u32,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Global,
+    Int(HashMap<i64, u32, FxBuild>),
+    Encoded {
+        converter: RowConverter,
+        map: HashMap<Box<[u8]>, u32, FxBuild>,
+    },
+}
+
+impl KeyIndex {
+    /// An index for keys of these canonical Arrow types (in key order).
+    pub(crate) fn new(types: &[DataType]) -> Result<Self> {
+        let kind = match types {
+            [] => Kind::Global,
+            [DataType::Int64] | [DataType::Int32] => Kind::Int(HashMap::default()),
+            _ => Kind::Encoded {
+                converter: RowConverter::new(types.iter().cloned().map(SortField::new).collect())?,
+                map: HashMap::default(),
+            },
+        };
+        Ok(KeyIndex { kind, n_slots: 0 })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.n_slots as usize
+    }
+
+    /// Writes the slot of each row to `out` (cleared first), creating slots for new keys.
+    pub(crate) fn assign(&mut self, keys: &[ArrayRef], n_rows: usize, out: &mut Vec<u32>) -> Result<()> {
+        self.map_rows(keys, n_rows, out, true)
+    }
+
+    /// Writes the slot of each row to `out` (cleared first); unknown keys get [`NO_SLOT`].
+    pub(crate) fn lookup(&mut self, keys: &[ArrayRef], n_rows: usize, out: &mut Vec<u32>) -> Result<()> {
+        self.map_rows(keys, n_rows, out, false)
+    }
+
+    fn map_rows(
+        &mut self,
+        keys: &[ArrayRef],
+        n_rows: usize,
+        out: &mut Vec<u32>,
+        insert: bool,
+    ) -> Result<()> {
+        out.clear();
+        out.reserve(n_rows);
+        let nulls = NullBuffer::union_many(keys.iter().map(|k| k.logical_nulls()));
+        let valid = |i: usize| nulls.as_ref().is_none_or(|n| n.is_valid(i));
+        let n_slots = &mut self.n_slots;
+        let mut slot_for = |known: Option<u32>| -> u32 {
+            match known {
+                Some(slot) => slot,
+                None if insert => {
+                    *n_slots += 1;
+                    *n_slots - 1
+                }
+                None => NO_SLOT,
+            }
+        };
+        match &mut self.kind {
+            Kind::Global => {
+                let slot = if *n_slots > 0 { Some(0) } else { None };
+                let slot = if n_rows > 0 { slot_for(slot) } else { NO_SLOT };
+                out.resize(n_rows, slot);
+            }
+            Kind::Int(map) => {
+                let key = &keys[0];
+                let ints: Vec<i64>;
+                let values: &[i64] = match key.data_type() {
+                    DataType::Int32 => {
+                        ints = key.as_primitive::<Int32Type>().values().iter().map(|v| i64::from(*v)).collect();
+                        &ints
+                    }
+                    _ => key.as_primitive::<Int64Type>().values(),
+                };
+                for (i, value) in values.iter().enumerate().take(n_rows) {
+                    if !valid(i) {
+                        out.push(NO_SLOT);
+                        continue;
+                    }
+                    let slot = match map.get(value) {
+                        Some(slot) => *slot,
+                        None => {
+                            let slot = slot_for(None);
+                            if slot != NO_SLOT {
+                                map.insert(*value, slot);
+                            }
+                            slot
+                        }
+                    };
+                    out.push(slot);
+                }
+            }
+            Kind::Encoded { converter, map } => {
+                let rows = converter.convert_columns(keys)?;
+                for i in 0..n_rows {
+                    if !valid(i) {
+                        out.push(NO_SLOT);
+                        continue;
+                    }
+                    let bytes = rows.row(i);
+                    let bytes: &[u8] = bytes.as_ref();
+                    let slot = match map.get(bytes) {
+                        Some(slot) => *slot,
+                        None => {
+                            let slot = slot_for(None);
+                            if slot != NO_SLOT {
+                                map.insert(bytes.into(), slot);
+                            }
+                            slot
+                        }
+                    };
+                    out.push(slot);
+                }
+            }
+        }
+        if self.n_slots == NO_SLOT {
+            return Err(crate::error::Error::TooLarge(
+                "more than 4 billion distinct keys".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+type FxBuild = BuildHasherDefault<FxHasher>;
+
+/// The Fx hash (rustc, Firefox): fast and good enough for keys from the user's own data.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word) ^ (rest.len() as u64) << 56);
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, value: u8) {
+        self.add(u64::from(value));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, value: u64) {
+        self.add(value);
+    }
+
+    #[inline]
+    fn write_i64(&mut self, value: i64) {
+        self.add(value as u64);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, value: usize) {
+        self.add(value as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // Spread the low-entropy high bits a little for hashbrown's control bytes.
+        self.hash ^ (self.hash >> 29)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int32Array, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn slots_are_dense_and_nulls_get_none() {
+        let mut index = KeyIndex::new(&[DataType::Int64]).expect("index");
+        let keys: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![Some(7), None, Some(3), Some(7)]))];
+        let mut out = Vec::new();
+        index.assign(&keys, 4, &mut out).expect("assign");
+        assert_eq!(out, [0, NO_SLOT, 1, 0]);
+        let probe: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![3, 9]))];
+        index.lookup(&probe, 2, &mut out).expect("lookup");
+        assert_eq!(out, [1, NO_SLOT]);
+        assert_eq!(index.len(), 2);
+
+        let mut index = KeyIndex::new(&[DataType::Utf8, DataType::Int32]).expect("index");
+        let keys: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["a", "a", "b"])),
+            Arc::new(Int32Array::from(vec![1, 2, 1])),
+        ];
+        index.assign(&keys, 3, &mut out).expect("assign");
+        assert_eq!(out, [0, 1, 2]);
+        index.lookup(&keys[..].to_vec(), 3, &mut out).expect("lookup");
+        assert_eq!(out, [0, 1, 2]);
+
+        let mut index = KeyIndex::new(&[]).expect("index");
+        index.lookup(&[], 2, &mut out).expect("lookup");
+        assert_eq!(out, [NO_SLOT, NO_SLOT]);
+        index.assign(&[], 2, &mut out).expect("assign");
+        assert_eq!(out, [0, 0]);
+    }
+}

@@ -1,0 +1,103 @@
+//! The server's error, and the one mapping from [`ErrorCode`] to `tonic::Code`.
+
+use quiver_core::ErrorCode;
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] quiver_core::Error),
+    #[error(transparent)]
+    Protocol(#[from] quiver_proto::ProtocolError),
+    #[error(transparent)]
+    Online(#[from] quiver_online::Error),
+    #[error(transparent)]
+    Offline(#[from] quiver_offline::Error),
+    #[error("invalid argument `{field}`: {message}")]
+    InvalidArgument { field: String, message: String },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{what} `{name}` not found")]
+    NotFound { what: &'static str, name: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Core(e) => e.code(),
+            Error::Protocol(e) => e.code(),
+            Error::Online(e) => e.code(),
+            Error::Offline(e) => e.code(),
+            Error::InvalidArgument { .. } => ErrorCode::InvalidArgument,
+            Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::Cancelled => ErrorCode::Cancelled,
+            Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Longest message sent to clients; longer ones are cut (a manifest can have many problems).
+const MAX_MESSAGE: usize = 4_000;
+
+/// The one mapping from the closed [`ErrorCode`] set to gRPC codes. No catch-all arm: a new
+/// code must be mapped here deliberately.
+pub fn grpc_code(code: ErrorCode) -> tonic::Code {
+    match code {
+        ErrorCode::NotFound => tonic::Code::NotFound,
+        ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
+        ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+        ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+        ErrorCode::Unavailable => tonic::Code::Unavailable,
+        ErrorCode::Cancelled => tonic::Code::Cancelled,
+        ErrorCode::Internal => tonic::Code::Internal,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        let code = error.code();
+        let message = match code {
+            ErrorCode::Internal => {
+                tracing::error!(%error, "internal error");
+                "internal error; see the server log".to_string()
+            }
+            ErrorCode::Unavailable | ErrorCode::ResourceExhausted => {
+                tracing::warn!(%error, "request failed");
+                error.to_string()
+            }
+            ErrorCode::NotFound
+            | ErrorCode::AlreadyExists
+            | ErrorCode::InvalidArgument
+            | ErrorCode::FailedPrecondition
+            | ErrorCode::Cancelled => {
+                tracing::info!(%error, "request refused");
+                error.to_string()
+            }
+        };
+        let message = if message.len() > MAX_MESSAGE {
+            let mut end = MAX_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}... (truncated)", &message[..end])
+        } else {
+            message
+        };
+        Status::new(grpc_code(code), message)
+    }
+}

@@ -1,0 +1,90 @@
+//! `quiver.v1.OfflineService`: training export to Parquet with a progress stream.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::stream::BoxStream;
+use quiver_proto::v1;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, Result};
+use crate::export;
+use crate::state::AppState;
+
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone)]
+pub struct OfflineService {
+    state: Arc<AppState>,
+}
+
+impl OfflineService {
+    pub fn new(state: Arc<AppState>) -> Self {
+        OfflineService { state }
+    }
+}
+
+fn matched(stats: &quiver_offline::JoinStats) -> Vec<v1::ViewMatch> {
+    stats
+        .matched
+        .iter()
+        .map(|(view, n)| v1::ViewMatch { view: view.clone(), matched: n.load(Ordering::Relaxed) })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl v1::offline_service_server::OfflineService for OfflineService {
+    type ExportTrainingDataStream = BoxStream<'static, Result<v1::ExportProgress, Status>>;
+
+    async fn export_training_data(&self, request: Request<v1::ExportRequest>) -> Result<Response<Self::ExportTrainingDataStream>, Status> {
+        let request = request.into_inner();
+        if request.output_path.is_empty() {
+            return Err(Error::invalid("output_path", "set the Parquet file to write (a path on the server)").into());
+        }
+        let started = Instant::now();
+        let prepared = export::prepare(&self.state, &request).await?;
+        let stats = Arc::clone(&prepared.output.stats);
+        let metadata = prepared.metadata.clone();
+        let path = std::path::PathBuf::from(&request.output_path);
+        let writer = tokio::spawn(async move { quiver_offline::write_parquet(prepared.output, &path, prepared.metadata).await });
+        let output_path = request.output_path.clone();
+        let stream = futures::stream::unfold(Some((writer, stats)), move |state| {
+            let (metadata, output_path) = (metadata.clone(), output_path.clone());
+            async move {
+                let (mut writer, stats) = state?;
+                tokio::select! {
+                    joined = &mut writer => {
+                        let result: Result<u64> = match joined {
+                            Ok(inner) => inner.map_err(Error::from),
+                            Err(e) => Err(Error::Internal(format!("export task failed: {e}"))),
+                        };
+                        let item = result.map(|rows| {
+                            let mut metadata: std::collections::HashMap<String, String> = metadata.into_iter().collect();
+                            metadata.insert("quiver.rows".into(), rows.to_string());
+                            v1::ExportProgress {
+                                rows,
+                                done: true,
+                                matched: matched(&stats),
+                                elapsed_micros: started.elapsed().as_micros() as i64,
+                                output_path,
+                                metadata,
+                            }
+                        }).map_err(Status::from);
+                        Some((item, None))
+                    }
+                    () = tokio::time::sleep(PROGRESS_INTERVAL) => {
+                        let progress = v1::ExportProgress {
+                            rows: stats.rows.load(Ordering::Relaxed),
+                            matched: matched(&stats),
+                            elapsed_micros: started.elapsed().as_micros() as i64,
+                            ..Default::default()
+                        };
+                        Some((Ok(progress), Some((writer, stats))))
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

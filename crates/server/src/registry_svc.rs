@@ -1,0 +1,193 @@
+//! `quiver.v1.RegistryService`: plan, apply (atomic, versioned, persisted), get and list.
+
+use std::sync::Arc;
+
+use quiver_core::manifest::{ManifestFile, parse_manifests};
+use quiver_core::model::{Kind, Spec};
+use quiver_core::plan::{self, Action, Change};
+use quiver_core::registry::{ObjectHistory, ObjectVersion};
+use quiver_offline::ParquetSchemaCheck;
+use quiver_proto::convert::{kind_from_proto, kind_to_proto};
+use quiver_proto::v1;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, Result};
+use crate::state::AppState;
+
+#[derive(Debug, Clone)]
+pub struct RegistryService {
+    state: Arc<AppState>,
+}
+
+impl RegistryService {
+    pub fn new(state: Arc<AppState>) -> Self {
+        RegistryService { state }
+    }
+}
+
+fn manifests(files: Vec<v1::ManifestFile>) -> Result<Vec<ManifestFile>> {
+    if files.is_empty() {
+        return Err(Error::invalid("manifests", "no manifest files given; pass at least one YAML file"));
+    }
+    Ok(files
+        .into_iter()
+        .map(|f| ManifestFile {
+            path: f.path,
+            content: f.content,
+        })
+        .collect())
+}
+
+fn change_to_proto(change: &Change) -> v1::Change {
+    v1::Change {
+        kind: kind_to_proto(change.kind) as i32,
+        name: change.name.clone(),
+        action: match change.action {
+            Action::Create => v1::ChangeAction::Create,
+            Action::Update => v1::ChangeAction::Update,
+            Action::Delete => v1::ChangeAction::Delete,
+        } as i32,
+        from_version: change.from_version,
+        to_version: change.to_version,
+        fingerprint: change.fingerprint.clone().unwrap_or_default(),
+        properties: change
+            .properties
+            .iter()
+            .map(|p| v1::PropertyChange {
+                property: p.property.clone(),
+                old_value: p.old.clone(),
+                new_value: p.new.clone(),
+                breaking: p.breaking,
+                metadata: p.metadata,
+            })
+            .collect(),
+        breaking: change.breaking,
+    }
+}
+
+pub fn object_to_proto(history: &ObjectHistory, version: &ObjectVersion) -> v1::RegistryObject {
+    let spec_json = match (&version.view, &version.service, &version.spec) {
+        (Some(view), _, _) => serde_json::to_string_pretty(view),
+        (_, Some(service), _) => serde_json::to_string_pretty(service),
+        (_, _, Spec::Entity(e)) => serde_json::to_string_pretty(e),
+        (_, _, Spec::Source(s)) => serde_json::to_string_pretty(s),
+        (_, _, spec) => serde_json::to_string_pretty(spec),
+    }
+    .unwrap_or_default();
+    v1::RegistryObject {
+        kind: kind_to_proto(history.kind) as i32,
+        name: history.name.clone(),
+        version: version.version,
+        latest_version: history.versions.len() as u32,
+        fingerprint: version.fingerprint.clone(),
+        registry_version: version.registry_version,
+        created_at_micros: version.created_at,
+        spec_json,
+        description: history.metadata.description.clone(),
+        owner: history.metadata.owner.clone(),
+        tags: history.metadata.tags.clone().into_iter().collect(),
+        deleted: history.deleted,
+        origin: history.origin.clone(),
+    }
+}
+
+fn required_kind(raw: i32) -> Result<Kind> {
+    kind_from_proto(raw, "kind")?
+        .ok_or_else(|| Error::invalid("kind", "set the object kind (entity, source, feature view or feature service)"))
+}
+
+impl RegistryService {
+    async fn plan_inner(&self, request: v1::PlanRequest) -> Result<v1::PlanResponse> {
+        let files = manifests(request.manifests)?;
+        let current = self.state.registry();
+        let now = self.state.clock.now();
+        let plan = tokio::task::spawn_blocking(move || -> Result<plan::Plan> {
+            let declared = parse_manifests(&files)?;
+            Ok(plan::plan(&current, declared, &ParquetSchemaCheck, now)?)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("plan task failed: {e}")))??;
+        Ok(v1::PlanResponse {
+            base_version: plan.base_version,
+            breaking: !plan.breaking().is_empty(),
+            changes: plan.changes.iter().map(change_to_proto).collect(),
+        })
+    }
+
+    async fn apply_inner(&self, request: v1::ApplyRequest) -> Result<v1::ApplyResponse> {
+        let files = manifests(request.manifests)?;
+        let _guard = self.state.apply_lock.lock().await;
+        let current = self.state.registry();
+        let now = self.state.clock.now();
+        let store = Arc::clone(&self.state.store);
+        let (next, plan) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let declared = parse_manifests(&files)?;
+            let (next, plan) = plan::apply(&current, declared, request.expected_version, request.force, &ParquetSchemaCheck, now)?;
+            if !plan.is_empty() {
+                store.save_registry(&next)?;
+            }
+            Ok((next, plan))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("apply task failed: {e}")))??;
+        let version = next.version;
+        if !plan.is_empty() {
+            tracing::info!(registry_version = version, changes = plan.changes.len(), "registry applied");
+            self.state.set_registry(next);
+        }
+        Ok(v1::ApplyResponse {
+            registry_version: version,
+            changes: plan.changes.iter().map(change_to_proto).collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl v1::registry_service_server::RegistryService for RegistryService {
+    async fn plan(&self, request: Request<v1::PlanRequest>) -> Result<Response<v1::PlanResponse>, Status> {
+        Ok(Response::new(self.plan_inner(request.into_inner()).await?))
+    }
+
+    async fn apply(&self, request: Request<v1::ApplyRequest>) -> Result<Response<v1::ApplyResponse>, Status> {
+        Ok(Response::new(self.apply_inner(request.into_inner()).await?))
+    }
+
+    async fn get_object(&self, request: Request<v1::GetObjectRequest>) -> Result<Response<v1::GetObjectResponse>, Status> {
+        let request = request.into_inner();
+        let kind = required_kind(request.kind)?;
+        let registry = self.state.registry();
+        let (history, version) = registry.get(kind, &request.name).map_err(Error::from)?;
+        Ok(Response::new(v1::GetObjectResponse {
+            object: Some(object_to_proto(history, version)),
+        }))
+    }
+
+    async fn list_objects(&self, request: Request<v1::ListObjectsRequest>) -> Result<Response<v1::ListObjectsResponse>, Status> {
+        let kinds = match kind_from_proto(request.into_inner().kind, "kind").map_err(Error::from)? {
+            Some(kind) => vec![kind],
+            None => Kind::ALL.to_vec(),
+        };
+        let registry = self.state.registry();
+        let objects = kinds
+            .into_iter()
+            .flat_map(|kind| registry.list(kind).map(|(h, v)| object_to_proto(h, v)).collect::<Vec<_>>())
+            .collect();
+        Ok(Response::new(v1::ListObjectsResponse {
+            registry_version: registry.version,
+            objects,
+        }))
+    }
+
+    async fn list_versions(&self, request: Request<v1::ListVersionsRequest>) -> Result<Response<v1::ListVersionsResponse>, Status> {
+        let request = request.into_inner();
+        let kind = required_kind(request.kind)?;
+        let registry = self.state.registry();
+        let history = registry.history(kind, &request.name).ok_or_else(|| Error::NotFound {
+            what: kind.name(),
+            name: request.name.clone(),
+        })?;
+        Ok(Response::new(v1::ListVersionsResponse {
+            versions: history.versions.iter().map(|v| object_to_proto(history, v)).collect(),
+        }))
+    }
+}
