@@ -1,1 +1,5 @@
-fn main() {}
+//! The `quiver` binary: parses arguments and hands over to [`quiver_cli::run`].
+
+fn main() -> std::process::ExitCode {
+    quiver_cli::run()
+}

@@ -14,6 +14,7 @@ use quiver_core::ResolvedView;
 use quiver_core::types::format_rfc3339;
 use quiver_proto::v1;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -177,7 +178,8 @@ async fn run(state: &Arc<AppState>, job: &Job) -> Result<()> {
                 *guard = s;
             }
         };
-        let result = run_view(state, job, view_job).await;
+        let span = tracing::info_span!("materialize", feature_view = %view_job.view.name, job = %job.id);
+        let result = run_view(state, job, view_job).instrument(span).await;
         set_state(match &result {
             Ok(()) => v1::JobState::Succeeded,
             Err(Error::Cancelled) => v1::JobState::Cancelled,
@@ -190,7 +192,6 @@ async fn run(state: &Arc<AppState>, job: &Job) -> Result<()> {
 
 async fn run_view(state: &Arc<AppState>, job: &Job, view_job: &ViewJob) -> Result<()> {
     let view = &view_job.view;
-    let _span = tracing::info_span!("materialize", feature_view = %view.name, job = %job.id).entered();
     if view_job.start >= view_job.end {
         return Ok(());
     }

@@ -75,7 +75,7 @@ impl v1::offline_service_server::OfflineService for OfflineService {
                     }
                     () = tokio::time::sleep(PROGRESS_INTERVAL) => {
                         let progress = v1::ExportProgress {
-                            rows: stats.rows.load(Ordering::Relaxed),
+                            rows: stats.label_rows.load(Ordering::Relaxed),
                             matched: matched(&stats),
                             elapsed_micros: started.elapsed().as_micros() as i64,
                             ..Default::default()

@@ -2,6 +2,7 @@
 //! offline log and/or the online store. Nothing of an invalid batch is written.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use quiver_core::ResolvedView;
 use quiver_core::value::Row;
@@ -63,7 +64,7 @@ pub async fn push(state: &AppState, request: v1::PushRequest) -> Result<v1::Push
             ..Default::default()
         };
         if offline && !rows.is_empty() {
-            let (offline_store, view_clone, rows_clone) = (state.offline.clone(), view.clone(), rows.clone());
+            let (offline_store, view_clone, rows_clone) = (Arc::clone(&state.offline), view.clone(), rows.clone());
             tokio::task::spawn_blocking(move || offline_store.append_push_log(&view_clone, &rows_clone))
                 .await
                 .map_err(|e| Error::Internal(format!("push log task failed: {e}")))??;

@@ -38,7 +38,7 @@ pub struct ServerOptions {
 #[derive(Debug)]
 pub struct AppState {
     pub store: Arc<RocksStore>,
-    pub offline: OfflineStore,
+    pub offline: Arc<OfflineStore>,
     registry: RwLock<Arc<RegistryState>>,
     /// Serializes applies: read state, plan, persist, swap.
     pub apply_lock: tokio::sync::Mutex<()>,
@@ -59,7 +59,7 @@ impl AppState {
         tracing::info!(registry_version = registry.version, data_dir = %options.data_dir.display(), "storage opened");
         Ok(AppState {
             store: Arc::new(store),
-            offline: OfflineStore::new(&options.data_dir),
+            offline: Arc::new(OfflineStore::new(&options.data_dir)),
             registry: RwLock::new(Arc::new(registry)),
             apply_lock: tokio::sync::Mutex::new(()),
             clock: Arc::clone(&options.clock),

@@ -1,0 +1,86 @@
+//! `quiver serve`: build options, init tracing, bind, serve until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use quiver_server::{ServerOptions, SystemClock};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigFile, DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_LOG};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Data directory (RocksDB, push logs).
+    #[arg(long, env = "QUIVER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address (also serves Arrow Flight); port 0 picks a free port.
+    #[arg(long, env = "QUIVER_GRPC_ADDR")]
+    grpc_addr: Option<SocketAddr>,
+    /// Write the bound address to this file once listening (for scripts and tests).
+    #[arg(long, env = "QUIVER_LISTENER_ADDR_FILE")]
+    listener_addr_file: Option<PathBuf>,
+    /// YAML config file (see deploy/quiver.example.yaml).
+    #[arg(long, env = "QUIVER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `quiver_server=debug`.
+    #[arg(long, env = "QUIVER_LOG")]
+    log: Option<String>,
+}
+
+pub fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    init_tracing(args.log.as_deref().or(file.log.as_deref()).unwrap_or(DEFAULT_LOG));
+    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let default_addr: SocketAddr = DEFAULT_GRPC_ADDR.parse().context("default address")?;
+    let addr = args.grpc_addr.or(file.grpc_addr).unwrap_or(default_addr);
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    if let Some(path) = &args.listener_addr_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bound.to_string()).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)?;
+    }
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        signal_token.cancel();
+    });
+    let options = ServerOptions { data_dir, clock: Arc::new(SystemClock) };
+    quiver_server::serve(listener, shutdown, options).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,59 @@
+//! Server configuration. Precedence, highest first: command-line flag, environment variable
+//! (`QUIVER_*`), config file (`--config`, YAML), built-in default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+pub const DEFAULT_DATA_DIR: &str = "./quiver-data";
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
+pub const DEFAULT_LOG: &str = "info";
+
+/// The config file: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Format version of this file; only 1 exists.
+    #[serde(default)]
+    pub version: Option<u32>,
+    pub data_dir: Option<PathBuf>,
+    pub grpc_addr: Option<SocketAddr>,
+    pub log: Option<String>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<ConfigFile> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let config: ConfigFile = serde_yaml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        if let Some(version) = config.version
+            && version != 1
+        {
+            anyhow::bail!("config file {}: `version: {version}` is unknown; use `version: 1`", path.display());
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/quiver.example.yaml");
+        let config = ConfigFile::load(&path).expect("example config loads");
+        assert_eq!(config.grpc_addr.map(|a| a.port()), Some(50051));
+        assert!(config.data_dir.is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "data_dir: x\ngrpc_port: 1\n").expect("write");
+        let error = ConfigFile::load(&path).expect_err("unknown key");
+        assert!(format!("{error:#}").contains("grpc_port"), "{error:#}");
+    }
+}

@@ -1,0 +1,91 @@
+//! The `quiver` command line: the server (`serve`), client commands that reach it over gRPC
+//! (`plan`, `apply`, `list`, `describe`, `materialize`, `get`, `export`) and `quickstart`.
+//!
+//! Only this crate knows clap and initialises tracing; everything it runs lives in the
+//! library crates.
+
+mod client;
+mod commands;
+mod config;
+pub mod demo;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{export, online, quickstart, registry, serve};
+
+/// Default server address of client commands.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+#[derive(Debug, Parser)]
+#[command(name = "quiver", version, about = "Quiver: one feature store server for training and serving")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServerArg {
+    /// Server to talk to.
+    #[arg(long, env = "QUIVER_SERVER", default_value = DEFAULT_SERVER, global = true)]
+    pub server: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Show what `apply` would change.
+    Plan(registry::PlanArgs),
+    /// Apply manifests atomically.
+    Apply(registry::ApplyArgs),
+    /// List objects of a kind (entities, sources, views, services, all).
+    List(registry::ListArgs),
+    /// Describe one object: `describe view driver_stats@2`.
+    Describe(registry::DescribeArgs),
+    /// Materialize [start, end) into the online store.
+    Materialize(online::MaterializeArgs),
+    /// Materialize from each view's watermark up to --end.
+    MaterializeIncremental(online::IncrementalArgs),
+    /// Read online features.
+    Get(online::GetArgs),
+    /// Export point-in-time correct training data.
+    Export(export::ExportArgs),
+    /// Create a demo project, serve it embedded and walk through every step.
+    Quickstart(quickstart::QuickstartArgs),
+}
+
+/// Parses arguments, runs the command, and maps errors to exit code 1 with one message.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Plan(args) => registry::plan(args).await,
+            Command::Apply(args) => registry::apply(args).await,
+            Command::List(args) => registry::list(args).await,
+            Command::Describe(args) => registry::describe(args).await,
+            Command::Materialize(args) => online::materialize(args).await,
+            Command::MaterializeIncremental(args) => online::materialize_incremental(args).await,
+            Command::Get(args) => online::get(args).await,
+            Command::Export(args) => export::run(args).await,
+            Command::Quickstart(args) => quickstart::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", output::error_message(&error));
+            ExitCode::FAILURE
+        }
+    }
+}

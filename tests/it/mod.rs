@@ -1,0 +1,5 @@
+mod consistency;
+mod fixture;
+mod offline;
+mod online;
+mod registry;

@@ -1,0 +1,92 @@
+//! Offline path through the server: export metadata, Flight DoGet/DoPut with pyarrow, errors.
+
+use std::process::Command;
+
+use quiver_integration_tests::TestServer;
+use quiver_proto::v1;
+
+use super::fixture::{TestRow, setup};
+
+const T0: i64 = 1_800_000_000_000_000;
+
+fn rows() -> Vec<TestRow> {
+    (0..50).map(|i| TestRow { user_id: i % 10, event_ts: T0 + i * 1_000_000, created_ts: T0 + i * 1_000_000, a: i, b: Some(i as f64), s: format!("r{i}") }).collect()
+}
+
+#[tokio::test]
+async fn export_writes_parquet_with_provenance_metadata() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut clients = server.clients().await?;
+    setup(&server, &mut clients, &rows(), "0").await?;
+    let labels = server.path("repo/data/stats.parquet");
+    let out = server.path("train.parquet");
+    let request = v1::ExportRequest {
+        selector: Some(v1::export_request::Selector::FeatureService("model".into())),
+        labels_path: labels.to_string_lossy().into_owned(),
+        output_path: out.to_string_lossy().into_owned(),
+        full_names: true,
+        ..Default::default()
+    };
+    let mut stream = clients.offline.export_training_data(request.clone()).await?.into_inner();
+    let mut last = None;
+    while let Some(progress) = futures::StreamExt::next(&mut stream).await {
+        last = Some(progress?);
+    }
+    let last = last.ok_or_else(|| anyhow::anyhow!("no progress"))?;
+    assert!(last.done);
+    assert_eq!(last.rows, 50);
+    let file = std::fs::File::open(&out)?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let kv: std::collections::HashMap<String, String> = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| kv.iter().map(|e| (e.key.clone(), e.value.clone().unwrap_or_default())).collect())
+        .unwrap_or_default();
+    assert_eq!(kv.get("quiver.feature_service").map(String::as_str), Some("model"));
+    assert_eq!(kv.get("quiver.rows").map(String::as_str), Some("50"));
+    assert!(kv.contains_key("quiver.fingerprint"), "{kv:?}");
+    assert!(kv.get("quiver.labels").is_some_and(|l| l.ends_with("stats.parquet")));
+    let names: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert!(names.contains(&"stats__a".to_string()), "{names:?}");
+
+    // Without full names, the label table's own `a`, `b`, `s` collide with the features.
+    let mut colliding = request;
+    colliding.full_names = false;
+    let status = match clients.offline.export_training_data(colliding).await {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            let mut error = None;
+            while let Some(item) = futures::StreamExt::next(&mut stream).await {
+                if let Err(e) = item {
+                    error = Some(e);
+                }
+            }
+            error.ok_or_else(|| anyhow::anyhow!("collision accepted"))?
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{}", status.message());
+    server.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pyarrow_flight_reads_the_export_and_uploads_labels() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut clients = server.clients().await?;
+    setup(&server, &mut clients, &rows(), "0").await?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/flight_client.py");
+    let output = tokio::task::spawn_blocking({
+        let url = server.url.replace("http://", "grpc://");
+        move || Command::new("python3").arg(script).arg(url).output()
+    })
+    .await??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "python failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?;
+    assert_eq!(summary["rows"], 4);
+    assert_eq!(summary["a"], serde_json::json!([9, 0, null, 49]));
+    server.stop().await?;
+    Ok(())
+}
