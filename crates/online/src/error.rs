@@ -46,11 +46,7 @@ pub enum Error {
     },
     /// Something does not fit a length field of the persisted layouts (see `keys`, `row_codec`).
     #[error("{what} has length {len}, more than the storage layout allows ({max})")]
-    TooLong {
-        what: String,
-        len: usize,
-        max: u64,
-    },
+    TooLong { what: String, len: usize, max: u64 },
     /// A row given to `write_rows` does not match the view; nothing of its batch was written.
     #[error("invalid row `{field}`: {message}")]
     InvalidRow { field: String, message: String },

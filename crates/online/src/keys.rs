@@ -173,7 +173,10 @@ mod tests {
             vec![],
             vec![KeyValue::Int64(i64::MIN)],
             vec![KeyValue::Int64(-1), KeyValue::Int32(i32::MAX)],
-            vec![KeyValue::String("héllo".into()), KeyValue::Bytes(vec![0, 255])],
+            vec![
+                KeyValue::String("héllo".into()),
+                KeyValue::Bytes(vec![0, 255]),
+            ],
             vec![KeyValue::String(String::new()), KeyValue::Int32(i32::MIN)],
         ];
         for key in table {
@@ -181,7 +184,10 @@ mod tests {
             assert_eq!(bytes[0], FORMAT_V1);
             assert_eq!(&bytes[1..3], &12u16.to_be_bytes());
             assert_eq!(&bytes[3..15], b"driver_stats");
-            assert_eq!(decode_key(&bytes).expect("decodes"), ("driver_stats".into(), key));
+            assert_eq!(
+                decode_key(&bytes).expect("decodes"),
+                ("driver_stats".into(), key)
+            );
         }
     }
 
@@ -211,8 +217,14 @@ mod tests {
         );
         // A length prefix keeps ("ab", "c") and ("a", "bc") apart.
         assert_ne!(
-            encode_key("v", &[KeyValue::String("ab".into()), KeyValue::String("c".into())]),
-            encode_key("v", &[KeyValue::String("a".into()), KeyValue::String("bc".into())])
+            encode_key(
+                "v",
+                &[KeyValue::String("ab".into()), KeyValue::String("c".into())]
+            ),
+            encode_key(
+                "v",
+                &[KeyValue::String("a".into()), KeyValue::String("bc".into())]
+            )
         );
     }
 

@@ -49,6 +49,7 @@ mod project;
 mod reader;
 mod row_codec;
 mod store;
+mod validate;
 
 #[cfg(test)]
 mod test_support;

@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 
 use quiver_core::ResolvedView;
 use quiver_core::semantics::{row_order, write_wins};
-use quiver_core::value::{KeyValue, Row, Value};
+use quiver_core::value::{KeyValue, Row};
 use rocksdb::WriteBatch;
 
 use crate::error::{Error, Result};
 use crate::keys::{check_key, encode_key};
 use crate::row_codec::{StoredRow, decode_order, decode_row, encode_row};
 use crate::store::{CF_ONLINE, RocksStore, synced};
+use crate::validate::validate_row;
 
 /// What `write_rows` did: every row given is counted exactly once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,8 +29,14 @@ impl RocksStore {
     /// stored orders (one multi-get) to the end of the write (one `WriteBatch`). Within one
     /// call, several rows for the same key keep the greatest by order (ties: the last one).
     /// Every row is validated first; an invalid one is [`Error::InvalidRow`] and nothing of
-    /// the batch is written. `durable` syncs the WAL before returning.
-    pub fn write_rows(&self, view: &ResolvedView, rows: &[Row], durable: bool) -> Result<WriteStats> {
+    /// the batch is written. `durable` syncs the WAL before returning (even when every row
+    /// was skipped, since the newer stored row may come from a write not yet synced).
+    pub fn write_rows(
+        &self,
+        view: &ResolvedView,
+        rows: &[Row],
+        durable: bool,
+    ) -> Result<WriteStats> {
         for (index, row) in rows.iter().enumerate() {
             validate_row(view, index, row)?;
         }
@@ -51,14 +58,16 @@ impl RocksStore {
         let mut encoded = Vec::with_capacity(latest.len());
         for (key, row) in &latest {
             let value = encode_row(view.version, row.event_ts, row.created_ts, &row.values)?;
-            encoded.push((key.as_slice(), row_order(row.event_ts, row.created_ts), value));
+            encoded.push((
+                key.as_slice(),
+                row_order(row.event_ts, row.created_ts),
+                value,
+            ));
         }
 
         let cf = self.cf(CF_ONLINE)?;
         let guards = self.lock_keys(latest.keys().map(Vec::as_slice));
-        let stored = self
-            .db
-            .batched_multi_get_cf(cf, latest.keys(), true);
+        let stored = self.db.batched_multi_get_cf(cf, latest.keys(), true);
         let mut batch = WriteBatch::default();
         let mut written = 0u64;
         for ((key, order, value), stored) in encoded.iter().zip(stored) {
@@ -80,6 +89,9 @@ impl RocksStore {
             self.db
                 .write_opt(batch, &options)
                 .map_err(Error::storage("write online rows"))?;
+        } else if durable && !rows.is_empty() {
+            // Every row lost to a stored one, which may come from a write not yet synced.
+            self.sync()?;
         }
         drop(guards);
         let stats = WriteStats {
@@ -113,60 +125,13 @@ impl RocksStore {
         self.db
             .batched_multi_get_cf(cf, &encoded, false)
             .into_iter()
-            .map(|stored| match stored.map_err(Error::storage("read online rows"))? {
-                None => Ok(None),
-                Some(bytes) => decode_row(&bytes).map(Some),
-            })
+            .map(
+                |stored| match stored.map_err(Error::storage("read online rows"))? {
+                    None => Ok(None),
+                    Some(bytes) => decode_row(&bytes).map(Some),
+                },
+            )
             .collect()
-    }
-}
-
-fn validate_row(view: &ResolvedView, index: usize, row: &Row) -> Result<()> {
-    check_key(view, &row.key)
-        .map_err(|error| Error::invalid_row(format!("rows[{index}].key"), error.to_string()))?;
-    if row.values.len() != view.features.len() {
-        return Err(Error::invalid_row(
-            format!("rows[{index}].values"),
-            format!(
-                "{} values for the {} features of `{}`",
-                row.values.len(),
-                view.features.len(),
-                view.pinned_name()
-            ),
-        ));
-    }
-    for (position, (value, feature)) in row.values.iter().zip(&view.features).enumerate() {
-        if !value.fits(feature.value_type) {
-            return Err(Error::invalid_row(
-                format!("rows[{index}].values[{position}]"),
-                format!(
-                    "feature `{}` is {}, got {}",
-                    feature.name,
-                    feature.value_type,
-                    describe(value)
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Names a value's type for error messages without printing the value (lists can be long).
-fn describe(value: &Value) -> String {
-    match value {
-        Value::List(items) => {
-            let mut names: Vec<&str> = items
-                .iter()
-                .filter(|item| !item.is_null())
-                .map(|item| item.scalar_type().map_or("list", |t| t.name()))
-                .collect();
-            names.sort_unstable();
-            names.dedup();
-            format!("a list of {}", names.join(" and "))
-        }
-        scalar => scalar
-            .scalar_type()
-            .map_or_else(|| "null".to_string(), |t| format!("a {} value", t.name())),
     }
 }
 
@@ -176,6 +141,7 @@ mod tests {
     use crate::test_support::view;
     use quiver_core::ErrorCode;
     use quiver_core::types::KeyType;
+    use quiver_core::value::Value;
 
     fn driver_view() -> ResolvedView {
         view(
@@ -197,7 +163,11 @@ mod tests {
         }
     }
 
-    fn trips(store: &RocksStore, view: &ResolvedView, id: i64) -> Option<(i64, Option<i64>, Value)> {
+    fn trips(
+        store: &RocksStore,
+        view: &ResolvedView,
+        id: i64,
+    ) -> Option<(i64, Option<i64>, Value)> {
         let rows = store
             .read_rows(view, &[vec![KeyValue::Int64(id)]])
             .expect("read");
@@ -254,21 +224,27 @@ mod tests {
             row(1, 7, None, 4), // ties with the greatest: the last one wins
             row(2, 0, None, 11),
         ];
-        assert_eq!(store.write_rows(&view, &rows, false).expect("write"), stats(2, 4));
+        assert_eq!(
+            store.write_rows(&view, &rows, false).expect("write"),
+            stats(2, 4)
+        );
         assert_eq!(trips(&store, &view, 1), Some((7, None, Value::Int64(4))));
         assert_eq!(trips(&store, &view, 2), Some((1, None, Value::Int64(10))));
         assert_eq!(trips(&store, &view, 3), None);
-        assert_eq!(store.write_rows(&view, &[], true).expect("empty"), stats(0, 0));
+        assert_eq!(
+            store.write_rows(&view, &[], true).expect("empty"),
+            stats(0, 0)
+        );
     }
 
     #[test]
     fn concurrent_writers_leave_the_greatest_row() {
         const N_THREADS: i64 = 8;
-        const N_EVENTS: i64 = 100;
+        const N_EVENTS: i64 = 300;
         let dir = tempfile::tempdir().expect("tempdir");
         let store = RocksStore::open(dir.path()).expect("open");
         let view = driver_view();
-        for round in 0..4 {
+        for round in 0..6 {
             std::thread::scope(|scope| {
                 for thread in 0..N_THREADS {
                     let (store, view) = (&store, &view);
@@ -280,14 +256,20 @@ mod tests {
                             events.reverse();
                         }
                         for event_ts in events {
-                            let rows = [row(round, event_ts, None, event_ts), row(99, event_ts, None, 0)];
+                            let rows = [
+                                row(round, event_ts, None, event_ts),
+                                row(99, event_ts, None, 0),
+                            ];
                             store.write_rows(view, &rows, false).expect("write");
                         }
                     });
                 }
             });
             let max = N_EVENTS * N_THREADS - 1;
-            assert_eq!(trips(&store, &view, round), Some((max, None, Value::Int64(max))));
+            assert_eq!(
+                trips(&store, &view, round),
+                Some((max, None, Value::Int64(max)))
+            );
         }
     }
 
@@ -296,11 +278,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = RocksStore::open(dir.path()).expect("open");
         let view = driver_view();
-        store.write_rows(&view, &[row(1, 1, None, 1)], true).expect("write");
+        store
+            .write_rows(&view, &[row(1, 1, None, 1)], true)
+            .expect("write");
         let error = store
             .read_rows(&view, &[vec![KeyValue::Int32(1)]])
             .expect_err("int32 key for an int64 join key");
-        assert!(matches!(error, Error::KeyType { position: 0, .. }), "{error}");
+        assert!(
+            matches!(error, Error::KeyType { position: 0, .. }),
+            "{error}"
+        );
         assert_eq!(error.code(), ErrorCode::InvalidArgument);
         let error = store
             .read_rows(&view, &[vec![KeyValue::Int64(1), KeyValue::Int64(2)]])
@@ -340,6 +327,20 @@ mod tests {
             assert_eq!(error.code(), ErrorCode::InvalidArgument);
             assert_eq!(trips(&store, &view, 1), None);
         }
+    }
+
+    #[test]
+    fn corrupt_stored_rows_are_errors_not_panics() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RocksStore::open(dir.path()).expect("open");
+        let view = driver_view();
+        let cf = store.cf(CF_ONLINE).expect("cf");
+        let key = encode_key(&view.name, &[KeyValue::Int64(1)]);
+        store.db.put_cf(cf, key, [1, 0, 0]).expect("put");
+        let read = store.read_rows(&view, &[vec![KeyValue::Int64(1)]]);
+        assert!(matches!(read, Err(Error::Corrupt { .. })));
+        let write = store.write_rows(&view, &[row(1, 1, None, 1)], true);
+        assert!(matches!(write, Err(Error::Corrupt { .. })));
     }
 
     #[test]

@@ -48,7 +48,12 @@ mod tests {
         let mut v2 = view(
             "v",
             &[("id", KeyType::Int64)],
-            &[("c", "float32"), ("new", "bool"), ("b", "int64"), ("a", "int64")],
+            &[
+                ("c", "float32"),
+                ("new", "bool"),
+                ("b", "int64"),
+                ("a", "int64"),
+            ],
         );
         v2.version = 2;
         let stored = StoredRow {

@@ -148,7 +148,10 @@ fn encode_value(out: &mut Vec<u8>, value: &Value, top_level: bool) -> Result<()>
         }
         Value::List(items) => {
             if !top_level {
-                return Err(Error::invalid_row("values", "lists of lists cannot be stored"));
+                return Err(Error::invalid_row(
+                    "values",
+                    "lists of lists cannot be stored",
+                ));
             }
             out.push(TAG_LIST);
             out.extend_from_slice(&len_u32(items.len(), "a list value")?.to_le_bytes());
@@ -234,7 +237,11 @@ mod tests {
             Value::String(String::new()),
             Value::Bytes(vec![0, 1, 255]),
             Value::Timestamp(1_767_323_045_123_456),
-            Value::List(vec![Value::Float32(0.25), Value::Null, Value::Float32(-3.0)]),
+            Value::List(vec![
+                Value::Float32(0.25),
+                Value::Null,
+                Value::Float32(-3.0),
+            ]),
             Value::List(vec![]),
             Value::List(vec![Value::String("a".into()), Value::Null]),
         ]

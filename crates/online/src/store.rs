@@ -82,14 +82,22 @@ impl RocksStore {
         let version = std::str::from_utf8(&head)
             .ok()
             .and_then(|text| text.parse::<u64>().ok())
-            .ok_or_else(|| Error::corrupt("registry head", format!("not a version: {:?}", String::from_utf8_lossy(&head))))?;
+            .ok_or_else(|| {
+                Error::corrupt(
+                    "registry head",
+                    format!("not a version: {:?}", String::from_utf8_lossy(&head)),
+                )
+            })?;
         let key = state_key(version);
         let json = self
             .db
             .get_pinned_cf(cf, &key)
             .map_err(Error::storage("read the registry state"))?
             .ok_or_else(|| {
-                Error::corrupt("registry", format!("head is {version} but no state is stored"))
+                Error::corrupt(
+                    "registry",
+                    format!("head is {version} but no state is stored"),
+                )
             })?;
         let state: RegistryState = serde_json::from_slice(&json).map_err(|e| {
             Error::corrupt(format!("registry state version {version}"), e.to_string())
@@ -181,7 +189,11 @@ impl RocksStore {
             .into_iter()
             .filter_map(|index| self.stripes.get(index))
             // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
-            .map(|stripe| stripe.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+            .map(|stripe| {
+                stripe
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+            })
             .collect()
     }
 }
@@ -297,10 +309,7 @@ mod tests {
         assert_eq!(store.watermark("missing").expect("get"), None);
         let cf = store.cf(CF_META).expect("cf");
         store.db.put_cf(cf, watermark_key("bad"), [1]).expect("put");
-        assert!(matches!(
-            store.watermark("bad"),
-            Err(Error::Corrupt { .. })
-        ));
+        assert!(matches!(store.watermark("bad"), Err(Error::Corrupt { .. })));
     }
 
     #[test]
