@@ -1,5 +1,6 @@
 mod consistency;
 mod fixture;
+mod materialize;
 mod offline;
 mod online;
 mod registry;

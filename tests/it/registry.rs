@@ -145,3 +145,34 @@ async fn health_is_served() -> anyhow::Result<()> {
     server.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn reflection_lists_and_describes_every_service() -> anyhow::Result<()> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let server = TestServer::start().await?;
+    let clients = server.clients().await?;
+    let mut reflection = ServerReflectionClient::new(clients.channel.clone());
+    let requests = vec![
+        ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) },
+        ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::FileContainingSymbol("quiver.v1.OnlineService".into())) },
+    ];
+    let mut responses = reflection.server_reflection_info(futures::stream::iter(requests)).await?.into_inner();
+    let mut services = Vec::new();
+    let mut described = false;
+    while let Some(response) = futures::StreamExt::next(&mut responses).await {
+        match response?.message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => services = list.service.into_iter().map(|s| s.name).collect(),
+            Some(MessageResponse::FileDescriptorResponse(files)) => described = !files.file_descriptor_proto.is_empty(),
+            other => anyhow::bail!("unexpected reflection answer {other:?}"),
+        }
+    }
+    for name in ["quiver.v1.RegistryService", "quiver.v1.OnlineService", "quiver.v1.JobService", "quiver.v1.OfflineService", "grpc.health.v1.Health"] {
+        assert!(services.iter().any(|s| s == name), "{name} not listed: {services:?}");
+    }
+    assert!(described, "no descriptor for quiver.v1.OnlineService");
+    server.stop().await?;
+    Ok(())
+}
