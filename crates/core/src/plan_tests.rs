@@ -100,7 +100,8 @@ fn fingerprints_ignore_metadata_and_document_order() {
 #[test]
 fn diff_classifies_compatible_and_breaking_changes() {
     // (description, edit of EXAMPLE, changed objects, breaking?)
-    let table: [(&str, (&str, &str), &[&str], bool); 6] = [
+    type Case<'a> = (&'a str, (&'a str, &'a str), &'a [&'a str], bool);
+    let table: [Case<'_>; 6] = [
         (
             "add a feature",
             (
