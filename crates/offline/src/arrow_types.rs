@@ -66,7 +66,10 @@ fn is_string(data_type: &DataType) -> bool {
 fn is_binary(data_type: &DataType) -> bool {
     matches!(
         data_type,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_)
+        DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
+            | DataType::FixedSizeBinary(_)
     )
 }
 
@@ -74,9 +77,7 @@ fn is_binary(data_type: &DataType) -> bool {
 /// an `Int32` column for an `int64` key (label tables).
 pub(crate) fn key_compatible(actual: &DataType, key: KeyType, widen: bool) -> bool {
     match key {
-        KeyType::Int64 => {
-            *actual == DataType::Int64 || (widen && *actual == DataType::Int32)
-        }
+        KeyType::Int64 => *actual == DataType::Int64 || (widen && *actual == DataType::Int32),
         KeyType::Int32 => *actual == DataType::Int32,
         KeyType::String => is_string(actual),
         KeyType::Bytes => is_binary(actual),
@@ -220,8 +221,7 @@ mod tests {
         assert_eq!(micros.value(0), 1);
         assert_eq!(micros.value(1), -2);
         assert!(micros.is_null(2));
-        let secs =
-            arrow::array::TimestampSecondArray::from(vec![3]).with_timezone("Europe/Paris");
+        let secs = arrow::array::TimestampSecondArray::from(vec![3]).with_timezone("Europe/Paris");
         assert_eq!(to_micros(&secs).expect("timestamp").value(0), 3_000_000);
         assert!(to_micros(&arrow::array::Int64Array::from(vec![1])).is_err());
     }
@@ -237,9 +237,10 @@ mod tests {
         assert_eq!(normalized.data_type(), &value_type(list));
         assert!(normalized.is_null(1));
 
-        let doubles: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Float64Type, _, _>(
-            vec![Some(vec![Some(1.0)])],
-        ));
+        let doubles: ArrayRef =
+            Arc::new(ListArray::from_iter_primitive::<Float64Type, _, _>(vec![
+                Some(vec![Some(1.0)]),
+            ]));
         assert!(!value_compatible(doubles.data_type(), list));
 
         let view: ArrayRef = Arc::new(StringViewArray::from(vec!["a"]));

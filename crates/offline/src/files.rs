@@ -153,9 +153,16 @@ mod tests {
         assert_eq!(names(found), ["a.parquet"]);
         let found = resolve(&text(root.join("a.parquet"))).expect("file");
         assert_eq!(names(found), ["a.parquet"]);
-        assert!(resolve(&text(root.join("missing"))).expect("missing").is_empty());
+        assert!(
+            resolve(&text(root.join("missing")))
+                .expect("missing")
+                .is_empty()
+        );
         assert!(resolve("[").is_err());
         assert!(push_log_files(&root.join("nope")).expect("none").is_empty());
-        assert_eq!(names(push_log_files(&root.join("b")).expect("log")), ["b/1.parquet"]);
+        assert_eq!(
+            names(push_log_files(&root.join("b")).expect("log")),
+            ["b/1.parquet"]
+        );
     }
 }

@@ -53,65 +53,44 @@ impl KeyIndex {
     }
 
     /// Writes the slot of each row to `out` (cleared first), creating slots for new keys.
-    pub(crate) fn assign(&mut self, keys: &[ArrayRef], n_rows: usize, out: &mut Vec<u32>) -> Result<()> {
-        self.map_rows(keys, n_rows, out, true)
-    }
-
-    /// Writes the slot of each row to `out` (cleared first); unknown keys get [`NO_SLOT`].
-    pub(crate) fn lookup(&mut self, keys: &[ArrayRef], n_rows: usize, out: &mut Vec<u32>) -> Result<()> {
-        self.map_rows(keys, n_rows, out, false)
-    }
-
-    fn map_rows(
+    pub(crate) fn assign(
         &mut self,
         keys: &[ArrayRef],
         n_rows: usize,
         out: &mut Vec<u32>,
-        insert: bool,
     ) -> Result<()> {
         out.clear();
         out.reserve(n_rows);
-        let nulls = NullBuffer::union_many(keys.iter().map(|k| k.logical_nulls()));
+        let nulls = key_nulls(keys);
         let valid = |i: usize| nulls.as_ref().is_none_or(|n| n.is_valid(i));
         let n_slots = &mut self.n_slots;
-        let mut slot_for = |known: Option<u32>| -> u32 {
-            match known {
-                Some(slot) => slot,
-                None if insert => {
-                    *n_slots += 1;
-                    *n_slots - 1
-                }
-                None => NO_SLOT,
-            }
-        };
         match &mut self.kind {
             Kind::Global => {
-                let slot = if *n_slots > 0 { Some(0) } else { None };
-                let slot = if n_rows > 0 { slot_for(slot) } else { NO_SLOT };
+                let slot = match *n_slots {
+                    _ if n_rows == 0 => NO_SLOT,
+                    0 => new_slot(n_slots),
+                    _ => 0,
+                };
                 out.resize(n_rows, slot);
             }
             Kind::Int(map) => {
                 let key = &keys[0];
-                let ints: Vec<i64>;
+                let widened: Vec<i64>;
                 let values: &[i64] = match key.data_type() {
                     DataType::Int32 => {
-                        ints = key.as_primitive::<Int32Type>().values().iter().map(|v| i64::from(*v)).collect();
-                        &ints
+                        let narrow = key.as_primitive::<Int32Type>().values();
+                        widened = narrow.iter().map(|v| i64::from(*v)).collect();
+                        &widened
                     }
                     _ => key.as_primitive::<Int64Type>().values(),
                 };
                 for (i, value) in values.iter().enumerate().take(n_rows) {
-                    if !valid(i) {
-                        out.push(NO_SLOT);
-                        continue;
-                    }
                     let slot = match map.get(value) {
+                        _ if !valid(i) => NO_SLOT,
                         Some(slot) => *slot,
                         None => {
-                            let slot = slot_for(None);
-                            if slot != NO_SLOT {
-                                map.insert(*value, slot);
-                            }
+                            let slot = new_slot(n_slots);
+                            map.insert(*value, slot);
                             slot
                         }
                     };
@@ -121,19 +100,14 @@ impl KeyIndex {
             Kind::Encoded { converter, map } => {
                 let rows = converter.convert_columns(keys)?;
                 for i in 0..n_rows {
-                    if !valid(i) {
-                        out.push(NO_SLOT);
-                        continue;
-                    }
-                    let bytes = rows.row(i);
-                    let bytes: &[u8] = bytes.as_ref();
+                    let row = rows.row(i);
+                    let bytes: &[u8] = row.as_ref();
                     let slot = match map.get(bytes) {
+                        _ if !valid(i) => NO_SLOT,
                         Some(slot) => *slot,
                         None => {
-                            let slot = slot_for(None);
-                            if slot != NO_SLOT {
-                                map.insert(bytes.into(), slot);
-                            }
+                            let slot = new_slot(n_slots);
+                            map.insert(bytes.into(), slot);
                             slot
                         }
                     };
@@ -148,6 +122,74 @@ impl KeyIndex {
         }
         Ok(())
     }
+
+    /// Writes the slot of each row to `out` (cleared first); unknown keys get [`NO_SLOT`].
+    pub(crate) fn lookup(
+        &self,
+        keys: &[ArrayRef],
+        n_rows: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        out.clear();
+        out.reserve(n_rows);
+        let nulls = key_nulls(keys);
+        let valid = |i: usize| nulls.as_ref().is_none_or(|n| n.is_valid(i));
+        match &self.kind {
+            Kind::Global => {
+                let slot = if self.n_slots > 0 { 0 } else { NO_SLOT };
+                out.resize(n_rows, slot);
+            }
+            Kind::Int(map) => {
+                let key = &keys[0];
+                let widened: Vec<i64>;
+                let values: &[i64] = match key.data_type() {
+                    DataType::Int32 => {
+                        let narrow = key.as_primitive::<Int32Type>().values();
+                        widened = narrow.iter().map(|v| i64::from(*v)).collect();
+                        &widened
+                    }
+                    _ => key.as_primitive::<Int64Type>().values(),
+                };
+                out.extend(
+                    values
+                        .iter()
+                        .take(n_rows)
+                        .enumerate()
+                        .map(|(i, v)| match map.get(v) {
+                            Some(slot) if valid(i) => *slot,
+                            _ => NO_SLOT,
+                        }),
+                );
+            }
+            Kind::Encoded { converter, map } => {
+                let rows = converter.convert_columns(keys)?;
+                out.extend((0..n_rows).map(|i| {
+                    let row = rows.row(i);
+                    let bytes: &[u8] = row.as_ref();
+                    match map.get(bytes) {
+                        Some(slot) if valid(i) => *slot,
+                        _ => NO_SLOT,
+                    }
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rows where any key column is null.
+fn key_nulls(keys: &[ArrayRef]) -> Option<NullBuffer> {
+    let nulls: Vec<Option<NullBuffer>> = keys.iter().map(|k| k.logical_nulls()).collect();
+    NullBuffer::union_many(nulls.iter().map(|n| n.as_ref()))
+}
+
+/// The next slot id; [`NO_SLOT`] once the id space is used up (reported by the caller).
+fn new_slot(n_slots: &mut u32) -> u32 {
+    if *n_slots == NO_SLOT {
+        return NO_SLOT;
+    }
+    *n_slots += 1;
+    *n_slots - 1
 }
 
 type FxBuild = BuildHasherDefault<FxHasher>;
@@ -178,7 +220,7 @@ impl Hasher for FxHasher {
         if !rest.is_empty() {
             let mut word = [0u8; 8];
             word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word) ^ (rest.len() as u64) << 56);
+            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
         }
     }
 
@@ -218,7 +260,12 @@ mod tests {
     #[test]
     fn slots_are_dense_and_nulls_get_none() {
         let mut index = KeyIndex::new(&[DataType::Int64]).expect("index");
-        let keys: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![Some(7), None, Some(3), Some(7)]))];
+        let keys: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![
+            Some(7),
+            None,
+            Some(3),
+            Some(7),
+        ]))];
         let mut out = Vec::new();
         index.assign(&keys, 4, &mut out).expect("assign");
         assert_eq!(out, [0, NO_SLOT, 1, 0]);
@@ -234,7 +281,7 @@ mod tests {
         ];
         index.assign(&keys, 3, &mut out).expect("assign");
         assert_eq!(out, [0, 1, 2]);
-        index.lookup(&keys[..].to_vec(), 3, &mut out).expect("lookup");
+        index.lookup(&keys, 3, &mut out).expect("lookup");
         assert_eq!(out, [0, 1, 2]);
 
         let mut index = KeyIndex::new(&[]).expect("index");

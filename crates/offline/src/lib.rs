@@ -1,1 +1,110 @@
-//! stub
+//! Quiver's offline store: a feature view's history as Parquet, read for materialization
+//! ([`OfflineStore::scan_latest`]), training data ([`OfflineStore::point_in_time_join`],
+//! [`write_parquet`]) and entity-less retrieval ([`OfflineStore::read_range`]), plus the push
+//! log that makes pushed rows part of that history ([`OfflineStore::append_push_log`]).
+//! [`ParquetSchemaCheck`] checks a view against its source files' footers at plan time.
+//!
+//! This crate is not a server and not an online store: it depends on neither tonic nor
+//! rocksdb, and holds no state beyond files under `<data_dir>/offline/`.
+//!
+//! # Invariants
+//!
+//! - A view's data is its source Parquet (file, directory or glob) followed by its push log
+//!   (`<data_dir>/offline/<view>/*.parquet`). Files are read in a fixed order: source files
+//!   sorted by path, then push-log files in append order.
+//! - Instants are UTC microseconds; timestamp columns of any unit are accepted and floored to
+//!   microseconds. Output timestamps are `Timestamp(Microsecond, "UTC")`.
+//! - Row order for a key is `(event_ts, created_ts)` with a missing created time lowest
+//!   (`quiver_core::semantics::row_order`). Among rows equal on both, the row that comes last
+//!   in (file order, row order) wins, on every path: the join, the materialization scan, and
+//!   so the online store. Pushed rows come last, so a pushed row wins a tie, as it does online.
+//! - A point-in-time join outputs exactly one row per label row, in label order, label columns
+//!   unchanged. Memory is the views' projected rows in the labels' time range plus one label
+//!   batch; the materialization scan's memory is bounded by the number of distinct keys.
+//! - Reads run on the blocking pool, a bounded number of tasks at a time, and need a Tokio
+//!   runtime.
+
+mod arrow_types;
+mod error;
+mod export;
+mod files;
+mod join;
+mod keys;
+mod labels;
+mod latest;
+mod push_log;
+mod range;
+mod scan;
+mod schema_check;
+mod values;
+mod view_index;
+
+#[cfg(test)]
+mod testutil;
+
+#[cfg(test)]
+mod fixture;
+#[cfg(test)]
+mod join_tests;
+#[cfg(test)]
+mod latest_tests;
+#[cfg(test)]
+mod perf_tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+pub use error::{Error, Result};
+pub use export::write_parquet;
+pub use join::{JoinOutput, JoinRequest, JoinStats, JoinView, LabelInput};
+pub use latest::LatestRows;
+pub use schema_check::ParquetSchemaCheck;
+
+/// The offline store of one Quiver data directory.
+pub struct OfflineStore {
+    data_dir: PathBuf,
+    /// Reads label tables. One partition and no file repartitioning, so label rows keep their
+    /// order (files sorted by path, rows in file order).
+    session: SessionContext,
+    /// Scan units (and footers) read at a time.
+    parallelism: usize,
+    /// The last push-log file name's `(micros, seq)`: names only grow within a process.
+    push_clock: Mutex<(i64, u64)>,
+}
+
+impl std::fmt::Debug for OfflineStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfflineStore")
+            .field("data_dir", &self.data_dir)
+            .field("parallelism", &self.parallelism)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OfflineStore {
+    pub fn new(data_dir: &Path) -> Self {
+        let mut config = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_repartition_file_scans(false)
+            .with_batch_size(scan::BATCH_SIZE);
+        // Keep label columns as written (Utf8, not Utf8View).
+        config
+            .options_mut()
+            .execution
+            .parquet
+            .schema_force_view_types = false;
+        let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+        OfflineStore {
+            data_dir: data_dir.to_path_buf(),
+            session: SessionContext::new_with_config(config),
+            parallelism,
+            push_clock: Mutex::new((0, 0)),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}

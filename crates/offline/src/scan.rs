@@ -188,9 +188,8 @@ fn plan_file(path: PathBuf, spec: &ScanSpec) -> Result<Vec<Unit>> {
     let mut columns = Vec::new();
     let mut projection = Vec::new();
     for (name, key) in &spec.keys {
-        let index = find(name).ok_or_else(|| {
-            spec.mismatch(format!("{shown} has no key column `{name}`"))
-        })?;
+        let index = find(name)
+            .ok_or_else(|| spec.mismatch(format!("{shown} has no key column `{name}`")))?;
         let actual = schema.field(index).data_type();
         if !key_compatible(actual, *key, false) {
             return Err(spec.mismatch(format!(
@@ -219,9 +218,7 @@ fn plan_file(path: PathBuf, spec: &ScanSpec) -> Result<Vec<Unit>> {
                 projection.push(index);
             }
             None if required => {
-                return Err(spec.mismatch(format!(
-                    "{shown} has no event time column `{name}`"
-                )));
+                return Err(spec.mismatch(format!("{shown} has no event time column `{name}`")));
             }
             None => columns.push(None),
         }
@@ -331,16 +328,14 @@ pub(crate) fn read_unit(
     let path = &file.path;
     let handle = File::open(path).map_err(|e| Error::io(path, e))?;
     let parquet_schema = file.metadata.parquet_schema();
-    let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
-        handle,
-        file.metadata.clone(),
-    )
-    .with_batch_size(BATCH_SIZE)
-    .with_row_groups(unit.row_groups.clone())
-    .with_projection(ProjectionMask::roots(
-        parquet_schema,
-        file.projection.iter().copied(),
-    ));
+    let mut builder =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(handle, file.metadata.clone())
+            .with_batch_size(BATCH_SIZE)
+            .with_row_groups(unit.row_groups.clone())
+            .with_projection(ProjectionMask::roots(
+                parquet_schema,
+                file.projection.iter().copied(),
+            ));
     if unit.filter {
         let (start, end) = (spec.start, spec.end);
         let predicate = ArrowPredicateFn::new(

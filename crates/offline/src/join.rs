@@ -1,0 +1,311 @@
+//! The point-in-time join (SEMANTICS.md "Point-in-time join").
+//!
+//! Plan: validate the label table against the request; find the labels' time range; for each
+//! view, read and index its rows with `event_ts` in `[min t - ttl, max t]` ([`ViewIndex`]);
+//! then stream the label batches in order, probing every view for each batch and appending
+//! the gathered feature columns. No per-label query, no cross join: the work is one scan per
+//! view plus, per label row, a hash lookup and a binary search.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use quiver_core::ResolvedView;
+use quiver_core::model::Feature;
+use quiver_core::types::KeyType;
+
+use crate::OfflineStore;
+use crate::arrow_types::{key_compatible, normalize_key, to_micros, value_type};
+use crate::error::{Error, Result};
+use crate::labels::Labels;
+use crate::view_index::ViewIndex;
+
+/// Where the label rows come from.
+#[derive(Debug)]
+pub enum LabelInput {
+    /// A Parquet file, a directory of `*.parquet` files or a glob; files are read in path order.
+    Parquet(String),
+    /// Batches with one schema; at least one batch (it may be empty) to give the schema.
+    Batches(Vec<RecordBatch>),
+}
+
+#[derive(Debug)]
+pub struct JoinRequest {
+    pub labels: LabelInput,
+    /// The label time column (any timestamp unit; without a zone read as UTC).
+    pub timestamp_column: String,
+    pub views: Vec<JoinView>,
+    /// Name feature columns `prefix__feature` instead of `feature`.
+    pub full_names: bool,
+    /// Also require `created_ts <= t` ("as known at t").
+    pub as_known_at: bool,
+}
+
+#[derive(Debug)]
+pub struct JoinView {
+    pub view: ResolvedView,
+    pub features: Vec<String>,
+    /// The alias or the view name, for full names and stats.
+    pub prefix: String,
+}
+
+/// A result table as a stream of batches in label (or file) order.
+pub struct JoinOutput {
+    pub schema: SchemaRef,
+    pub stream: BoxStream<'static, Result<RecordBatch>>,
+    pub stats: Arc<JoinStats>,
+}
+
+impl std::fmt::Debug for JoinOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinOutput")
+            .field("schema", &self.schema)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters updated while the output streams.
+#[derive(Debug, Default)]
+pub struct JoinStats {
+    /// Rows output so far (label rows for a join).
+    pub label_rows: AtomicU64,
+    /// Per view prefix, output rows that found a row of that view.
+    pub matched: Vec<(String, AtomicU64)>,
+}
+
+impl JoinStats {
+    pub(crate) fn new(prefixes: impl IntoIterator<Item = String>) -> Self {
+        JoinStats {
+            label_rows: AtomicU64::new(0),
+            matched: prefixes
+                .into_iter()
+                .map(|p| (p, AtomicU64::new(0)))
+                .collect(),
+        }
+    }
+}
+
+/// What the join needs to know about one view, after validation.
+struct ViewPlan {
+    /// Label column index and key type of each join key, in the view's key order.
+    label_keys: Vec<(usize, KeyType)>,
+    index: ViewIndex,
+}
+
+impl OfflineStore {
+    /// The point-in-time join: exactly one output row per label row, in label order, with
+    /// all label columns unchanged, then the requested features of each view in request
+    /// order. Invalid requests fail before any view data is read.
+    pub async fn point_in_time_join(&self, request: JoinRequest) -> Result<JoinOutput> {
+        let labels = Labels::open(self, request.labels).await?;
+        let schema = Arc::clone(&labels.schema);
+        let t_index = timestamp_column(&schema, &request.timestamp_column)?;
+        let mut output_fields: Vec<Field> =
+            schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut selected: Vec<Vec<&Feature>> = Vec::new();
+        let mut label_keys = Vec::new();
+        for (v, join_view) in request.views.iter().enumerate() {
+            label_keys.push(label_key_columns(&schema, &join_view.view)?);
+            let features = select_features(&join_view.view, &join_view.features, v)?;
+            for feature in &features {
+                let name = if request.full_names {
+                    format!("{}__{}", join_view.prefix, feature.name)
+                } else {
+                    feature.name.clone()
+                };
+                output_fields.push(Field::new(name, value_type(feature.value_type), true));
+            }
+            selected.push(features);
+        }
+        check_collisions(&output_fields)?;
+        let bounds = labels.time_bounds(t_index).await?;
+        let mut plans = Vec::new();
+        for ((join_view, features), label_keys) in
+            request.views.iter().zip(&selected).zip(label_keys)
+        {
+            let view = &join_view.view;
+            // No label time: no row can be chosen, so read nothing.
+            let (start, end) = match bounds {
+                Some((min_t, max_t)) if view.ttl > 0 => {
+                    (min_t.saturating_sub(view.ttl), max_t.saturating_add(1))
+                }
+                Some((_, max_t)) => (i64::MIN, max_t.saturating_add(1)),
+                None => (0, 0),
+            };
+            let index =
+                ViewIndex::build(self, view, features, (start, end), request.as_known_at).await?;
+            plans.push(ViewPlan { label_keys, index });
+        }
+        let stats = Arc::new(JoinStats::new(
+            request.views.iter().map(|v| v.prefix.clone()),
+        ));
+        let output_schema = Arc::new(Schema::new(output_fields));
+        let plans = Arc::new(plans);
+        let stream = labels
+            .stream()
+            .await?
+            .map({
+                let schema = Arc::clone(&output_schema);
+                let stats = Arc::clone(&stats);
+                move |batch| {
+                    let (schema, stats, plans) =
+                        (Arc::clone(&schema), Arc::clone(&stats), Arc::clone(&plans));
+                    async move {
+                        let batch = batch?;
+                        tokio::task::spawn_blocking(move || {
+                            join_batch(&batch, t_index, &plans, &schema, &stats)
+                        })
+                        .await?
+                    }
+                }
+            })
+            .buffered(self.parallelism.max(1))
+            .boxed();
+        Ok(JoinOutput {
+            schema: output_schema,
+            stream,
+            stats,
+        })
+    }
+}
+
+fn join_batch(
+    batch: &RecordBatch,
+    t_index: usize,
+    plans: &[ViewPlan],
+    schema: &SchemaRef,
+    stats: &JoinStats,
+) -> Result<RecordBatch> {
+    let t = to_micros(batch.column(t_index).as_ref())?;
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    for (plan, (_, matched)) in plans.iter().zip(&stats.matched) {
+        let keys = plan
+            .label_keys
+            .iter()
+            .map(|(i, key)| normalize_key(batch.column(*i), *key))
+            .collect::<Result<Vec<_>, _>>()?;
+        let chosen = plan.index.probe(&keys, &t)?;
+        matched.fetch_add(
+            (chosen.len() - chosen.null_count()) as u64,
+            Ordering::Relaxed,
+        );
+        columns.extend(plan.index.gather(&chosen)?);
+    }
+    stats
+        .label_rows
+        .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+fn column_list(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn timestamp_column(schema: &Schema, name: &str) -> Result<usize> {
+    let index = schema.index_of(name).map_err(|_| {
+        Error::invalid(
+            "timestamp_column",
+            format!(
+                "the label table has no column `{name}` (it has: {}); add it or name the label time column",
+                column_list(schema)
+            ),
+        )
+    })?;
+    let data_type = schema.field(index).data_type();
+    if !matches!(data_type, DataType::Timestamp(_, _)) {
+        return Err(Error::invalid(
+            "timestamp_column",
+            format!(
+                "label column `{name}` is {data_type}; it must be a timestamp (any unit), so cast it to a timestamp"
+            ),
+        ));
+    }
+    Ok(index)
+}
+
+/// The label columns holding the view's join keys (by key name), with compatible types.
+pub(crate) fn label_key_columns(
+    schema: &Schema,
+    view: &ResolvedView,
+) -> Result<Vec<(usize, KeyType)>> {
+    view.join_keys
+        .iter()
+        .map(|key| {
+            let index = schema.index_of(&key.name).map_err(|_| {
+                Error::invalid(
+                    &key.name,
+                    format!(
+                        "the label table has no column `{}`, a join key of view `{}` (it has: {}); add the column",
+                        key.name,
+                        view.name,
+                        column_list(schema)
+                    ),
+                )
+            })?;
+            let actual = schema.field(index).data_type();
+            if !key_compatible(actual, key.key_type, true) {
+                return Err(Error::invalid(
+                    &key.name,
+                    format!(
+                        "label column `{}` is {actual}, but view `{}` keys it as {}; cast the column to {}",
+                        key.name, view.name, key.key_type, key.key_type
+                    ),
+                ));
+            }
+            Ok((index, key.key_type))
+        })
+        .collect()
+}
+
+/// The requested features of a view, in request order.
+pub(crate) fn select_features<'a>(
+    view: &'a ResolvedView,
+    names: &[String],
+    position: usize,
+) -> Result<Vec<&'a Feature>> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            view.feature(name).ok_or_else(|| {
+                let known: Vec<&str> = view.features.iter().map(|f| f.name.as_str()).collect();
+                Error::invalid(
+                    format!("views[{position}].features[{j}]"),
+                    format!(
+                        "view `{}` has no feature `{name}`; it has: {}",
+                        view.pinned_name(),
+                        known.join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Fails with every name that appears more than once among the output columns.
+pub(crate) fn check_collisions(fields: &[Field]) -> Result<()> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for field in fields {
+        *counts.entry(field.name().as_str()).or_default() += 1;
+    }
+    let names: Vec<String> = counts
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if names.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::NameCollision { names })
+    }
+}

@@ -1,0 +1,128 @@
+//! Label tables: given batches, or Parquet files read through DataFusion in a single ordered
+//! partition (files sorted by path, rows in file order), so output rows keep label order.
+
+use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::ParquetReadOptions;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::OfflineStore;
+use crate::arrow_types::to_micros;
+use crate::error::{Error, Result};
+use crate::join::LabelInput;
+
+/// An opened label table: its schema and where its batches come from.
+pub(crate) struct Labels {
+    pub(crate) schema: SchemaRef,
+    source: Source,
+}
+
+enum Source {
+    Batches(Vec<RecordBatch>),
+    Frame(DataFrame),
+}
+
+impl Labels {
+    pub(crate) async fn open(store: &OfflineStore, input: LabelInput) -> Result<Labels> {
+        match input {
+            LabelInput::Batches(batches) => {
+                let Some(first) = batches.first() else {
+                    return Err(Error::invalid(
+                        "labels",
+                        "no label batches; pass at least one batch (it may be empty) so the label table has a schema",
+                    ));
+                };
+                let schema = first.schema();
+                if let Some(i) = batches
+                    .iter()
+                    .position(|b| b.schema().fields() != schema.fields())
+                {
+                    return Err(Error::invalid(
+                        "labels",
+                        format!(
+                            "label batch {i} has a different schema than batch 0; all batches must have the same columns and types"
+                        ),
+                    ));
+                }
+                Ok(Labels {
+                    schema,
+                    source: Source::Batches(batches),
+                })
+            }
+            LabelInput::Parquet(location) => {
+                let files = crate::files::resolve(&location)
+                    .map_err(|message| Error::invalid("labels", message))?;
+                if files.is_empty() {
+                    return Err(Error::invalid(
+                        "labels",
+                        format!(
+                            "`{location}` matches no Parquet file; give a file, a directory of *.parquet files or a glob"
+                        ),
+                    ));
+                }
+                let files: Vec<String> = files
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect();
+                let options = ParquetReadOptions {
+                    // The files are already chosen; accept any name.
+                    file_extension: "",
+                    ..Default::default()
+                };
+                let frame = store.session.read_parquet(files, options).await?;
+                Ok(Labels {
+                    schema: std::sync::Arc::clone(frame.schema().inner()),
+                    source: Source::Frame(frame),
+                })
+            }
+        }
+    }
+
+    /// The least and greatest label time (UTC micros), `None` if there is none.
+    pub(crate) async fn time_bounds(&self, column: usize) -> Result<Option<(i64, i64)>> {
+        let mut bounds: Option<(i64, i64)> = None;
+        let mut update = |batch: &RecordBatch, index: usize| -> Result<()> {
+            let micros = to_micros(batch.column(index).as_ref())?;
+            for (i, t) in micros.values().iter().enumerate() {
+                if micros.is_valid(i) {
+                    bounds = Some(bounds.map_or((*t, *t), |(lo, hi)| (lo.min(*t), hi.max(*t))));
+                }
+            }
+            Ok(())
+        };
+        match &self.source {
+            Source::Batches(batches) => {
+                for batch in batches {
+                    update(batch, column)?;
+                }
+            }
+            Source::Frame(frame) => {
+                let name = self.schema.field(column).name();
+                let mut stream = frame
+                    .clone()
+                    .select_columns(&[name.as_str()])?
+                    .execute_stream()
+                    .await?;
+                while let Some(batch) = stream.try_next().await? {
+                    update(&batch, 0)?;
+                }
+            }
+        }
+        Ok(bounds)
+    }
+
+    /// The label batches, in order.
+    pub(crate) async fn stream(self) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        match self.source {
+            Source::Batches(batches) => {
+                Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed())
+            }
+            Source::Frame(frame) => {
+                let stream = frame.execute_stream().await?;
+                Ok(stream.map_err(Error::from).boxed())
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The push log: pushed rows appended to a view's offline data as small Parquet files.
+//!
+//! Each append writes one file `<data_dir>/offline/<view>/<micros>-<seq>.parquet` (both
+//! numbers zero-padded to 20 digits, so names sort in append order) under a temporary name,
+//! fsyncs it, renames it into place and fsyncs the directory. Readers skip hidden files, so a
+//! crash leaves either no file or a complete one. Columns carry the source's column names and
+//! the view's canonical types, so a push-log file reads like a source file.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::{Field, Schema};
+use quiver_core::ResolvedView;
+use quiver_core::value::Row;
+
+use crate::OfflineStore;
+use crate::arrow_types::{UTC, key_type, timestamp_type, value_type};
+use crate::error::{Error, Result};
+use crate::export::write_file_durably;
+use crate::files::push_log_dir;
+use crate::values::{key_column, value_column};
+
+impl OfflineStore {
+    /// Appends `rows` (keys in the view's key order, values in its feature order) to the
+    /// view's push log and returns once the file is durable. No rows, no file.
+    pub fn append_push_log(&self, view: &ResolvedView, rows: &[Row]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = rows_to_batch(view, rows)?;
+        let dir = push_log_dir(&self.data_dir, &view.name);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let (micros, seq) = self.next_push_name();
+        let path = dir.join(format!("{micros:020}-{seq:020}.parquet"));
+        write_file_durably(&path, &[batch], Vec::new())?;
+        tracing::debug!(view = %view.name, rows = rows.len(), path = %path.display(), "appended to push log");
+        Ok(())
+    }
+
+    /// `(micros, seq)` greater than any name this store gave before.
+    fn next_push_name(&self) -> (i64, u64) {
+        let now = chrono::Utc::now().timestamp_micros().max(0);
+        let mut last = self
+            .push_clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *last = if now > last.0 {
+            (now, 0)
+        } else {
+            (last.0, last.1 + 1)
+        };
+        *last
+    }
+}
+
+/// The push-log batch for `rows`, validated against the view.
+pub(crate) fn rows_to_batch(view: &ResolvedView, rows: &[Row]) -> Result<RecordBatch> {
+    let source = &view.source;
+    for (i, row) in rows.iter().enumerate() {
+        if row.key.len() != view.join_keys.len() {
+            return Err(Error::invalid(
+                format!("rows[{i}].key"),
+                format!(
+                    "view `{}` is keyed by {} key(s) ({}), the row has {}",
+                    view.name,
+                    view.join_keys.len(),
+                    key_names(view),
+                    row.key.len()
+                ),
+            ));
+        }
+        if row.values.len() != view.features.len() {
+            return Err(Error::invalid(
+                format!("rows[{i}].values"),
+                format!(
+                    "view `{}` has {} feature(s), the row has {} value(s)",
+                    view.name,
+                    view.features.len(),
+                    row.values.len()
+                ),
+            ));
+        }
+    }
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (k, key) in view.join_keys.iter().enumerate() {
+        let column = key_column(key.key_type, rows.iter().map(|r| &r.key[k])).map_err(|i| {
+            Error::invalid(
+                format!("rows[{i}].key[{k}]"),
+                format!(
+                    "key `{}` is {}, got {}",
+                    key.name,
+                    key.key_type,
+                    rows[i].key[k].key_type()
+                ),
+            )
+        })?;
+        fields.push(Field::new(
+            source.column_for(&key.name),
+            key_type(key.key_type),
+            false,
+        ));
+        columns.push(column);
+    }
+    let event = TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.event_ts));
+    fields.push(Field::new(&source.event_time, timestamp_type(), false));
+    columns.push(Arc::new(event.with_timezone(UTC)));
+    if let Some(created_time) = &source.created_time {
+        let created = TimestampMicrosecondArray::from_iter(rows.iter().map(|r| r.created_ts));
+        fields.push(Field::new(created_time, timestamp_type(), true));
+        columns.push(Arc::new(created.with_timezone(UTC)));
+    }
+    for (j, feature) in view.features.iter().enumerate() {
+        let column =
+            value_column(feature.value_type, rows.iter().map(|r| &r.values[j])).map_err(|i| {
+                Error::invalid(
+                    format!("rows[{i}].values[{j}]"),
+                    format!(
+                        "feature `{}` is {}; the value does not fit it",
+                        feature.name, feature.value_type
+                    ),
+                )
+            })?;
+        fields.push(Field::new(
+            source.column_for(&feature.name),
+            value_type(feature.value_type),
+            true,
+        ));
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+fn key_names(view: &ResolvedView) -> String {
+    view.join_keys
+        .iter()
+        .map(|k| k.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

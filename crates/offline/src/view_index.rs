@@ -1,0 +1,269 @@
+//! One view's side of a point-in-time join: its rows in the labels' time range, indexed by key
+//! and sorted by row order, probed label batch by label batch.
+//!
+//! Rows get ids in (file order, row order). A counting sort groups row ids by key slot (stably,
+//! so ids ascend within a key); each key's run is then sorted by `(event_ts, created_ts, id)`,
+//! which is usually a no-op check because data tends to arrive in time order. A probe at `t`
+//! binary-searches the key's run for the last `event_ts <= t` and walks back past rows created
+//! after `t` (as-known-at mode) until the TTL bound: the first row it meets is the greatest
+//! candidate, and among equal rows the one with the greatest id, as in `scan_latest`.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray, UInt32Array, new_null_array,
+};
+use arrow::compute::{concat, take};
+use arrow::datatypes::{DataType, TimestampMicrosecondType};
+use futures::TryStreamExt;
+use quiver_core::ResolvedView;
+use quiver_core::model::Feature;
+
+use crate::OfflineStore;
+use crate::error::{Error, Result};
+use crate::keys::{KeyIndex, NO_SLOT};
+use crate::latest::key_types;
+use crate::scan::{ScanSpec, plan_units, read_unit, run_units};
+
+#[derive(Debug)]
+pub(crate) struct ViewIndex {
+    keys: KeyIndex,
+    /// Per slot `s`, its rows are `order[starts[s]..starts[s + 1]]`.
+    starts: Vec<u32>,
+    order: Vec<u32>,
+    /// `event_ts` of `order[i]`.
+    events: Vec<i64>,
+    /// `created_ts` of `order[i]`, kept only for as-known-at joins of sources that have it.
+    created: Option<Vec<Option<i64>>>,
+    features: Vec<ArrayRef>,
+    feature_types: Vec<DataType>,
+    ttl: i64,
+    as_known_at: bool,
+}
+
+impl ViewIndex {
+    /// Reads `features` of the view's rows with `start <= event_ts < end` and indexes them.
+    pub(crate) async fn build(
+        store: &OfflineStore,
+        view: &ResolvedView,
+        features: &[&Feature],
+        (start, end): (i64, i64),
+        as_known_at: bool,
+    ) -> Result<ViewIndex> {
+        let spec = Arc::new(ScanSpec::new(view, features, start, end));
+        // An empty range (no label has a time) reads nothing.
+        let files = if start < end {
+            crate::files::view_files(&store.data_dir, view)?
+        } else {
+            Vec::new()
+        };
+        let units = plan_units(files, Arc::clone(&spec), store.parallelism).await?;
+        let per_unit: Vec<Vec<RecordBatch>> =
+            run_units(units, Arc::clone(&spec), store.parallelism, |unit, spec| {
+                let mut batches = Vec::new();
+                read_unit(unit, spec, &mut |batch| {
+                    batches.push(batch);
+                    Ok(())
+                })?;
+                Ok(batches)
+            })
+            .try_collect()
+            .await?;
+        let ttl = view.ttl;
+        let name = view.name.clone();
+        let features: Vec<Feature> = features.iter().map(|f| (*f).clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            index_rows(&spec, per_unit, &features, &name, ttl, as_known_at)
+        })
+        .await?
+    }
+
+    /// For each label row (normalized key columns, time `t`), the id of the chosen view row,
+    /// or null when there is no candidate.
+    pub(crate) fn probe(
+        &self,
+        keys: &[ArrayRef],
+        t: &TimestampMicrosecondArray,
+    ) -> Result<UInt32Array> {
+        let n_rows = t.len();
+        let mut slots = Vec::new();
+        self.keys.lookup(keys, n_rows, &mut slots)?;
+        let chosen = (0..n_rows).map(|i| {
+            let slot = slots[i];
+            if slot == NO_SLOT || t.is_null(i) {
+                return None;
+            }
+            self.latest_candidate(slot as usize, t.value(i))
+        });
+        Ok(chosen.collect())
+    }
+
+    fn latest_candidate(&self, slot: usize, t: i64) -> Option<u32> {
+        let (lo, hi) = (self.starts[slot] as usize, self.starts[slot + 1] as usize);
+        let events = &self.events[lo..hi];
+        let lower = if self.ttl > 0 {
+            t.saturating_sub(self.ttl)
+        } else {
+            i64::MIN
+        };
+        let mut p = events.partition_point(|e| *e <= t);
+        while p > 0 {
+            p -= 1;
+            if events[p] < lower {
+                return None;
+            }
+            let too_late = self.as_known_at
+                && self
+                    .created
+                    .as_ref()
+                    .is_some_and(|c| c[lo + p].is_some_and(|c| c > t));
+            if !too_late {
+                return Some(self.order[lo + p]);
+            }
+        }
+        None
+    }
+
+    /// The feature columns gathered at `chosen` (null where nothing was chosen).
+    pub(crate) fn gather(&self, chosen: &UInt32Array) -> Result<Vec<ArrayRef>> {
+        if chosen.null_count() == chosen.len() {
+            return Ok(self
+                .feature_types
+                .iter()
+                .map(|t| new_null_array(t, chosen.len()))
+                .collect());
+        }
+        Ok(self
+            .features
+            .iter()
+            .map(|f| take(f.as_ref(), chosen, None))
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+/// A stable counting sort of row ids by slot; rows without a slot are left out.
+fn group_by_slot(slots: &[u32], n_slots: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut starts = vec![0u32; n_slots + 1];
+    for slot in slots.iter().filter(|s| **s != NO_SLOT) {
+        starts[*slot as usize + 1] += 1;
+    }
+    for s in 0..n_slots {
+        starts[s + 1] += starts[s];
+    }
+    let mut next = starts.clone();
+    let mut order = vec![0u32; starts[n_slots] as usize];
+    for (row, slot) in slots.iter().enumerate() {
+        if *slot != NO_SLOT {
+            let at = &mut next[*slot as usize];
+            order[*at as usize] = row as u32;
+            *at += 1;
+        }
+    }
+    (starts, order)
+}
+
+/// Sorts each slot's run of row ids by `(event_ts, created_ts, id)`.
+fn sort_runs(starts: &[u32], order: &mut [u32], events: &[i64], created: Option<&[Option<i64>]>) {
+    let key = |r: u32| {
+        let r = r as usize;
+        (events[r], created.and_then(|c| c[r]), r)
+    };
+    for run in starts.windows(2) {
+        let run = &mut order[run[0] as usize..run[1] as usize];
+        if !run.windows(2).all(|w| key(w[0]) <= key(w[1])) {
+            run.sort_unstable_by_key(|r| key(*r));
+        }
+    }
+}
+
+/// Indexes the rows read for a join (sorting and hashing: CPU work for the blocking pool).
+fn index_rows(
+    spec: &ScanSpec,
+    per_unit: Vec<Vec<RecordBatch>>,
+    features: &[Feature],
+    view: &str,
+    ttl: i64,
+    as_known_at: bool,
+) -> Result<ViewIndex> {
+    // Column-major, so each column's pieces are freed as soon as it is concatenated.
+    let mut columns: Vec<Vec<ArrayRef>> = vec![Vec::new(); spec.schema.fields().len()];
+    for batch in per_unit.into_iter().flatten() {
+        for (i, column) in batch.columns().iter().enumerate() {
+            columns[i].push(Arc::clone(column));
+        }
+    }
+    let n_rows: usize = columns[spec.event_index()].iter().map(|c| c.len()).sum();
+    if u32::try_from(n_rows).is_err() {
+        return Err(Error::TooLarge(format!(
+            "view `{}` has {n_rows} rows in the labels' time range; a join handles at most {} per view (split the label table by time)",
+            view,
+            u32::MAX - 1
+        )));
+    }
+    let mut keys = KeyIndex::new(&key_types(&spec.schema, spec.n_keys()))?;
+    let mut slots: Vec<u32> = Vec::with_capacity(n_rows);
+    let mut events: Vec<i64> = Vec::with_capacity(n_rows);
+    let mut created: Option<Vec<Option<i64>>> =
+        spec.created_index().map(|_| Vec::with_capacity(n_rows));
+    let mut batch_slots = Vec::new();
+    for (piece, event) in columns[spec.event_index()].iter().enumerate() {
+        let key_columns: Vec<ArrayRef> = columns[..spec.n_keys()]
+            .iter()
+            .map(|pieces| Arc::clone(&pieces[piece]))
+            .collect();
+        let event = event.as_primitive::<TimestampMicrosecondType>();
+        keys.assign(&key_columns, event.len(), &mut batch_slots)?;
+        for (row, slot) in batch_slots.iter().enumerate() {
+            // A row without an event time has no place in row order.
+            slots.push(if event.is_valid(row) { *slot } else { NO_SLOT });
+        }
+        events.extend_from_slice(event.values());
+        if let (Some(created), Some(index)) = (&mut created, spec.created_index()) {
+            let column = columns[index][piece].as_primitive::<TimestampMicrosecondType>();
+            created.extend((0..column.len()).map(|i| column.is_valid(i).then(|| column.value(i))));
+        }
+    }
+    for column in columns.iter_mut().take(spec.first_feature_index()) {
+        column.clear();
+    }
+    let (starts, mut order) = group_by_slot(&slots, keys.len());
+    drop(slots);
+    sort_runs(&starts, &mut order, &events, created.as_deref());
+    let sorted_events = order.iter().map(|r| events[*r as usize]).collect();
+    let sorted_created = match (as_known_at, &created) {
+        (true, Some(created)) => Some(order.iter().map(|r| created[*r as usize]).collect()),
+        _ => None,
+    };
+    drop(events);
+    drop(created);
+    let mut feature_columns = Vec::with_capacity(features.len());
+    for (j, feature) in features.iter().enumerate() {
+        let pieces = std::mem::take(&mut columns[spec.first_feature_index() + j]);
+        let data_type = spec
+            .schema
+            .field(spec.first_feature_index() + j)
+            .data_type();
+        let column = if pieces.is_empty() {
+            arrow::array::new_empty_array(data_type)
+        } else {
+            let refs: Vec<&dyn Array> = pieces.iter().map(|c| c.as_ref()).collect();
+            concat(&refs)?
+        };
+        tracing::trace!(feature = %feature.name, rows = column.len(), "indexed");
+        feature_columns.push(column);
+    }
+    Ok(ViewIndex {
+        keys,
+        starts,
+        order,
+        events: sorted_events,
+        created: sorted_created,
+        features: feature_columns,
+        feature_types: features
+            .iter()
+            .map(|f| crate::arrow_types::value_type(f.value_type))
+            .collect(),
+        ttl,
+        as_known_at,
+    })
+}
