@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use arrow::array::{ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -84,8 +87,15 @@ fn features_schema() -> Arc<Schema> {
 }
 
 fn writer(path: &Path, schema: Arc<Schema>) -> Result<ArrowWriter<std::fs::File>> {
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(256 * 1024)).build();
-    Ok(ArrowWriter::try_new(std::fs::File::create(path)?, schema, Some(props))?)
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(256 * 1024))
+        .build();
+    Ok(ArrowWriter::try_new(
+        std::fs::File::create(path)?,
+        schema,
+        Some(props),
+    )?)
 }
 
 /// One hour of rows for every entity, skipping each entity's gap hours.
@@ -93,9 +103,32 @@ fn hour_batch(rng: &mut rand::rngs::StdRng, entities: i64, hour: i64) -> Result<
     const VEHICLES: [&str; 4] = ["sedan", "suv", "van", "bike"];
     const ZONES: [&str; 6] = ["north", "south", "east", "west", "center", "airport"];
     let n = entities as usize;
-    let (mut ids, mut ev, mut cr) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut conv, mut acc, mut trips, mut rating, mut vehicle, mut zone, mut active, mut today, mut last) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut ids, mut ev, mut cr) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (
+        mut conv,
+        mut acc,
+        mut trips,
+        mut rating,
+        mut vehicle,
+        mut zone,
+        mut active,
+        mut today,
+        mut last,
+    ) = (
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    );
     for entity in 0..entities {
         // Gaps: every entity skips 6 hours somewhere each 120 hours (longer than the 2h TTL).
         let gap_start = (entity * 37) % 114;
@@ -112,7 +145,11 @@ fn hour_batch(rng: &mut rand::rngs::StdRng, entities: i64, hour: i64) -> Result<
             conv.push(rng.random_range(0.0f32..1.0));
             acc.push(rng.random_range(0.5f32..1.0));
             trips.push(rng.random_range(0..400i64));
-            rating.push(if rng.random_range(0..50) == 0 { None } else { Some(rng.random_range(1.0f64..5.0)) });
+            rating.push(if rng.random_range(0..50) == 0 {
+                None
+            } else {
+                Some(rng.random_range(1.0f64..5.0))
+            });
             vehicle.push(VEHICLES[(entity as usize) % 4]);
             zone.push(ZONES[rng.random_range(0..ZONES.len())]);
             active.push(rng.random_bool(0.8));
@@ -137,16 +174,25 @@ fn hour_batch(rng: &mut rand::rngs::StdRng, entities: i64, hour: i64) -> Result<
     Ok(RecordBatch::try_new(features_schema(), columns)?)
 }
 
-fn labels(rng: &mut rand::rngs::StdRng, entities: i64, hours: i64, n: usize) -> Result<RecordBatch> {
-    let (mut ids, mut ts, mut label) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+fn labels(
+    rng: &mut rand::rngs::StdRng,
+    entities: i64,
+    hours: i64,
+    n: usize,
+) -> Result<RecordBatch> {
+    let (mut ids, mut ts, mut label) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for _ in 0..n {
         // 2 % unknown entities.
         ids.push(1001 + rng.random_range(0..entities + entities / 50));
         let t = match rng.random_range(0..10) {
-            0 => START - rng.random_range(0..3 * HOUR),                        // before the first row
-            1 => START + rng.random_range(0..hours) * HOUR,                    // exactly on a row
-            2 => START + hours * HOUR + rng.random_range(0..3 * HOUR),         // after the last row
-            _ => START + rng.random_range(0..hours * HOUR),                    // between rows
+            0 => START - rng.random_range(0..3 * HOUR), // before the first row
+            1 => START + rng.random_range(0..hours) * HOUR, // exactly on a row
+            2 => START + hours * HOUR + rng.random_range(0..3 * HOUR), // after the last row
+            _ => START + rng.random_range(0..hours * HOUR), // between rows
         };
         ts.push(t);
         label.push(rng.random_range(0..2i64));
@@ -156,7 +202,14 @@ fn labels(rng: &mut rand::rngs::StdRng, entities: i64, hours: i64, n: usize) -> 
         Field::new("event_timestamp", ts_type(), false),
         Field::new("label", DataType::Int64, false),
     ]));
-    Ok(RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ids)), Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")), Arc::new(Int64Array::from(label))])?)
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+            Arc::new(Int64Array::from(label)),
+        ],
+    )?)
 }
 
 pub fn generate(args: &GenArgs) -> Result<()> {

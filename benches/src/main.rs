@@ -94,27 +94,50 @@ fn request(args: &OnlineArgs, batch: usize, seed: &mut u64) -> v1::GetOnlineFeat
         })
         .collect();
     v1::GetOnlineFeaturesRequest {
-        selector: Some(v1::get_online_features_request::Selector::FeatureService(args.service.clone())),
+        selector: Some(v1::get_online_features_request::Selector::FeatureService(
+            args.service.clone(),
+        )),
         entities: vec![v1::NamedColumn {
             name: args.key.clone(),
-            column: Some(v1::Column { values: Some(v1::column::Values::Int64Values(v1::Int64Values { values: ids })), nulls: vec![] }),
+            column: Some(v1::Column {
+                values: Some(v1::column::Values::Int64Values(v1::Int64Values {
+                    values: ids,
+                })),
+                nulls: vec![],
+            }),
         }],
         ..Default::default()
     }
 }
 
-async fn run_cell(args: Arc<OnlineArgs>, channels: &[Channel], rpc: Rpc, concurrency: usize, batch: usize) -> Result<Cell> {
+async fn run_cell(
+    args: Arc<OnlineArgs>,
+    channels: &[Channel],
+    rpc: Rpc,
+    concurrency: usize,
+    batch: usize,
+) -> Result<Cell> {
     let deadline = Duration::from_secs_f64(args.seconds);
     let budget = Arc::new(std::sync::atomic::AtomicU64::new(args.max_requests));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
-        let mut client = v1::online_service_client::OnlineServiceClient::new(channels[worker % channels.len()].clone());
+        let mut client = v1::online_service_client::OnlineServiceClient::new(
+            channels[worker % channels.len()].clone(),
+        );
         let (args, budget) = (Arc::clone(&args), Arc::clone(&budget));
         tasks.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let (mut errors, mut seed) = (0u64, 0x9E37_79B9_7F4A_7C15u64 ^ (worker as u64 + 1));
-            while started.elapsed() < deadline && budget.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |b| b.checked_sub(1)).is_ok() {
+            while started.elapsed() < deadline
+                && budget
+                    .fetch_update(
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                        |b| b.checked_sub(1),
+                    )
+                    .is_ok()
+            {
                 let request = request(&args, batch, &mut seed);
                 let t = Instant::now();
                 let ok = match rpc {
@@ -135,23 +158,39 @@ async fn run_cell(args: Arc<OnlineArgs>, channels: &[Channel], rpc: Rpc, concurr
         errors += e;
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(Cell { rpc, concurrency, batch, requests: histogram.len(), errors, seconds, histogram })
+    Ok(Cell {
+        rpc,
+        concurrency,
+        batch,
+        requests: histogram.len(),
+        errors,
+        seconds,
+        histogram,
+    })
 }
 
 async fn online(args: OnlineArgs) -> Result<()> {
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
-        channels.push(Channel::from_shared(args.server.clone())?.connect().await.context("connect")?);
+        channels.push(
+            Channel::from_shared(args.server.clone())?
+                .connect()
+                .await
+                .context("connect")?,
+        );
     }
     let args = Arc::new(args);
     // Warm up connections and caches.
     run_cell(Arc::clone(&args), &channels, Rpc::Get, 4, 10).await?;
-    println!("| concurrency | batch | get QPS | get p50 ms | get p99 ms | get p999 ms | echo QPS | echo p99 ms | QPS ratio get/echo | errors |");
+    println!(
+        "| concurrency | batch | get QPS | get p50 ms | get p99 ms | get p999 ms | echo QPS | echo p99 ms | QPS ratio get/echo | errors |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for &concurrency in &args.concurrency {
         for &batch in &args.batch {
             // Interleave: echo, get, so that drift on a shared machine hits both.
-            let echo = run_cell(Arc::clone(&args), &channels, Rpc::Echo, concurrency, batch).await?;
+            let echo =
+                run_cell(Arc::clone(&args), &channels, Rpc::Echo, concurrency, batch).await?;
             let get = run_cell(Arc::clone(&args), &channels, Rpc::Get, concurrency, batch).await?;
             println!(
                 "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.0} | {:.3} | {:.2} | {} |",
@@ -180,7 +219,9 @@ async fn online(args: OnlineArgs) -> Result<()> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Online(args) => online(args).await,

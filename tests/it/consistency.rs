@@ -40,13 +40,41 @@ fn generated() -> Vec<TestRow> {
                 T - 8 * HOUR + rng.random_range(0..9 * HOUR)
             };
             let created = event + rng.random_range(0..1_000_000) + i;
-            rows.push(TestRow { user_id, event_ts: event, created_ts: created, a: rows.len() as i64, b: None, s: String::new() });
+            rows.push(TestRow {
+                user_id,
+                event_ts: event,
+                created_ts: created,
+                a: rows.len() as i64,
+                b: None,
+                s: String::new(),
+            });
         }
     }
     // Rows exactly on both TTL bounds.
-    rows.push(TestRow { user_id: 1_000, event_ts: T - TTL_HOURS * HOUR, created_ts: T, a: -1, b: None, s: "lower".into() });
-    rows.push(TestRow { user_id: 1_001, event_ts: T, created_ts: T, a: -2, b: None, s: "upper".into() });
-    rows.push(TestRow { user_id: 1_002, event_ts: T - TTL_HOURS * HOUR - 1, created_ts: T, a: -3, b: None, s: "outside".into() });
+    rows.push(TestRow {
+        user_id: 1_000,
+        event_ts: T - TTL_HOURS * HOUR,
+        created_ts: T,
+        a: -1,
+        b: None,
+        s: "lower".into(),
+    });
+    rows.push(TestRow {
+        user_id: 1_001,
+        event_ts: T,
+        created_ts: T,
+        a: -2,
+        b: None,
+        s: "upper".into(),
+    });
+    rows.push(TestRow {
+        user_id: 1_002,
+        event_ts: T - TTL_HOURS * HOUR - 1,
+        created_ts: T,
+        a: -3,
+        b: None,
+        s: "outside".into(),
+    });
     rows
 }
 
@@ -65,7 +93,10 @@ async fn online_at_t_equals_point_in_time_join_at_t() -> anyhow::Result<()> {
     // Online at now = T.
     let online = read_a(&mut clients, ids.clone()).await?;
     let online_values: Vec<Option<i64>> = online.iter().map(|(_, v)| *v).collect();
-    assert_eq!(online_values, want, "online read at T differs from the reference");
+    assert_eq!(
+        online_values, want,
+        "online read at T differs from the reference"
+    );
     for ((status, _), id) in online.iter().zip(&ids) {
         let stored = rows.iter().any(|r| r.user_id == *id && r.event_ts <= T);
         let expected = match (reference(&rows, *id, T), stored) {
@@ -79,10 +110,16 @@ async fn online_at_t_equals_point_in_time_join_at_t() -> anyhow::Result<()> {
     // Offline: one label per key at t = T, exported through the server.
     let labels_path = server.path("labels.parquet");
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let schema = Schema::new(vec![Field::new("user_id", DataType::Int64, false), Field::new("event_timestamp", ts, false)]);
+    let schema = Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("event_timestamp", ts, false),
+    ]);
     let labels = RecordBatch::try_new(
         Arc::new(schema),
-        vec![Arc::new(Int64Array::from(ids.clone())), Arc::new(TimestampMicrosecondArray::from(vec![T; ids.len()]).with_timezone("UTC"))],
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(TimestampMicrosecondArray::from(vec![T; ids.len()]).with_timezone("UTC")),
+        ],
     )?;
     write_parquet(&labels_path, &[labels])?;
     let out = server.path("train.parquet");
@@ -92,23 +129,38 @@ async fn online_at_t_equals_point_in_time_join_at_t() -> anyhow::Result<()> {
         output_path: out.to_string_lossy().into_owned(),
         ..Default::default()
     };
-    let mut stream = clients.offline.export_training_data(request).await?.into_inner();
+    let mut stream = clients
+        .offline
+        .export_training_data(request)
+        .await?
+        .into_inner();
     while let Some(progress) = futures::StreamExt::next(&mut stream).await {
         progress?;
     }
     let file = std::fs::File::open(&out)?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
     let mut offline_values = Vec::new();
     let mut offline_ids = Vec::new();
     for batch in reader {
         let batch = batch?;
-        let id = batch.column_by_name("user_id").and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned()).ok_or_else(|| anyhow::anyhow!("user_id"))?;
-        let a = batch.column_by_name("a").and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned()).ok_or_else(|| anyhow::anyhow!("a"))?;
+        let id = batch
+            .column_by_name("user_id")
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+            .ok_or_else(|| anyhow::anyhow!("user_id"))?;
+        let a = batch
+            .column_by_name("a")
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+            .ok_or_else(|| anyhow::anyhow!("a"))?;
         offline_ids.extend(id.values().iter().copied());
-        offline_values.extend((0..a.len()).map(|i| if a.is_null(i) { None } else { Some(a.value(i)) }));
+        offline_values
+            .extend((0..a.len()).map(|i| if a.is_null(i) { None } else { Some(a.value(i)) }));
     }
     assert_eq!(offline_ids, ids, "one output row per label, in label order");
-    assert_eq!(offline_values, want, "the point-in-time join at T differs from the reference");
+    assert_eq!(
+        offline_values, want,
+        "the point-in-time join at T differs from the reference"
+    );
     server.stop().await?;
     Ok(())
 }

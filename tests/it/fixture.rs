@@ -54,18 +54,37 @@ pub fn batch(rows: &[TestRow]) -> anyhow::Result<RecordBatch> {
         Field::new("s", DataType::Utf8, true),
     ]);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())),
-        Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.event_ts).collect::<Vec<_>>()).with_timezone("UTC")),
-        Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.created_ts).collect::<Vec<_>>()).with_timezone("UTC")),
-        Arc::new(Int64Array::from(rows.iter().map(|r| r.a).collect::<Vec<_>>())),
-        Arc::new(Float64Array::from(rows.iter().map(|r| r.b).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(rows.iter().map(|r| r.s.as_str()).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(
+            rows.iter().map(|r| r.user_id).collect::<Vec<_>>(),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from(rows.iter().map(|r| r.event_ts).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from(rows.iter().map(|r| r.created_ts).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        ),
+        Arc::new(Int64Array::from(
+            rows.iter().map(|r| r.a).collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from(
+            rows.iter().map(|r| r.b).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.s.as_str()).collect::<Vec<_>>(),
+        )),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }
 
 /// Writes the data and manifests and applies them.
-pub async fn setup(server: &TestServer, clients: &mut Clients, rows: &[TestRow], ttl: &str) -> anyhow::Result<()> {
+pub async fn setup(
+    server: &TestServer,
+    clients: &mut Clients,
+    rows: &[TestRow],
+    ttl: &str,
+) -> anyhow::Result<()> {
     let dir = server.path("repo");
     write_parquet(&dir.join("data/stats.parquet"), &[batch(rows)?])?;
     std::fs::write(dir.join("features.yaml"), MANIFEST.replace("TTL", ttl))?;
@@ -74,22 +93,40 @@ pub async fn setup(server: &TestServer, clients: &mut Clients, rows: &[TestRow],
 }
 
 /// Runs a materialization job to completion.
-pub async fn materialize(clients: &mut Clients, start: i64, end: i64) -> anyhow::Result<quiver_proto::v1::Job> {
+pub async fn materialize(
+    clients: &mut Clients,
+    start: i64,
+    end: i64,
+) -> anyhow::Result<quiver_proto::v1::Job> {
     use futures::StreamExt;
     use quiver_proto::v1;
     let job = clients
         .jobs
-        .start_materialization(v1::StartMaterializationRequest { views: vec![], start_micros: start, end_micros: end, incremental: false })
+        .start_materialization(v1::StartMaterializationRequest {
+            views: vec![],
+            start_micros: start,
+            end_micros: end,
+            incremental: false,
+        })
         .await?
         .into_inner()
         .job
         .ok_or_else(|| anyhow::anyhow!("no job"))?;
-    let mut stream = clients.jobs.watch_job(v1::WatchJobRequest { id: job.id }).await?.into_inner();
+    let mut stream = clients
+        .jobs
+        .watch_job(v1::WatchJobRequest { id: job.id })
+        .await?
+        .into_inner();
     let mut last = None;
     while let Some(update) = stream.next().await {
         last = Some(update?);
     }
     let last = last.ok_or_else(|| anyhow::anyhow!("no job update"))?;
-    anyhow::ensure!(last.state == v1::JobState::Succeeded as i32, "job ended {:?}: {}", last.state, last.error);
+    anyhow::ensure!(
+        last.state == v1::JobState::Succeeded as i32,
+        "job ended {:?}: {}",
+        last.state,
+        last.error
+    );
     Ok(last)
 }

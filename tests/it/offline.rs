@@ -10,7 +10,16 @@ use super::fixture::{TestRow, setup};
 const T0: i64 = 1_800_000_000_000_000;
 
 fn rows() -> Vec<TestRow> {
-    (0..50).map(|i| TestRow { user_id: i % 10, event_ts: T0 + i * 1_000_000, created_ts: T0 + i * 1_000_000, a: i, b: Some(i as f64), s: format!("r{i}") }).collect()
+    (0..50)
+        .map(|i| TestRow {
+            user_id: i % 10,
+            event_ts: T0 + i * 1_000_000,
+            created_ts: T0 + i * 1_000_000,
+            a: i,
+            b: Some(i as f64),
+            s: format!("r{i}"),
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -27,7 +36,11 @@ async fn export_writes_parquet_with_provenance_metadata() -> anyhow::Result<()> 
         full_names: true,
         ..Default::default()
     };
-    let mut stream = clients.offline.export_training_data(request.clone()).await?.into_inner();
+    let mut stream = clients
+        .offline
+        .export_training_data(request.clone())
+        .await?
+        .into_inner();
     let mut last = None;
     while let Some(progress) = futures::StreamExt::next(&mut stream).await {
         last = Some(progress?);
@@ -41,13 +54,28 @@ async fn export_writes_parquet_with_provenance_metadata() -> anyhow::Result<()> 
         .metadata()
         .file_metadata()
         .key_value_metadata()
-        .map(|kv| kv.iter().map(|e| (e.key.clone(), e.value.clone().unwrap_or_default())).collect())
+        .map(|kv| {
+            kv.iter()
+                .map(|e| (e.key.clone(), e.value.clone().unwrap_or_default()))
+                .collect()
+        })
         .unwrap_or_default();
-    assert_eq!(kv.get("quiver.feature_service").map(String::as_str), Some("model"));
+    assert_eq!(
+        kv.get("quiver.feature_service").map(String::as_str),
+        Some("model")
+    );
     assert_eq!(kv.get("quiver.rows").map(String::as_str), Some("50"));
     assert!(kv.contains_key("quiver.fingerprint"), "{kv:?}");
-    assert!(kv.get("quiver.labels").is_some_and(|l| l.ends_with("stats.parquet")));
-    let names: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert!(
+        kv.get("quiver.labels")
+            .is_some_and(|l| l.ends_with("stats.parquet"))
+    );
+    let names: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     assert!(names.contains(&"stats__a".to_string()), "{names:?}");
 
     // Without full names, the label table's own `a`, `b`, `s` collide with the features.
@@ -66,7 +94,12 @@ async fn export_writes_parquet_with_provenance_metadata() -> anyhow::Result<()> 
             error.ok_or_else(|| anyhow::anyhow!("collision accepted"))?
         }
     };
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{}", status.message());
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        status.message()
+    );
     server.stop().await?;
     Ok(())
 }
@@ -83,7 +116,11 @@ async fn pyarrow_flight_reads_the_export_and_uploads_labels() -> anyhow::Result<
     })
     .await??;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "python failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?;
     assert_eq!(summary["rows"], 4);
     assert_eq!(summary["a"], serde_json::json!([9, 0, null, 49]));

@@ -53,7 +53,11 @@ pub struct Clients {
 
 impl TestServer {
     pub async fn start() -> Result<TestServer> {
-        Self::start_in(tempfile::tempdir()?, ManualClock::new(chrono::Utc::now().timestamp_micros())).await
+        Self::start_in(
+            tempfile::tempdir()?,
+            ManualClock::new(chrono::Utc::now().timestamp_micros()),
+        )
+        .await
     }
 
     /// Starts a server on an existing directory (restart tests) with a given clock.
@@ -61,9 +65,18 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let token = CancellationToken::new();
-        let options = ServerOptions { data_dir: dir.path().join("data"), clock: Arc::clone(&clock) as Arc<dyn Clock> };
+        let options = ServerOptions {
+            data_dir: dir.path().join("data"),
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+        };
         let handle = tokio::spawn(quiver_server::serve(listener, token.clone(), options));
-        Ok(TestServer { url, dir, clock, token, handle })
+        Ok(TestServer {
+            url,
+            dir,
+            clock,
+            token,
+            handle,
+        })
     }
 
     pub async fn clients(&self) -> Result<Clients> {
@@ -73,10 +86,17 @@ impl TestServer {
                 Ok(channel) => {
                     let limit = 256 * 1024 * 1024;
                     return Ok(Clients {
-                        registry: v1::registry_service_client::RegistryServiceClient::new(channel.clone()),
-                        online: v1::online_service_client::OnlineServiceClient::new(channel.clone()).max_decoding_message_size(limit),
+                        registry: v1::registry_service_client::RegistryServiceClient::new(
+                            channel.clone(),
+                        ),
+                        online: v1::online_service_client::OnlineServiceClient::new(
+                            channel.clone(),
+                        )
+                        .max_decoding_message_size(limit),
                         jobs: v1::job_service_client::JobServiceClient::new(channel.clone()),
-                        offline: v1::offline_service_client::OfflineServiceClient::new(channel.clone()),
+                        offline: v1::offline_service_client::OfflineServiceClient::new(
+                            channel.clone(),
+                        ),
                         channel,
                     });
                 }
@@ -86,13 +106,18 @@ impl TestServer {
                 }
             }
         }
-        Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("no connection")))
+        Err(last
+            .map(anyhow::Error::from)
+            .unwrap_or_else(|| anyhow::anyhow!("no connection")))
     }
 
     /// Graceful shutdown; returns the data directory for a restart.
     pub async fn stop(self) -> Result<(tempfile::TempDir, Arc<ManualClock>)> {
         self.token.cancel();
-        self.handle.await.context("server task")?.context("server result")?;
+        self.handle
+            .await
+            .context("server task")?
+            .context("server result")?;
         Ok((self.dir, self.clock))
     }
 
@@ -106,7 +131,8 @@ pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     let schema = batches.first().map(|b| b.schema()).context("no batches")?;
-    let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path)?, schema, None)?;
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path)?, schema, None)?;
     for batch in batches {
         writer.write(batch)?;
     }
@@ -118,29 +144,53 @@ pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<()> {
 pub fn manifests(dir: &Path) -> Result<Vec<v1::ManifestFile>> {
     Ok(quiver_core::manifest::read_manifests(dir)?
         .into_iter()
-        .map(|f| v1::ManifestFile { path: f.path, content: f.content })
+        .map(|f| v1::ManifestFile {
+            path: f.path,
+            content: f.content,
+        })
         .collect())
 }
 
 /// Applies the manifests under `dir` against the current registry version.
 pub async fn apply(clients: &mut Clients, dir: &Path, force: bool) -> Result<v1::ApplyResponse> {
     let files = manifests(dir)?;
-    let plan = clients.registry.plan(v1::PlanRequest { manifests: files.clone() }).await?.into_inner();
+    let plan = clients
+        .registry
+        .plan(v1::PlanRequest {
+            manifests: files.clone(),
+        })
+        .await?
+        .into_inner();
     Ok(clients
         .registry
-        .apply(v1::ApplyRequest { manifests: files, expected_version: Some(plan.base_version), force })
+        .apply(v1::ApplyRequest {
+            manifests: files,
+            expected_version: Some(plan.base_version),
+            force,
+        })
         .await?
         .into_inner())
 }
 
 pub fn int64_column(values: Vec<i64>) -> v1::Column {
-    v1::Column { values: Some(v1::column::Values::Int64Values(v1::Int64Values { values })), nulls: vec![] }
+    v1::Column {
+        values: Some(v1::column::Values::Int64Values(v1::Int64Values { values })),
+        nulls: vec![],
+    }
 }
 
 pub fn timestamp_column(micros: Vec<i64>) -> v1::Column {
-    v1::Column { values: Some(v1::column::Values::TimestampValues(v1::TimestampValues { micros })), nulls: vec![] }
+    v1::Column {
+        values: Some(v1::column::Values::TimestampValues(v1::TimestampValues {
+            micros,
+        })),
+        nulls: vec![],
+    }
 }
 
 pub fn named(name: &str, column: v1::Column) -> v1::NamedColumn {
-    v1::NamedColumn { name: name.to_string(), column: Some(column) }
+    v1::NamedColumn {
+        name: name.to_string(),
+        column: Some(column),
+    }
 }

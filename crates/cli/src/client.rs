@@ -22,7 +22,9 @@ pub async fn connect(server: &str) -> Result<Clients> {
     let limit = 256 * 1024 * 1024;
     Ok(Clients {
         registry: v1::registry_service_client::RegistryServiceClient::new(channel.clone()),
-        online: v1::online_service_client::OnlineServiceClient::new(channel.clone()).max_decoding_message_size(limit).max_encoding_message_size(limit),
+        online: v1::online_service_client::OnlineServiceClient::new(channel.clone())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
         jobs: v1::job_service_client::JobServiceClient::new(channel.clone()),
         offline: v1::offline_service_client::OfflineServiceClient::new(channel.clone()),
         channel,

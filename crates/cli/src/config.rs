@@ -25,12 +25,17 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     pub fn load(path: &Path) -> Result<ConfigFile> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        let config: ConfigFile = serde_yaml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let config: ConfigFile = serde_yaml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
         if let Some(version) = config.version
             && version != 1
         {
-            anyhow::bail!("config file {}: `version: {version}` is unknown; use `version: 1`", path.display());
+            anyhow::bail!(
+                "config file {}: `version: {version}` is unknown; use `version: 1`",
+                path.display()
+            );
         }
         Ok(config)
     }

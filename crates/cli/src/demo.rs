@@ -4,7 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arrow::array::{ArrayRef, Float32Array, Float32Builder, Int64Array, ListBuilder, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, Float32Array, Float32Builder, Int64Array, ListBuilder, StringArray,
+    TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use rand::{Rng, SeedableRng};
@@ -53,19 +56,32 @@ pub struct DemoShape {
 }
 
 fn timestamp_field(name: &str) -> Field {
-    Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false)
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        false,
+    )
 }
 
 /// Hourly rows per driver over `[end - hours, end)`; every 7th driver skips a few hours so
 /// that some lookups fall outside the TTL.
 pub fn driver_stats(shape: DemoShape) -> Result<RecordBatch> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let (mut ids, mut events, mut created, mut conv, mut acc, mut trips, mut vehicle) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    let mut embedding = ListBuilder::new(Float32Builder::new()).with_field(Arc::new(Field::new("item", DataType::Float32, true)));
+    let (mut ids, mut events, mut created, mut conv, mut acc, mut trips, mut vehicle) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut embedding = ListBuilder::new(Float32Builder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Float32,
+        true,
+    )));
     let vehicles = ["sedan", "suv", "van", "bike"];
     for driver in 0..shape.drivers {
         let id = 1001 + driver;
-        let hours = if driver % 7 == 3 { shape.hours - 4 } else { shape.hours };
+        let hours = if driver % 7 == 3 {
+            shape.hours - 4
+        } else {
+            shape.hours
+        };
         for h in 0..hours {
             let event = shape.end - (shape.hours - h) * HOUR;
             ids.push(id);
@@ -76,7 +92,9 @@ pub fn driver_stats(shape: DemoShape) -> Result<RecordBatch> {
             trips.push(rng.random_range(0..40i64));
             vehicle.push(vehicles[(id as usize + h as usize / 24) % vehicles.len()]);
             for _ in 0..4 {
-                embedding.values().append_value(rng.random_range(-1.0f32..1.0));
+                embedding
+                    .values()
+                    .append_value(rng.random_range(-1.0f32..1.0));
             }
             embedding.append(true);
         }
@@ -89,7 +107,11 @@ pub fn driver_stats(shape: DemoShape) -> Result<RecordBatch> {
         Field::new("acc_rate", DataType::Float32, true),
         Field::new("avg_daily_trips", DataType::Int64, true),
         Field::new("vehicle_type", DataType::Utf8, true),
-        Field::new("embedding", DataType::List(Arc::new(Field::new("item", DataType::Float32, true))), true),
+        Field::new(
+            "embedding",
+            DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
+            true,
+        ),
     ]);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(ids)),
@@ -122,7 +144,11 @@ pub fn labels(shape: DemoShape) -> Result<RecordBatch> {
     ]);
     Ok(RecordBatch::try_new(
         Arc::new(schema),
-        vec![Arc::new(Int64Array::from(ids)), Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")), Arc::new(Int64Array::from(outcome))],
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+            Arc::new(Int64Array::from(outcome)),
+        ],
     )?)
 }
 
@@ -130,7 +156,8 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
     writer.write(batch)?;
     writer.close()?;
@@ -139,7 +166,10 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
 
 /// Writes the whole demo project under `dir`: `data/`, `features/`, `labels.parquet`.
 pub fn write_project(dir: &Path, shape: DemoShape) -> Result<()> {
-    write_parquet(&dir.join("data/driver_stats.parquet"), &driver_stats(shape)?)?;
+    write_parquet(
+        &dir.join("data/driver_stats.parquet"),
+        &driver_stats(shape)?,
+    )?;
     write_parquet(&dir.join("data/labels.parquet"), &labels(shape)?)?;
     let features = dir.join("features");
     std::fs::create_dir_all(&features)?;

@@ -20,7 +20,11 @@ use crate::commands::{export, online, quickstart, registry, serve};
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 
 #[derive(Debug, Parser)]
-#[command(name = "quiver", version, about = "Quiver: one feature store server for training and serving")]
+#[command(
+    name = "quiver",
+    version,
+    about = "Quiver: one feature store server for training and serving"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +64,10 @@ enum Command {
 /// Parses arguments, runs the command, and maps errors to exit code 1 with one message.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -27,20 +27,33 @@ impl ServerProcess {
             .expect("quiver serve starts");
         let deadline = Instant::now() + Duration::from_secs(60);
         while !addr_file.exists() {
-            assert!(Instant::now() < deadline, "server did not write its address");
+            assert!(
+                Instant::now() < deadline,
+                "server did not write its address"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let addr = std::fs::read_to_string(&addr_file).expect("address file");
-        ServerProcess { child, url: format!("http://{addr}") }
+        ServerProcess {
+            child,
+            url: format!("http://{addr}"),
+        }
     }
 
     fn quiver(&self, args: &[&str]) -> Output {
-        Command::new(QUIVER).args(args).args(["--server", &self.url]).output().expect("quiver runs")
+        Command::new(QUIVER)
+            .args(args)
+            .args(["--server", &self.url])
+            .output()
+            .expect("quiver runs")
     }
 
     /// SIGTERM and wait: graceful shutdown.
     fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let status = self.child.wait().expect("server exits");
         assert!(status.success(), "server exit status {status}");
     }
@@ -52,18 +65,31 @@ impl ServerProcess {
 }
 
 fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 fn ok(output: Output) -> String {
-    assert!(output.status.success(), "command failed:\n{}", text(&output));
+    assert!(
+        output.status.success(),
+        "command failed:\n{}",
+        text(&output)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The quickstart's demo project, written by the library the quickstart uses.
 fn project(dir: &Path) -> PathBuf {
     let now = chrono::Utc::now().timestamp_micros();
-    let shape = quiver_cli::demo::DemoShape { drivers: 10, hours: 6, end: now - now % quiver_cli::demo::HOUR, labels: 50 };
+    let shape = quiver_cli::demo::DemoShape {
+        drivers: 10,
+        hours: 6,
+        end: now - now % quiver_cli::demo::HOUR,
+        labels: 50,
+    };
     quiver_cli::demo::write_project(dir, shape).expect("demo project");
     dir.join("features")
 }
@@ -77,21 +103,37 @@ fn plan_apply_list_describe_and_read_back_after_restart() {
 
     let plan = ok(server.quiver(&["plan", "-f", features]));
     assert!(plan.contains("+ FeatureView/driver_stats v1"), "{plan}");
-    assert!(plan.contains("4 to create, 0 to update, 0 to delete."), "{plan}");
+    assert!(
+        plan.contains("4 to create, 0 to update, 0 to delete."),
+        "{plan}"
+    );
     let apply = ok(server.quiver(&["apply", "-f", features]));
     assert!(apply.contains("Applied: registry version 1."), "{apply}");
     let again = ok(server.quiver(&["plan", "-f", features]));
     assert!(again.contains("No changes"), "{again}");
 
     let list = ok(server.quiver(&["list", "views"]));
-    assert!(list.contains("driver_stats") && list.contains("v1"), "{list}");
+    assert!(
+        list.contains("driver_stats") && list.contains("v1"),
+        "{list}"
+    );
     let describe = ok(server.quiver(&["describe", "view", "driver_stats@1"]));
-    assert!(describe.contains("\"join_keys\"") && describe.contains("conv_rate"), "{describe}");
+    assert!(
+        describe.contains("\"join_keys\"") && describe.contains("conv_rate"),
+        "{describe}"
+    );
 
     // A breaking change is refused without --force and shown in the plan.
     let manifest = Path::new(features).join("driver.yaml");
     let original = std::fs::read_to_string(&manifest).expect("manifest");
-    std::fs::write(&manifest, original.replace("{name: conv_rate, type: float32}", "{name: conv_rate, type: float64}")).expect("write");
+    std::fs::write(
+        &manifest,
+        original.replace(
+            "{name: conv_rate, type: float32}",
+            "{name: conv_rate, type: float64}",
+        ),
+    )
+    .expect("write");
     let refused = server.quiver(&["apply", "-f", features]);
     assert!(!refused.status.success());
     std::fs::write(&manifest, original.replace("ttl: 2h", "ttl: 3h")).expect("write");
@@ -101,7 +143,10 @@ fn plan_apply_list_describe_and_read_back_after_restart() {
     server.stop();
     let server = ServerProcess::start(&dir.path().join("data"));
     let describe = ok(server.quiver(&["describe", "view", "driver_stats"]));
-    assert!(describe.contains("driver_stats@2 (latest v2)"), "{describe}");
+    assert!(
+        describe.contains("driver_stats@2 (latest v2)"),
+        "{describe}"
+    );
     assert!(describe.contains("10800000000"), "{describe}");
     server.stop();
 }
@@ -114,13 +159,22 @@ fn a_bad_manifest_prints_one_clear_error_and_changes_nothing() {
     ok(server.quiver(&["apply", "-f", features.to_str().expect("path")]));
     let manifest = features.join("driver.yaml");
     let original = std::fs::read_to_string(&manifest).expect("manifest");
-    std::fs::write(&manifest, original.replace("source: driver_stats_source", "source: missing_source")).expect("write");
+    std::fs::write(
+        &manifest,
+        original.replace("source: driver_stats_source", "source: missing_source"),
+    )
+    .expect("write");
     let output = server.quiver(&["apply", "-f", features.to_str().expect("path")]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert_eq!(stderr.matches("error: ").count(), 1, "{stderr}");
-    for needle in ["driver.yaml", "FeatureView/driver_stats", "field `source`", "missing_source"] {
+    for needle in [
+        "driver.yaml",
+        "FeatureView/driver_stats",
+        "field `source`",
+        "missing_source",
+    ] {
         assert!(stderr.contains(needle), "`{needle}` missing: {stderr}");
     }
     let list = ok(server.quiver(&["list"]));
@@ -139,20 +193,34 @@ fn concurrent_cli_applies_all_land_or_fail_cleanly() {
     for i in 0..4 {
         let copy = dir.path().join(format!("copy{i}"));
         std::fs::create_dir_all(&copy).expect("dir");
-        let text = original.replace("ttl: 2h", &format!("ttl: {}h", 3 + i)).replace("../data/", &format!("{}/data/", dir.path().display()));
+        let text = original
+            .replace("ttl: 2h", &format!("ttl: {}h", 3 + i))
+            .replace("../data/", &format!("{}/data/", dir.path().display()));
         std::fs::write(copy.join("driver.yaml"), text).expect("write");
-        children.push(Command::new(QUIVER).args(["apply", "-f"]).arg(&copy).args(["--server", &server.url]).output());
+        children.push(
+            Command::new(QUIVER)
+                .args(["apply", "-f"])
+                .arg(&copy)
+                .args(["--server", &server.url])
+                .output(),
+        );
     }
     let outputs: Vec<Output> = children.into_iter().map(|c| c.expect("runs")).collect();
     for output in &outputs {
         if !output.status.success() {
             let message = text(output);
-            assert!(message.contains("FailedPrecondition") || message.contains("plan again"), "{message}");
+            assert!(
+                message.contains("FailedPrecondition") || message.contains("plan again"),
+                "{message}"
+            );
         }
     }
     let successes = outputs.iter().filter(|o| o.status.success()).count();
     let list = ok(server.quiver(&["list"]));
-    assert!(list.contains(&format!("registry version {})", 1 + successes)), "{successes} successes but: {list}");
+    assert!(
+        list.contains(&format!("registry version {})", 1 + successes)),
+        "{successes} successes but: {list}"
+    );
     server.stop();
 }
 
@@ -163,27 +231,77 @@ fn materialize_get_json_and_export() {
     let server = ServerProcess::start(&dir.path().join("data"));
     ok(server.quiver(&["apply", "-f", features.to_str().expect("path")]));
     let end = chrono::Utc::now().to_rfc3339();
-    let materialized = ok(server.quiver(&["materialize", "--start", "2020-01-01T00:00:00Z", "--end", &end]));
-    assert!(materialized.contains("Materialized 1 views: 56 source rows, 10 keys written"), "{materialized}");
-    let json = ok(server.quiver(&["get", "--service", "driver_model", "--entity", "driver_id=1001,9999", "--format", "json"]));
-    let rows: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let materialized = ok(server.quiver(&[
+        "materialize",
+        "--start",
+        "2020-01-01T00:00:00Z",
+        "--end",
+        &end,
+    ]));
+    assert!(
+        materialized.contains("Materialized 1 views: 56 source rows, 10 keys written"),
+        "{materialized}"
+    );
+    let json = ok(server.quiver(&[
+        "get",
+        "--service",
+        "driver_model",
+        "--entity",
+        "driver_id=1001,9999",
+        "--format",
+        "json",
+    ]));
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["driver_id"], 1001);
     assert_eq!(rows[0]["statuses"]["conv_rate"], "PRESENT");
     assert!(rows[0]["conv_rate"].is_number());
     assert_eq!(rows[1]["statuses"]["vehicle_type"], "NOT_FOUND");
     assert!(rows[1]["vehicle_type"].is_null());
-    let bad = server.quiver(&["get", "--service", "driver_model", "--entity", "driver_id=abc"]);
-    assert!(!bad.status.success() && text(&bad).contains("driver_id"), "{}", text(&bad));
+    let bad = server.quiver(&[
+        "get",
+        "--service",
+        "driver_model",
+        "--entity",
+        "driver_id=abc",
+    ]);
+    assert!(
+        !bad.status.success() && text(&bad).contains("driver_id"),
+        "{}",
+        text(&bad)
+    );
 
     let out = dir.path().join("train.parquet");
     let labels = dir.path().join("data/labels.parquet");
-    let export = ok(server.quiver(&["export", "--service", "driver_model", "--labels", labels.to_str().expect("p"), "--out", out.to_str().expect("p")]));
+    let export = ok(server.quiver(&[
+        "export",
+        "--service",
+        "driver_model",
+        "--labels",
+        labels.to_str().expect("p"),
+        "--out",
+        out.to_str().expect("p"),
+    ]));
     assert!(export.contains("Exported 50 rows"), "{export}");
     assert!(export.contains("driver_stats: "), "{export}");
     let flight_out = dir.path().join("flight.parquet");
-    let flight = ok(server.quiver(&["export", "--flight", "--service", "driver_model", "--labels", labels.to_str().expect("p"), "--out", flight_out.to_str().expect("p")]));
-    assert!(flight.contains("Exported 50 rows over Arrow Flight"), "{flight}");
+    let flight = ok(server.quiver(&[
+        "export",
+        "--flight",
+        "--service",
+        "driver_model",
+        "--labels",
+        labels.to_str().expect("p"),
+        "--out",
+        flight_out.to_str().expect("p"),
+    ]));
+    assert!(
+        flight.contains("Exported 50 rows over Arrow Flight"),
+        "{flight}"
+    );
     server.stop();
 }
 
@@ -199,7 +317,9 @@ fn acknowledged_pushes_survive_kill_9() {
     let url = server.url.clone();
     // Push in the background; kill -9 the server mid-load; every acknowledged row must be there.
     let acknowledged = runtime.block_on(async move {
-        let mut client = v1::online_service_client::OnlineServiceClient::connect(url).await.expect("connect");
+        let mut client = v1::online_service_client::OnlineServiceClient::connect(url)
+            .await
+            .expect("connect");
         let (tx, rx) = std::sync::mpsc::channel::<i64>();
         let pusher = tokio::spawn(async move {
             for i in 0..2_000i64 {
@@ -215,12 +335,36 @@ fn acknowledged_pushes_survive_kill_9() {
         let _ = pusher.await;
         rx.try_iter().collect::<Vec<i64>>()
     });
-    assert!(!acknowledged.is_empty(), "no push was acknowledged before the kill");
+    assert!(
+        !acknowledged.is_empty(),
+        "no push was acknowledged before the kill"
+    );
     let server = ServerProcess::start(&data);
-    let ids = acknowledged.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
-    let json = ok(server.quiver(&["get", "--features", "driver_stats:avg_daily_trips", "--entity", &format!("driver_id={ids}"), "--format", "json"]));
-    let missing: Vec<&str> = json.lines().filter(|l| !l.contains("\"PRESENT\"")).collect();
-    assert!(missing.is_empty(), "{} of {} acknowledged rows lost: {:?}", missing.len(), acknowledged.len(), missing.first());
+    let ids = acknowledged
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let json = ok(server.quiver(&[
+        "get",
+        "--features",
+        "driver_stats:avg_daily_trips",
+        "--entity",
+        &format!("driver_id={ids}"),
+        "--format",
+        "json",
+    ]));
+    let missing: Vec<&str> = json
+        .lines()
+        .filter(|l| !l.contains("\"PRESENT\""))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged rows lost: {:?}",
+        missing.len(),
+        acknowledged.len(),
+        missing.first()
+    );
     server.stop();
 }
 
@@ -230,18 +374,48 @@ fn push_one(driver_id: i64, value: i64) -> quiver_proto::v1::PushRequest {
     use quiver_proto::convert::values_to_column;
     use quiver_proto::v1;
     let now = chrono::Utc::now().timestamp_micros();
-    let column = |name: &str, values: Vec<Value>, t: ValueType| v1::NamedColumn { name: name.into(), column: Some(values_to_column(&values, t)) };
+    let column = |name: &str, values: Vec<Value>, t: ValueType| v1::NamedColumn {
+        name: name.into(),
+        column: Some(values_to_column(&values, t)),
+    };
     let scalar = ValueType::scalar;
     v1::PushRequest {
         target: Some(v1::push_request::Target::FeatureView("driver_stats".into())),
         columns: vec![
-            column("driver_id", vec![Value::Int64(driver_id)], scalar(ScalarType::Int64)),
-            column("event_timestamp", vec![Value::Timestamp(now)], scalar(ScalarType::Timestamp)),
-            column("conv_rate", vec![Value::Float32(0.5)], scalar(ScalarType::Float32)),
+            column(
+                "driver_id",
+                vec![Value::Int64(driver_id)],
+                scalar(ScalarType::Int64),
+            ),
+            column(
+                "event_timestamp",
+                vec![Value::Timestamp(now)],
+                scalar(ScalarType::Timestamp),
+            ),
+            column(
+                "conv_rate",
+                vec![Value::Float32(0.5)],
+                scalar(ScalarType::Float32),
+            ),
             column("acc_rate", vec![Value::Null], scalar(ScalarType::Float32)),
-            column("avg_daily_trips", vec![Value::Int64(value)], scalar(ScalarType::Int64)),
-            column("vehicle_type", vec![Value::String("van".into())], scalar(ScalarType::String)),
-            column("embedding", vec![Value::List(vec![Value::Float32(1.0)])], ValueType { scalar: ScalarType::Float32, list: true }),
+            column(
+                "avg_daily_trips",
+                vec![Value::Int64(value)],
+                scalar(ScalarType::Int64),
+            ),
+            column(
+                "vehicle_type",
+                vec![Value::String("van".into())],
+                scalar(ScalarType::String),
+            ),
+            column(
+                "embedding",
+                vec![Value::List(vec![Value::Float32(1.0)])],
+                ValueType {
+                    scalar: ScalarType::Float32,
+                    list: true,
+                },
+            ),
         ],
         mode: v1::PushMode::Online as i32,
     }
@@ -251,10 +425,24 @@ fn push_one(driver_id: i64, value: i64) -> quiver_proto::v1::PushRequest {
 fn quickstart_runs_every_step() {
     let dir = tempfile::tempdir().expect("tempdir");
     let target = dir.path().join("qs");
-    let output = Command::new(QUIVER).args(["quickstart", "--dir"]).arg(&target).output().expect("quickstart runs");
+    let output = Command::new(QUIVER)
+        .args(["quickstart", "--dir"])
+        .arg(&target)
+        .output()
+        .expect("quickstart runs");
     let stdout = ok(output);
-    for needle in ["Applied: registry version 1.", "Materialized 1 views", "OUTSIDE_MAX_AGE", "NOT_FOUND", "PRESENT", "Exported 1000 rows"] {
-        assert!(stdout.contains(needle), "`{needle}` missing from quickstart output:\n{stdout}");
+    for needle in [
+        "Applied: registry version 1.",
+        "Materialized 1 views",
+        "OUTSIDE_MAX_AGE",
+        "NOT_FOUND",
+        "PRESENT",
+        "Exported 1000 rows",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "`{needle}` missing from quickstart output:\n{stdout}"
+        );
     }
     assert!(target.join("train.parquet").exists());
 }

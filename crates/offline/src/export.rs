@@ -136,7 +136,12 @@ impl DurableWriter {
         committed
     }
 
-    fn commit_inner(&self, writer: ArrowWriter<File>) -> Result<u64> {
+    fn commit_inner(&self, mut writer: ArrowWriter<File>) -> Result<u64> {
+        // The row count is only known now; Parquet footers take metadata until close.
+        writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+            "quiver.rows".to_string(),
+            self.rows.to_string(),
+        ));
         let file = writer
             .into_inner()
             .map_err(|e| Error::parquet(&self.temp, e))?;

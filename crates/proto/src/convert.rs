@@ -1,9 +1,9 @@
 //! Wire columns <-> domain values. Every function validates what it reads and names the field.
 
+use quiver_core::ErrorCode;
 use quiver_core::model::Kind;
 use quiver_core::types::{KeyType, ScalarType, ValueType};
 use quiver_core::value::{KeyValue, Value};
-use quiver_core::ErrorCode;
 
 use crate::v1::{self, column::Values};
 
@@ -49,7 +49,10 @@ pub fn kind_from_proto(raw: i32, field: &str) -> Result<Option<Kind>> {
         Ok(v1::ObjectKind::Source) => Ok(Some(Kind::Source)),
         Ok(v1::ObjectKind::FeatureView) => Ok(Some(Kind::FeatureView)),
         Ok(v1::ObjectKind::FeatureService) => Ok(Some(Kind::FeatureService)),
-        Err(_) => Err(ProtocolError::invalid(field, format!("unknown object kind {raw}"))),
+        Err(_) => Err(ProtocolError::invalid(
+            field,
+            format!("unknown object kind {raw}"),
+        )),
     }
 }
 
@@ -88,27 +91,51 @@ fn check_nulls(column: &v1::Column, field: &str) -> Result<()> {
     if !column.nulls.is_empty() && column.nulls.len() != column_len(column) {
         return Err(ProtocolError::invalid(
             field,
-            format!("`nulls` has {} entries for {} values; give one per value or none", column.nulls.len(), column_len(column)),
+            format!(
+                "`nulls` has {} entries for {} values; give one per value or none",
+                column.nulls.len(),
+                column_len(column)
+            ),
         ));
     }
     Ok(())
 }
 
 /// Reads a join key column; its type must be exactly the key's type and it may hold no nulls.
-pub fn column_to_keys(column: &v1::Column, key_type: KeyType, field: &str) -> Result<Vec<KeyValue>> {
+pub fn column_to_keys(
+    column: &v1::Column,
+    key_type: KeyType,
+    field: &str,
+) -> Result<Vec<KeyValue>> {
     check_nulls(column, field)?;
     if column.nulls.iter().any(|n| *n) {
         return Err(ProtocolError::invalid(field, "join keys cannot be null"));
     }
     let keys = match (key_type, &column.values) {
-        (KeyType::Int64, Some(Values::Int64Values(v))) => v.values.iter().map(|x| KeyValue::Int64(*x)).collect(),
-        (KeyType::Int32, Some(Values::Int32Values(v))) => v.values.iter().map(|x| KeyValue::Int32(*x)).collect(),
-        (KeyType::String, Some(Values::StringValues(v))) => v.values.iter().map(|x| KeyValue::String(x.clone())).collect(),
-        (KeyType::Bytes, Some(Values::BytesValues(v))) => v.values.iter().map(|x| KeyValue::Bytes(x.clone())).collect(),
+        (KeyType::Int64, Some(Values::Int64Values(v))) => {
+            v.values.iter().map(|x| KeyValue::Int64(*x)).collect()
+        }
+        (KeyType::Int32, Some(Values::Int32Values(v))) => {
+            v.values.iter().map(|x| KeyValue::Int32(*x)).collect()
+        }
+        (KeyType::String, Some(Values::StringValues(v))) => v
+            .values
+            .iter()
+            .map(|x| KeyValue::String(x.clone()))
+            .collect(),
+        (KeyType::Bytes, Some(Values::BytesValues(v))) => v
+            .values
+            .iter()
+            .map(|x| KeyValue::Bytes(x.clone()))
+            .collect(),
         (expected, other) => {
             return Err(ProtocolError::invalid(
                 field,
-                format!("join key is {expected}, the request sends {} values; send `{}_values`", type_name(other), wire_name(expected)),
+                format!(
+                    "join key is {expected}, the request sends {} values; send `{}_values`",
+                    type_name(other),
+                    wire_name(expected)
+                ),
             ));
         }
     };
@@ -128,50 +155,131 @@ fn wire_name(key_type: KeyType) -> &'static str {
 pub fn keys_to_column(keys: &[KeyValue]) -> std::result::Result<v1::Column, String> {
     let values = match keys.first() {
         None | Some(KeyValue::Int64(_)) => Values::Int64Values(v1::Int64Values {
-            values: keys.iter().map(|k| if let KeyValue::Int64(x) = k { Ok(*x) } else { Err(()) }).collect::<std::result::Result<_, _>>().map_err(|_| "mixed key types")?,
+            values: keys
+                .iter()
+                .map(|k| {
+                    if let KeyValue::Int64(x) = k {
+                        Ok(*x)
+                    } else {
+                        Err(())
+                    }
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| "mixed key types")?,
         }),
         Some(KeyValue::Int32(_)) => Values::Int32Values(v1::Int32Values {
-            values: keys.iter().map(|k| if let KeyValue::Int32(x) = k { Ok(*x) } else { Err(()) }).collect::<std::result::Result<_, _>>().map_err(|_| "mixed key types")?,
+            values: keys
+                .iter()
+                .map(|k| {
+                    if let KeyValue::Int32(x) = k {
+                        Ok(*x)
+                    } else {
+                        Err(())
+                    }
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| "mixed key types")?,
         }),
         Some(KeyValue::String(_)) => Values::StringValues(v1::StringValues {
-            values: keys.iter().map(|k| if let KeyValue::String(x) = k { Ok(x.clone()) } else { Err(()) }).collect::<std::result::Result<_, _>>().map_err(|_| "mixed key types")?,
+            values: keys
+                .iter()
+                .map(|k| {
+                    if let KeyValue::String(x) = k {
+                        Ok(x.clone())
+                    } else {
+                        Err(())
+                    }
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| "mixed key types")?,
         }),
         Some(KeyValue::Bytes(_)) => Values::BytesValues(v1::BytesValues {
-            values: keys.iter().map(|k| if let KeyValue::Bytes(x) = k { Ok(x.clone()) } else { Err(()) }).collect::<std::result::Result<_, _>>().map_err(|_| "mixed key types")?,
+            values: keys
+                .iter()
+                .map(|k| {
+                    if let KeyValue::Bytes(x) = k {
+                        Ok(x.clone())
+                    } else {
+                        Err(())
+                    }
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| "mixed key types")?,
         }),
     };
-    Ok(v1::Column { values: Some(values), nulls: Vec::new() })
+    Ok(v1::Column {
+        values: Some(values),
+        nulls: Vec::new(),
+    })
 }
 
 /// Reads a feature column of `value_type`.
-pub fn column_to_values(column: &v1::Column, value_type: ValueType, field: &str) -> Result<Vec<Value>> {
+pub fn column_to_values(
+    column: &v1::Column,
+    value_type: ValueType,
+    field: &str,
+) -> Result<Vec<Value>> {
     check_nulls(column, field)?;
     let mismatch = || {
-        ProtocolError::invalid(field, format!("the feature is {value_type}, the request sends {} values", type_name(&column.values)))
+        ProtocolError::invalid(
+            field,
+            format!(
+                "the feature is {value_type}, the request sends {} values",
+                type_name(&column.values)
+            ),
+        )
     };
     let mut values: Vec<Value> = if value_type.list {
         let Some(Values::ListValues(list)) = &column.values else {
             return Err(mismatch());
         };
-        let inner = list.values.as_ref().ok_or_else(|| ProtocolError::Missing(format!("{field}.list_values.values")))?;
-        let items = column_to_values(inner, ValueType::scalar(value_type.scalar), &format!("{field}.list_values.values"))?;
+        let inner = list
+            .values
+            .as_ref()
+            .ok_or_else(|| ProtocolError::Missing(format!("{field}.list_values.values")))?;
+        let items = column_to_values(
+            inner,
+            ValueType::scalar(value_type.scalar),
+            &format!("{field}.list_values.values"),
+        )?;
         let mut out = Vec::with_capacity(list.offsets.len().saturating_sub(1));
         for pair in list.offsets.windows(2) {
             let (start, end) = (pair[0] as usize, pair[1] as usize);
-            let slice = items.get(start..end).ok_or_else(|| ProtocolError::invalid(field, format!("list offsets {start}..{end} are out of range or decreasing")))?;
+            let slice = items.get(start..end).ok_or_else(|| {
+                ProtocolError::invalid(
+                    field,
+                    format!("list offsets {start}..{end} are out of range or decreasing"),
+                )
+            })?;
             out.push(Value::List(slice.to_vec()));
         }
         out
     } else {
         match (value_type.scalar, &column.values) {
-            (ScalarType::Bool, Some(Values::BoolValues(v))) => v.values.iter().map(|x| Value::Bool(*x)).collect(),
-            (ScalarType::Int32, Some(Values::Int32Values(v))) => v.values.iter().map(|x| Value::Int32(*x)).collect(),
-            (ScalarType::Int64, Some(Values::Int64Values(v))) => v.values.iter().map(|x| Value::Int64(*x)).collect(),
-            (ScalarType::Float32, Some(Values::FloatValues(v))) => v.values.iter().map(|x| Value::Float32(*x)).collect(),
-            (ScalarType::Float64, Some(Values::DoubleValues(v))) => v.values.iter().map(|x| Value::Float64(*x)).collect(),
-            (ScalarType::String, Some(Values::StringValues(v))) => v.values.iter().map(|x| Value::String(x.clone())).collect(),
-            (ScalarType::Bytes, Some(Values::BytesValues(v))) => v.values.iter().map(|x| Value::Bytes(x.clone())).collect(),
-            (ScalarType::Timestamp, Some(Values::TimestampValues(v))) => v.micros.iter().map(|x| Value::Timestamp(*x)).collect(),
+            (ScalarType::Bool, Some(Values::BoolValues(v))) => {
+                v.values.iter().map(|x| Value::Bool(*x)).collect()
+            }
+            (ScalarType::Int32, Some(Values::Int32Values(v))) => {
+                v.values.iter().map(|x| Value::Int32(*x)).collect()
+            }
+            (ScalarType::Int64, Some(Values::Int64Values(v))) => {
+                v.values.iter().map(|x| Value::Int64(*x)).collect()
+            }
+            (ScalarType::Float32, Some(Values::FloatValues(v))) => {
+                v.values.iter().map(|x| Value::Float32(*x)).collect()
+            }
+            (ScalarType::Float64, Some(Values::DoubleValues(v))) => {
+                v.values.iter().map(|x| Value::Float64(*x)).collect()
+            }
+            (ScalarType::String, Some(Values::StringValues(v))) => {
+                v.values.iter().map(|x| Value::String(x.clone())).collect()
+            }
+            (ScalarType::Bytes, Some(Values::BytesValues(v))) => {
+                v.values.iter().map(|x| Value::Bytes(x.clone())).collect()
+            }
+            (ScalarType::Timestamp, Some(Values::TimestampValues(v))) => {
+                v.micros.iter().map(|x| Value::Timestamp(*x)).collect()
+            }
             _ => return Err(mismatch()),
         }
     };
@@ -192,13 +300,22 @@ pub fn column_to_micros(column: &v1::Column, field: &str) -> Result<Vec<i64>> {
     match &column.values {
         Some(Values::TimestampValues(v)) => Ok(v.micros.clone()),
         Some(Values::Int64Values(v)) => Ok(v.values.clone()),
-        other => Err(ProtocolError::invalid(field, format!("expected timestamp_values (micros), got {} values", type_name(other)))),
+        other => Err(ProtocolError::invalid(
+            field,
+            format!(
+                "expected timestamp_values (micros), got {} values",
+                type_name(other)
+            ),
+        )),
     }
 }
 
 /// Builds a column of `value_type` from values (nulls where `Value::Null` or a mismatching type).
 pub fn values_to_column(values: &[Value], value_type: ValueType) -> v1::Column {
-    let nulls: Vec<bool> = values.iter().map(|v| !matches!(v, v if !v.is_null() && v.fits(value_type))).collect();
+    let nulls: Vec<bool> = values
+        .iter()
+        .map(|v| !matches!(v, v if !v.is_null() && v.fits(value_type)))
+        .collect();
     let any_null = nulls.iter().any(|n| *n);
     let column_values = if value_type.list {
         let mut offsets = Vec::with_capacity(values.len() + 1);
@@ -214,13 +331,22 @@ pub fn values_to_column(values: &[Value], value_type: ValueType) -> v1::Column {
         }
         Values::ListValues(Box::new(v1::ListValues {
             offsets,
-            values: Some(Box::new(values_to_column(&items, ValueType::scalar(value_type.scalar)))),
+            values: Some(Box::new(values_to_column(
+                &items,
+                ValueType::scalar(value_type.scalar),
+            ))),
         }))
     } else {
         macro_rules! scalars {
             ($variant:ident, $wire:ident, $field:ident, $default:expr, $pat:pat => $out:expr) => {
                 Values::$wire(v1::$wire {
-                    $field: values.iter().map(|v| match v { $pat => $out, _ => $default }).collect(),
+                    $field: values
+                        .iter()
+                        .map(|v| match v {
+                            $pat => $out,
+                            _ => $default,
+                        })
+                        .collect(),
                 })
             };
         }
@@ -228,11 +354,21 @@ pub fn values_to_column(values: &[Value], value_type: ValueType) -> v1::Column {
             ScalarType::Bool => scalars!(Bool, BoolValues, values, false, Value::Bool(x) => *x),
             ScalarType::Int32 => scalars!(Int32, Int32Values, values, 0, Value::Int32(x) => *x),
             ScalarType::Int64 => scalars!(Int64, Int64Values, values, 0, Value::Int64(x) => *x),
-            ScalarType::Float32 => scalars!(Float32, FloatValues, values, 0.0, Value::Float32(x) => *x),
-            ScalarType::Float64 => scalars!(Float64, DoubleValues, values, 0.0, Value::Float64(x) => *x),
-            ScalarType::String => scalars!(String, StringValues, values, String::new(), Value::String(x) => x.clone()),
-            ScalarType::Bytes => scalars!(Bytes, BytesValues, values, Vec::new(), Value::Bytes(x) => x.clone()),
-            ScalarType::Timestamp => scalars!(Timestamp, TimestampValues, micros, 0, Value::Timestamp(x) => *x),
+            ScalarType::Float32 => {
+                scalars!(Float32, FloatValues, values, 0.0, Value::Float32(x) => *x)
+            }
+            ScalarType::Float64 => {
+                scalars!(Float64, DoubleValues, values, 0.0, Value::Float64(x) => *x)
+            }
+            ScalarType::String => {
+                scalars!(String, StringValues, values, String::new(), Value::String(x) => x.clone())
+            }
+            ScalarType::Bytes => {
+                scalars!(Bytes, BytesValues, values, Vec::new(), Value::Bytes(x) => x.clone())
+            }
+            ScalarType::Timestamp => {
+                scalars!(Timestamp, TimestampValues, micros, 0, Value::Timestamp(x) => *x)
+            }
         }
     };
     v1::Column {
@@ -248,10 +384,29 @@ mod tests {
     #[test]
     fn values_round_trip_through_columns() {
         let table: Vec<(ValueType, Vec<Value>)> = vec![
-            (ValueType::scalar(ScalarType::Int64), vec![Value::Int64(1), Value::Null, Value::Int64(-3)]),
-            (ValueType::scalar(ScalarType::String), vec![Value::String("a".into()), Value::Null]),
-            (ValueType::scalar(ScalarType::Timestamp), vec![Value::Timestamp(5)]),
-            (ValueType { scalar: ScalarType::Float32, list: true }, vec![Value::List(vec![Value::Float32(1.5), Value::Null]), Value::Null, Value::List(vec![])]),
+            (
+                ValueType::scalar(ScalarType::Int64),
+                vec![Value::Int64(1), Value::Null, Value::Int64(-3)],
+            ),
+            (
+                ValueType::scalar(ScalarType::String),
+                vec![Value::String("a".into()), Value::Null],
+            ),
+            (
+                ValueType::scalar(ScalarType::Timestamp),
+                vec![Value::Timestamp(5)],
+            ),
+            (
+                ValueType {
+                    scalar: ScalarType::Float32,
+                    list: true,
+                },
+                vec![
+                    Value::List(vec![Value::Float32(1.5), Value::Null]),
+                    Value::Null,
+                    Value::List(vec![]),
+                ],
+            ),
         ];
         for (value_type, values) in table {
             let column = values_to_column(&values, value_type);
@@ -264,11 +419,17 @@ mod tests {
     #[test]
     fn wrong_types_name_the_field() {
         let column = keys_to_column(&[KeyValue::String("x".into())]).expect("column");
-        let err = column_to_keys(&column, KeyType::Int64, "entities.driver_id").expect_err("mismatch");
+        let err =
+            column_to_keys(&column, KeyType::Int64, "entities.driver_id").expect_err("mismatch");
         assert!(err.to_string().contains("entities.driver_id"), "{err}");
         assert!(err.to_string().contains("string"), "{err}");
         let column = values_to_column(&[Value::Int32(1)], ValueType::scalar(ScalarType::Int32));
-        let err = column_to_values(&column, ValueType::scalar(ScalarType::Int64), "columns.trips").expect_err("mismatch");
+        let err = column_to_values(
+            &column,
+            ValueType::scalar(ScalarType::Int64),
+            "columns.trips",
+        )
+        .expect_err("mismatch");
         assert!(err.to_string().contains("columns.trips"), "{err}");
     }
 
@@ -277,11 +438,17 @@ mod tests {
         let column = v1::Column {
             values: Some(Values::ListValues(Box::new(v1::ListValues {
                 offsets: vec![0, 5],
-                values: Some(Box::new(values_to_column(&[Value::Float32(1.0)], ValueType::scalar(ScalarType::Float32)))),
+                values: Some(Box::new(values_to_column(
+                    &[Value::Float32(1.0)],
+                    ValueType::scalar(ScalarType::Float32),
+                ))),
             }))),
             nulls: vec![],
         };
-        let list = ValueType { scalar: ScalarType::Float32, list: true };
+        let list = ValueType {
+            scalar: ScalarType::Float32,
+            list: true,
+        };
         assert!(column_to_values(&column, list, "f").is_err());
     }
 }

@@ -10,7 +10,12 @@ pub mod convert;
 pub use prost;
 pub use tonic;
 
-#[allow(clippy::all, missing_docs, unreachable_pub, missing_debug_implementations)]
+#[allow(
+    clippy::all,
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations
+)]
 pub mod v1 {
     tonic::include_proto!("quiver.v1");
 }

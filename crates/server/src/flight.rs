@@ -9,8 +9,8 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
-    PollInfo, PutResult, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -34,12 +34,22 @@ pub struct FlightExport {
 
 impl FlightExport {
     pub fn new(state: Arc<AppState>) -> Self {
-        FlightExport { state, pending: Arc::default() }
+        FlightExport {
+            state,
+            pending: Arc::default(),
+        }
     }
 
     fn park(&self, prepared: PreparedExport) -> Result<String> {
-        let id = format!("{TICKET_PREFIX}{}-{}", self.state.clock.now(), rand_suffix());
-        let mut guard = self.pending.lock().map_err(|_| Error::Internal("pending exports poisoned".into()))?;
+        let id = format!(
+            "{TICKET_PREFIX}{}-{}",
+            self.state.clock.now(),
+            rand_suffix()
+        );
+        let mut guard = self
+            .pending
+            .lock()
+            .map_err(|_| Error::Internal("pending exports poisoned".into()))?;
         let (map, order) = &mut *guard;
         map.insert(id.clone(), prepared);
         order.push(id.clone());
@@ -51,7 +61,10 @@ impl FlightExport {
     }
 
     fn take(&self, id: &str) -> Result<Option<PreparedExport>> {
-        let mut guard = self.pending.lock().map_err(|_| Error::Internal("pending exports poisoned".into()))?;
+        let mut guard = self
+            .pending
+            .lock()
+            .map_err(|_| Error::Internal("pending exports poisoned".into()))?;
         guard.1.retain(|x| x != id);
         Ok(guard.0.remove(id))
     }
@@ -65,7 +78,12 @@ fn rand_suffix() -> u64 {
 }
 
 fn decode_request(bytes: &[u8], field: &str) -> Result<v1::ExportRequest> {
-    v1::ExportRequest::decode(bytes).map_err(|e| Error::invalid(field, format!("not a serialized quiver.v1.ExportRequest: {e}")))
+    v1::ExportRequest::decode(bytes).map_err(|e| {
+        Error::invalid(
+            field,
+            format!("not a serialized quiver.v1.ExportRequest: {e}"),
+        )
+    })
 }
 
 type FlightStream<T> = BoxStream<'static, Result<T, Status>>;
@@ -80,7 +98,10 @@ impl FlightService for FlightExport {
     type ListActionsStream = FlightStream<ActionType>;
     type DoExchangeStream = FlightStream<FlightData>;
 
-    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let descriptor = request.into_inner();
         let export_request = decode_request(&descriptor.cmd, "descriptor.cmd")?;
         let prepared = export::prepare(&self.state, &export_request).await?;
@@ -94,14 +115,25 @@ impl FlightService for FlightExport {
         Ok(Response::new(info))
     }
 
-    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
         let ticket = request.into_inner().ticket;
-        let prepared = match std::str::from_utf8(&ticket).ok().filter(|t| t.starts_with(TICKET_PREFIX)) {
-            Some(id) => self.take(id)?.ok_or_else(|| Error::NotFound { what: "flight ticket (tickets are single-use)", name: id.to_string() })?,
+        let prepared = match std::str::from_utf8(&ticket)
+            .ok()
+            .filter(|t| t.starts_with(TICKET_PREFIX))
+        {
+            Some(id) => self.take(id)?.ok_or_else(|| Error::NotFound {
+                what: "flight ticket (tickets are single-use)",
+                name: id.to_string(),
+            })?,
             None => export::prepare(&self.state, &decode_request(&ticket, "ticket")?).await?,
         };
         let output = prepared.output;
-        let batches = output.stream.map_err(|e| FlightError::ExternalError(Box::new(e)));
+        let batches = output
+            .stream
+            .map_err(|e| FlightError::ExternalError(Box::new(e)));
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(output.schema)
             .build(batches)
@@ -109,7 +141,10 @@ impl FlightService for FlightExport {
         Ok(Response::new(encoded.boxed()))
     }
 
-    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
         let mut stream = request.into_inner().peekable();
         let first = std::pin::Pin::new(&mut stream).peek().await.cloned();
         let descriptor = match first {
@@ -119,42 +154,89 @@ impl FlightService for FlightExport {
         };
         let name = match descriptor.as_ref().map(|d| d.path.as_slice()) {
             Some([kind, name]) if kind == "labels" && !name.is_empty() => name.clone(),
-            _ => return Err(Error::invalid("flight_descriptor.path", "use the path [\"labels\", <name>] to upload a label table").into()),
+            _ => {
+                return Err(Error::invalid(
+                    "flight_descriptor.path",
+                    "use the path [\"labels\", <name>] to upload a label table",
+                )
+                .into());
+            }
         };
-        let decoded = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from));
-        let batches: Vec<_> = decoded.try_collect().await.map_err(|e| Error::invalid("flight_data", format!("cannot decode the uploaded record batches: {e}")))?;
-        let rows: usize = batches.iter().map(|b: &arrow::record_batch::RecordBatch| b.num_rows()).sum();
+        let decoded = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+            stream.map_err(FlightError::from),
+        );
+        let batches: Vec<_> = decoded.try_collect().await.map_err(|e| {
+            Error::invalid(
+                "flight_data",
+                format!("cannot decode the uploaded record batches: {e}"),
+            )
+        })?;
+        let rows: usize = batches
+            .iter()
+            .map(|b: &arrow::record_batch::RecordBatch| b.num_rows())
+            .sum();
         self.state.uploads.put(name.clone(), batches)?;
         tracing::info!(upload = %name, rows, "label table uploaded");
-        let result = PutResult { app_metadata: format!("{{\"name\":\"{name}\",\"rows\":{rows}}}").into() };
-        Ok(Response::new(futures::stream::once(async move { Ok(result) }).boxed()))
+        let result = PutResult {
+            app_metadata: format!("{{\"name\":\"{name}\",\"rows\":{rows}}}").into(),
+        };
+        Ok(Response::new(
+            futures::stream::once(async move { Ok(result) }).boxed(),
+        ))
     }
 
-    async fn handshake(&self, _request: Request<Streaming<HandshakeRequest>>) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented("handshake is not needed: Quiver's Flight service has no authentication"))
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented(
+            "handshake is not needed: Quiver's Flight service has no authentication",
+        ))
     }
 
-    async fn list_flights(&self, _request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
-        Err(Status::unimplemented("list_flights: ask GetFlightInfo with a serialized quiver.v1.ExportRequest"))
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented(
+            "list_flights: ask GetFlightInfo with a serialized quiver.v1.ExportRequest",
+        ))
     }
 
-    async fn poll_flight_info(&self, _request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
         Err(Status::unimplemented("poll_flight_info: use GetFlightInfo"))
     }
 
-    async fn get_schema(&self, _request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
-        Err(Status::unimplemented("get_schema: GetFlightInfo returns the schema"))
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented(
+            "get_schema: GetFlightInfo returns the schema",
+        ))
     }
 
-    async fn do_action(&self, _request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+    async fn do_action(
+        &self,
+        _request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
         Err(Status::unimplemented("do_action"))
     }
 
-    async fn list_actions(&self, _request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
         Err(Status::unimplemented("list_actions"))
     }
 
-    async fn do_exchange(&self, _request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoExchangeStream>, Status> {
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
         Err(Status::unimplemented("do_exchange"))
     }
 }

@@ -63,7 +63,11 @@ impl Job {
                 version: v.view.version,
                 start_micros: v.start,
                 end_micros: v.end,
-                state: v.state.lock().map(|s| *s).unwrap_or(v1::JobState::Unspecified) as i32,
+                state: v
+                    .state
+                    .lock()
+                    .map(|s| *s)
+                    .unwrap_or(v1::JobState::Unspecified) as i32,
                 rows_scanned: v.scanned.load(Ordering::Relaxed),
                 keys_written: v.written.load(Ordering::Relaxed),
             })
@@ -75,13 +79,18 @@ impl Job {
             keys_written: views.iter().map(|v| v.keys_written).sum(),
             views,
             started_at_micros: self.started_at,
-            elapsed_micros: elapsed.unwrap_or_else(|| self.started.elapsed()).as_micros() as i64,
+            elapsed_micros: elapsed
+                .unwrap_or_else(|| self.started.elapsed())
+                .as_micros() as i64,
             error,
         }
     }
 
     pub fn is_finished(&self) -> bool {
-        self.status.lock().map(|s| s.0 != v1::JobState::Running).unwrap_or(true)
+        self.status
+            .lock()
+            .map(|s| s.0 != v1::JobState::Running)
+            .unwrap_or(true)
     }
 
     fn finish(&self, state: v1::JobState, error: String) {
@@ -99,7 +108,10 @@ impl Jobs {
             .map_err(|_| Error::Internal("job table poisoned".into()))?
             .get(id)
             .cloned()
-            .ok_or_else(|| Error::NotFound { what: "job", name: id.to_string() })
+            .ok_or_else(|| Error::NotFound {
+                what: "job",
+                name: id.to_string(),
+            })
     }
 }
 
@@ -113,15 +125,24 @@ pub fn start(state: &Arc<AppState>, request: v1::StartMaterializationRequest) ->
             .filter(|v| v.online)
             .collect()
     } else {
-        request.views.iter().map(|name| registry.view(name).cloned()).collect::<quiver_core::Result<_>>()?
+        request
+            .views
+            .iter()
+            .map(|name| registry.view(name).cloned())
+            .collect::<quiver_core::Result<_>>()?
     };
     if views.is_empty() {
-        return Err(Error::FailedPrecondition("no online feature views to materialize; apply manifests first".into()));
+        return Err(Error::FailedPrecondition(
+            "no online feature views to materialize; apply manifests first".into(),
+        ));
     }
     let mut view_jobs = Vec::new();
     for view in views {
         if !view.online {
-            return Err(Error::invalid("views", format!("view `{}` is declared `online: false`", view.name)));
+            return Err(Error::invalid(
+                "views",
+                format!("view `{}` is declared `online: false`", view.name),
+            ));
         }
         let start = if request.incremental {
             state.store.watermark(&view.name)?.unwrap_or(i64::MIN)
@@ -129,7 +150,14 @@ pub fn start(state: &Arc<AppState>, request: v1::StartMaterializationRequest) ->
             request.start_micros
         };
         if start >= request.end_micros && !request.incremental {
-            return Err(Error::invalid("start", format!("start {} is not before end {}", format_rfc3339(start), format_rfc3339(request.end_micros))));
+            return Err(Error::invalid(
+                "start",
+                format!(
+                    "start {} is not before end {}",
+                    format_rfc3339(start),
+                    format_rfc3339(request.end_micros)
+                ),
+            ));
         }
         view_jobs.push(ViewJob {
             view,
@@ -140,7 +168,11 @@ pub fn start(state: &Arc<AppState>, request: v1::StartMaterializationRequest) ->
             written: AtomicU64::new(0),
         });
     }
-    let id = format!("mat-{}-{}", state.clock.now(), state.jobs.next_id.fetch_add(1, Ordering::Relaxed));
+    let id = format!(
+        "mat-{}-{}",
+        state.clock.now(),
+        state.jobs.next_id.fetch_add(1, Ordering::Relaxed)
+    );
     let job = Arc::new(Job {
         id: id.clone(),
         started_at: state.clock.now(),
@@ -178,7 +210,8 @@ async fn run(state: &Arc<AppState>, job: &Job) -> Result<()> {
                 *guard = s;
             }
         };
-        let span = tracing::info_span!("materialize", feature_view = %view_job.view.name, job = %job.id);
+        let span =
+            tracing::info_span!("materialize", feature_view = %view_job.view.name, job = %job.id);
         let result = run_view(state, job, view_job).instrument(span).await;
         set_state(match &result {
             Ok(()) => v1::JobState::Succeeded,
@@ -195,7 +228,12 @@ async fn run_view(state: &Arc<AppState>, job: &Job, view_job: &ViewJob) -> Resul
     if view_job.start >= view_job.end {
         return Ok(());
     }
-    let scan = state.offline.scan_latest(view, view_job.start, view_job.end, Arc::clone(&view_job.scanned));
+    let scan = state.offline.scan_latest(
+        view,
+        view_job.start,
+        view_job.end,
+        Arc::clone(&view_job.scanned),
+    );
     let batches = tokio::select! {
         result = scan => result?,
         () = job.cancel.cancelled() => return Err(Error::Cancelled),
@@ -217,6 +255,10 @@ async fn run_view(state: &Arc<AppState>, job: &Job, view_job: &ViewJob) -> Resul
     if view_job.start <= watermark && view_job.end > watermark {
         state.store.set_watermark(&view.name, view_job.end)?;
     }
-    tracing::info!(scanned = view_job.scanned.load(Ordering::Relaxed), written = view_job.written.load(Ordering::Relaxed), "view materialized");
+    tracing::info!(
+        scanned = view_job.scanned.load(Ordering::Relaxed),
+        written = view_job.written.load(Ordering::Relaxed),
+        "view materialized"
+    );
     Ok(())
 }

@@ -28,12 +28,20 @@ impl JobService {
 impl v1::job_service_server::JobService for JobService {
     type WatchJobStream = BoxStream<'static, Result<v1::Job, Status>>;
 
-    async fn start_materialization(&self, request: Request<v1::StartMaterializationRequest>) -> Result<Response<v1::StartMaterializationResponse>, Status> {
+    async fn start_materialization(
+        &self,
+        request: Request<v1::StartMaterializationRequest>,
+    ) -> Result<Response<v1::StartMaterializationResponse>, Status> {
         let job = jobs::start(&self.state, request.into_inner())?;
-        Ok(Response::new(v1::StartMaterializationResponse { job: Some(job.snapshot()) }))
+        Ok(Response::new(v1::StartMaterializationResponse {
+            job: Some(job.snapshot()),
+        }))
     }
 
-    async fn watch_job(&self, request: Request<v1::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+    async fn watch_job(
+        &self,
+        request: Request<v1::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
         let job = self.state.jobs.get(&request.into_inner().id)?;
         let stream = futures::stream::unfold((job, false), |(job, ended)| async move {
             if ended {
@@ -52,14 +60,24 @@ impl v1::job_service_server::JobService for JobService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn cancel_job(&self, request: Request<v1::CancelJobRequest>) -> Result<Response<v1::CancelJobResponse>, Status> {
+    async fn cancel_job(
+        &self,
+        request: Request<v1::CancelJobRequest>,
+    ) -> Result<Response<v1::CancelJobResponse>, Status> {
         let job = self.state.jobs.get(&request.into_inner().id)?;
         job.cancel.cancel();
-        Ok(Response::new(v1::CancelJobResponse { job: Some(job.snapshot()) }))
+        Ok(Response::new(v1::CancelJobResponse {
+            job: Some(job.snapshot()),
+        }))
     }
 
-    async fn get_job(&self, request: Request<v1::GetJobRequest>) -> Result<Response<v1::GetJobResponse>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<v1::GetJobRequest>,
+    ) -> Result<Response<v1::GetJobResponse>, Status> {
         let job = self.state.jobs.get(&request.into_inner().id)?;
-        Ok(Response::new(v1::GetJobResponse { job: Some(job.snapshot()) }))
+        Ok(Response::new(v1::GetJobResponse {
+            job: Some(job.snapshot()),
+        }))
     }
 }

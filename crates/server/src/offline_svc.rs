@@ -29,7 +29,10 @@ fn matched(stats: &quiver_offline::JoinStats) -> Vec<v1::ViewMatch> {
     stats
         .matched
         .iter()
-        .map(|(view, n)| v1::ViewMatch { view: view.clone(), matched: n.load(Ordering::Relaxed) })
+        .map(|(view, n)| v1::ViewMatch {
+            view: view.clone(),
+            matched: n.load(Ordering::Relaxed),
+        })
         .collect()
 }
 
@@ -37,17 +40,26 @@ fn matched(stats: &quiver_offline::JoinStats) -> Vec<v1::ViewMatch> {
 impl v1::offline_service_server::OfflineService for OfflineService {
     type ExportTrainingDataStream = BoxStream<'static, Result<v1::ExportProgress, Status>>;
 
-    async fn export_training_data(&self, request: Request<v1::ExportRequest>) -> Result<Response<Self::ExportTrainingDataStream>, Status> {
+    async fn export_training_data(
+        &self,
+        request: Request<v1::ExportRequest>,
+    ) -> Result<Response<Self::ExportTrainingDataStream>, Status> {
         let request = request.into_inner();
         if request.output_path.is_empty() {
-            return Err(Error::invalid("output_path", "set the Parquet file to write (a path on the server)").into());
+            return Err(Error::invalid(
+                "output_path",
+                "set the Parquet file to write (a path on the server)",
+            )
+            .into());
         }
         let started = Instant::now();
         let prepared = export::prepare(&self.state, &request).await?;
         let stats = Arc::clone(&prepared.output.stats);
         let metadata = prepared.metadata.clone();
         let path = std::path::PathBuf::from(&request.output_path);
-        let writer = tokio::spawn(async move { quiver_offline::write_parquet(prepared.output, &path, prepared.metadata).await });
+        let writer = tokio::spawn(async move {
+            quiver_offline::write_parquet(prepared.output, &path, prepared.metadata).await
+        });
         let output_path = request.output_path.clone();
         let stream = futures::stream::unfold(Some((writer, stats)), move |state| {
             let (metadata, output_path) = (metadata.clone(), output_path.clone());

@@ -43,9 +43,12 @@ fn selection_of(state: &AppState, request: &v1::GetOnlineFeaturesRequest) -> Res
         Some(v1::get_online_features_request::Selector::FeatureService(name)) => {
             resolve(&registry, Some(name), None, &request.expected_fingerprint)
         }
-        Some(v1::get_online_features_request::Selector::Features(refs)) => {
-            resolve(&registry, None, Some(&refs.refs), &request.expected_fingerprint)
-        }
+        Some(v1::get_online_features_request::Selector::Features(refs)) => resolve(
+            &registry,
+            None,
+            Some(&refs.refs),
+            &request.expected_fingerprint,
+        ),
         None => resolve(&registry, None, None, ""),
     }
 }
@@ -54,28 +57,54 @@ fn selection_of(state: &AppState, request: &v1::GetOnlineFeaturesRequest) -> Res
 fn entity_rows(selection: &Selection, entities: &[v1::NamedColumn]) -> Result<usize> {
     let mut n_rows = None;
     for (i, named) in entities.iter().enumerate() {
-        let used = selection.views.iter().any(|v| v.view.join_keys.iter().any(|k| k.name == named.name));
+        let used = selection
+            .views
+            .iter()
+            .any(|v| v.view.join_keys.iter().any(|k| k.name == named.name));
         if !used {
-            let keys: Vec<String> = selection.views.iter().flat_map(|v| v.view.join_keys.iter().map(|k| k.name.clone())).collect();
-            return Err(Error::invalid(format!("entities[{i}]"), format!("`{}` is not a join key of the requested views (keys: {})", named.name, keys.join(", "))));
+            let keys: Vec<String> = selection
+                .views
+                .iter()
+                .flat_map(|v| v.view.join_keys.iter().map(|k| k.name.clone()))
+                .collect();
+            return Err(Error::invalid(
+                format!("entities[{i}]"),
+                format!(
+                    "`{}` is not a join key of the requested views (keys: {})",
+                    named.name,
+                    keys.join(", ")
+                ),
+            ));
         }
         let len = named.column.as_ref().map(column_len).unwrap_or(0);
         match n_rows {
             Some(n) if n != len => {
-                return Err(Error::invalid(format!("entities.{}", named.name), format!("has {len} values, other key columns have {n}; every key column needs one value per entity row")));
+                return Err(Error::invalid(
+                    format!("entities.{}", named.name),
+                    format!(
+                        "has {len} values, other key columns have {n}; every key column needs one value per entity row"
+                    ),
+                ));
             }
             _ => n_rows = Some(len),
         }
     }
     let n_rows = n_rows.unwrap_or(0);
     if n_rows > MAX_ENTITY_ROWS {
-        return Err(Error::invalid("entities", format!("{n_rows} entity rows; at most {MAX_ENTITY_ROWS} per request, split the batch")));
+        return Err(Error::invalid(
+            "entities",
+            format!("{n_rows} entity rows; at most {MAX_ENTITY_ROWS} per request, split the batch"),
+        ));
     }
     Ok(n_rows)
 }
 
 impl OnlineService {
-    fn get(&self, request: v1::GetOnlineFeaturesRequest, lookup: bool) -> Result<v1::GetOnlineFeaturesResponse> {
+    fn get(
+        &self,
+        request: v1::GetOnlineFeaturesRequest,
+        lookup: bool,
+    ) -> Result<v1::GetOnlineFeaturesResponse> {
         let selection = selection_of(&self.state, &request)?;
         let names = selection.output_names(request.full_names)?;
         let n_rows = entity_rows(&selection, &request.entities)?;
@@ -97,24 +126,50 @@ impl OnlineService {
         }
         for (view_index, (selected, names)) in selection.views.iter().zip(names).enumerate() {
             let view = &selected.view;
-            let mut keys: Vec<Vec<KeyValue>> = vec![Vec::with_capacity(view.join_keys.len()); n_rows];
+            let mut keys: Vec<Vec<KeyValue>> =
+                vec![Vec::with_capacity(view.join_keys.len()); n_rows];
             for key in &view.join_keys {
                 let field = format!("entities.{}", key.name);
                 let column = columns.get(key.name.as_str()).ok_or_else(|| {
-                    Error::invalid(&field, format!("missing join key `{}` ({}) needed by view `{}`", key.name, key.key_type, view.name))
+                    Error::invalid(
+                        &field,
+                        format!(
+                            "missing join key `{}` ({}) needed by view `{}`",
+                            key.name, key.key_type, view.name
+                        ),
+                    )
                 })?;
-                for (row, value) in keys.iter_mut().zip(column_to_keys(column, key.key_type, &field)?) {
+                for (row, value) in
+                    keys.iter_mut()
+                        .zip(column_to_keys(column, key.key_type, &field)?)
+                {
                     row.push(value);
                 }
             }
-            let stored = if lookup { self.state.store.read_rows(view, &keys)? } else { vec![None; n_rows] };
+            let stored = if lookup {
+                self.state.store.read_rows(view, &keys)?
+            } else {
+                vec![None; n_rows]
+            };
             let feature_indices: Vec<usize> = selected
                 .features
                 .iter()
-                .map(|f| view.features.iter().position(|x| &x.name == f).ok_or_else(|| Error::Internal(format!("feature `{f}` missing from resolved view `{}`", view.name))))
+                .map(|f| {
+                    view.features
+                        .iter()
+                        .position(|x| &x.name == f)
+                        .ok_or_else(|| {
+                            Error::Internal(format!(
+                                "feature `{f}` missing from resolved view `{}`",
+                                view.name
+                            ))
+                        })
+                })
                 .collect::<Result<_>>()?;
-            let mut values: Vec<Vec<Value>> = vec![Vec::with_capacity(n_rows); feature_indices.len()];
-            let mut statuses: Vec<Vec<i32>> = vec![Vec::with_capacity(n_rows); feature_indices.len()];
+            let mut values: Vec<Vec<Value>> =
+                vec![Vec::with_capacity(n_rows); feature_indices.len()];
+            let mut statuses: Vec<Vec<i32>> =
+                vec![Vec::with_capacity(n_rows); feature_indices.len()];
             let mut event_timestamps = Vec::with_capacity(n_rows);
             let mut found = Vec::with_capacity(n_rows);
             for row in &stored {
@@ -123,7 +178,10 @@ impl OnlineService {
                     Some(row) if !is_fresh(row.event_ts, now, view.ttl) => Some(Err(())),
                     Some(row) if row.view_version == view.version => Some(Ok(row.values.clone())),
                     Some(row) => {
-                        let writer = registry.view_version(&view.name, row.view_version).map(|v| v.features.clone()).unwrap_or_default();
+                        let writer = registry
+                            .view_version(&view.name, row.view_version)
+                            .map(|v| v.features.clone())
+                            .unwrap_or_default();
                         Some(Ok(project_values(row, &writer, view)))
                     }
                 };
@@ -146,7 +204,10 @@ impl OnlineService {
                 response.features.push(v1::FeatureColumn {
                     name,
                     view_index: view_index as u32,
-                    values: Some(values_to_column(&values[j], view.features[*index].value_type)),
+                    values: Some(values_to_column(
+                        &values[j],
+                        view.features[*index].value_type,
+                    )),
                     statuses: std::mem::take(&mut statuses[j]),
                 });
             }
@@ -164,15 +225,26 @@ impl OnlineService {
 
 #[tonic::async_trait]
 impl v1::online_service_server::OnlineService for OnlineService {
-    async fn get_online_features(&self, request: Request<v1::GetOnlineFeaturesRequest>) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
+    async fn get_online_features(
+        &self,
+        request: Request<v1::GetOnlineFeaturesRequest>,
+    ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
         Ok(Response::new(self.get(request.into_inner(), true)?))
     }
 
-    async fn push(&self, request: Request<v1::PushRequest>) -> Result<Response<v1::PushResponse>, Status> {
-        Ok(Response::new(crate::push::push(&self.state, request.into_inner()).await?))
+    async fn push(
+        &self,
+        request: Request<v1::PushRequest>,
+    ) -> Result<Response<v1::PushResponse>, Status> {
+        Ok(Response::new(
+            crate::push::push(&self.state, request.into_inner()).await?,
+        ))
     }
 
-    async fn echo(&self, request: Request<v1::GetOnlineFeaturesRequest>) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
+    async fn echo(
+        &self,
+        request: Request<v1::GetOnlineFeaturesRequest>,
+    ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
         Ok(Response::new(self.get(request.into_inner(), false)?))
     }
 }

@@ -24,7 +24,9 @@ pub async fn push(state: &AppState, request: v1::PushRequest) -> Result<v1::Push
                 .filter(|v| v.source_name == *name)
                 .collect();
             if views.is_empty() {
-                return Err(Error::FailedPrecondition(format!("source `{name}` feeds no feature view")));
+                return Err(Error::FailedPrecondition(format!(
+                    "source `{name}` feeds no feature view"
+                )));
             }
             views
         }
@@ -42,7 +44,12 @@ pub async fn push(state: &AppState, request: v1::PushRequest) -> Result<v1::Push
         Ok(v1::PushMode::Unspecified | v1::PushMode::OnlineAndOffline) => (true, true),
         Ok(v1::PushMode::Online) => (true, false),
         Ok(v1::PushMode::Offline) => (false, true),
-        Err(_) => return Err(Error::invalid("mode", format!("unknown push mode {}", request.mode))),
+        Err(_) => {
+            return Err(Error::invalid(
+                "mode",
+                format!("unknown push mode {}", request.mode),
+            ));
+        }
     };
     let columns: BTreeMap<&str, &v1::Column> = request
         .columns
@@ -56,7 +63,10 @@ pub async fn push(state: &AppState, request: v1::PushRequest) -> Result<v1::Push
         batches.push(rows_for(view, &columns, received_at)?);
     }
     let n_rows = batches.first().map(Vec::len).unwrap_or(0) as u64;
-    let mut response = v1::PushResponse { rows: n_rows, views: Vec::new() };
+    let mut response = v1::PushResponse {
+        rows: n_rows,
+        views: Vec::new(),
+    };
     for (view, rows) in views.iter().zip(&batches) {
         let mut pushed = v1::PushedView {
             view: view.name.clone(),
@@ -64,10 +74,13 @@ pub async fn push(state: &AppState, request: v1::PushRequest) -> Result<v1::Push
             ..Default::default()
         };
         if offline && !rows.is_empty() {
-            let (offline_store, view_clone, rows_clone) = (Arc::clone(&state.offline), view.clone(), rows.clone());
-            tokio::task::spawn_blocking(move || offline_store.append_push_log(&view_clone, &rows_clone))
-                .await
-                .map_err(|e| Error::Internal(format!("push log task failed: {e}")))??;
+            let (offline_store, view_clone, rows_clone) =
+                (Arc::clone(&state.offline), view.clone(), rows.clone());
+            tokio::task::spawn_blocking(move || {
+                offline_store.append_push_log(&view_clone, &rows_clone)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("push log task failed: {e}")))??;
             pushed.written_offline = rows.len() as u64;
         }
         if online && view.online {
@@ -94,45 +107,75 @@ fn check_columns(views: &[ResolvedView], columns: &[v1::NamedColumn]) -> Result<
         if !known.contains(&named.name) {
             return Err(Error::invalid(
                 format!("columns[{i}]"),
-                format!("unknown column `{}`; the target views take: {}", named.name, known.iter().cloned().collect::<Vec<_>>().join(", ")),
+                format!(
+                    "unknown column `{}`; the target views take: {}",
+                    named.name,
+                    known.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
             ));
         }
         let n = named.column.as_ref().map(column_len).unwrap_or(0);
         match len {
-            Some(l) if l != n => return Err(Error::invalid(format!("columns.{}", named.name), format!("has {n} values, other columns have {l}"))),
+            Some(l) if l != n => {
+                return Err(Error::invalid(
+                    format!("columns.{}", named.name),
+                    format!("has {n} values, other columns have {l}"),
+                ));
+            }
             _ => len = Some(n),
         }
     }
     Ok(())
 }
 
-fn rows_for(view: &ResolvedView, columns: &BTreeMap<&str, &v1::Column>, received_at: i64) -> Result<Vec<Row>> {
+fn rows_for(
+    view: &ResolvedView,
+    columns: &BTreeMap<&str, &v1::Column>,
+    received_at: i64,
+) -> Result<Vec<Row>> {
     let column = |name: &str, what: &str| {
         columns.get(name).copied().ok_or_else(|| {
-            Error::invalid(format!("columns.{name}"), format!("missing {what} column `{name}` of view `{}`", view.name))
+            Error::invalid(
+                format!("columns.{name}"),
+                format!("missing {what} column `{name}` of view `{}`", view.name),
+            )
         })
     };
-    let event_ts = column_to_micros(column(&view.source.event_time, "event time")?, &format!("columns.{}", view.source.event_time))?;
+    let event_ts = column_to_micros(
+        column(&view.source.event_time, "event time")?,
+        &format!("columns.{}", view.source.event_time),
+    )?;
     let n_rows = event_ts.len();
     // Created time: the pushed column, else the server receive time. A source without a
     // created-time column has no created times at all, on both paths.
     let created_ts: Vec<Option<i64>> = match view.source.created_time.as_deref() {
         None => vec![None; n_rows],
         Some(name) => match columns.get(name) {
-            Some(col) => column_to_micros(col, &format!("columns.{name}"))?.into_iter().map(Some).collect(),
+            Some(col) => column_to_micros(col, &format!("columns.{name}"))?
+                .into_iter()
+                .map(Some)
+                .collect(),
             None => vec![Some(received_at); n_rows],
         },
     };
     let mut keys = vec![Vec::with_capacity(view.join_keys.len()); n_rows];
     for key in &view.join_keys {
-        let values = column_to_keys(column(&key.name, "join key")?, key.key_type, &format!("columns.{}", key.name))?;
+        let values = column_to_keys(
+            column(&key.name, "join key")?,
+            key.key_type,
+            &format!("columns.{}", key.name),
+        )?;
         for (row, value) in keys.iter_mut().zip(values) {
             row.push(value);
         }
     }
     let mut values = vec![Vec::with_capacity(view.features.len()); n_rows];
     for feature in &view.features {
-        let column_values = column_to_values(column(&feature.name, "feature")?, feature.value_type, &format!("columns.{}", feature.name))?;
+        let column_values = column_to_values(
+            column(&feature.name, "feature")?,
+            feature.value_type,
+            &format!("columns.{}", feature.name),
+        )?;
         for (row, value) in values.iter_mut().zip(column_values) {
             row.push(value);
         }
@@ -141,6 +184,11 @@ fn rows_for(view: &ResolvedView, columns: &BTreeMap<&str, &v1::Column>, received
         .into_iter()
         .zip(values)
         .zip(event_ts.into_iter().zip(created_ts))
-        .map(|((key, values), (event_ts, created_ts))| Row { key, event_ts, created_ts, values })
+        .map(|((key, values), (event_ts, created_ts))| Row {
+            key,
+            event_ts,
+            created_ts,
+            values,
+        })
         .collect())
 }

@@ -27,7 +27,10 @@ impl RegistryService {
 
 fn manifests(files: Vec<v1::ManifestFile>) -> Result<Vec<ManifestFile>> {
     if files.is_empty() {
-        return Err(Error::invalid("manifests", "no manifest files given; pass at least one YAML file"));
+        return Err(Error::invalid(
+            "manifests",
+            "no manifest files given; pass at least one YAML file",
+        ));
     }
     Ok(files
         .into_iter()
@@ -92,8 +95,12 @@ pub fn object_to_proto(history: &ObjectHistory, version: &ObjectVersion) -> v1::
 }
 
 fn required_kind(raw: i32) -> Result<Kind> {
-    kind_from_proto(raw, "kind")?
-        .ok_or_else(|| Error::invalid("kind", "set the object kind (entity, source, feature view or feature service)"))
+    kind_from_proto(raw, "kind")?.ok_or_else(|| {
+        Error::invalid(
+            "kind",
+            "set the object kind (entity, source, feature view or feature service)",
+        )
+    })
 }
 
 impl RegistryService {
@@ -122,7 +129,14 @@ impl RegistryService {
         let store = Arc::clone(&self.state.store);
         let (next, plan) = tokio::task::spawn_blocking(move || -> Result<_> {
             let declared = parse_manifests(&files)?;
-            let (next, plan) = plan::apply(&current, declared, request.expected_version, request.force, &ParquetSchemaCheck, now)?;
+            let (next, plan) = plan::apply(
+                &current,
+                declared,
+                request.expected_version,
+                request.force,
+                &ParquetSchemaCheck,
+                now,
+            )?;
             if !plan.is_empty() {
                 store.save_registry(&next)?;
             }
@@ -132,7 +146,11 @@ impl RegistryService {
         .map_err(|e| Error::Internal(format!("apply task failed: {e}")))??;
         let version = next.version;
         if !plan.is_empty() {
-            tracing::info!(registry_version = version, changes = plan.changes.len(), "registry applied");
+            tracing::info!(
+                registry_version = version,
+                changes = plan.changes.len(),
+                "registry applied"
+            );
             self.state.set_registry(next);
         }
         Ok(v1::ApplyResponse {
@@ -144,15 +162,24 @@ impl RegistryService {
 
 #[tonic::async_trait]
 impl v1::registry_service_server::RegistryService for RegistryService {
-    async fn plan(&self, request: Request<v1::PlanRequest>) -> Result<Response<v1::PlanResponse>, Status> {
+    async fn plan(
+        &self,
+        request: Request<v1::PlanRequest>,
+    ) -> Result<Response<v1::PlanResponse>, Status> {
         Ok(Response::new(self.plan_inner(request.into_inner()).await?))
     }
 
-    async fn apply(&self, request: Request<v1::ApplyRequest>) -> Result<Response<v1::ApplyResponse>, Status> {
+    async fn apply(
+        &self,
+        request: Request<v1::ApplyRequest>,
+    ) -> Result<Response<v1::ApplyResponse>, Status> {
         Ok(Response::new(self.apply_inner(request.into_inner()).await?))
     }
 
-    async fn get_object(&self, request: Request<v1::GetObjectRequest>) -> Result<Response<v1::GetObjectResponse>, Status> {
+    async fn get_object(
+        &self,
+        request: Request<v1::GetObjectRequest>,
+    ) -> Result<Response<v1::GetObjectResponse>, Status> {
         let request = request.into_inner();
         let kind = required_kind(request.kind)?;
         let registry = self.state.registry();
@@ -162,7 +189,10 @@ impl v1::registry_service_server::RegistryService for RegistryService {
         }))
     }
 
-    async fn list_objects(&self, request: Request<v1::ListObjectsRequest>) -> Result<Response<v1::ListObjectsResponse>, Status> {
+    async fn list_objects(
+        &self,
+        request: Request<v1::ListObjectsRequest>,
+    ) -> Result<Response<v1::ListObjectsResponse>, Status> {
         let kinds = match kind_from_proto(request.into_inner().kind, "kind").map_err(Error::from)? {
             Some(kind) => vec![kind],
             None => Kind::ALL.to_vec(),
@@ -170,7 +200,12 @@ impl v1::registry_service_server::RegistryService for RegistryService {
         let registry = self.state.registry();
         let objects = kinds
             .into_iter()
-            .flat_map(|kind| registry.list(kind).map(|(h, v)| object_to_proto(h, v)).collect::<Vec<_>>())
+            .flat_map(|kind| {
+                registry
+                    .list(kind)
+                    .map(|(h, v)| object_to_proto(h, v))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         Ok(Response::new(v1::ListObjectsResponse {
             registry_version: registry.version,
@@ -178,16 +213,25 @@ impl v1::registry_service_server::RegistryService for RegistryService {
         }))
     }
 
-    async fn list_versions(&self, request: Request<v1::ListVersionsRequest>) -> Result<Response<v1::ListVersionsResponse>, Status> {
+    async fn list_versions(
+        &self,
+        request: Request<v1::ListVersionsRequest>,
+    ) -> Result<Response<v1::ListVersionsResponse>, Status> {
         let request = request.into_inner();
         let kind = required_kind(request.kind)?;
         let registry = self.state.registry();
-        let history = registry.history(kind, &request.name).ok_or_else(|| Error::NotFound {
-            what: kind.name(),
-            name: request.name.clone(),
-        })?;
+        let history = registry
+            .history(kind, &request.name)
+            .ok_or_else(|| Error::NotFound {
+                what: kind.name(),
+                name: request.name.clone(),
+            })?;
         Ok(Response::new(v1::ListVersionsResponse {
-            versions: history.versions.iter().map(|v| object_to_proto(history, v)).collect(),
+            versions: history
+                .versions
+                .iter()
+                .map(|v| object_to_proto(history, v))
+                .collect(),
         }))
     }
 }

@@ -31,7 +31,13 @@ impl Selection {
             .map(|v| {
                 v.features
                     .iter()
-                    .map(|f| if full_names { format!("{}__{f}", v.prefix) } else { f.clone() })
+                    .map(|f| {
+                        if full_names {
+                            format!("{}__{f}", v.prefix)
+                        } else {
+                            f.clone()
+                        }
+                    })
                     .collect()
             })
             .collect();
@@ -39,11 +45,18 @@ impl Selection {
         for name in names.iter().flatten() {
             *seen.entry(name).or_default() += 1;
         }
-        let colliding: Vec<&str> = seen.into_iter().filter(|(_, n)| *n > 1).map(|(name, _)| name).collect();
+        let colliding: Vec<&str> = seen
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(name, _)| name)
+            .collect();
         if !colliding.is_empty() {
             return Err(Error::invalid(
                 "features",
-                format!("feature names collide: {}; ask for full names (`view__feature`) or select fewer features", colliding.join(", ")),
+                format!(
+                    "feature names collide: {}; ask for full names (`view__feature`) or select fewer features",
+                    colliding.join(", ")
+                ),
             ));
         }
         Ok(names)
@@ -62,11 +75,17 @@ pub fn resolve(
         (Some(name), None) => resolve_service(registry, name, expected_fingerprint),
         (None, Some(refs)) => {
             if !expected_fingerprint.is_empty() {
-                return Err(Error::invalid("expected_fingerprint", "only feature services have fingerprints; drop it or ask by `feature_service`"));
+                return Err(Error::invalid(
+                    "expected_fingerprint",
+                    "only feature services have fingerprints; drop it or ask by `feature_service`",
+                ));
             }
             resolve_refs(registry, refs)
         }
-        _ => Err(Error::invalid("selector", "set either `feature_service` (name or name@N) or `features` (view:feature refs)")),
+        _ => Err(Error::invalid(
+            "selector",
+            "set either `feature_service` (name or name@N) or `features` (view:feature refs)",
+        )),
     }
 }
 
@@ -85,7 +104,9 @@ fn resolve_service(registry: &RegistryState, name: &str, expected: &str) -> Resu
         .iter()
         .map(|item| {
             Ok(SelectedView {
-                view: registry.view_version(&item.view, item.view_version)?.clone(),
+                view: registry
+                    .view_version(&item.view, item.view_version)?
+                    .clone(),
                 features: item.features.clone(),
                 prefix: item.prefix().to_string(),
             })
@@ -99,23 +120,39 @@ fn resolve_service(registry: &RegistryState, name: &str, expected: &str) -> Resu
 
 fn resolve_refs(registry: &RegistryState, refs: &[String]) -> Result<Selection> {
     if refs.is_empty() {
-        return Err(Error::invalid("features.refs", "no feature refs given; use `view:feature`"));
+        return Err(Error::invalid(
+            "features.refs",
+            "no feature refs given; use `view:feature`",
+        ));
     }
     let mut views: Vec<SelectedView> = Vec::new();
     for (i, reference) in refs.iter().enumerate() {
         let field = format!("features.refs[{i}]");
         let Some((view_ref, feature)) = reference.split_once(':') else {
-            return Err(Error::invalid(field, format!("`{reference}` is not `view:feature`")));
+            return Err(Error::invalid(
+                field,
+                format!("`{reference}` is not `view:feature`"),
+            ));
         };
         split_pin(view_ref).map_err(|m| Error::invalid(&field, m))?;
         let view = registry.view(view_ref)?;
         if view.feature(feature).is_none() {
             let known: Vec<&str> = view.features.iter().map(|f| f.name.as_str()).collect();
-            return Err(Error::invalid(field, format!("view `{}` has no feature `{feature}`; it has: {}", view.pinned_name(), known.join(", "))));
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "view `{}` has no feature `{feature}`; it has: {}",
+                    view.pinned_name(),
+                    known.join(", ")
+                ),
+            ));
         }
         match views.iter_mut().find(|v| v.view.name == view.name) {
             Some(selected) if selected.view.version != view.version => {
-                return Err(Error::invalid(field, format!("view `{}` is asked for at two versions", view.name)));
+                return Err(Error::invalid(
+                    field,
+                    format!("view `{}` is asked for at two versions", view.name),
+                ));
             }
             Some(selected) => {
                 if !selected.features.iter().any(|f| f == feature) {
@@ -129,5 +166,8 @@ fn resolve_refs(registry: &RegistryState, refs: &[String]) -> Result<Selection> 
             }),
         }
     }
-    Ok(Selection { service: None, views })
+    Ok(Selection {
+        service: None,
+        views,
+    })
 }

@@ -52,7 +52,10 @@ pub struct AppState {
 impl AppState {
     pub fn open(options: &ServerOptions, shutdown: CancellationToken) -> Result<AppState> {
         std::fs::create_dir_all(&options.data_dir).map_err(|e| {
-            Error::FailedPrecondition(format!("cannot create data dir {}: {e}", options.data_dir.display()))
+            Error::FailedPrecondition(format!(
+                "cannot create data dir {}: {e}",
+                options.data_dir.display()
+            ))
         })?;
         let store = RocksStore::open(&options.data_dir.join("rocksdb"))?;
         let registry = store.load_registry()?.unwrap_or_default();

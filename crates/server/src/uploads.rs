@@ -17,7 +17,10 @@ pub struct Uploads {
 
 impl Uploads {
     pub fn put(&self, name: String, batches: Vec<RecordBatch>) -> Result<()> {
-        let mut guard = self.tables.lock().map_err(|_| Error::Internal("uploads poisoned".into()))?;
+        let mut guard = self
+            .tables
+            .lock()
+            .map_err(|_| Error::Internal("uploads poisoned".into()))?;
         let (tables, order) = &mut *guard;
         order.retain(|n| n != &name);
         order.push(name.clone());
@@ -30,7 +33,10 @@ impl Uploads {
     }
 
     pub fn get(&self, name: &str) -> Result<Vec<RecordBatch>> {
-        let guard = self.tables.lock().map_err(|_| Error::Internal("uploads poisoned".into()))?;
+        let guard = self
+            .tables
+            .lock()
+            .map_err(|_| Error::Internal("uploads poisoned".into()))?;
         guard.0.get(name).cloned().ok_or_else(|| Error::NotFound {
             what: "uploaded label table",
             name: name.to_string(),

@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use arrow_flight::FlightDescriptor;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use futures::{StreamExt, TryStreamExt};
-use quiver_proto::prost::Message;
 use quiver_core::types::parse_rfc3339;
+use quiver_proto::prost::Message;
 use quiver_proto::v1;
 
 use crate::ServerArg;
@@ -51,24 +51,37 @@ pub struct ExportArgs {
 }
 
 fn absolute(path: &Path) -> Result<String> {
-    Ok(std::path::absolute(path).with_context(|| format!("bad path {}", path.display()))?.to_string_lossy().into_owned())
+    Ok(std::path::absolute(path)
+        .with_context(|| format!("bad path {}", path.display()))?
+        .to_string_lossy()
+        .into_owned())
 }
 
 pub fn request(args: &ExportArgs) -> Result<v1::ExportRequest> {
     let selector = match &args.service {
         Some(service) => v1::export_request::Selector::FeatureService(service.clone()),
-        None if !args.features.is_empty() => v1::export_request::Selector::Features(v1::FeatureRefs { refs: args.features.clone() }),
+        None if !args.features.is_empty() => {
+            v1::export_request::Selector::Features(v1::FeatureRefs {
+                refs: args.features.clone(),
+            })
+        }
         None => bail!("give --service NAME or --features view:feature,..."),
     };
     let time = |t: &Option<String>, flag: &str| -> Result<i64> {
         match t {
             None => Ok(0),
-            Some(text) => parse_rfc3339(text).with_context(|| format!("{flag} `{text}` is not an RFC 3339 time")),
+            Some(text) => parse_rfc3339(text)
+                .with_context(|| format!("{flag} `{text}` is not an RFC 3339 time")),
         }
     };
     Ok(v1::ExportRequest {
         selector: Some(selector),
-        labels_path: args.labels.as_deref().map(absolute).transpose()?.unwrap_or_default(),
+        labels_path: args
+            .labels
+            .as_deref()
+            .map(absolute)
+            .transpose()?
+            .unwrap_or_default(),
         timestamp_column: args.timestamp_column.clone(),
         full_names: args.full_names,
         as_known_at: args.as_known_at,
@@ -84,7 +97,10 @@ pub async fn run(args: ExportArgs) -> Result<()> {
     let mut clients = connect(&args.server.server).await?;
     if args.flight {
         let rows = export_flight(&clients, request, &args.out).await?;
-        println!("Exported {rows} rows over Arrow Flight to {}.", args.out.display());
+        println!(
+            "Exported {rows} rows over Arrow Flight to {}.",
+            args.out.display()
+        );
         return Ok(());
     }
     let summary = export_server(&mut clients, request, true).await?;
@@ -93,18 +109,30 @@ pub async fn run(args: ExportArgs) -> Result<()> {
 }
 
 /// Runs a server-side export, following its progress.
-pub async fn export_server(clients: &mut Clients, request: v1::ExportRequest, show: bool) -> Result<v1::ExportProgress> {
+pub async fn export_server(
+    clients: &mut Clients,
+    request: v1::ExportRequest,
+    show: bool,
+) -> Result<v1::ExportProgress> {
     let started = Instant::now();
     let bar = indicatif::ProgressBar::new_spinner();
     if !show {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.enable_steady_tick(Duration::from_millis(120));
-    let mut stream = clients.offline.export_training_data(request).await?.into_inner();
+    let mut stream = clients
+        .offline
+        .export_training_data(request)
+        .await?
+        .into_inner();
     let mut last = None;
     while let Some(progress) = stream.next().await {
         let progress = progress?;
-        bar.set_message(format!("{} rows written, {:.1} s", progress.rows, started.elapsed().as_secs_f64()));
+        bar.set_message(format!(
+            "{} rows written, {:.1} s",
+            progress.rows,
+            started.elapsed().as_secs_f64()
+        ));
         if progress.done {
             last = Some(progress);
         }
@@ -121,8 +149,15 @@ pub fn summary_text(summary: &v1::ExportProgress) -> String {
         summary.elapsed_micros as f64 / 1e6
     )];
     for m in &summary.matched {
-        let rate = if summary.rows == 0 { 0.0 } else { 100.0 * m.matched as f64 / summary.rows as f64 };
-        lines.push(format!("  {}: {} of {} label rows matched ({rate:.1} %)", m.view, m.matched, summary.rows));
+        let rate = if summary.rows == 0 {
+            0.0
+        } else {
+            100.0 * m.matched as f64 / summary.rows as f64
+        };
+        lines.push(format!(
+            "  {}: {} of {} label rows matched ({rate:.1} %)",
+            m.view, m.matched, summary.rows
+        ));
     }
     if let Some(fp) = summary.metadata.get("quiver.fingerprint") {
         lines.push(format!("  service fingerprint {fp}"));
@@ -131,21 +166,40 @@ pub fn summary_text(summary: &v1::ExportProgress) -> String {
 }
 
 /// GetFlightInfo + DoGet, writing the stream to `out` as Parquet.
-pub async fn export_flight(clients: &Clients, mut request: v1::ExportRequest, out: &Path) -> Result<u64> {
+pub async fn export_flight(
+    clients: &Clients,
+    mut request: v1::ExportRequest,
+    out: &Path,
+) -> Result<u64> {
     request.output_path.clear();
-    let mut flight = FlightServiceClient::new(clients.channel.clone()).max_decoding_message_size(256 * 1024 * 1024);
-    let info = flight.get_flight_info(FlightDescriptor::new_cmd(request.encode_to_vec())).await?.into_inner();
-    let ticket = info.endpoint.first().and_then(|e| e.ticket.clone()).context("flight info has no ticket")?;
+    let mut flight = FlightServiceClient::new(clients.channel.clone())
+        .max_decoding_message_size(256 * 1024 * 1024);
+    let info = flight
+        .get_flight_info(FlightDescriptor::new_cmd(request.encode_to_vec()))
+        .await?
+        .into_inner();
+    let ticket = info
+        .endpoint
+        .first()
+        .and_then(|e| e.ticket.clone())
+        .context("flight info has no ticket")?;
     let stream = flight.do_get(ticket).await?.into_inner();
-    let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream.map_err(arrow_flight::error::FlightError::from));
-    let file = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+        stream.map_err(arrow_flight::error::FlightError::from),
+    );
+    let file =
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut writer: Option<parquet::arrow::ArrowWriter<std::fs::File>> = None;
     let mut file = Some(file);
     let mut rows = 0u64;
     while let Some(batch) = batches.try_next().await? {
         if writer.is_none() {
             let f = file.take().context("output file already used")?;
-            writer = Some(parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None)?);
+            writer = Some(parquet::arrow::ArrowWriter::try_new(
+                f,
+                batch.schema(),
+                None,
+            )?);
         }
         if let Some(w) = writer.as_mut() {
             w.write(&batch)?;
@@ -157,7 +211,10 @@ pub async fn export_flight(clients: &Clients, mut request: v1::ExportRequest, ou
             w.close()?;
         }
         None => {
-            let schema = info.clone().try_decode_schema().context("flight info schema")?;
+            let schema = info
+                .clone()
+                .try_decode_schema()
+                .context("flight info schema")?;
             let f = file.take().context("output file already used")?;
             parquet::arrow::ArrowWriter::try_new(f, std::sync::Arc::new(schema), None)?.close()?;
         }

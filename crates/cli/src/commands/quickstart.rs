@@ -33,7 +33,10 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
     let dir = std::path::absolute(&args.dir)?;
     if dir.exists() {
         if !dir.join(MARKER).exists() && std::fs::read_dir(&dir)?.next().is_some() {
-            bail!("{} exists and is not a quickstart directory; pass another --dir", dir.display());
+            bail!(
+                "{} exists and is not a quickstart directory; pass another --dir",
+                dir.display()
+            );
         }
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
@@ -41,17 +44,31 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
     std::fs::write(dir.join(MARKER), "created by `quiver quickstart`\n")?;
     let now = chrono::Utc::now().timestamp_micros();
     let end = now - now.rem_euclid(HOUR) + HOUR;
-    let shape = DemoShape { drivers: 50, hours: 72, end: end - HOUR, labels: 1_000 };
+    let shape = DemoShape {
+        drivers: 50,
+        hours: 72,
+        end: end - HOUR,
+        labels: 1_000,
+    };
 
     step("1. Demo project");
     write_project(&dir, shape)?;
-    println!("Wrote {}/data/driver_stats.parquet ({} drivers x {} hourly rows), data/labels.parquet ({} labels), features/driver.yaml", dir.display(), shape.drivers, shape.hours, shape.labels);
+    println!(
+        "Wrote {}/data/driver_stats.parquet ({} drivers x {} hourly rows), data/labels.parquet ({} labels), features/driver.yaml",
+        dir.display(),
+        shape.drivers,
+        shape.hours,
+        shape.labels
+    );
 
     step("2. Embedded server (data dir + RocksDB + local Parquet)");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let options = ServerOptions { data_dir: dir.join("data-dir"), clock: Arc::new(SystemClock) };
+    let options = ServerOptions {
+        data_dir: dir.join("data-dir"),
+        clock: Arc::new(SystemClock),
+    };
     let server = tokio::spawn(quiver_server::serve(listener, shutdown.clone(), options));
     let url = format!("http://{addr}");
     println!("Serving gRPC + Arrow Flight on {url}");
@@ -59,7 +76,10 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
     shutdown.cancel();
     server.await.context("server task")??;
     result?;
-    println!("\nDone. Run it yourself: `quiver serve --data-dir {0}/data-dir` then `quiver apply -f {0}/features`, `quiver get --service driver_model --entity driver_id=1001`.", dir.display());
+    println!(
+        "\nDone. Run it yourself: `quiver serve --data-dir {0}/data-dir` then `quiver apply -f {0}/features`, `quiver get --service driver_model --entity driver_id=1001`.",
+        dir.display()
+    );
     Ok(())
 }
 
@@ -68,11 +88,21 @@ async fn walk_through(url: &str, dir: &std::path::Path, shape: DemoShape) -> Res
     let files = registry::manifest_files(&dir.join("features"))?;
 
     step("3. Plan and apply the manifests");
-    let plan = clients.registry.plan(v1::PlanRequest { manifests: files.clone() }).await?.into_inner();
+    let plan = clients
+        .registry
+        .plan(v1::PlanRequest {
+            manifests: files.clone(),
+        })
+        .await?
+        .into_inner();
     println!("{}", registry::render_changes(&plan.changes));
     let applied = clients
         .registry
-        .apply(v1::ApplyRequest { manifests: files, expected_version: Some(plan.base_version), force: false })
+        .apply(v1::ApplyRequest {
+            manifests: files,
+            expected_version: Some(plan.base_version),
+            force: false,
+        })
         .await?
         .into_inner();
     println!("Applied: registry version {}.", applied.registry_version);
@@ -80,38 +110,80 @@ async fn walk_through(url: &str, dir: &std::path::Path, shape: DemoShape) -> Res
     step("4. Materialize the last 72 hours into RocksDB");
     let start = shape.end - shape.hours * HOUR;
     let end = chrono::Utc::now().timestamp_micros();
-    println!("quiver materialize --start {} --end {}", format_rfc3339(start), format_rfc3339(end));
-    online::run_job(&mut clients, v1::StartMaterializationRequest { views: vec![], start_micros: start, end_micros: end, incremental: false }, true).await?;
+    println!(
+        "quiver materialize --start {} --end {}",
+        format_rfc3339(start),
+        format_rfc3339(end)
+    );
+    online::run_job(
+        &mut clients,
+        v1::StartMaterializationRequest {
+            views: vec![],
+            start_micros: start,
+            end_micros: end,
+            incremental: false,
+        },
+        true,
+    )
+    .await?;
 
     step("5. Online lookup (driver 1004 has a gap longer than the 2h TTL; 9999 is unknown)");
     println!("quiver get --service driver_model --entity driver_id=1001,1002,1004,9999");
     let request = v1::GetOnlineFeaturesRequest {
-        selector: Some(v1::get_online_features_request::Selector::FeatureService("driver_model".into())),
+        selector: Some(v1::get_online_features_request::Selector::FeatureService(
+            "driver_model".into(),
+        )),
         entities: vec![v1::NamedColumn {
             name: "driver_id".into(),
-            column: Some(v1::Column { values: Some(v1::column::Values::Int64Values(v1::Int64Values { values: vec![1001, 1002, 1004, 9999] })), nulls: vec![] }),
+            column: Some(v1::Column {
+                values: Some(v1::column::Values::Int64Values(v1::Int64Values {
+                    values: vec![1001, 1002, 1004, 9999],
+                })),
+                nulls: vec![],
+            }),
         }],
         ..Default::default()
     };
     let started = std::time::Instant::now();
-    let response = clients.online.get_online_features(request).await?.into_inner();
+    let response = clients
+        .online
+        .get_online_features(request)
+        .await?
+        .into_inner();
     let elapsed = started.elapsed();
     for feature in &response.features {
         let statuses: Vec<&str> = feature
             .statuses
             .iter()
-            .map(|s| online::status_name(v1::FeatureStatus::try_from(*s).unwrap_or(v1::FeatureStatus::Unspecified)))
+            .map(|s| {
+                online::status_name(
+                    v1::FeatureStatus::try_from(*s).unwrap_or(v1::FeatureStatus::Unspecified),
+                )
+            })
             .collect();
         println!("  {:<16} {}", feature.name, statuses.join(", "));
     }
-    println!("  (service driver_model@{} fingerprint {}, round trip {:.2} ms)", response.feature_service_version, response.fingerprint, elapsed.as_secs_f64() * 1e3);
+    println!(
+        "  (service driver_model@{} fingerprint {}, round trip {:.2} ms)",
+        response.feature_service_version,
+        response.fingerprint,
+        elapsed.as_secs_f64() * 1e3
+    );
 
     step("6. Point-in-time correct training export");
     let out = dir.join("train.parquet");
-    println!("quiver export --service driver_model --labels {0}/data/labels.parquet --out {0}/train.parquet", dir.display());
+    println!(
+        "quiver export --service driver_model --labels {0}/data/labels.parquet --out {0}/train.parquet",
+        dir.display()
+    );
     let request = v1::ExportRequest {
-        selector: Some(v1::export_request::Selector::FeatureService("driver_model".into())),
-        labels_path: dir.join("data/labels.parquet").to_string_lossy().into_owned(),
+        selector: Some(v1::export_request::Selector::FeatureService(
+            "driver_model".into(),
+        )),
+        labels_path: dir
+            .join("data/labels.parquet")
+            .to_string_lossy()
+            .into_owned(),
         output_path: out.to_string_lossy().into_owned(),
         ..Default::default()
     };

@@ -54,15 +54,26 @@ pub struct DescribeArgs {
 }
 
 pub fn manifest_files(path: &std::path::Path) -> Result<Vec<v1::ManifestFile>> {
-    let files = read_manifests(path).with_context(|| format!("cannot read manifests at {}", path.display()))?;
+    let files = read_manifests(path)
+        .with_context(|| format!("cannot read manifests at {}", path.display()))?;
     if files.is_empty() {
         bail!("no *.yaml or *.yml manifest files under {}", path.display());
     }
-    Ok(files.into_iter().map(|f| v1::ManifestFile { path: f.path, content: f.content }).collect())
+    Ok(files
+        .into_iter()
+        .map(|f| v1::ManifestFile {
+            path: f.path,
+            content: f.content,
+        })
+        .collect())
 }
 
 fn kind_label(raw: i32) -> String {
-    kind_from_proto(raw, "kind").ok().flatten().map(|k| k.to_string()).unwrap_or_else(|| "?".into())
+    kind_from_proto(raw, "kind")
+        .ok()
+        .flatten()
+        .map(|k| k.to_string())
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Terraform-style rendering of a plan.
@@ -70,7 +81,8 @@ pub fn render_changes(changes: &[v1::Change]) -> String {
     let mut out = Vec::new();
     let (mut created, mut updated, mut deleted) = (0, 0, 0);
     for change in changes {
-        let action = v1::ChangeAction::try_from(change.action).unwrap_or(v1::ChangeAction::Unspecified);
+        let action =
+            v1::ChangeAction::try_from(change.action).unwrap_or(v1::ChangeAction::Unspecified);
         let (sign, versions) = match action {
             v1::ChangeAction::Create => {
                 created += 1;
@@ -78,8 +90,18 @@ pub fn render_changes(changes: &[v1::Change]) -> String {
             }
             v1::ChangeAction::Update => {
                 updated += 1;
-                let (from, to) = (change.from_version.unwrap_or(0), change.to_version.unwrap_or(0));
-                ("~", if from == to { format!("v{from} (metadata)") } else { format!("v{from} -> v{to}") })
+                let (from, to) = (
+                    change.from_version.unwrap_or(0),
+                    change.to_version.unwrap_or(0),
+                );
+                (
+                    "~",
+                    if from == to {
+                        format!("v{from} (metadata)")
+                    } else {
+                        format!("v{from} -> v{to}")
+                    },
+                )
             }
             v1::ChangeAction::Delete | v1::ChangeAction::Unspecified => {
                 deleted += 1;
@@ -87,7 +109,11 @@ pub fn render_changes(changes: &[v1::Change]) -> String {
             }
         };
         let breaking = if change.breaking { "  [BREAKING]" } else { "" };
-        out.push(format!("{sign} {}/{} {versions}{breaking}", kind_label(change.kind), change.name));
+        out.push(format!(
+            "{sign} {}/{} {versions}{breaking}",
+            kind_label(change.kind),
+            change.name
+        ));
         for p in &change.properties {
             let line = match (&p.old_value, &p.new_value) {
                 (None, Some(new)) => format!("    + {}: {new}", p.property),
@@ -102,7 +128,9 @@ pub fn render_changes(changes: &[v1::Change]) -> String {
     if changes.is_empty() {
         out.push("No changes: the registry matches the manifests.".into());
     } else {
-        out.push(format!("{created} to create, {updated} to update, {deleted} to delete."));
+        out.push(format!(
+            "{created} to create, {updated} to update, {deleted} to delete."
+        ));
     }
     out.join("\n")
 }
@@ -110,7 +138,11 @@ pub fn render_changes(changes: &[v1::Change]) -> String {
 pub async fn plan(args: PlanArgs) -> Result<()> {
     let files = manifest_files(&args.file)?;
     let mut clients = connect(&args.server.server).await?;
-    let plan = clients.registry.plan(v1::PlanRequest { manifests: files }).await?.into_inner();
+    let plan = clients
+        .registry
+        .plan(v1::PlanRequest { manifests: files })
+        .await?
+        .into_inner();
     println!("Plan against registry version {}:", plan.base_version);
     println!("{}", render_changes(&plan.changes));
     if plan.breaking {
@@ -124,14 +156,27 @@ pub async fn plan(args: PlanArgs) -> Result<()> {
 pub async fn apply(args: ApplyArgs) -> Result<()> {
     let files = manifest_files(&args.file)?;
     let mut clients = connect(&args.server.server).await?;
-    let plan = clients.registry.plan(v1::PlanRequest { manifests: files.clone() }).await?.into_inner();
+    let plan = clients
+        .registry
+        .plan(v1::PlanRequest {
+            manifests: files.clone(),
+        })
+        .await?
+        .into_inner();
     if plan.changes.is_empty() {
-        println!("No changes: registry version {} matches the manifests.", plan.base_version);
+        println!(
+            "No changes: registry version {} matches the manifests.",
+            plan.base_version
+        );
         return Ok(());
     }
     let applied = clients
         .registry
-        .apply(v1::ApplyRequest { manifests: files, expected_version: Some(plan.base_version), force: args.force })
+        .apply(v1::ApplyRequest {
+            manifests: files,
+            expected_version: Some(plan.base_version),
+            force: args.force,
+        })
         .await?
         .into_inner();
     println!("{}", render_changes(&applied.changes));
@@ -143,7 +188,9 @@ fn parse_kind(text: &str) -> Result<Option<Kind>> {
     if text == "all" {
         return Ok(None);
     }
-    Kind::parse(text).map(Some).with_context(|| format!("unknown kind `{text}`; use entities, sources, views, services or all"))
+    Kind::parse(text).map(Some).with_context(|| {
+        format!("unknown kind `{text}`; use entities, sources, views, services or all")
+    })
 }
 
 pub async fn list(args: ListArgs) -> Result<()> {
@@ -151,32 +198,68 @@ pub async fn list(args: ListArgs) -> Result<()> {
     let mut clients = connect(&args.server.server).await?;
     let response = clients
         .registry
-        .list_objects(v1::ListObjectsRequest { kind: kind.map(|k| kind_to_proto(k) as i32).unwrap_or(0) })
+        .list_objects(v1::ListObjectsRequest {
+            kind: kind.map(|k| kind_to_proto(k) as i32).unwrap_or(0),
+        })
         .await?
         .into_inner();
     let rows: Vec<Vec<String>> = response
         .objects
         .iter()
-        .map(|o| vec![kind_label(o.kind), o.name.clone(), format!("v{}", o.version), o.fingerprint.clone(), format_rfc3339(o.created_at_micros), o.owner.clone()])
+        .map(|o| {
+            vec![
+                kind_label(o.kind),
+                o.name.clone(),
+                format!("v{}", o.version),
+                o.fingerprint.clone(),
+                format_rfc3339(o.created_at_micros),
+                o.owner.clone(),
+            ]
+        })
         .collect();
-    println!("{}", table(&["KIND", "NAME", "VERSION", "FINGERPRINT", "CREATED", "OWNER"], &rows));
-    println!("({} objects, registry version {})", rows.len(), response.registry_version);
+    println!(
+        "{}",
+        table(
+            &["KIND", "NAME", "VERSION", "FINGERPRINT", "CREATED", "OWNER"],
+            &rows
+        )
+    );
+    println!(
+        "({} objects, registry version {})",
+        rows.len(),
+        response.registry_version
+    );
     Ok(())
 }
 
 pub async fn describe(args: DescribeArgs) -> Result<()> {
-    let kind = parse_kind(&args.kind)?.context("describe needs one kind: entity, source, view or service")?;
+    let kind = parse_kind(&args.kind)?
+        .context("describe needs one kind: entity, source, view or service")?;
     let mut clients = connect(&args.server.server).await?;
     let object = clients
         .registry
-        .get_object(v1::GetObjectRequest { kind: kind_to_proto(kind) as i32, name: args.name.clone() })
+        .get_object(v1::GetObjectRequest {
+            kind: kind_to_proto(kind) as i32,
+            name: args.name.clone(),
+        })
         .await?
         .into_inner()
         .object
         .context("server returned no object")?;
-    println!("{}/{}@{} (latest v{}){}", kind, object.name, object.version, object.latest_version, if object.deleted { " [deleted]" } else { "" });
+    println!(
+        "{}/{}@{} (latest v{}){}",
+        kind,
+        object.name,
+        object.version,
+        object.latest_version,
+        if object.deleted { " [deleted]" } else { "" }
+    );
     println!("fingerprint: {}", object.fingerprint);
-    println!("created:     {} (registry version {})", format_rfc3339(object.created_at_micros), object.registry_version);
+    println!(
+        "created:     {} (registry version {})",
+        format_rfc3339(object.created_at_micros),
+        object.registry_version
+    );
     if !object.description.is_empty() {
         println!("description: {}", object.description);
     }
@@ -188,16 +271,29 @@ pub async fn describe(args: DescribeArgs) -> Result<()> {
     }
     println!("origin:      {}", object.origin);
     println!("{}", object.spec_json);
-    let name = args.name.split('@').next().unwrap_or(&args.name).to_string();
+    let name = args
+        .name
+        .split('@')
+        .next()
+        .unwrap_or(&args.name)
+        .to_string();
     let versions = clients
         .registry
-        .list_versions(v1::ListVersionsRequest { kind: kind_to_proto(kind) as i32, name })
+        .list_versions(v1::ListVersionsRequest {
+            kind: kind_to_proto(kind) as i32,
+            name,
+        })
         .await?
         .into_inner()
         .versions;
     println!("versions:");
     for v in versions {
-        println!("  v{}  {}  {}", v.version, v.fingerprint, format_rfc3339(v.created_at_micros));
+        println!(
+            "  v{}  {}  {}",
+            v.version,
+            v.fingerprint,
+            format_rfc3339(v.created_at_micros)
+        );
     }
     Ok(())
 }

@@ -31,8 +31,12 @@ pub struct ServeArgs {
 }
 
 pub fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -40,15 +44,26 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),
     };
-    init_tracing(args.log.as_deref().or(file.log.as_deref()).unwrap_or(DEFAULT_LOG));
-    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    init_tracing(
+        args.log
+            .as_deref()
+            .or(file.log.as_deref())
+            .unwrap_or(DEFAULT_LOG),
+    );
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let default_addr: SocketAddr = DEFAULT_GRPC_ADDR.parse().context("default address")?;
     let addr = args.grpc_addr.or(file.grpc_addr).unwrap_or(default_addr);
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     if let Some(path) = &args.listener_addr_file {
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bound.to_string()).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::write(&tmp, bound.to_string())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, path)?;
     }
     let shutdown = CancellationToken::new();
@@ -58,7 +73,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutdown signal received");
         signal_token.cancel();
     });
-    let options = ServerOptions { data_dir, clock: Arc::new(SystemClock) };
+    let options = ServerOptions {
+        data_dir,
+        clock: Arc::new(SystemClock),
+    };
     quiver_server::serve(listener, shutdown, options).await?;
     Ok(())
 }
