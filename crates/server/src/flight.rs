@@ -2,8 +2,7 @@
 //! join and returns a single-use ticket; DoGet streams its record batches; DoPut uploads a
 //! label table (descriptor path `["labels", name]`). Every other Flight RPC is unimplemented.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -18,6 +17,7 @@ use prost::Message;
 use quiver_proto::v1;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::bounded::BoundedMap;
 use crate::error::{Error, Result};
 use crate::export::{self, PreparedExport};
 use crate::state::AppState;
@@ -29,14 +29,14 @@ const TICKET_PREFIX: &str = "quiver-export:";
 #[derive(Debug, Clone)]
 pub struct FlightExport {
     state: Arc<AppState>,
-    pending: Arc<Mutex<(HashMap<String, PreparedExport>, Vec<String>)>>,
+    pending: Arc<BoundedMap<PreparedExport>>,
 }
 
 impl FlightExport {
     pub fn new(state: Arc<AppState>) -> Self {
         FlightExport {
             state,
-            pending: Arc::default(),
+            pending: Arc::new(BoundedMap::new(MAX_PENDING)),
         }
     }
 
@@ -46,27 +46,8 @@ impl FlightExport {
             self.state.clock.now(),
             rand_suffix()
         );
-        let mut guard = self
-            .pending
-            .lock()
-            .map_err(|_| Error::Internal("pending exports poisoned".into()))?;
-        let (map, order) = &mut *guard;
-        map.insert(id.clone(), prepared);
-        order.push(id.clone());
-        while order.len() > MAX_PENDING {
-            let oldest = order.remove(0);
-            map.remove(&oldest);
-        }
+        self.pending.insert(id.clone(), prepared)?;
         Ok(id)
-    }
-
-    fn take(&self, id: &str) -> Result<Option<PreparedExport>> {
-        let mut guard = self
-            .pending
-            .lock()
-            .map_err(|_| Error::Internal("pending exports poisoned".into()))?;
-        guard.1.retain(|x| x != id);
-        Ok(guard.0.remove(id))
     }
 }
 
@@ -124,7 +105,7 @@ impl FlightService for FlightExport {
             .ok()
             .filter(|t| t.starts_with(TICKET_PREFIX))
         {
-            Some(id) => self.take(id)?.ok_or_else(|| Error::NotFound {
+            Some(id) => self.pending.take(id)?.ok_or_else(|| Error::NotFound {
                 what: "flight ticket (tickets are single-use)",
                 name: id.to_string(),
             })?,

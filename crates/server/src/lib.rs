@@ -9,6 +9,7 @@
 //! mapping); request paths read definitions from the in-memory registry snapshot
 //! ([`state::AppState::registry`]), never from storage.
 
+pub mod bounded;
 pub mod error;
 pub mod export;
 pub mod flight;

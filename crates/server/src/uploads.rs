@@ -1,43 +1,33 @@
 //! Label tables uploaded with Flight DoPut, kept in memory by name until the server stops.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use arrow::record_batch::RecordBatch;
 
+use crate::bounded::BoundedMap;
 use crate::error::{Error, Result};
 
 /// Most label tables kept at once; the oldest is dropped beyond it.
 const MAX_UPLOADS: usize = 32;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Uploads {
-    tables: Mutex<(HashMap<String, Vec<RecordBatch>>, Vec<String>)>,
+    tables: BoundedMap<Vec<RecordBatch>>,
+}
+
+impl Default for Uploads {
+    fn default() -> Self {
+        Uploads {
+            tables: BoundedMap::new(MAX_UPLOADS),
+        }
+    }
 }
 
 impl Uploads {
     pub fn put(&self, name: String, batches: Vec<RecordBatch>) -> Result<()> {
-        let mut guard = self
-            .tables
-            .lock()
-            .map_err(|_| Error::Internal("uploads poisoned".into()))?;
-        let (tables, order) = &mut *guard;
-        order.retain(|n| n != &name);
-        order.push(name.clone());
-        tables.insert(name, batches);
-        while order.len() > MAX_UPLOADS {
-            let oldest = order.remove(0);
-            tables.remove(&oldest);
-        }
-        Ok(())
+        self.tables.insert(name, batches)
     }
 
     pub fn get(&self, name: &str) -> Result<Vec<RecordBatch>> {
-        let guard = self
-            .tables
-            .lock()
-            .map_err(|_| Error::Internal("uploads poisoned".into()))?;
-        guard.0.get(name).cloned().ok_or_else(|| Error::NotFound {
+        self.tables.get(name)?.ok_or_else(|| Error::NotFound {
             what: "uploaded label table",
             name: name.to_string(),
         })
