@@ -74,16 +74,7 @@ impl KeyIndex {
                 out.resize(n_rows, slot);
             }
             Kind::Int(map) => {
-                let key = &keys[0];
-                let widened: Vec<i64>;
-                let values: &[i64] = match key.data_type() {
-                    DataType::Int32 => {
-                        let narrow = key.as_primitive::<Int32Type>().values();
-                        widened = narrow.iter().map(|v| i64::from(*v)).collect();
-                        &widened
-                    }
-                    _ => key.as_primitive::<Int64Type>().values(),
-                };
+                let values = int_values(&keys[0]);
                 for (i, value) in values.iter().enumerate().take(n_rows) {
                     let slot = match map.get(value) {
                         _ if !valid(i) => NO_SLOT,
@@ -140,16 +131,7 @@ impl KeyIndex {
                 out.resize(n_rows, slot);
             }
             Kind::Int(map) => {
-                let key = &keys[0];
-                let widened: Vec<i64>;
-                let values: &[i64] = match key.data_type() {
-                    DataType::Int32 => {
-                        let narrow = key.as_primitive::<Int32Type>().values();
-                        widened = narrow.iter().map(|v| i64::from(*v)).collect();
-                        &widened
-                    }
-                    _ => key.as_primitive::<Int64Type>().values(),
-                };
+                let values = int_values(&keys[0]);
                 out.extend(
                     values
                         .iter()
@@ -248,6 +230,20 @@ impl Hasher for FxHasher {
     fn finish(&self) -> u64 {
         // Spread the low-entropy high bits a little for hashbrown's control bytes.
         self.hash ^ (self.hash >> 29)
+    }
+}
+
+/// An int32 or int64 key column as i64 values (int32 widened; int64 borrowed).
+fn int_values(key: &ArrayRef) -> std::borrow::Cow<'_, [i64]> {
+    match key.data_type() {
+        DataType::Int32 => std::borrow::Cow::Owned(
+            key.as_primitive::<Int32Type>()
+                .values()
+                .iter()
+                .map(|v| i64::from(*v))
+                .collect(),
+        ),
+        _ => std::borrow::Cow::Borrowed(key.as_primitive::<Int64Type>().values()),
     }
 }
 
