@@ -120,7 +120,21 @@ pub async fn run_job(
         .await?
         .into_inner();
     let mut last = job;
-    while let Some(update) = stream.next().await {
+    // Ctrl-C cancels the job on the server (its watermarks stay where the data is), then the
+    // loop keeps following it to its end.
+    let mut interrupt = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut cancelled = false;
+    loop {
+        let update = tokio::select! {
+            update = stream.next() => update,
+            _ = &mut interrupt, if !cancelled => {
+                cancelled = true;
+                bar.println(format!("cancelling {}", last.id));
+                clients.jobs.cancel_job(v1::CancelJobRequest { id: last.id.clone() }).await?;
+                continue;
+            }
+        };
+        let Some(update) = update else { break };
         last = update?;
         let secs = last.elapsed_micros as f64 / 1e6;
         bar.set_message(format!(
