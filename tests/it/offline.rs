@@ -127,3 +127,52 @@ async fn pyarrow_flight_reads_the_export_and_uploads_labels() -> anyhow::Result<
     server.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn entity_less_retrieval_returns_every_row_in_the_window() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut clients = server.clients().await?;
+    setup(&server, &mut clients, &rows(), "0").await?;
+    let out = server.path("range.parquet");
+    let request = v1::ExportRequest {
+        selector: Some(v1::export_request::Selector::Features(v1::FeatureRefs {
+            refs: vec!["stats:a".into()],
+        })),
+        output_path: out.to_string_lossy().into_owned(),
+        // Rows are one second apart from T0: [T0 + 10 s, T0 + 20 s) holds rows 10..=19.
+        start_micros: T0 + 10_000_000,
+        end_micros: T0 + 20_000_000,
+        ..Default::default()
+    };
+    let mut stream = clients
+        .offline
+        .export_training_data(request)
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(progress) = futures::StreamExt::next(&mut stream).await {
+        last = Some(progress?);
+    }
+    assert_eq!(last.map(|p| p.rows), Some(10));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&out)?,
+    )?
+    .build()?;
+    let mut a = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let column = batch
+            .column_by_name("a")
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .cloned()
+            })
+            .ok_or_else(|| anyhow::anyhow!("column a"))?;
+        a.extend(column.values().iter().copied());
+    }
+    a.sort_unstable();
+    assert_eq!(a, (10..20).collect::<Vec<i64>>());
+    server.stop().await?;
+    Ok(())
+}
