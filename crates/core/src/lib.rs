@@ -16,6 +16,7 @@ pub mod model;
 pub mod plan;
 pub mod properties;
 pub mod registry;
+mod resolve;
 pub mod semantics;
 pub mod types;
 pub mod value;
