@@ -1,5 +1,6 @@
 //! `quiver.v1.OnlineService`: GetOnlineFeatures (statuses per SEMANTICS.md), Push and Echo.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -173,16 +174,19 @@ impl OnlineService {
             let mut event_timestamps = Vec::with_capacity(n_rows);
             let mut found = Vec::with_capacity(n_rows);
             for row in &stored {
-                let row_values = match row {
+                // Borrow the stored values; project only rows written by another version.
+                let row_values: Option<Result<Cow<'_, [Value]>, ()>> = match row {
                     None => None,
                     Some(row) if !is_fresh(row.event_ts, now, view.ttl) => Some(Err(())),
-                    Some(row) if row.view_version == view.version => Some(Ok(row.values.clone())),
+                    Some(row) if row.view_version == view.version => {
+                        Some(Ok(Cow::Borrowed(&row.values)))
+                    }
                     Some(row) => {
                         let writer = registry
                             .view_version(&view.name, row.view_version)
-                            .map(|v| v.features.clone())
+                            .map(|v| v.features.as_slice())
                             .unwrap_or_default();
-                        Some(Ok(project_values(row, &writer, view)))
+                        Some(Ok(Cow::Owned(project_values(row, writer, view))))
                     }
                 };
                 event_timestamps.push(row.as_ref().map(|r| r.event_ts).unwrap_or(0));
