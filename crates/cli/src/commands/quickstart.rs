@@ -88,24 +88,10 @@ async fn walk_through(url: &str, dir: &std::path::Path, shape: DemoShape) -> Res
     let files = registry::manifest_files(&dir.join("features"))?;
 
     step("3. Plan and apply the manifests");
-    let plan = clients
-        .registry
-        .plan(v1::PlanRequest {
-            manifests: files.clone(),
-        })
-        .await?
-        .into_inner();
+    let (plan, applied) = registry::plan_and_apply(&mut clients, files, false).await?;
     println!("{}", registry::render_changes(&plan.changes));
-    let applied = clients
-        .registry
-        .apply(v1::ApplyRequest {
-            manifests: files,
-            expected_version: Some(plan.base_version),
-            force: false,
-        })
-        .await?
-        .into_inner();
-    println!("Applied: registry version {}.", applied.registry_version);
+    let version = applied.map_or(plan.base_version, |a| a.registry_version);
+    println!("Applied: registry version {version}.");
 
     step("4. Materialize the last 72 hours into RocksDB");
     let start = shape.end - shape.hours * HOUR;

@@ -10,7 +10,7 @@ use quiver_proto::convert::{kind_from_proto, kind_to_proto};
 use quiver_proto::v1;
 
 use crate::ServerArg;
-use crate::client::connect;
+use crate::client::{Clients, connect};
 use crate::output::table;
 
 #[derive(Debug, clap::Args)]
@@ -152,10 +152,13 @@ pub async fn plan(args: PlanArgs) -> Result<()> {
 }
 
 /// Plans, then applies against the planned registry version (a concurrent apply in between
-/// makes this one fail with FAILED_PRECONDITION instead of silently overwriting it).
-pub async fn apply(args: ApplyArgs) -> Result<()> {
-    let files = manifest_files(&args.file)?;
-    let mut clients = connect(&args.server.server).await?;
+/// makes this one fail with FAILED_PRECONDITION instead of silently overwriting it). Returns
+/// the plan and, when it had changes, the apply's answer.
+pub async fn plan_and_apply(
+    clients: &mut Clients,
+    files: Vec<v1::ManifestFile>,
+    force: bool,
+) -> Result<(v1::PlanResponse, Option<v1::ApplyResponse>)> {
     let plan = clients
         .registry
         .plan(v1::PlanRequest {
@@ -164,23 +167,33 @@ pub async fn apply(args: ApplyArgs) -> Result<()> {
         .await?
         .into_inner();
     if plan.changes.is_empty() {
-        println!(
-            "No changes: registry version {} matches the manifests.",
-            plan.base_version
-        );
-        return Ok(());
+        return Ok((plan, None));
     }
     let applied = clients
         .registry
         .apply(v1::ApplyRequest {
             manifests: files,
             expected_version: Some(plan.base_version),
-            force: args.force,
+            force,
         })
         .await?
         .into_inner();
-    println!("{}", render_changes(&applied.changes));
-    println!("Applied: registry version {}.", applied.registry_version);
+    Ok((plan, Some(applied)))
+}
+
+pub async fn apply(args: ApplyArgs) -> Result<()> {
+    let files = manifest_files(&args.file)?;
+    let mut clients = connect(&args.server.server).await?;
+    match plan_and_apply(&mut clients, files, args.force).await? {
+        (plan, None) => println!(
+            "No changes: registry version {} matches the manifests.",
+            plan.base_version
+        ),
+        (_, Some(applied)) => {
+            println!("{}", render_changes(&applied.changes));
+            println!("Applied: registry version {}.", applied.registry_version);
+        }
+    }
     Ok(())
 }
 
