@@ -19,22 +19,22 @@ use rand::{Rng, SeedableRng};
 
 const HOUR: i64 = 3_600_000_000;
 /// 2026-01-01T00:00:00Z.
-pub const START: i64 = 1_767_225_600_000_000;
+pub(crate) const START: i64 = 1_767_225_600_000_000;
 
 #[derive(Debug, clap::Args)]
-pub struct GenArgs {
+pub(crate) struct GenArgs {
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 10_000)]
     entities: i64,
     #[arg(long, default_value_t = 720)]
     hours: i64,
-    /// Label set sizes to write (labels_<n>.parquet).
+    /// Label set sizes to write (`labels_<n>.parquet`).
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     labels: Vec<usize>,
 }
 
-pub const MANIFEST: &str = r#"kind: Entity
+pub(crate) const MANIFEST: &str = r#"kind: Entity
 name: driver
 join_keys: [{name: driver_id, type: int64}]
 ---
@@ -212,7 +212,7 @@ fn labels(
     )?)
 }
 
-pub fn generate(args: &GenArgs) -> Result<()> {
+pub(crate) fn generate(args: &GenArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
     let path = args.out.join("driver_hourly.parquet");
