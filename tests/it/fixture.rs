@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use quiver_integration_tests::{Clients, TestServer, apply, write_parquet};
 
-pub const MANIFEST: &str = r#"kind: Entity
+pub(super) const MANIFEST: &str = r#"kind: Entity
 name: user
 join_keys: [{name: user_id, type: int64}]
 ---
@@ -34,7 +34,7 @@ features: [{view: stats}]
 
 /// One source row.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TestRow {
+pub(super) struct TestRow {
     pub user_id: i64,
     pub event_ts: i64,
     pub created_ts: i64,
@@ -43,7 +43,7 @@ pub struct TestRow {
     pub s: String,
 }
 
-pub fn batch(rows: &[TestRow]) -> anyhow::Result<RecordBatch> {
+pub(super) fn batch(rows: &[TestRow]) -> anyhow::Result<RecordBatch> {
     let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let schema = Schema::new(vec![
         Field::new("user_id", DataType::Int64, false),
@@ -79,7 +79,7 @@ pub fn batch(rows: &[TestRow]) -> anyhow::Result<RecordBatch> {
 }
 
 /// Writes the data and manifests and applies them.
-pub async fn setup(
+pub(super) async fn setup(
     server: &TestServer,
     clients: &mut Clients,
     rows: &[TestRow],
@@ -93,7 +93,7 @@ pub async fn setup(
 }
 
 /// Runs a materialization job to completion.
-pub async fn materialize(
+pub(super) async fn materialize(
     clients: &mut Clients,
     start: i64,
     end: i64,

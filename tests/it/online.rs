@@ -20,7 +20,7 @@ fn row(user_id: i64, event_ts: i64, created_ts: i64, a: i64) -> TestRow {
     }
 }
 
-pub fn get_request(ids: Vec<i64>) -> v1::GetOnlineFeaturesRequest {
+pub(super) fn get_request(ids: Vec<i64>) -> v1::GetOnlineFeaturesRequest {
     v1::GetOnlineFeaturesRequest {
         selector: Some(v1::get_online_features_request::Selector::FeatureService(
             "model".into(),
@@ -31,7 +31,7 @@ pub fn get_request(ids: Vec<i64>) -> v1::GetOnlineFeaturesRequest {
 }
 
 /// (status, a) per entity, read from feature `a`.
-pub async fn read_a(
+pub(super) async fn read_a(
     clients: &mut Clients,
     ids: Vec<i64>,
 ) -> anyhow::Result<Vec<(i32, Option<i64>)>> {
@@ -128,7 +128,7 @@ async fn statuses_follow_ttl_bounds_inclusively() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn push_request(rows: &[TestRow]) -> v1::PushRequest {
+pub(super) fn push_request(rows: &[TestRow]) -> v1::PushRequest {
     use quiver_core::types::{ScalarType, ValueType};
     use quiver_core::value::Value;
     let col = |values: Vec<Value>, t: ScalarType| {

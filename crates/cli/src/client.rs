@@ -5,7 +5,7 @@ use quiver_proto::v1;
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Debug, Clone)]
-pub struct Clients {
+pub(crate) struct Clients {
     pub registry: v1::registry_service_client::RegistryServiceClient<Channel>,
     pub online: v1::online_service_client::OnlineServiceClient<Channel>,
     pub jobs: v1::job_service_client::JobServiceClient<Channel>,
@@ -13,7 +13,7 @@ pub struct Clients {
     pub channel: Channel,
 }
 
-pub async fn connect(server: &str) -> Result<Clients> {
+pub(crate) async fn connect(server: &str) -> Result<Clients> {
     let channel = Endpoint::from_shared(server.to_string())
         .with_context(|| format!("invalid server address `{server}`; use a URL like http://127.0.0.1:50051"))?
         .connect()

@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-pub const DEFAULT_DATA_DIR: &str = "./quiver-data";
-pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
-pub const DEFAULT_LOG: &str = "info";
+pub(crate) const DEFAULT_DATA_DIR: &str = "./quiver-data";
+pub(crate) const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
+pub(crate) const DEFAULT_LOG: &str = "info";
 
 /// The config file: every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     /// Format version of this file; only 1 exists.
     #[serde(default)]
     pub version: Option<u32>,
@@ -24,7 +24,7 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
-    pub fn load(path: &Path) -> Result<ConfigFile> {
+    pub(crate) fn load(path: &Path) -> Result<ConfigFile> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         let config: ConfigFile = serde_yaml::from_str(&text)

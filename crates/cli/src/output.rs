@@ -1,7 +1,7 @@
 //! Printing helpers: tables and error messages.
 
 /// One clear line for an error: a gRPC status shows its message, others their chain.
-pub fn error_message(error: &anyhow::Error) -> String {
+pub(crate) fn error_message(error: &anyhow::Error) -> String {
     if let Some(status) = error.downcast_ref::<tonic::Status>() {
         return format!("{} ({:?})", status.message(), status.code());
     }
@@ -17,7 +17,7 @@ pub fn error_message(error: &anyhow::Error) -> String {
 }
 
 /// Renders rows as an aligned text table.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

@@ -302,7 +302,49 @@ fn materialize_get_json_and_export() {
         flight.contains("Exported 50 rows over Arrow Flight"),
         "{flight}"
     );
+    // The Flight export's file carries the same `quiver.*` metadata as the server's.
+    let flight_metadata = quiver_metadata(&flight_out);
+    assert_eq!(
+        flight_metadata
+            .get("quiver.feature_service")
+            .map(String::as_str),
+        Some("driver_model"),
+        "{flight_metadata:?}"
+    );
+    assert!(
+        flight_metadata
+            .get("quiver.fingerprint")
+            .is_some_and(|f| !f.is_empty()),
+        "{flight_metadata:?}"
+    );
+    assert_eq!(
+        flight_metadata.get("quiver.rows").map(String::as_str),
+        Some("50")
+    );
+    assert_eq!(flight_metadata, quiver_metadata(&out));
+    let temp_files: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(temp_files.is_empty(), "{temp_files:?}");
     server.stop();
+}
+
+/// The `quiver.*` key-value metadata in a Parquet file's footer.
+fn quiver_metadata(path: &Path) -> std::collections::BTreeMap<String, String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = std::fs::File::open(path).expect("open parquet");
+    let reader = SerializedFileReader::new(file).expect("parquet footer");
+    reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .filter(|kv| kv.key.starts_with("quiver."))
+        .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+        .collect()
 }
 
 #[test]

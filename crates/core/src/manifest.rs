@@ -1,7 +1,8 @@
 //! YAML manifests: files of `---`-separated documents, one object per document.
 //!
 //! Parsing is purely syntactic plus per-object checks (names, types, durations); cross-object
-//! checks live in [`crate::validate`]. Every problem names the file, the object and the field.
+//! checks happen in [`crate::plan`], when declared objects are resolved into versions. Every
+//! problem names the file, the object and the field.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -199,199 +200,30 @@ fn parse_document(
             "a document must be a mapping with `kind` and `name`",
         )]);
     };
-    let kind_text = match mapping.remove("kind") {
-        Some(serde_yaml::Value::String(text)) => text,
-        _ => {
-            return Err(vec![problem(
-                file,
-                "",
-                "kind",
-                "missing or not a string; use one of Entity, Source, FeatureView, FeatureService",
-            )]);
-        }
-    };
+    let kind = document_kind(file, mapping)?;
     let name_hint = mapping
         .get("name")
         .and_then(|n| n.as_str())
         .unwrap_or("?")
         .to_string();
-    let kind = match kind_text.as_str() {
-        "Entity" => Kind::Entity,
-        "Source" => Kind::Source,
-        "FeatureView" => Kind::FeatureView,
-        "FeatureService" => Kind::FeatureService,
-        other => {
-            return Err(vec![problem(
-                file,
-                "",
-                "kind",
-                format!(
-                    "unknown kind `{other}`; use one of Entity, Source, FeatureView, FeatureService"
-                ),
-            )]);
-        }
+    let mut doc = Document {
+        file,
+        object: format!("{kind}/{name_hint}"),
+        problems: Vec::new(),
     };
-    let object = format!("{kind}/{name_hint}");
-    let shape_error = |err: serde_yaml::Error| vec![problem(file, &object, "", format!("{err}"))];
-    let mut problems = Vec::new();
     let (name, spec, metadata) = match kind {
-        Kind::Entity => {
-            let raw: RawEntity = serde_yaml::from_value(value).map_err(shape_error)?;
-            if raw.join_keys.is_empty() {
-                problems.push(problem(
-                    file,
-                    &object,
-                    "join_keys",
-                    "an entity needs at least one join key, like `[{name: driver_id, type: int64}]`",
-                ));
-            }
-            let mut join_keys = Vec::new();
-            for (i, key) in raw.join_keys.iter().enumerate() {
-                check_name(
-                    &mut problems,
-                    file,
-                    &object,
-                    &format!("join_keys[{i}].name"),
-                    &key.name,
-                );
-                match KeyType::parse(&key.type_name) {
-                    Some(key_type) => join_keys.push(JoinKey {
-                        name: key.name.clone(),
-                        key_type,
-                    }),
-                    None => problems.push(problem(
-                        file,
-                        &object,
-                        &format!("join_keys[{i}].type"),
-                        format!(
-                            "unknown key type `{}`; use int64, int32, string or bytes",
-                            key.type_name
-                        ),
-                    )),
-                }
-            }
-            let metadata = metadata(raw.description, raw.owner, raw.tags);
-            (raw.name, Spec::Entity(EntitySpec { join_keys }), metadata)
-        }
-        Kind::Source => {
-            let raw: RawSource = serde_yaml::from_value(value).map_err(shape_error)?;
-            let parquet = raw.parquet.map(|p| resolve_relative(file, &p));
-            if parquet.is_none() && !raw.push {
-                problems.push(problem(
-                    file,
-                    &object,
-                    "parquet",
-                    "a source needs `parquet: <file, directory or glob>` or `push: true`",
-                ));
-            }
-            let metadata = metadata(raw.description, raw.owner, raw.tags);
-            let spec = SourceSpec {
-                parquet,
-                push: raw.push,
-                event_time: raw.event_time,
-                created_time: raw.created_time,
-                renames: raw.renames,
-            };
-            (raw.name, Spec::Source(spec), metadata)
-        }
-        Kind::FeatureView => {
-            let raw: RawView = serde_yaml::from_value(value).map_err(shape_error)?;
-            let ttl_text = match &raw.ttl {
-                None => "0".to_string(),
-                Some(serde_yaml::Value::Number(n)) => n.to_string(),
-                Some(serde_yaml::Value::String(s)) => s.clone(),
-                Some(other) => format!("{other:?}"),
-            };
-            let ttl = parse_duration(&ttl_text).unwrap_or_else(|| {
-                problems.push(problem(
-                    file,
-                    &object,
-                    "ttl",
-                    format!("invalid duration `{ttl_text}`; write it like `2h`, `30m`, `7d` or `0` (unbounded)"),
-                ));
-                0
-            });
-            if raw.features.is_empty() {
-                problems.push(problem(
-                    file,
-                    &object,
-                    "features",
-                    "a feature view needs at least one feature",
-                ));
-            }
-            let mut features = Vec::new();
-            for (i, feature) in raw.features.iter().enumerate() {
-                check_name(
-                    &mut problems,
-                    file,
-                    &object,
-                    &format!("features[{i}].name"),
-                    &feature.name,
-                );
-                match ValueType::parse(&feature.type_name) {
-                    Some(value_type) => features.push(Feature {
-                        name: feature.name.clone(),
-                        value_type,
-                    }),
-                    None => problems.push(problem(
-                        file,
-                        &object,
-                        &format!("features[{i}].type"),
-                        format!(
-                            "unknown type `{}`; use bool, int32, int64, float32, float64, string, bytes, timestamp or list<...> of these",
-                            feature.type_name
-                        ),
-                    )),
-                }
-            }
-            let metadata = metadata(raw.description, raw.owner, raw.tags);
-            let spec = FeatureViewSpec {
-                entities: raw.entities,
-                source: raw.source,
-                ttl,
-                online: raw.online.unwrap_or(true),
-                features,
-            };
-            (raw.name, Spec::FeatureView(spec), metadata)
-        }
-        Kind::FeatureService => {
-            let raw: RawService = serde_yaml::from_value(value).map_err(shape_error)?;
-            if raw.features.is_empty() {
-                problems.push(problem(
-                    file,
-                    &object,
-                    "features",
-                    "a feature service needs at least one item, like `[{view: driver_stats}]`",
-                ));
-            }
-            let items = raw
-                .features
-                .into_iter()
-                .map(|item| ServiceItem {
-                    view: item.view,
-                    features: item.features,
-                    alias: item.alias,
-                })
-                .collect();
-            let metadata = metadata(raw.description, raw.owner, raw.tags);
-            (
-                raw.name,
-                Spec::FeatureService(FeatureServiceSpec { items }),
-                metadata,
-            )
-        }
+        Kind::Entity => doc.entity(value)?,
+        Kind::Source => doc.source(value)?,
+        Kind::FeatureView => doc.view(value)?,
+        Kind::FeatureService => doc.service(value)?,
     };
-    let object = format!("{kind}/{name}");
-    if !valid_name(&name) {
-        problems.push(problem(
-            file,
-            &object,
-            "name",
-            format!(
-                "`{name}` is not a valid name; use letters, digits and `_`, starting with a letter"
-            ),
-        ));
-    }
+    doc.object = format!("{kind}/{name}");
+    doc.check_name("name", &name);
+    let Document {
+        object,
+        mut problems,
+        ..
+    } = doc;
     for p in &mut problems {
         p.object = object.clone();
     }
@@ -407,24 +239,205 @@ fn parse_document(
     }
 }
 
+/// Removes and parses the document's `kind`.
+fn document_kind(
+    file: &str,
+    mapping: &mut serde_yaml::Mapping,
+) -> std::result::Result<Kind, Vec<Problem>> {
+    let kind_text = match mapping.remove("kind") {
+        Some(serde_yaml::Value::String(text)) => text,
+        _ => {
+            return Err(vec![problem(
+                file,
+                "",
+                "kind",
+                "missing or not a string; use one of Entity, Source, FeatureView, FeatureService",
+            )]);
+        }
+    };
+    match kind_text.as_str() {
+        "Entity" => Ok(Kind::Entity),
+        "Source" => Ok(Kind::Source),
+        "FeatureView" => Ok(Kind::FeatureView),
+        "FeatureService" => Ok(Kind::FeatureService),
+        other => Err(vec![problem(
+            file,
+            "",
+            "kind",
+            format!(
+                "unknown kind `{other}`; use one of Entity, Source, FeatureView, FeatureService"
+            ),
+        )]),
+    }
+}
+
+/// One document being parsed: where it is and the problems found so far.
+struct Document<'a> {
+    file: &'a str,
+    object: String,
+    problems: Vec<Problem>,
+}
+
+/// A parsed document's name, spec and metadata, or the problem that stopped parsing.
+type Parsed = std::result::Result<(String, Spec, Metadata), Vec<Problem>>;
+
+impl Document<'_> {
+    fn push(&mut self, field: &str, message: impl Into<String>) {
+        self.problems
+            .push(problem(self.file, &self.object, field, message));
+    }
+
+    fn check_name(&mut self, field: &str, name: &str) {
+        if !valid_name(name) {
+            self.push(
+                field,
+                format!(
+                    "`{name}` is not a valid name; use letters, digits and `_`, starting with a letter"
+                ),
+            );
+        }
+    }
+
+    /// Deserializes the document's shape; a wrong shape stops parsing with one problem.
+    fn shape<T: serde::de::DeserializeOwned>(
+        &self,
+        value: serde_yaml::Value,
+    ) -> std::result::Result<T, Vec<Problem>> {
+        serde_yaml::from_value(value)
+            .map_err(|err| vec![problem(self.file, &self.object, "", format!("{err}"))])
+    }
+
+    fn entity(&mut self, value: serde_yaml::Value) -> Parsed {
+        let raw: RawEntity = self.shape(value)?;
+        if raw.join_keys.is_empty() {
+            self.push(
+                "join_keys",
+                "an entity needs at least one join key, like `[{name: driver_id, type: int64}]`",
+            );
+        }
+        let mut join_keys = Vec::new();
+        for (i, key) in raw.join_keys.iter().enumerate() {
+            self.check_name(&format!("join_keys[{i}].name"), &key.name);
+            match KeyType::parse(&key.type_name) {
+                Some(key_type) => join_keys.push(JoinKey {
+                    name: key.name.clone(),
+                    key_type,
+                }),
+                None => self.push(
+                    &format!("join_keys[{i}].type"),
+                    format!(
+                        "unknown key type `{}`; use int64, int32, string or bytes",
+                        key.type_name
+                    ),
+                ),
+            }
+        }
+        let metadata = metadata(raw.description, raw.owner, raw.tags);
+        Ok((raw.name, Spec::Entity(EntitySpec { join_keys }), metadata))
+    }
+
+    fn source(&mut self, value: serde_yaml::Value) -> Parsed {
+        let raw: RawSource = self.shape(value)?;
+        let parquet = raw.parquet.map(|p| resolve_relative(self.file, &p));
+        if parquet.is_none() && !raw.push {
+            self.push(
+                "parquet",
+                "a source needs `parquet: <file, directory or glob>` or `push: true`",
+            );
+        }
+        let metadata = metadata(raw.description, raw.owner, raw.tags);
+        let spec = SourceSpec {
+            parquet,
+            push: raw.push,
+            event_time: raw.event_time,
+            created_time: raw.created_time,
+            renames: raw.renames,
+        };
+        Ok((raw.name, Spec::Source(spec), metadata))
+    }
+
+    fn view(&mut self, value: serde_yaml::Value) -> Parsed {
+        let raw: RawView = self.shape(value)?;
+        let ttl = self.ttl(raw.ttl.as_ref());
+        if raw.features.is_empty() {
+            self.push("features", "a feature view needs at least one feature");
+        }
+        let mut features = Vec::new();
+        for (i, feature) in raw.features.iter().enumerate() {
+            self.check_name(&format!("features[{i}].name"), &feature.name);
+            match ValueType::parse(&feature.type_name) {
+                Some(value_type) => features.push(Feature {
+                    name: feature.name.clone(),
+                    value_type,
+                }),
+                None => self.push(
+                    &format!("features[{i}].type"),
+                    format!(
+                        "unknown type `{}`; use bool, int32, int64, float32, float64, string, bytes, timestamp or list<...> of these",
+                        feature.type_name
+                    ),
+                ),
+            }
+        }
+        let metadata = metadata(raw.description, raw.owner, raw.tags);
+        let spec = FeatureViewSpec {
+            entities: raw.entities,
+            source: raw.source,
+            ttl,
+            online: raw.online.unwrap_or(true),
+            features,
+        };
+        Ok((raw.name, Spec::FeatureView(spec), metadata))
+    }
+
+    /// A view's `ttl` (a duration like `2h`, or a number of seconds); absent = 0, unbounded.
+    fn ttl(&mut self, ttl: Option<&serde_yaml::Value>) -> i64 {
+        let ttl_text = match ttl {
+            None => "0".to_string(),
+            Some(serde_yaml::Value::Number(n)) => n.to_string(),
+            Some(serde_yaml::Value::String(s)) => s.clone(),
+            Some(other) => format!("{other:?}"),
+        };
+        parse_duration(&ttl_text).unwrap_or_else(|| {
+            self.push(
+                "ttl",
+                format!("invalid duration `{ttl_text}`; write it like `2h`, `30m`, `7d` or `0` (unbounded)"),
+            );
+            0
+        })
+    }
+
+    fn service(&mut self, value: serde_yaml::Value) -> Parsed {
+        let raw: RawService = self.shape(value)?;
+        if raw.features.is_empty() {
+            self.push(
+                "features",
+                "a feature service needs at least one item, like `[{view: driver_stats}]`",
+            );
+        }
+        let items = raw
+            .features
+            .into_iter()
+            .map(|item| ServiceItem {
+                view: item.view,
+                features: item.features,
+                alias: item.alias,
+            })
+            .collect();
+        let metadata = metadata(raw.description, raw.owner, raw.tags);
+        Ok((
+            raw.name,
+            Spec::FeatureService(FeatureServiceSpec { items }),
+            metadata,
+        ))
+    }
+}
+
 fn metadata(description: String, owner: String, tags: BTreeMap<String, String>) -> Metadata {
     Metadata {
         description,
         owner,
         tags,
-    }
-}
-
-fn check_name(problems: &mut Vec<Problem>, file: &str, object: &str, field: &str, name: &str) {
-    if !valid_name(name) {
-        problems.push(problem(
-            file,
-            object,
-            field,
-            format!(
-                "`{name}` is not a valid name; use letters, digits and `_`, starting with a letter"
-            ),
-        ));
     }
 }
 

@@ -209,6 +209,22 @@ impl ResolvedView {
     pub fn pinned_name(&self) -> String {
         format!("{}@{}", self.name, self.version)
     }
+
+    /// The position of feature `name` in [`ResolvedView::features`], or the one message for
+    /// a feature the view does not have (it lists the features it has).
+    pub fn feature_position(&self, name: &str) -> Result<usize, String> {
+        self.features
+            .iter()
+            .position(|f| f.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.features.iter().map(|f| f.name.as_str()).collect();
+                format!(
+                    "view `{}` has no feature `{name}`; it has: {}",
+                    self.pinned_name(),
+                    known.join(", ")
+                )
+            })
+    }
 }
 
 /// One view of a service version, fixed to an exact view version and feature list.

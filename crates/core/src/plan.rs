@@ -202,37 +202,9 @@ fn diff(state: &RegistryState, desired: Vec<Desired>, now: Micros) -> Plan {
     for d in desired {
         let key = object_key(d.kind, &d.name);
         declared_keys.insert(key.clone());
-        let live = state
-            .history(d.kind, &d.name)
-            .and_then(|h| h.live().map(|v| (h, v)));
-        let new_props = desired_properties(&d);
-        let (action, from_version, props) = match live {
-            None => (
-                Action::Create,
-                None,
-                compare(state, d.kind, &d.name, &Properties::new(), &new_props),
-            ),
-            Some((h, v)) => (
-                Action::Update,
-                Some(v.version),
-                compare(state, d.kind, &d.name, &live_properties(h, v), &new_props),
-            ),
-        };
-        if action == Action::Update && props.is_empty() {
+        let Some(change) = declared_change(state, &d) else {
             continue;
-        }
-        let version = d
-            .view
-            .as_ref()
-            .map(|v| v.version)
-            .or(d.service.as_ref().map(|s| s.version))
-            .unwrap_or_else(|| match state.history(d.kind, &d.name) {
-                Some(h) if h.latest().is_some_and(|v| v.fingerprint == d.fingerprint) => {
-                    h.versions.len() as u32
-                }
-                Some(h) => h.versions.len() as u32 + 1,
-                None => 1,
-            });
+        };
         let history = next.objects.entry(key).or_insert_with(|| ObjectHistory {
             kind: d.kind,
             name: d.name.clone(),
@@ -241,6 +213,7 @@ fn diff(state: &RegistryState, desired: Vec<Desired>, now: Micros) -> Plan {
             deleted: false,
             origin: String::new(),
         });
+        let version = change.to_version.unwrap_or_default();
         if version as usize > history.versions.len() {
             history.versions.push(ObjectVersion {
                 version,
@@ -255,42 +228,18 @@ fn diff(state: &RegistryState, desired: Vec<Desired>, now: Micros) -> Plan {
         history.metadata = d.metadata.clone();
         history.deleted = false;
         history.origin = d.origin.clone();
-        changes.push(Change {
-            kind: d.kind,
-            name: d.name.clone(),
-            action,
-            from_version,
-            to_version: Some(version),
-            fingerprint: Some(d.fingerprint.clone()),
-            breaking: props.iter().any(|p| p.breaking),
-            properties: props,
-        });
+        changes.push(change);
     }
     for (key, history) in &state.objects {
-        let Some(live) = history.live() else { continue };
         if declared_keys.contains(key) {
             continue;
         }
-        let props = compare(
-            state,
-            history.kind,
-            &history.name,
-            &live_properties(history, live),
-            &Properties::new(),
-        );
-        if let Some(h) = next.objects.get_mut(key) {
-            h.deleted = true;
+        if let Some(change) = deletion(state, history) {
+            if let Some(h) = next.objects.get_mut(key) {
+                h.deleted = true;
+            }
+            changes.push(change);
         }
-        changes.push(Change {
-            kind: history.kind,
-            name: history.name.clone(),
-            action: Action::Delete,
-            from_version: Some(live.version),
-            to_version: None,
-            fingerprint: None,
-            properties: props,
-            breaking: true,
-        });
     }
     changes.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     if !changes.is_empty() {
@@ -302,6 +251,74 @@ fn diff(state: &RegistryState, desired: Vec<Desired>, now: Micros) -> Plan {
         changes,
         next,
     }
+}
+
+/// The change a declared object makes: a create, an update with the properties that differ,
+/// or `None` when nothing differs. `to_version` is the version the object ends at.
+fn declared_change(state: &RegistryState, d: &Desired) -> Option<Change> {
+    let history = state.history(d.kind, &d.name);
+    let live = history.and_then(|h| h.live().map(|v| (h, v)));
+    let new_props = desired_properties(d);
+    let (action, from_version, props) = match live {
+        None => (
+            Action::Create,
+            None,
+            compare(state, d.kind, &d.name, &Properties::new(), &new_props),
+        ),
+        Some((h, v)) => (
+            Action::Update,
+            Some(v.version),
+            compare(state, d.kind, &d.name, &live_properties(h, v), &new_props),
+        ),
+    };
+    if action == Action::Update && props.is_empty() {
+        return None;
+    }
+    // Views and services were versioned by resolution; the rest by fingerprint.
+    let version = d
+        .view
+        .as_ref()
+        .map(|v| v.version)
+        .or(d.service.as_ref().map(|s| s.version))
+        .unwrap_or_else(|| match history {
+            Some(h) if h.latest().is_some_and(|v| v.fingerprint == d.fingerprint) => {
+                h.versions.len() as u32
+            }
+            Some(h) => h.versions.len() as u32 + 1,
+            None => 1,
+        });
+    Some(Change {
+        kind: d.kind,
+        name: d.name.clone(),
+        action,
+        from_version,
+        to_version: Some(version),
+        fingerprint: Some(d.fingerprint.clone()),
+        breaking: props.iter().any(|p| p.breaking),
+        properties: props,
+    })
+}
+
+/// The deletion of a live object that is no longer declared (`None` if it is not live).
+fn deletion(state: &RegistryState, history: &ObjectHistory) -> Option<Change> {
+    let live = history.live()?;
+    let props = compare(
+        state,
+        history.kind,
+        &history.name,
+        &live_properties(history, live),
+        &Properties::new(),
+    );
+    Some(Change {
+        kind: history.kind,
+        name: history.name.clone(),
+        action: Action::Delete,
+        from_version: Some(live.version),
+        to_version: None,
+        fingerprint: None,
+        properties: props,
+        breaking: true,
+    })
 }
 
 fn compare(

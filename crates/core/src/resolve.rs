@@ -95,75 +95,12 @@ impl Resolver<'_> {
         object: &Declared,
         spec: &crate::model::FeatureViewSpec,
     ) -> Option<ResolvedView> {
-        let mut join_keys: Vec<JoinKey> = Vec::new();
-        let mut ok = true;
-        for (i, entity) in spec.entities.iter().enumerate() {
-            match self
-                .declared
-                .get(&object_key(Kind::Entity, entity))
-                .map(|o| &o.spec)
-            {
-                Some(Spec::Entity(e)) => {
-                    for key in &e.join_keys {
-                        if join_keys.iter().any(|k| k.name == key.name) {
-                            self.problem(object, &format!("entities[{i}]"), format!("join key `{}` comes from two entities; each key name may appear once per view", key.name));
-                            ok = false;
-                        }
-                        join_keys.push(key.clone());
-                    }
-                }
-                _ => {
-                    self.problem(object, &format!("entities[{i}]"), format!("unknown entity `{entity}`; declare it with `kind: Entity` or fix the name"));
-                    ok = false;
-                }
-            }
-        }
-        let source: Option<SourceSpec> = match self
-            .declared
-            .get(&object_key(Kind::Source, &spec.source))
-            .map(|o| &o.spec)
-        {
-            Some(Spec::Source(s)) => Some(s.clone()),
-            _ => {
-                self.problem(
-                    object,
-                    "source",
-                    format!(
-                        "unknown source `{}`; declare it with `kind: Source` or fix the name",
-                        spec.source
-                    ),
-                );
-                None
-            }
-        };
-        let mut seen = BTreeSet::new();
-        for (i, feature) in spec.features.iter().enumerate() {
-            if !seen.insert(feature.name.as_str()) {
-                self.problem(
-                    object,
-                    &format!("features[{i}].name"),
-                    format!("feature `{}` appears twice", feature.name),
-                );
-                ok = false;
-            }
-            if join_keys.iter().any(|k| k.name == feature.name) {
-                self.problem(object, &format!("features[{i}].name"), format!("feature `{}` has the name of a join key; rename it (source `renames:` can map columns)", feature.name));
-                ok = false;
-            }
-        }
+        let (join_keys, keys_ok) = self.view_join_keys(object, spec);
+        let source = self.view_source(object, spec);
+        let features_ok = self.check_view_features(object, spec, &join_keys);
         let source = source?;
-        for (field, column) in [
-            ("event_time", Some(&source.event_time)),
-            ("created_time", source.created_time.as_ref()),
-        ] {
-            if let Some(column) = column
-                && spec.features.iter().any(|f| f.name == *column)
-            {
-                self.problem(object, "features", format!("feature `{column}` is the source's {field} column; time columns cannot be features"));
-                ok = false;
-            }
-        }
-        if !ok {
+        let time_ok = self.check_time_columns(object, spec, &source);
+        if !(keys_ok && features_ok && time_ok) {
             return None;
         }
         let fingerprint = fingerprint::view(
@@ -190,6 +127,112 @@ impl Resolver<'_> {
         Some(view)
     }
 
+    /// The view's join keys: its entities' keys in declared order; each name may appear once.
+    /// Problems are recorded, and the flag is false if there was any.
+    fn view_join_keys(
+        &mut self,
+        object: &Declared,
+        spec: &crate::model::FeatureViewSpec,
+    ) -> (Vec<JoinKey>, bool) {
+        let mut join_keys: Vec<JoinKey> = Vec::new();
+        let mut ok = true;
+        for (i, entity) in spec.entities.iter().enumerate() {
+            match self
+                .declared
+                .get(&object_key(Kind::Entity, entity))
+                .map(|o| &o.spec)
+            {
+                Some(Spec::Entity(e)) => {
+                    for key in &e.join_keys {
+                        if join_keys.iter().any(|k| k.name == key.name) {
+                            self.problem(object, &format!("entities[{i}]"), format!("join key `{}` comes from two entities; each key name may appear once per view", key.name));
+                            ok = false;
+                        }
+                        join_keys.push(key.clone());
+                    }
+                }
+                _ => {
+                    self.problem(object, &format!("entities[{i}]"), format!("unknown entity `{entity}`; declare it with `kind: Entity` or fix the name"));
+                    ok = false;
+                }
+            }
+        }
+        (join_keys, ok)
+    }
+
+    fn view_source(
+        &mut self,
+        object: &Declared,
+        spec: &crate::model::FeatureViewSpec,
+    ) -> Option<SourceSpec> {
+        match self
+            .declared
+            .get(&object_key(Kind::Source, &spec.source))
+            .map(|o| &o.spec)
+        {
+            Some(Spec::Source(s)) => Some(s.clone()),
+            _ => {
+                self.problem(
+                    object,
+                    "source",
+                    format!(
+                        "unknown source `{}`; declare it with `kind: Source` or fix the name",
+                        spec.source
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Feature names are unique and none is a join key.
+    fn check_view_features(
+        &mut self,
+        object: &Declared,
+        spec: &crate::model::FeatureViewSpec,
+        join_keys: &[JoinKey],
+    ) -> bool {
+        let mut ok = true;
+        let mut seen = BTreeSet::new();
+        for (i, feature) in spec.features.iter().enumerate() {
+            if !seen.insert(feature.name.as_str()) {
+                self.problem(
+                    object,
+                    &format!("features[{i}].name"),
+                    format!("feature `{}` appears twice", feature.name),
+                );
+                ok = false;
+            }
+            if join_keys.iter().any(|k| k.name == feature.name) {
+                self.problem(object, &format!("features[{i}].name"), format!("feature `{}` has the name of a join key; rename it (source `renames:` can map columns)", feature.name));
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// No feature is one of the source's time columns.
+    fn check_time_columns(
+        &mut self,
+        object: &Declared,
+        spec: &crate::model::FeatureViewSpec,
+        source: &SourceSpec,
+    ) -> bool {
+        let mut ok = true;
+        for (field, column) in [
+            ("event_time", Some(&source.event_time)),
+            ("created_time", source.created_time.as_ref()),
+        ] {
+            if let Some(column) = column
+                && spec.features.iter().any(|f| f.name == *column)
+            {
+                self.problem(object, "features", format!("feature `{column}` is the source's {field} column; time columns cannot be features"));
+                ok = false;
+            }
+        }
+        ok
+    }
+
     fn resolve_service(
         &mut self,
         object: &Declared,
@@ -201,66 +244,11 @@ impl Resolver<'_> {
         let mut prefixes = BTreeSet::new();
         for (i, item) in items.iter().enumerate() {
             let field = format!("features[{i}]");
-            let view = match split_pin(&item.view) {
-                Err(message) => {
-                    self.problem(object, &format!("{field}.view"), message);
-                    ok = false;
-                    continue;
-                }
-                Ok((name, None)) => self.views.get(name).cloned(),
-                Ok((name, Some(n))) => match self.views.get(name) {
-                    Some(v) if v.version == n => Some(v.clone()),
-                    _ => self.state.view_version(name, n).ok().cloned(),
-                },
-            };
-            let Some(view) = view else {
-                self.problem(object, &format!("{field}.view"), format!("unknown feature view `{}`; declare it or fix the name (a pin `name@N` must name an existing version)", item.view));
+            let Some((item, item_ok)) = self.resolve_item(object, item, &field) else {
                 ok = false;
                 continue;
             };
-            let features = match &item.features {
-                None => view
-                    .features
-                    .iter()
-                    .map(|f| f.name.clone())
-                    .collect::<Vec<_>>(),
-                Some(list) => {
-                    for (j, name) in list.iter().enumerate() {
-                        if view.feature(name).is_none() {
-                            let known: Vec<&str> =
-                                view.features.iter().map(|f| f.name.as_str()).collect();
-                            self.problem(
-                                object,
-                                &format!("{field}.features[{j}]"),
-                                format!(
-                                    "view `{}` has no feature `{name}`; it has: {}",
-                                    view.name,
-                                    known.join(", ")
-                                ),
-                            );
-                            ok = false;
-                        }
-                    }
-                    list.clone()
-                }
-            };
-            if let Some(alias) = &item.alias
-                && !valid_name(alias)
-            {
-                self.problem(
-                    object,
-                    &format!("{field}.alias"),
-                    format!("`{alias}` is not a valid alias; use letters, digits and `_`"),
-                );
-                ok = false;
-            }
-            let item = ResolvedItem {
-                view: view.name.clone(),
-                view_version: view.version,
-                view_fingerprint: view.fingerprint.clone(),
-                features,
-                alias: item.alias.clone(),
-            };
+            ok &= item_ok;
             if !prefixes.insert(item.prefix().to_string()) {
                 self.problem(
                     object,
@@ -291,5 +279,61 @@ impl Resolver<'_> {
             fingerprint,
             items: resolved,
         })
+    }
+
+    /// One service item fixed to an exact view version and feature list (`None` if the view
+    /// is unknown). Problems are recorded, and the flag is false if there was any.
+    fn resolve_item(
+        &mut self,
+        object: &Declared,
+        item: &crate::model::ServiceItem,
+        field: &str,
+    ) -> Option<(ResolvedItem, bool)> {
+        let view = match split_pin(&item.view) {
+            Err(message) => {
+                self.problem(object, &format!("{field}.view"), message);
+                return None;
+            }
+            Ok((name, None)) => self.views.get(name).cloned(),
+            Ok((name, Some(n))) => match self.views.get(name) {
+                Some(v) if v.version == n => Some(v.clone()),
+                _ => self.state.view_version(name, n).ok().cloned(),
+            },
+        };
+        let Some(view) = view else {
+            self.problem(object, &format!("{field}.view"), format!("unknown feature view `{}`; declare it or fix the name (a pin `name@N` must name an existing version)", item.view));
+            return None;
+        };
+        let mut ok = true;
+        let features = match &item.features {
+            None => view.features.iter().map(|f| f.name.clone()).collect(),
+            Some(list) => {
+                for (j, name) in list.iter().enumerate() {
+                    if let Err(message) = view.feature_position(name) {
+                        self.problem(object, &format!("{field}.features[{j}]"), message);
+                        ok = false;
+                    }
+                }
+                list.clone()
+            }
+        };
+        if let Some(alias) = &item.alias
+            && !valid_name(alias)
+        {
+            self.problem(
+                object,
+                &format!("{field}.alias"),
+                format!("`{alias}` is not a valid alias; use letters, digits and `_`"),
+            );
+            ok = false;
+        }
+        let resolved = ResolvedItem {
+            view: view.name.clone(),
+            view_version: view.version,
+            view_fingerprint: view.fingerprint.clone(),
+            features,
+            alias: item.alias.clone(),
+        };
+        Some((resolved, ok))
     }
 }

@@ -26,8 +26,13 @@ pub fn is_candidate(
     as_known_at: bool,
 ) -> bool {
     event_ts <= t
-        && (ttl <= 0 || event_ts >= t.saturating_sub(ttl))
+        && within_ttl(event_ts, t, ttl)
         && (!as_known_at || created_ts.is_none_or(|c| c <= t))
+}
+
+/// The TTL bound of both paths: `event_ts >= t - ttl` (inclusive), always true for `ttl` 0.
+pub fn within_ttl(event_ts: Micros, t: Micros, ttl: Micros) -> bool {
+    ttl <= 0 || event_ts >= t.saturating_sub(ttl)
 }
 
 /// Status of one value of an online read (SEMANTICS.md "Online read").
@@ -53,7 +58,7 @@ impl FeatureStatus {
 /// Whether a stored row with `event_ts` is still fresh at `now` for a view with `ttl`.
 /// The same bound as the offline join at `t = now`: fresh iff `event_ts >= now - ttl`.
 pub fn is_fresh(event_ts: Micros, now: Micros, ttl: Micros) -> bool {
-    ttl <= 0 || event_ts >= now.saturating_sub(ttl)
+    within_ttl(event_ts, now, ttl)
 }
 
 #[cfg(test)]

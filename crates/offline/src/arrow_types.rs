@@ -110,6 +110,45 @@ pub(crate) fn value_compatible(actual: &DataType, value: ValueType) -> bool {
     }
 }
 
+/// What a source column holds, for the one type rule that the plan-time schema check and
+/// every scan apply to source and push-log files.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ColumnRole {
+    Key(KeyType),
+    Time,
+    Feature(ValueType),
+}
+
+impl ColumnRole {
+    pub(crate) fn accepts(self, actual: &DataType) -> bool {
+        match self {
+            ColumnRole::Key(key) => key_compatible(actual, key, false),
+            ColumnRole::Time => matches!(actual, DataType::Timestamp(_, _)),
+            ColumnRole::Feature(value) => value_compatible(actual, value),
+        }
+    }
+}
+
+/// Finds column `name` for `role`: `Ok(Some(index))`, `Ok(None)` if the schema has no such
+/// column, `Err(actual type)` if it has one of a type the role does not accept.
+pub(crate) fn find_column(
+    schema: &arrow::datatypes::Schema,
+    name: &str,
+    role: ColumnRole,
+) -> Result<Option<usize>, DataType> {
+    match schema.index_of(name) {
+        Err(_) => Ok(None),
+        Ok(index) => {
+            let actual = schema.field(index).data_type();
+            if role.accepts(actual) {
+                Ok(Some(index))
+            } else {
+                Err(actual.clone())
+            }
+        }
+    }
+}
+
 /// Converts any timestamp array to UTC microseconds. Finer units are floored (the same rule
 /// as `chrono`'s `timestamp_micros`, so pre-1970 instants agree with RFC 3339 parsing).
 pub(crate) fn to_micros(array: &dyn Array) -> Result<TimestampMicrosecondArray, ArrowError> {

@@ -39,6 +39,13 @@ pub enum Error {
     /// More data than the in-memory structures address (for example > 4 billion rows).
     #[error("too much data: {0}")]
     TooLarge(String),
+    /// A stream of record batches from outside this crate, given to
+    /// [`write_parquet`](crate::write_parquet), failed; `what` names it.
+    #[error("reading {what} failed: {source}")]
+    InputStream {
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -55,6 +62,19 @@ impl Error {
             Error::Task(e) if e.is_cancelled() => ErrorCode::Cancelled,
             Error::Task(_) => ErrorCode::Internal,
             Error::TooLarge(_) => ErrorCode::ResourceExhausted,
+            // The source's own classification is not known here.
+            Error::InputStream { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// A failed input stream, `what` naming it ("the Arrow Flight stream").
+    pub fn input_stream(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::InputStream {
+            what: what.into(),
+            source: source.into(),
         }
     }
 

@@ -6,7 +6,6 @@
 //! the gathered feature columns. No per-label query, no cross join: the work is one scan per
 //! view plus, per label row, a hash lookup and a binary search.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,41 +15,26 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use quiver_core::ResolvedView;
 use quiver_core::model::Feature;
+use quiver_core::selection::{SelectedView, collisions};
 use quiver_core::types::KeyType;
 
 use crate::OfflineStore;
 use crate::arrow_types::{key_compatible, normalize_key, to_micros, value_type};
 use crate::error::{Error, Result};
-use crate::labels::Labels;
+use crate::labels::{LabelInput, Labels};
 use crate::view_index::ViewIndex;
-
-/// Where the label rows come from.
-#[derive(Debug)]
-pub enum LabelInput {
-    /// A Parquet file, a directory of `*.parquet` files or a glob; files are read in path order.
-    Parquet(String),
-    /// Batches with one schema; at least one batch (it may be empty) to give the schema.
-    Batches(Vec<RecordBatch>),
-}
 
 #[derive(Debug)]
 pub struct JoinRequest {
     pub labels: LabelInput,
     /// The label time column (any timestamp unit; without a zone read as UTC).
     pub timestamp_column: String,
-    pub views: Vec<JoinView>,
+    /// The views to join and their features, resolved by `quiver_core::selection`.
+    pub views: Vec<SelectedView>,
     /// Name feature columns `prefix__feature` instead of `feature`.
     pub full_names: bool,
     /// Also require `created_ts <= t` ("as known at t").
     pub as_known_at: bool,
-}
-
-#[derive(Debug)]
-pub struct JoinView {
-    pub view: ResolvedView,
-    pub features: Vec<String>,
-    /// The alias or the view name, for full names and stats.
-    pub prefix: String,
 }
 
 /// A result table as a stream of batches in label (or file) order.
@@ -109,20 +93,19 @@ impl OfflineStore {
             schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut selected: Vec<Vec<&Feature>> = Vec::new();
         let mut label_keys = Vec::new();
-        for (v, join_view) in request.views.iter().enumerate() {
+        for join_view in &request.views {
             label_keys.push(label_key_columns(&schema, &join_view.view)?);
-            let features = select_features(&join_view.view, &join_view.features, v)?;
+            let features: Vec<&Feature> = join_view.selected_features().collect();
             for feature in &features {
-                let name = if request.full_names {
-                    format!("{}__{}", join_view.prefix, feature.name)
-                } else {
-                    feature.name.clone()
-                };
+                let name = join_view.output_name(&feature.name, request.full_names);
                 output_fields.push(Field::new(name, value_type(feature.value_type), true));
             }
             selected.push(features);
         }
-        check_collisions(&output_fields)?;
+        let names = collisions(output_fields.iter().map(|f| f.name().as_str()));
+        if !names.is_empty() {
+            return Err(Error::NameCollision { names });
+        }
         let bounds = labels.time_bounds(t_index).await?;
         let mut plans = Vec::new();
         for ((join_view, features), label_keys) in
@@ -265,47 +248,4 @@ pub(crate) fn label_key_columns(
             Ok((index, key.key_type))
         })
         .collect()
-}
-
-/// The requested features of a view, in request order.
-pub(crate) fn select_features<'a>(
-    view: &'a ResolvedView,
-    names: &[String],
-    position: usize,
-) -> Result<Vec<&'a Feature>> {
-    names
-        .iter()
-        .enumerate()
-        .map(|(j, name)| {
-            view.feature(name).ok_or_else(|| {
-                let known: Vec<&str> = view.features.iter().map(|f| f.name.as_str()).collect();
-                Error::invalid(
-                    format!("views[{position}].features[{j}]"),
-                    format!(
-                        "view `{}` has no feature `{name}`; it has: {}",
-                        view.pinned_name(),
-                        known.join(", ")
-                    ),
-                )
-            })
-        })
-        .collect()
-}
-
-/// Fails with every name that appears more than once among the output columns.
-pub(crate) fn check_collisions(fields: &[Field]) -> Result<()> {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for field in fields {
-        *counts.entry(field.name().as_str()).or_default() += 1;
-    }
-    let names: Vec<String> = counts
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|(name, _)| name.to_string())
-        .collect();
-    if names.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::NameCollision { names })
-    }
 }

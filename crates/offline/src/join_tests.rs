@@ -10,25 +10,21 @@ use quiver_core::ErrorCode;
 use quiver_core::value::{KeyValue, Row, Value};
 
 use crate::fixture::{CITY_TTL, DRIVER_TTL, Fixture};
-use crate::testutil::{SECOND, reference_join, test_view, write_batches};
+use crate::testutil::{SECOND, reference_join, selected, test_view, write_batches};
 use crate::values::value_at;
-use crate::{Error, JoinOutput, JoinRequest, JoinView, LabelInput};
+use crate::{Error, JoinOutput, JoinRequest, LabelInput};
 
 fn request(fixture: &Fixture, labels: LabelInput, as_known_at: bool) -> JoinRequest {
     JoinRequest {
         labels,
         timestamp_column: "event_timestamp".into(),
         views: vec![
-            JoinView {
-                view: fixture.driver.clone(),
-                features: vec!["note".into(), "conv_rate".into(), "trips".into()],
-                prefix: "driver_stats".into(),
-            },
-            JoinView {
-                view: fixture.city.clone(),
-                features: vec!["tags".into(), "avg".into()],
-                prefix: "city_stats".into(),
-            },
+            selected(
+                &fixture.driver,
+                &["note", "conv_rate", "trips"],
+                "driver_stats",
+            ),
+            selected(&fixture.city, &["tags", "avg"], "city_stats"),
         ],
         full_names: false,
         as_known_at,
@@ -204,11 +200,7 @@ async fn notes(
         .point_in_time_join(JoinRequest {
             labels: LabelInput::Batches(vec![labels]),
             timestamp_column: "event_timestamp".into(),
-            views: vec![JoinView {
-                view: view.clone(),
-                features: vec!["note".into()],
-                prefix: "d".into(),
-            }],
+            views: vec![selected(view, &["note"], "d")],
             full_names: false,
             as_known_at,
         })
@@ -301,11 +293,7 @@ async fn join_error(labels: RecordBatch, full_names: bool, twice: bool) -> Error
     let store = crate::OfflineStore::new(&dir.path().join("data"));
     let mut view = test_view(dir.path(), "v", 0);
     view.source.parquet = None;
-    let join_view = |prefix: &str| JoinView {
-        view: view.clone(),
-        features: vec!["note".into()],
-        prefix: prefix.into(),
-    };
+    let join_view = |prefix: &str| selected(&view, &["note"], prefix);
     let mut views = vec![join_view("a")];
     if twice {
         views.push(join_view("b"));

@@ -11,7 +11,15 @@ use futures::{StreamExt, TryStreamExt};
 use crate::OfflineStore;
 use crate::arrow_types::to_micros;
 use crate::error::{Error, Result};
-use crate::join::LabelInput;
+
+/// Where the label rows come from.
+#[derive(Debug)]
+pub enum LabelInput {
+    /// A Parquet file, a directory of `*.parquet` files or a glob; files are read in path order.
+    Parquet(String),
+    /// Batches with one schema; at least one batch (it may be empty) to give the schema.
+    Batches(Vec<RecordBatch>),
+}
 
 /// An opened label table: its schema and where its batches come from.
 pub(crate) struct Labels {

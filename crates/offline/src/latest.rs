@@ -22,7 +22,7 @@ use quiver_core::value::Row;
 
 use crate::OfflineStore;
 use crate::error::Result;
-use crate::keys::{KeyIndex, NO_SLOT};
+use crate::key_index::{KeyIndex, NO_SLOT};
 use crate::scan::{ScanSpec, plan_units, read_unit, run_units};
 use crate::values::{key_at, value_at};
 

@@ -26,12 +26,12 @@
 
 mod arrow_types;
 mod error;
-mod export;
 mod files;
 mod join;
-mod keys;
+mod key_index;
 mod labels;
 mod latest;
+mod parquet_writer;
 mod push_log;
 mod range;
 mod scan;
@@ -57,9 +57,10 @@ use std::sync::Mutex;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use error::{Error, Result};
-pub use export::write_parquet;
-pub use join::{JoinOutput, JoinRequest, JoinStats, JoinView, LabelInput};
+pub use join::{JoinOutput, JoinRequest, JoinStats};
+pub use labels::LabelInput;
 pub use latest::LatestRows;
+pub use parquet_writer::write_parquet;
 pub use schema_check::ParquetSchemaCheck;
 
 /// The offline store of one Quiver data directory.

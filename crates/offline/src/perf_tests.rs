@@ -17,8 +17,8 @@ use parquet::file::properties::WriterProperties;
 use quiver_core::model::Feature;
 use quiver_core::types::ValueType;
 
-use crate::testutil::{SECOND, test_view};
-use crate::{JoinRequest, JoinView, LabelInput, OfflineStore};
+use crate::testutil::{SECOND, selected, test_view};
+use crate::{JoinRequest, LabelInput, OfflineStore};
 
 const N_KEYS: i64 = 100_000;
 const N_HOURS: i64 = 72;
@@ -172,11 +172,15 @@ async fn perf_scan_latest_and_join_at_target_scale() {
         .point_in_time_join(JoinRequest {
             labels: LabelInput::Batches(vec![labels]),
             timestamp_column: "event_timestamp".into(),
-            views: vec![JoinView {
-                view: view.clone(),
-                features: view.features.iter().map(|f| f.name.clone()).collect(),
-                prefix: "perf".into(),
-            }],
+            views: vec![selected(
+                &view,
+                &view
+                    .features
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>(),
+                "perf",
+            )],
             full_names: false,
             as_known_at: false,
         })

@@ -16,8 +16,8 @@ use quiver_core::value::Row;
 use crate::OfflineStore;
 use crate::arrow_types::{UTC, key_type, timestamp_type, value_type};
 use crate::error::{Error, Result};
-use crate::export::write_file_durably;
 use crate::files::push_log_dir;
+use crate::parquet_writer::write_file_durably;
 use crate::values::{key_column, value_column};
 
 impl OfflineStore {

@@ -5,34 +5,32 @@ use std::sync::atomic::Ordering;
 
 use arrow::array::RecordBatch;
 use futures::StreamExt;
-use quiver_core::ResolvedView;
+use quiver_core::selection::{SelectedView, collisions};
 
 use crate::OfflineStore;
-use crate::error::Result;
-use crate::join::{JoinOutput, JoinStats, check_collisions, select_features};
+use crate::error::{Error, Result};
+use crate::join::{JoinOutput, JoinStats};
 use crate::scan::{ScanSpec, plan_units, read_unit, run_units};
 
 impl OfflineStore {
     /// Every row of the view's data (source and push log) with `start <= event_ts < end`, in
     /// (file order, row order): the join keys under their names, `event_timestamp`,
-    /// `created_timestamp` (only if the source has a created time), then `features` in the
-    /// order given. Stats count output rows (`label_rows`, and `matched` for the view).
+    /// `created_timestamp` (only if the source has a created time), then the selected
+    /// features in request order. Stats count output rows (`label_rows`, and `matched` for the
+    /// view).
     pub async fn read_range(
         &self,
-        view: &ResolvedView,
-        features: &[String],
+        selected: &SelectedView,
         start: i64,
         end: i64,
     ) -> Result<JoinOutput> {
-        let selected = select_features(view, features, 0)?;
-        let spec = Arc::new(ScanSpec::new(view, &selected, start, end));
-        let fields: Vec<_> = spec
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        check_collisions(&fields)?;
+        let view = &selected.view;
+        let features: Vec<_> = selected.selected_features().collect();
+        let spec = Arc::new(ScanSpec::new(view, &features, start, end));
+        let names = collisions(spec.schema.fields().iter().map(|f| f.name().as_str()));
+        if !names.is_empty() {
+            return Err(Error::NameCollision { names });
+        }
         let files = crate::files::view_files(&self.data_dir, view)?;
         let units = plan_units(files, Arc::clone(&spec), self.parallelism).await?;
         let stats = Arc::new(JoinStats::new([view.name.clone()]));

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use arrow::buffer::BooleanBuffer;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use futures::{Stream, StreamExt, TryStreamExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
@@ -30,8 +30,8 @@ use quiver_core::model::Feature;
 use quiver_core::types::{KeyType, ValueType};
 
 use crate::arrow_types::{
-    key_compatible, key_type, normalize_key, normalize_value, timestamp_type, to_micros,
-    value_compatible, value_type,
+    ColumnRole, find_column, key_type, normalize_key, normalize_value, timestamp_type, to_micros,
+    value_type,
 };
 use crate::error::{Error, Result};
 
@@ -182,20 +182,37 @@ fn plan_file(path: PathBuf, spec: &ScanSpec) -> Result<Vec<Unit>> {
     let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
     let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
         .map_err(|e| Error::parquet(&path, e))?;
-    let schema = Arc::clone(metadata.schema());
+    let (columns, projection, event_root) = project(spec, metadata.schema(), &path)?;
+    let kept = prune_row_groups(&metadata, &spec.event_time, spec.start, spec.end, &path)?;
+    let file = Arc::new(FileScan {
+        path,
+        metadata,
+        columns,
+        projection,
+        event_root,
+    });
+    Ok(group_units(&file, kept))
+}
+
+/// Which file columns a scan reads: per spec column its name (or `None` when the file lacks
+/// an optional column: a created time or a feature, read as nulls), the sorted projection,
+/// and the index of the event-time column.
+fn project(
+    spec: &ScanSpec,
+    schema: &Schema,
+    path: &std::path::Path,
+) -> Result<(Vec<Option<String>>, Vec<usize>, usize)> {
     let shown = path.display();
-    let find = |name: &str| schema.index_of(name).ok();
     let mut columns = Vec::new();
     let mut projection = Vec::new();
     for (name, key) in &spec.keys {
-        let index = find(name)
+        let index = find_column(schema, name, ColumnRole::Key(*key))
+            .map_err(|actual| {
+                spec.mismatch(format!(
+                    "key column `{name}` in {shown} is {actual}, the view's key is {key}"
+                ))
+            })?
             .ok_or_else(|| spec.mismatch(format!("{shown} has no key column `{name}`")))?;
-        let actual = schema.field(index).data_type();
-        if !key_compatible(actual, *key, false) {
-            return Err(spec.mismatch(format!(
-                "key column `{name}` in {shown} is {actual}, the view's key is {key}"
-            )));
-        }
         columns.push(Some(name.clone()));
         projection.push(index);
     }
@@ -203,14 +220,13 @@ fn plan_file(path: PathBuf, spec: &ScanSpec) -> Result<Vec<Unit>> {
         .chain(spec.created_time.iter().map(|c| (c, false)));
     let mut event_root = 0;
     for (name, required) in times {
-        match find(name) {
+        let found = find_column(schema, name, ColumnRole::Time).map_err(|actual| {
+            spec.mismatch(format!(
+                "time column `{name}` in {shown} is {actual}, expected a timestamp"
+            ))
+        })?;
+        match found {
             Some(index) => {
-                let actual = schema.field(index).data_type();
-                if !matches!(actual, DataType::Timestamp(_, _)) {
-                    return Err(spec.mismatch(format!(
-                        "time column `{name}` in {shown} is {actual}, expected a timestamp"
-                    )));
-                }
                 if required {
                     event_root = index;
                 }
@@ -224,30 +240,21 @@ fn plan_file(path: PathBuf, spec: &ScanSpec) -> Result<Vec<Unit>> {
         }
     }
     for (name, value) in &spec.features {
-        match find(name) {
-            Some(index) => {
-                let actual = schema.field(index).data_type();
-                if !value_compatible(actual, *value) {
-                    return Err(spec.mismatch(format!(
-                        "column `{name}` in {shown} is {actual}, the view declares {value}"
-                    )));
-                }
-                columns.push(Some(name.clone()));
-                projection.push(index);
-            }
-            None => columns.push(None),
-        }
+        let found = find_column(schema, name, ColumnRole::Feature(*value)).map_err(|actual| {
+            spec.mismatch(format!(
+                "column `{name}` in {shown} is {actual}, the view declares {value}"
+            ))
+        })?;
+        columns.push(found.map(|_| name.clone()));
+        projection.extend(found);
     }
     projection.sort_unstable();
     projection.dedup();
-    let kept = prune_row_groups(&metadata, &spec.event_time, spec.start, spec.end, &path)?;
-    let file = Arc::new(FileScan {
-        path,
-        metadata,
-        columns,
-        projection,
-        event_root,
-    });
+    Ok((columns, projection, event_root))
+}
+
+/// Groups the kept row groups of a file into scan units of about [`UNIT_ROWS`] rows.
+fn group_units(file: &Arc<FileScan>, kept: Vec<(usize, bool)>) -> Vec<Unit> {
     let row_groups = file.metadata.metadata().row_groups();
     let mut units = Vec::new();
     let mut current: Option<(Vec<usize>, bool, usize)> = None;
@@ -261,7 +268,7 @@ fn plan_file(path: PathBuf, spec: &ScanSpec) -> Result<Vec<Unit>> {
             && let Some((row_groups, filter, _)) = current.take()
         {
             units.push(Unit {
-                file: Arc::clone(&file),
+                file: Arc::clone(file),
                 row_groups,
                 filter,
             });
@@ -269,12 +276,12 @@ fn plan_file(path: PathBuf, spec: &ScanSpec) -> Result<Vec<Unit>> {
     }
     if let Some((row_groups, filter, _)) = current {
         units.push(Unit {
-            file,
+            file: Arc::clone(file),
             row_groups,
             filter,
         });
     }
-    Ok(units)
+    units
 }
 
 /// The row groups that may hold rows in `[start, end)`, each with whether it needs a row

@@ -3,12 +3,12 @@
 use std::fs::File;
 use std::path::Path;
 
-use arrow::datatypes::{DataType, Schema};
+use arrow::datatypes::Schema;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use quiver_core::ResolvedView;
 use quiver_core::plan::SourceSchemaCheck;
 
-use crate::arrow_types::{key_compatible, value_compatible};
+use crate::arrow_types::{ColumnRole, find_column};
 
 /// Checks that every source file of a view has each join key, feature, event-time and
 /// created-time column with a compatible type. Reads footers, never data. Reports at most one
@@ -60,10 +60,22 @@ fn read_schema(path: &Path) -> Result<Schema, String> {
     Ok(metadata.schema().as_ref().clone())
 }
 
+/// A column a view needs from its source files, and how to report it.
+struct Expected {
+    /// The manifest field to blame when the column is missing, and when its type is wrong.
+    missing_field: String,
+    type_field: String,
+    column: String,
+    role: ColumnRole,
+    /// What the column is for (`join key `driver_id``).
+    what: String,
+    /// The type it must have, as a message tail (`the view declares float32`).
+    wanted: String,
+}
+
 fn check_schema(view: &ResolvedView, schema: &Schema, path: &Path) -> Vec<(String, String)> {
     let source = &view.source;
     let shown = path.display();
-    let mut problems = Vec::new();
     let missing = |column: &str, what: &str| {
         format!(
             "{shown} has no column `{column}` ({what}); it has: {}",
@@ -75,71 +87,52 @@ fn check_schema(view: &ResolvedView, schema: &Schema, path: &Path) -> Vec<(Strin
                 .join(", ")
         )
     };
+    let mut expected: Vec<Expected> = Vec::new();
     for key in &view.join_keys {
-        let column = source.column_for(&key.name);
-        match schema.field_with_name(&column) {
-            Err(_) => problems.push((
-                "entities".into(),
-                missing(&column, &format!("join key `{}`", key.name)),
-            )),
-            Ok(field) if !key_compatible(field.data_type(), key.key_type, false) => {
-                problems.push((
-                    "entities".into(),
-                    format!(
-                        "column `{column}` in {shown} is {}, the join key `{}` is {}",
-                        field.data_type(),
-                        key.name,
-                        key.key_type
-                    ),
-                ))
-            }
-            Ok(_) => {}
-        }
+        expected.push(Expected {
+            missing_field: "entities".into(),
+            type_field: "entities".into(),
+            column: source.column_for(&key.name),
+            role: ColumnRole::Key(key.key_type),
+            what: format!("join key `{}`", key.name),
+            wanted: format!("the join key `{}` is {}", key.name, key.key_type),
+        });
     }
-    let times = [
+    for (field_path, column) in [
         ("source.event_time", Some(&source.event_time)),
         ("source.created_time", source.created_time.as_ref()),
-    ];
-    for (field_path, column) in times {
+    ] {
         let Some(column) = column else { continue };
-        match schema.field_with_name(column) {
-            Err(_) => problems.push((
-                field_path.into(),
-                missing(column, "a time column of the source"),
-            )),
-            Ok(field) if !matches!(field.data_type(), DataType::Timestamp(_, _)) => {
-                problems.push((
-                    field_path.into(),
-                    format!(
-                        "column `{column}` in {shown} is {}, it must be a timestamp",
-                        field.data_type()
-                    ),
-                ))
-            }
-            Ok(_) => {}
-        }
+        expected.push(Expected {
+            missing_field: field_path.into(),
+            type_field: field_path.into(),
+            column: column.clone(),
+            role: ColumnRole::Time,
+            what: "a time column of the source".into(),
+            wanted: "it must be a timestamp".into(),
+        });
     }
     for (i, feature) in view.features.iter().enumerate() {
-        let column = source.column_for(&feature.name);
-        match schema.field_with_name(&column) {
-            Err(_) => problems.push((
-                format!("features[{i}].name"),
-                missing(&column, &format!("feature `{}`", feature.name)),
-            )),
-            Ok(field) if !value_compatible(field.data_type(), feature.value_type) => {
-                problems.push((
-                    format!("features[{i}].type"),
-                    format!(
-                        "column `{column}` in {shown} is {}, the view declares {}",
-                        field.data_type(),
-                        feature.value_type
-                    ),
-                ))
-            }
-            Ok(_) => {}
-        }
+        expected.push(Expected {
+            missing_field: format!("features[{i}].name"),
+            type_field: format!("features[{i}].type"),
+            column: source.column_for(&feature.name),
+            role: ColumnRole::Feature(feature.value_type),
+            what: format!("feature `{}`", feature.name),
+            wanted: format!("the view declares {}", feature.value_type),
+        });
     }
-    problems
+    expected
+        .into_iter()
+        .filter_map(|e| match find_column(schema, &e.column, e.role) {
+            Ok(Some(_)) => None,
+            Ok(None) => Some((e.missing_field, missing(&e.column, &e.what))),
+            Err(actual) => Some((
+                e.type_field,
+                format!("column `{}` in {shown} is {actual}, {}", e.column, e.wanted),
+            )),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use quiver_core::ResolvedView;
 use quiver_core::model::{Feature, JoinKey, SourceSpec};
-use quiver_core::semantics::{is_candidate, row_order};
+use quiver_core::selection::SelectedView;
+use quiver_core::semantics::row_order;
 use quiver_core::types::{KeyType, ValueType};
 use quiver_core::value::{KeyValue, Row};
 
@@ -130,7 +131,12 @@ pub(crate) fn reference_join<'a>(
     rows.iter()
         .enumerate()
         .filter(|(_, r)| {
-            r.key == key && is_candidate(r.event_ts, r.created_ts, t, ttl, as_known_at)
+            // SEMANTICS.md "Point-in-time join", written out here rather than calling
+            // `semantics::is_candidate`, which the join itself uses: the reference stays
+            // independent of the code under test.
+            let in_ttl = ttl <= 0 || r.event_ts >= t - ttl;
+            let known = !as_known_at || r.created_ts.is_none_or(|c| c <= t);
+            r.key == key && r.event_ts <= t && in_ttl && known
         })
         .max_by_key(|(i, r)| (row_order(r.event_ts, r.created_ts), *i))
         .map(|(_, r)| r)
@@ -152,4 +158,20 @@ pub(crate) fn reference_latest(rows: &[Row], start: i64, end: i64) -> BTreeMap<V
         }
     }
     latest
+}
+
+/// `features` of `view` as a selection with full-name prefix `prefix`.
+pub(crate) fn selected(view: &ResolvedView, features: &[&str], prefix: &str) -> SelectedView {
+    SelectedView {
+        view: view.clone(),
+        features: features.iter().map(|f| f.to_string()).collect(),
+        positions: features
+            .iter()
+            .map(|f| {
+                view.feature_position(f)
+                    .expect("a feature of the test view")
+            })
+            .collect(),
+        prefix: prefix.to_string(),
+    }
 }

@@ -5,8 +5,9 @@
 //! so ids ascend within a key); each key's run is then sorted by `(event_ts, created_ts, id)`,
 //! which is usually a no-op check because data tends to arrive in time order. A probe at `t`
 //! binary-searches the key's run for the last `event_ts <= t` and walks back past rows created
-//! after `t` (as-known-at mode) until the TTL bound: the first row it meets is the greatest
-//! candidate, and among equal rows the one with the greatest id, as in `scan_latest`.
+//! after `t` (as-known-at mode) until the TTL bound: the first row that
+//! `quiver_core::semantics::is_candidate` accepts is the greatest candidate, and among equal
+//! rows the one with the greatest id, as in `scan_latest`.
 
 use std::sync::Arc;
 
@@ -18,10 +19,11 @@ use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use futures::TryStreamExt;
 use quiver_core::ResolvedView;
 use quiver_core::model::Feature;
+use quiver_core::semantics::{is_candidate, within_ttl};
 
 use crate::OfflineStore;
 use crate::error::{Error, Result};
-use crate::keys::{KeyIndex, NO_SLOT};
+use crate::key_index::{KeyIndex, NO_SLOT};
 use crate::latest::key_types;
 use crate::scan::{ScanSpec, plan_units, read_unit, run_units};
 
@@ -101,24 +103,16 @@ impl ViewIndex {
     fn latest_candidate(&self, slot: usize, t: i64) -> Option<u32> {
         let (lo, hi) = (self.starts[slot] as usize, self.starts[slot + 1] as usize);
         let events = &self.events[lo..hi];
-        let lower = if self.ttl > 0 {
-            t.saturating_sub(self.ttl)
-        } else {
-            i64::MIN
-        };
         let mut p = events.partition_point(|e| *e <= t);
         while p > 0 {
             p -= 1;
-            if events[p] < lower {
-                return None;
-            }
-            let too_late = self.as_known_at
-                && self
-                    .created
-                    .as_ref()
-                    .is_some_and(|c| c[lo + p].is_some_and(|c| c > t));
-            if !too_late {
+            // `created` is kept only for as-known-at joins; without it no row is too late.
+            let created = self.created.as_ref().and_then(|c| c[lo + p]);
+            if is_candidate(events[p], created, t, self.ttl, self.as_known_at) {
                 return Some(self.order[lo + p]);
+            }
+            if !within_ttl(events[p], t, self.ttl) {
+                return None; // Older rows are further out of the TTL window.
             }
         }
         None
@@ -200,58 +194,20 @@ fn index_rows(
             u32::MAX - 1
         )));
     }
-    let mut keys = KeyIndex::new(&key_types(&spec.schema, spec.n_keys()))?;
-    let mut slots: Vec<u32> = Vec::with_capacity(n_rows);
-    let mut events: Vec<i64> = Vec::with_capacity(n_rows);
-    let mut created: Option<Vec<Option<i64>>> =
-        spec.created_index().map(|_| Vec::with_capacity(n_rows));
-    let mut batch_slots = Vec::new();
-    for (piece, event) in columns[spec.event_index()].iter().enumerate() {
-        let key_columns: Vec<ArrayRef> = columns[..spec.n_keys()]
-            .iter()
-            .map(|pieces| Arc::clone(&pieces[piece]))
-            .collect();
-        let event = event.as_primitive::<TimestampMicrosecondType>();
-        keys.assign(&key_columns, event.len(), &mut batch_slots)?;
-        for (row, slot) in batch_slots.iter().enumerate() {
-            // A row without an event time has no place in row order.
-            slots.push(if event.is_valid(row) { *slot } else { NO_SLOT });
-        }
-        events.extend_from_slice(event.values());
-        if let (Some(created), Some(index)) = (&mut created, spec.created_index()) {
-            let column = columns[index][piece].as_primitive::<TimestampMicrosecondType>();
-            created.extend((0..column.len()).map(|i| column.is_valid(i).then(|| column.value(i))));
-        }
-    }
+    let (keys, slots, times) = key_rows(spec, &columns, n_rows)?;
     for column in columns.iter_mut().take(spec.first_feature_index()) {
         column.clear();
     }
     let (starts, mut order) = group_by_slot(&slots, keys.len());
     drop(slots);
-    sort_runs(&starts, &mut order, &events, created.as_deref());
-    let sorted_events = order.iter().map(|r| events[*r as usize]).collect();
-    let sorted_created = match (as_known_at, &created) {
+    sort_runs(&starts, &mut order, &times.events, times.created.as_deref());
+    let sorted_events = order.iter().map(|r| times.events[*r as usize]).collect();
+    let sorted_created = match (as_known_at, &times.created) {
         (true, Some(created)) => Some(order.iter().map(|r| created[*r as usize]).collect()),
         _ => None,
     };
-    drop(events);
-    drop(created);
-    let mut feature_columns = Vec::with_capacity(features.len());
-    for (j, feature) in features.iter().enumerate() {
-        let pieces = std::mem::take(&mut columns[spec.first_feature_index() + j]);
-        let data_type = spec
-            .schema
-            .field(spec.first_feature_index() + j)
-            .data_type();
-        let column = if pieces.is_empty() {
-            arrow::array::new_empty_array(data_type)
-        } else {
-            let refs: Vec<&dyn Array> = pieces.iter().map(|c| c.as_ref()).collect();
-            concat(&refs)?
-        };
-        tracing::trace!(feature = %feature.name, rows = column.len(), "indexed");
-        feature_columns.push(column);
-    }
+    drop(times);
+    let feature_columns = concat_features(spec, &mut columns, features)?;
     Ok(ViewIndex {
         keys,
         starts,
@@ -266,4 +222,67 @@ fn index_rows(
         ttl,
         as_known_at,
     })
+}
+
+/// Event and created times of every row, in row-id order.
+struct RowTimes {
+    events: Vec<i64>,
+    /// Present when the source has a created-time column.
+    created: Option<Vec<Option<i64>>>,
+}
+
+/// Assigns every row its key's slot (none for a row without an event time) and collects the
+/// rows' times.
+fn key_rows(
+    spec: &ScanSpec,
+    columns: &[Vec<ArrayRef>],
+    n_rows: usize,
+) -> Result<(KeyIndex, Vec<u32>, RowTimes)> {
+    let mut keys = KeyIndex::new(&key_types(&spec.schema, spec.n_keys()))?;
+    let mut slots: Vec<u32> = Vec::with_capacity(n_rows);
+    let mut times = RowTimes {
+        events: Vec::with_capacity(n_rows),
+        created: spec.created_index().map(|_| Vec::with_capacity(n_rows)),
+    };
+    let mut batch_slots = Vec::new();
+    for (piece, event) in columns[spec.event_index()].iter().enumerate() {
+        let key_columns: Vec<ArrayRef> = columns[..spec.n_keys()]
+            .iter()
+            .map(|pieces| Arc::clone(&pieces[piece]))
+            .collect();
+        let event = event.as_primitive::<TimestampMicrosecondType>();
+        keys.assign(&key_columns, event.len(), &mut batch_slots)?;
+        for (row, slot) in batch_slots.iter().enumerate() {
+            // A row without an event time has no place in row order.
+            slots.push(if event.is_valid(row) { *slot } else { NO_SLOT });
+        }
+        times.events.extend_from_slice(event.values());
+        if let (Some(created), Some(index)) = (&mut times.created, spec.created_index()) {
+            let column = columns[index][piece].as_primitive::<TimestampMicrosecondType>();
+            created.extend((0..column.len()).map(|i| column.is_valid(i).then(|| column.value(i))));
+        }
+    }
+    Ok((keys, slots, times))
+}
+
+/// Each feature's pieces concatenated into one column (taken out of `columns`).
+fn concat_features(
+    spec: &ScanSpec,
+    columns: &mut [Vec<ArrayRef>],
+    features: &[Feature],
+) -> Result<Vec<ArrayRef>> {
+    let mut feature_columns = Vec::with_capacity(features.len());
+    for (j, feature) in features.iter().enumerate() {
+        let index = spec.first_feature_index() + j;
+        let pieces = std::mem::take(&mut columns[index]);
+        let column = if pieces.is_empty() {
+            arrow::array::new_empty_array(spec.schema.field(index).data_type())
+        } else {
+            let refs: Vec<&dyn Array> = pieces.iter().map(|c| c.as_ref()).collect();
+            concat(&refs)?
+        };
+        tracing::trace!(feature = %feature.name, rows = column.len(), "indexed");
+        feature_columns.push(column);
+    }
+    Ok(feature_columns)
 }

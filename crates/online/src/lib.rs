@@ -45,7 +45,6 @@ pub mod keys;
 
 mod error;
 mod online;
-mod project;
 mod reader;
 mod row_codec;
 mod store;
@@ -56,6 +55,5 @@ mod test_support;
 
 pub use error::{Error, Result};
 pub use online::WriteStats;
-pub use project::project_values;
 pub use row_codec::StoredRow;
 pub use store::RocksStore;

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Values are in the feature order of the view version that wrote them (`view_version`);
-//! [`crate::project_values`] maps them onto another version by feature name.
+//! `quiver_core::online_read::project_values` maps them onto another version by feature name.
 
 use quiver_core::semantics::{RowOrder, row_order};
 use quiver_core::value::Value;

@@ -6,6 +6,7 @@
 //! [`ProtocolError`] naming the field at fault.
 
 pub mod convert;
+pub mod selector;
 
 pub use prost;
 pub use tonic;

@@ -1,38 +1,183 @@
-//! Training export: resolve an ExportRequest into a point-in-time join (or an entity-less
-//! range read) and the metadata that goes with its output.
+//! Training export: an export request validated on receipt ([`ExportRequest`]), resolved by the
+//! [`Exporter`] into a point-in-time join (or an entity-less range read) and the metadata that
+//! goes with its output.
 
 use std::sync::Arc;
 
-use quiver_offline::{JoinOutput, JoinRequest, JoinView, LabelInput};
+use quiver_core::RegistryState;
+use quiver_core::selection::{Selection, Selector};
+use quiver_offline::{JoinOutput, JoinRequest, LabelInput, OfflineStore};
+use quiver_proto::selector::export_selector;
 use quiver_proto::v1;
 
 use crate::error::{Error, Result};
-use crate::selection::{Selection, resolve};
-use crate::state::AppState;
+use crate::registry::Registry;
+use crate::uploads::Uploads;
 
 pub const DEFAULT_TIMESTAMP_COLUMN: &str = "event_timestamp";
 
+/// Where an export's label rows come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Labels {
+    /// A Parquet file, directory or glob on the server.
+    Path(String),
+    /// A label table uploaded with Flight DoPut under this name.
+    Upload(String),
+}
+
+/// What an export joins: label rows, or (entity-less) every row of one view in a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportInput {
+    Labels {
+        labels: Labels,
+        timestamp_column: String,
+    },
+    Window {
+        start: i64,
+        end: i64,
+    },
+}
+
+/// A validated export request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRequest {
+    pub selector: Selector,
+    pub input: ExportInput,
+    pub full_names: bool,
+    pub as_known_at: bool,
+    /// The Parquet file a server-side export writes (Flight exports stream instead).
+    pub output_path: Option<String>,
+}
+
+impl ExportRequest {
+    pub fn from_wire(request: &v1::ExportRequest) -> Result<ExportRequest> {
+        let selector = export_selector(request)?;
+        let labels = match (
+            request.labels_path.is_empty(),
+            request.labels_upload.is_empty(),
+        ) {
+            (false, true) => Some(Labels::Path(request.labels_path.clone())),
+            (true, false) => Some(Labels::Upload(request.labels_upload.clone())),
+            (true, true) => None,
+            (false, false) => {
+                return Err(Error::invalid(
+                    "labels_path",
+                    "set `labels_path` or `labels_upload`, not both",
+                ));
+            }
+        };
+        let input = match labels {
+            Some(labels) => ExportInput::Labels {
+                labels,
+                timestamp_column: if request.timestamp_column.is_empty() {
+                    DEFAULT_TIMESTAMP_COLUMN.to_string()
+                } else {
+                    request.timestamp_column.clone()
+                },
+            },
+            None if request.end_micros <= request.start_micros => {
+                return Err(Error::invalid(
+                    "labels_path",
+                    "give a label table (`labels_path` or `labels_upload`), or a window `start` < `end` for entity-less retrieval",
+                ));
+            }
+            None => ExportInput::Window {
+                start: request.start_micros,
+                end: request.end_micros,
+            },
+        };
+        Ok(ExportRequest {
+            selector,
+            input,
+            full_names: request.full_names,
+            as_known_at: request.as_known_at,
+            output_path: (!request.output_path.is_empty()).then(|| request.output_path.clone()),
+        })
+    }
+}
+
+/// An export ready to stream: its selection, output and metadata.
 #[derive(Debug)]
 pub struct PreparedExport {
     pub selection: Selection,
     pub output: JoinOutput,
+    /// `quiver.*` key-value pairs describing the export (written into its Parquet footer).
     pub metadata: Vec<(String, String)>,
 }
 
-pub async fn prepare(state: &Arc<AppState>, request: &v1::ExportRequest) -> Result<PreparedExport> {
-    let registry = state.registry();
-    let selection = match &request.selector {
-        Some(v1::export_request::Selector::FeatureService(name)) => {
-            resolve(&registry, Some(name), None, &request.expected_fingerprint)?
+/// Prepares exports: resolves the selection on one registry snapshot, finds the labels and
+/// starts the join or range read.
+#[derive(Debug)]
+pub struct Exporter {
+    registry: Arc<Registry>,
+    offline: Arc<OfflineStore>,
+    uploads: Arc<Uploads>,
+}
+
+impl Exporter {
+    pub fn new(registry: Arc<Registry>, offline: Arc<OfflineStore>, uploads: Arc<Uploads>) -> Self {
+        Exporter {
+            registry,
+            offline,
+            uploads,
         }
-        Some(v1::export_request::Selector::Features(refs)) => resolve(
-            &registry,
-            None,
-            Some(&refs.refs),
-            &request.expected_fingerprint,
-        )?,
-        None => resolve(&registry, None, None, "")?,
-    };
+    }
+
+    /// Label tables uploaded with Flight DoPut.
+    pub fn uploads(&self) -> &Uploads {
+        &self.uploads
+    }
+
+    pub async fn prepare(&self, request: &ExportRequest) -> Result<PreparedExport> {
+        let registry: Arc<RegistryState> = self.registry.snapshot();
+        let selection = Selection::resolve(&registry, &request.selector)?;
+        let mut metadata = metadata(&selection, request);
+        let output = match &request.input {
+            ExportInput::Labels {
+                labels,
+                timestamp_column,
+            } => {
+                let (input, label_name) = match labels {
+                    Labels::Path(path) => (LabelInput::Parquet(path.clone()), path.clone()),
+                    Labels::Upload(name) => (
+                        LabelInput::Batches(self.uploads.get(name)?),
+                        format!("upload:{name}"),
+                    ),
+                };
+                metadata.push(("quiver.labels".into(), label_name));
+                metadata.push(("quiver.timestamp_column".into(), timestamp_column.clone()));
+                selection.output_names(request.full_names)?;
+                self.offline
+                    .point_in_time_join(JoinRequest {
+                        labels: input,
+                        timestamp_column: timestamp_column.clone(),
+                        views: selection.views.clone(),
+                        full_names: request.full_names,
+                        as_known_at: request.as_known_at,
+                    })
+                    .await?
+            }
+            ExportInput::Window { start, end } => {
+                let [selected] = selection.views.as_slice() else {
+                    return Err(Error::invalid(
+                        "features",
+                        "entity-less retrieval reads one view at a time; select features of a single view",
+                    ));
+                };
+                metadata.push(("quiver.window".into(), format!("[{start}, {end})")));
+                self.offline.read_range(selected, *start, *end).await?
+            }
+        };
+        Ok(PreparedExport {
+            selection,
+            output,
+            metadata,
+        })
+    }
+}
+
+/// The metadata every export carries: version, service, views and options.
+fn metadata(selection: &Selection, request: &ExportRequest) -> Vec<(String, String)> {
     let mut metadata = vec![(
         "quiver.version".to_string(),
         env!("CARGO_PKG_VERSION").to_string(),
@@ -53,86 +198,5 @@ pub async fn prepare(state: &Arc<AppState>, request: &v1::ExportRequest) -> Resu
     metadata.push(("quiver.views".into(), views.join(",")));
     metadata.push(("quiver.full_names".into(), request.full_names.to_string()));
     metadata.push(("quiver.as_known_at".into(), request.as_known_at.to_string()));
-    let timestamp_column = if request.timestamp_column.is_empty() {
-        DEFAULT_TIMESTAMP_COLUMN.to_string()
-    } else {
-        request.timestamp_column.clone()
-    };
-    let labels = match (
-        request.labels_path.is_empty(),
-        request.labels_upload.is_empty(),
-    ) {
-        (false, true) => Some((
-            LabelInput::Parquet(request.labels_path.clone()),
-            request.labels_path.clone(),
-        )),
-        (true, false) => Some((
-            LabelInput::Batches(state.uploads.get(&request.labels_upload)?),
-            format!("upload:{}", request.labels_upload),
-        )),
-        (true, true) => None,
-        (false, false) => {
-            return Err(Error::invalid(
-                "labels_path",
-                "set `labels_path` or `labels_upload`, not both",
-            ));
-        }
-    };
-    let output = match labels {
-        Some((input, label_name)) => {
-            metadata.push(("quiver.labels".into(), label_name));
-            metadata.push(("quiver.timestamp_column".into(), timestamp_column.clone()));
-            selection.output_names(request.full_names)?;
-            state
-                .offline
-                .point_in_time_join(JoinRequest {
-                    labels: input,
-                    timestamp_column,
-                    views: selection
-                        .views
-                        .iter()
-                        .map(|v| JoinView {
-                            view: v.view.clone(),
-                            features: v.features.clone(),
-                            prefix: v.prefix.clone(),
-                        })
-                        .collect(),
-                    full_names: request.full_names,
-                    as_known_at: request.as_known_at,
-                })
-                .await?
-        }
-        None => {
-            if request.end_micros <= request.start_micros {
-                return Err(Error::invalid(
-                    "labels_path",
-                    "give a label table (`labels_path` or `labels_upload`), or a window `start` < `end` for entity-less retrieval",
-                ));
-            }
-            let [selected] = selection.views.as_slice() else {
-                return Err(Error::invalid(
-                    "features",
-                    "entity-less retrieval reads one view at a time; select features of a single view",
-                ));
-            };
-            metadata.push((
-                "quiver.window".into(),
-                format!("[{}, {})", request.start_micros, request.end_micros),
-            ));
-            state
-                .offline
-                .read_range(
-                    &selected.view,
-                    &selected.features,
-                    request.start_micros,
-                    request.end_micros,
-                )
-                .await?
-        }
-    };
-    Ok(PreparedExport {
-        selection,
-        output,
-        metadata,
-    })
+    metadata
 }

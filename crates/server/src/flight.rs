@@ -1,6 +1,14 @@
 //! Arrow Flight on the same port: GetFlightInfo (command = serialized ExportRequest) prepares a
 //! join and returns a single-use ticket; DoGet streams its record batches; DoPut uploads a
 //! label table (descriptor path `["labels", name]`). Every other Flight RPC is unimplemented.
+//!
+//! GetFlightInfo's `app_metadata` is the export's metadata as a JSON object of strings, the
+//! same `quiver.*` pairs a server-side export writes into its Parquet footer
+//! (`{"quiver.version": "0.1.0", "quiver.feature_service": "driver_model", ...}`; no
+//! `quiver.rows`, which is only known once the stream is read), so a client that writes the
+//! stream to a file can keep them (`quiver export --flight` does). Tickets are single-use and
+//! unguessable (128 random bits). DoPut answers with one `PutResult` whose `app_metadata` is
+//! `{"name": <upload name>, "rows": <row count>}`.
 
 use std::sync::Arc;
 
@@ -19,8 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::bounded::BoundedMap;
 use crate::error::{Error, Result};
-use crate::export::{self, PreparedExport};
-use crate::state::AppState;
+use crate::export::{ExportRequest, Exporter, PreparedExport};
 
 /// Prepared exports waiting for their DoGet; the oldest is dropped beyond this many.
 const MAX_PENDING: usize = 16;
@@ -28,34 +35,39 @@ const TICKET_PREFIX: &str = "quiver-export:";
 
 #[derive(Debug, Clone)]
 pub struct FlightExport {
-    state: Arc<AppState>,
+    exporter: Arc<Exporter>,
     pending: Arc<BoundedMap<PreparedExport>>,
 }
 
 impl FlightExport {
-    pub fn new(state: Arc<AppState>) -> Self {
+    pub fn new(exporter: Arc<Exporter>) -> Self {
         FlightExport {
-            state,
+            exporter,
             pending: Arc::new(BoundedMap::new(MAX_PENDING)),
         }
     }
 
     fn park(&self, prepared: PreparedExport) -> Result<String> {
-        let id = format!(
-            "{TICKET_PREFIX}{}-{}",
-            self.state.clock.now(),
-            rand_suffix()
-        );
+        let id = format!("{TICKET_PREFIX}{}", rand_suffix());
         self.pending.insert(id.clone(), prepared)?;
         Ok(id)
     }
 }
 
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    hasher.finish()
+/// 128 random bits as 32 hex digits, from the thread-local CSPRNG (seeded by the OS).
+fn rand_suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
+}
+
+/// The export's metadata pairs as a JSON object of strings.
+fn metadata_json(metadata: &[(String, String)]) -> String {
+    let object: serde_json::Map<String, serde_json::Value> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::Value::Object(object).to_string()
 }
 
 fn decode_request(bytes: &[u8], field: &str) -> Result<v1::ExportRequest> {
@@ -85,14 +97,19 @@ impl FlightService for FlightExport {
     ) -> Result<Response<FlightInfo>, Status> {
         let descriptor = request.into_inner();
         let export_request = decode_request(&descriptor.cmd, "descriptor.cmd")?;
-        let prepared = export::prepare(&self.state, &export_request).await?;
+        let prepared = self
+            .exporter
+            .prepare(&ExportRequest::from_wire(&export_request)?)
+            .await?;
         let schema = Arc::clone(&prepared.output.schema);
+        let metadata = metadata_json(&prepared.metadata);
         let ticket = self.park(prepared)?;
         let info = FlightInfo::new()
             .try_with_schema(&schema)
             .map_err(|e| Error::Internal(format!("schema encoding: {e}")))?
             .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
-            .with_descriptor(descriptor);
+            .with_descriptor(descriptor)
+            .with_app_metadata(metadata);
         Ok(Response::new(info))
     }
 
@@ -109,7 +126,12 @@ impl FlightService for FlightExport {
                 what: "flight ticket (tickets are single-use)",
                 name: id.to_string(),
             })?,
-            None => export::prepare(&self.state, &decode_request(&ticket, "ticket")?).await?,
+            None => {
+                let request = decode_request(&ticket, "ticket")?;
+                self.exporter
+                    .prepare(&ExportRequest::from_wire(&request)?)
+                    .await?
+            }
         };
         let output = prepared.output;
         let batches = output
@@ -156,10 +178,12 @@ impl FlightService for FlightExport {
             .iter()
             .map(|b: &arrow::record_batch::RecordBatch| b.num_rows())
             .sum();
-        self.state.uploads.put(name.clone(), batches)?;
+        self.exporter.uploads().put(name.clone(), batches)?;
         tracing::info!(upload = %name, rows, "label table uploaded");
         let result = PutResult {
-            app_metadata: format!("{{\"name\":\"{name}\",\"rows\":{rows}}}").into(),
+            app_metadata: serde_json::json!({ "name": name, "rows": rows })
+                .to_string()
+                .into(),
         };
         Ok(Response::new(
             futures::stream::once(async move { Ok(result) }).boxed(),
@@ -219,5 +243,32 @@ impl FlightService for FlightExport {
         _request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         Err(Status::unimplemented("do_exchange"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticket_suffixes_are_128_random_bits() {
+        let (a, b) = (rand_suffix(), rand_suffix());
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn metadata_is_a_json_object_of_strings() {
+        let metadata = vec![
+            (
+                "quiver.feature_service".to_string(),
+                "a \"quoted\" name".to_string(),
+            ),
+            ("quiver.full_names".to_string(), "false".to_string()),
+        ];
+        let parsed: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&metadata_json(&metadata)).expect("json");
+        assert_eq!(parsed, metadata.into_iter().collect());
     }
 }

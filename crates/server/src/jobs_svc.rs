@@ -7,20 +7,54 @@ use futures::stream::BoxStream;
 use quiver_proto::v1;
 use tonic::{Request, Response, Status};
 
-use crate::jobs;
-use crate::state::AppState;
+use crate::jobs::{JobReport, JobState, MaterializeRequest, Materializer};
 
 /// How often WatchJob reports progress while a job runs.
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct JobService {
-    state: Arc<AppState>,
+    materializer: Arc<Materializer>,
 }
 
 impl JobService {
-    pub fn new(state: Arc<AppState>) -> Self {
-        JobService { state }
+    pub fn new(materializer: Arc<Materializer>) -> Self {
+        JobService { materializer }
+    }
+}
+
+fn state_to_proto(state: JobState) -> v1::JobState {
+    match state {
+        JobState::Running => v1::JobState::Running,
+        JobState::Succeeded => v1::JobState::Succeeded,
+        JobState::Failed => v1::JobState::Failed,
+        JobState::Cancelled => v1::JobState::Cancelled,
+    }
+}
+
+fn job_to_proto(report: JobReport) -> v1::Job {
+    let views: Vec<v1::ViewProgress> = report
+        .views
+        .into_iter()
+        .map(|v| v1::ViewProgress {
+            view: v.view,
+            version: v.version,
+            start_micros: v.start,
+            end_micros: v.end,
+            state: state_to_proto(v.state) as i32,
+            rows_scanned: v.rows_scanned,
+            keys_written: v.keys_written,
+        })
+        .collect();
+    v1::Job {
+        id: report.id,
+        state: state_to_proto(report.state) as i32,
+        rows_scanned: views.iter().map(|v| v.rows_scanned).sum(),
+        keys_written: views.iter().map(|v| v.keys_written).sum(),
+        views,
+        started_at_micros: report.started_at,
+        elapsed_micros: report.elapsed.as_micros() as i64,
+        error: report.error,
     }
 }
 
@@ -32,9 +66,10 @@ impl v1::job_service_server::JobService for JobService {
         &self,
         request: Request<v1::StartMaterializationRequest>,
     ) -> Result<Response<v1::StartMaterializationResponse>, Status> {
-        let job = jobs::start(&self.state, request.into_inner())?;
+        let request = MaterializeRequest::from_wire(request.get_ref())?;
+        let job = self.materializer.start(&request)?;
         Ok(Response::new(v1::StartMaterializationResponse {
-            job: Some(job.snapshot()),
+            job: Some(job_to_proto(job.report())),
         }))
     }
 
@@ -42,20 +77,14 @@ impl v1::job_service_server::JobService for JobService {
         &self,
         request: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let job = self.state.jobs.get(&request.into_inner().id)?;
+        let job = self.materializer.get(&request.into_inner().id)?;
         let stream = futures::stream::unfold((job, false), |(job, ended)| async move {
             if ended {
                 return None;
             }
-            if !job.is_finished() {
-                let notified = job.done.notified();
-                tokio::select! {
-                    () = notified => {}
-                    () = tokio::time::sleep(WATCH_INTERVAL) => {}
-                }
-            }
+            job.wait(WATCH_INTERVAL).await;
             let finished = job.is_finished();
-            Some((Ok(job.snapshot()), (job, finished)))
+            Some((Ok(job_to_proto(job.report())), (job, finished)))
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -64,10 +93,10 @@ impl v1::job_service_server::JobService for JobService {
         &self,
         request: Request<v1::CancelJobRequest>,
     ) -> Result<Response<v1::CancelJobResponse>, Status> {
-        let job = self.state.jobs.get(&request.into_inner().id)?;
-        job.cancel.cancel();
+        let job = self.materializer.get(&request.into_inner().id)?;
+        job.cancel();
         Ok(Response::new(v1::CancelJobResponse {
-            job: Some(job.snapshot()),
+            job: Some(job_to_proto(job.report())),
         }))
     }
 
@@ -75,9 +104,9 @@ impl v1::job_service_server::JobService for JobService {
         &self,
         request: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::GetJobResponse>, Status> {
-        let job = self.state.jobs.get(&request.into_inner().id)?;
+        let job = self.materializer.get(&request.into_inner().id)?;
         Ok(Response::new(v1::GetJobResponse {
-            job: Some(job.snapshot()),
+            job: Some(job_to_proto(job.report())),
         }))
     }
 }

@@ -7,34 +7,31 @@
 //!
 //! Invariants: only this crate knows `tonic::Status` (see [`error::grpc_code`], the one
 //! mapping); request paths read definitions from the in-memory registry snapshot
-//! ([`state::AppState::registry`]), never from storage.
+//! ([`registry::Registry::snapshot`]), never from storage.
 
 pub mod bounded;
+mod components;
 pub mod error;
 pub mod export;
 pub mod flight;
 pub mod jobs;
 pub mod jobs_svc;
 pub mod offline_svc;
+pub mod online_read;
 pub mod online_svc;
+pub mod options;
 pub mod push;
+pub mod registry;
 pub mod registry_svc;
-pub mod selection;
-pub mod state;
 pub mod uploads;
 
-use std::sync::Arc;
-
-use arrow_flight::flight_service_server::FlightServiceServer;
 use quiver_proto::v1;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use components::Components;
 pub use error::{Error, Result};
-pub use state::{AppState, Clock, ServerOptions, SystemClock};
-
-/// Largest gRPC message accepted or sent (pushes and online batches are columnar and large).
-const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+pub use options::{Clock, ServerOptions, SystemClock};
 
 /// Serves every service on `listener` until `shutdown` is cancelled, then drains in-flight
 /// RPCs, cancels and awaits background jobs, syncs and closes storage.
@@ -43,18 +40,34 @@ pub async fn serve(
     shutdown: CancellationToken,
     options: ServerOptions,
 ) -> Result<()> {
-    let state = Arc::new(AppState::open(&options, shutdown.child_token())?);
+    let components = Components::open(&options, shutdown.child_token())?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+    let router = components.router(health_and_reflection().await?, &options);
+    tracing::info!(%addr, "serving gRPC and Arrow Flight");
+    let token = shutdown.clone();
+    router
+        .serve_with_incoming_shutdown(incoming(listener), async move { token.cancelled().await })
+        .await
+        .map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
+    tracing::info!("stopped accepting; waiting for background jobs");
+    components.materializer.shutdown().await;
+    components.store.sync()?;
+    tracing::info!("storage synced; bye");
+    Ok(())
+}
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<v1::registry_service_server::RegistryServiceServer<registry_svc::RegistryService>>().await;
-    health_reporter
+/// A router with `grpc.health.v1` (every Quiver service SERVING) and reflection over
+/// Quiver's API; the services themselves are added by [`Components`].
+async fn health_and_reflection() -> Result<tonic::transport::server::Router> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<v1::registry_service_server::RegistryServiceServer<registry_svc::RegistryService>>().await;
+    reporter
         .set_serving::<v1::online_service_server::OnlineServiceServer<online_svc::OnlineService>>()
         .await;
-    health_reporter.set_serving::<v1::offline_service_server::OfflineServiceServer<offline_svc::OfflineService>>().await;
-    health_reporter
+    reporter.set_serving::<v1::offline_service_server::OfflineServiceServer<offline_svc::OfflineService>>().await;
+    reporter
         .set_serving::<v1::job_service_server::JobServiceServer<jobs_svc::JobService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -62,10 +75,17 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    Ok(tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection))
+}
 
-    // Our own listener, so the builder's tcp_nodelay does not apply: set it per connection
-    // (without it, small responses wait for delayed ACKs: ~40 ms per request).
-    let incoming = tokio_stream::StreamExt::map(
+/// Accepted connections with TCP_NODELAY. Our own listener, so the builder's tcp_nodelay does
+/// not apply: without it, small responses wait for delayed ACKs (~40 ms per request).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
         |stream| {
             if let Ok(stream) = &stream
@@ -75,45 +95,5 @@ pub async fn serve(
             }
             stream
         },
-    );
-    tracing::info!(%addr, "serving gRPC and Arrow Flight");
-    let router = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(
-            v1::registry_service_server::RegistryServiceServer::new(
-                registry_svc::RegistryService::new(Arc::clone(&state)),
-            )
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            v1::online_service_server::OnlineServiceServer::new(online_svc::OnlineService::new(
-                Arc::clone(&state),
-            ))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(v1::job_service_server::JobServiceServer::new(
-            jobs_svc::JobService::new(Arc::clone(&state)),
-        ))
-        .add_service(v1::offline_service_server::OfflineServiceServer::new(
-            offline_svc::OfflineService::new(Arc::clone(&state)),
-        ))
-        .add_service(
-            FlightServiceServer::new(flight::FlightExport::new(Arc::clone(&state)))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        );
-    let token = shutdown.clone();
-    router
-        .serve_with_incoming_shutdown(incoming, async move { token.cancelled().await })
-        .await
-        .map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
-    tracing::info!("stopped accepting; waiting for background jobs");
-    state.shutdown.cancel();
-    state.tasks.close();
-    state.tasks.wait().await;
-    state.store.sync()?;
-    tracing::info!("storage synced; bye");
-    Ok(())
+    )
 }

@@ -9,19 +9,18 @@ use quiver_proto::v1;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result};
-use crate::export;
-use crate::state::AppState;
+use crate::export::{ExportRequest, Exporter};
 
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub struct OfflineService {
-    state: Arc<AppState>,
+    exporter: Arc<Exporter>,
 }
 
 impl OfflineService {
-    pub fn new(state: Arc<AppState>) -> Self {
-        OfflineService { state }
+    pub fn new(exporter: Arc<Exporter>) -> Self {
+        OfflineService { exporter }
     }
 }
 
@@ -44,23 +43,24 @@ impl v1::offline_service_server::OfflineService for OfflineService {
         &self,
         request: Request<v1::ExportRequest>,
     ) -> Result<Response<Self::ExportTrainingDataStream>, Status> {
-        let request = request.into_inner();
-        if request.output_path.is_empty() {
+        let request = ExportRequest::from_wire(request.get_ref())?;
+        let Some(output_path) = request.output_path.clone() else {
             return Err(Error::invalid(
                 "output_path",
                 "set the Parquet file to write (a path on the server)",
             )
             .into());
-        }
+        };
         let started = Instant::now();
-        let prepared = export::prepare(&self.state, &request).await?;
+        let prepared = self.exporter.prepare(&request).await?;
         let stats = Arc::clone(&prepared.output.stats);
         let metadata = prepared.metadata.clone();
-        let path = std::path::PathBuf::from(&request.output_path);
+        let path = std::path::PathBuf::from(&output_path);
         let writer = tokio::spawn(async move {
-            quiver_offline::write_parquet(prepared.output, &path, prepared.metadata).await
+            let output = prepared.output;
+            quiver_offline::write_parquet(output.schema, output.stream, &path, prepared.metadata)
+                .await
         });
-        let output_path = request.output_path.clone();
         let stream = futures::stream::unfold(Some((writer, stats)), move |state| {
             let (metadata, output_path) = (metadata.clone(), output_path.clone());
             async move {

@@ -1,19 +1,121 @@
-//! Push ingestion: validate a columnar batch against every target view, then write it to the
-//! offline log and/or the online store. Nothing of an invalid batch is written.
+//! Push ingestion: a columnar wire batch is validated against every target view on receipt
+//! ([`PushBatch`]), then [`Pusher`] writes it to the offline log and/or the online store.
+//! Nothing of an invalid batch is written.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use quiver_core::ResolvedView;
 use quiver_core::value::Row;
+use quiver_core::{RegistryState, ResolvedView};
+use quiver_offline::OfflineStore;
+use quiver_online::RocksStore;
 use quiver_proto::convert::{column_len, column_to_keys, column_to_micros, column_to_values};
 use quiver_proto::v1;
 
 use crate::error::{Error, Result};
-use crate::state::AppState;
 
-pub async fn push(state: &AppState, request: v1::PushRequest) -> Result<v1::PushResponse> {
-    let registry = state.registry();
+/// A validated push: the rows for every target view, and where they go.
+#[derive(Debug)]
+pub struct PushBatch {
+    pub targets: Vec<PushTarget>,
+    pub online: bool,
+    pub offline: bool,
+    pub n_rows: u64,
+}
+
+/// One target view and its rows (in source column names, converted to its types).
+#[derive(Debug)]
+pub struct PushTarget {
+    pub view: ResolvedView,
+    pub rows: Vec<Row>,
+}
+
+/// What a push wrote for one view.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    pub view: String,
+    pub version: u32,
+    pub written_online: u64,
+    pub skipped_older: u64,
+    pub written_offline: u64,
+}
+
+impl PushBatch {
+    /// Validates `request` against `registry`: the target (a push-enabled view, or every view
+    /// of a push-enabled source), the mode, and every column for every target view. Rows
+    /// without a created-time column get `received_at` where the source has created times.
+    pub fn from_wire(
+        request: &v1::PushRequest,
+        registry: &RegistryState,
+        received_at: i64,
+    ) -> Result<PushBatch> {
+        let views = target_views(request, registry)?;
+        let (online, offline) = push_mode(request.mode)?;
+        let columns: BTreeMap<&str, &v1::Column> = request
+            .columns
+            .iter()
+            .filter_map(|c| c.column.as_ref().map(|col| (c.name.as_str(), col)))
+            .collect();
+        check_columns(&views, &request.columns)?;
+        let targets = views
+            .into_iter()
+            .map(|view| {
+                let rows = rows_for(&view, &columns, received_at)?;
+                Ok(PushTarget { view, rows })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let n_rows = targets.first().map_or(0, |t| t.rows.len()) as u64;
+        Ok(PushBatch {
+            targets,
+            online,
+            offline,
+            n_rows,
+        })
+    }
+}
+
+/// Writes validated push batches: the offline log first, then the online store, each durable
+/// before the push is acknowledged.
+#[derive(Debug)]
+pub struct Pusher {
+    store: Arc<RocksStore>,
+    offline: Arc<OfflineStore>,
+}
+
+impl Pusher {
+    pub fn new(store: Arc<RocksStore>, offline: Arc<OfflineStore>) -> Self {
+        Pusher { store, offline }
+    }
+
+    pub async fn push(&self, batch: PushBatch) -> Result<Vec<Pushed>> {
+        let mut outcome = Vec::with_capacity(batch.targets.len());
+        for PushTarget { view, rows } in batch.targets {
+            let mut pushed = Pushed {
+                view: view.name.clone(),
+                version: view.version,
+                ..Default::default()
+            };
+            let rows = Arc::new(rows);
+            if batch.offline && !rows.is_empty() {
+                let (offline, log_view, log_rows) =
+                    (Arc::clone(&self.offline), view.clone(), Arc::clone(&rows));
+                tokio::task::spawn_blocking(move || offline.append_push_log(&log_view, &log_rows))
+                    .await
+                    .map_err(|e| Error::Internal(format!("push log task failed: {e}")))??;
+                pushed.written_offline = rows.len() as u64;
+            }
+            if batch.online && view.online {
+                let stats = self.store.write_rows(&view, &rows, true)?;
+                pushed.written_online = stats.written;
+                pushed.skipped_older = stats.skipped_older;
+            }
+            outcome.push(pushed);
+        }
+        Ok(outcome)
+    }
+}
+
+fn target_views(request: &v1::PushRequest, registry: &RegistryState) -> Result<Vec<ResolvedView>> {
     let views: Vec<ResolvedView> = match &request.target {
         Some(v1::push_request::Target::FeatureView(name)) => vec![registry.view(name)?.clone()],
         Some(v1::push_request::Target::Source(name)) => {
@@ -40,57 +142,17 @@ pub async fn push(state: &AppState, request: v1::PushRequest) -> Result<v1::Push
             )));
         }
     }
-    let (online, offline) = match v1::PushMode::try_from(request.mode) {
-        Ok(v1::PushMode::Unspecified | v1::PushMode::OnlineAndOffline) => (true, true),
-        Ok(v1::PushMode::Online) => (true, false),
-        Ok(v1::PushMode::Offline) => (false, true),
-        Err(_) => {
-            return Err(Error::invalid(
-                "mode",
-                format!("unknown push mode {}", request.mode),
-            ));
-        }
-    };
-    let columns: BTreeMap<&str, &v1::Column> = request
-        .columns
-        .iter()
-        .filter_map(|c| c.column.as_ref().map(|col| (c.name.as_str(), col)))
-        .collect();
-    check_columns(&views, &request.columns)?;
-    let received_at = state.clock.now();
-    let mut batches = Vec::with_capacity(views.len());
-    for view in &views {
-        batches.push(rows_for(view, &columns, received_at)?);
+    Ok(views)
+}
+
+/// `(online, offline)` of a wire push mode.
+fn push_mode(mode: i32) -> Result<(bool, bool)> {
+    match v1::PushMode::try_from(mode) {
+        Ok(v1::PushMode::Unspecified | v1::PushMode::OnlineAndOffline) => Ok((true, true)),
+        Ok(v1::PushMode::Online) => Ok((true, false)),
+        Ok(v1::PushMode::Offline) => Ok((false, true)),
+        Err(_) => Err(Error::invalid("mode", format!("unknown push mode {mode}"))),
     }
-    let n_rows = batches.first().map(Vec::len).unwrap_or(0) as u64;
-    let mut response = v1::PushResponse {
-        rows: n_rows,
-        views: Vec::new(),
-    };
-    for (view, rows) in views.iter().zip(&batches) {
-        let mut pushed = v1::PushedView {
-            view: view.name.clone(),
-            version: view.version,
-            ..Default::default()
-        };
-        if offline && !rows.is_empty() {
-            let (offline_store, view_clone, rows_clone) =
-                (Arc::clone(&state.offline), view.clone(), rows.clone());
-            tokio::task::spawn_blocking(move || {
-                offline_store.append_push_log(&view_clone, &rows_clone)
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("push log task failed: {e}")))??;
-            pushed.written_offline = rows.len() as u64;
-        }
-        if online && view.online {
-            let stats = state.store.write_rows(view, rows, true)?;
-            pushed.written_online = stats.written;
-            pushed.skipped_older = stats.skipped_older;
-        }
-        response.views.push(pushed);
-    }
-    Ok(response)
 }
 
 /// Every column must be used by some target view, and all have one length.

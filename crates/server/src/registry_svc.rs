@@ -2,26 +2,27 @@
 
 use std::sync::Arc;
 
-use quiver_core::manifest::{ManifestFile, parse_manifests};
+use quiver_core::manifest::ManifestFile;
 use quiver_core::model::{Kind, Spec};
-use quiver_core::plan::{self, Action, Change};
+use quiver_core::plan::{Action, Change};
 use quiver_core::registry::{ObjectHistory, ObjectVersion};
-use quiver_offline::ParquetSchemaCheck;
 use quiver_proto::convert::{kind_from_proto, kind_to_proto};
 use quiver_proto::v1;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result};
-use crate::state::AppState;
+use crate::options::Clock;
+use crate::registry::{ApplyRequest, Registry};
 
 #[derive(Debug, Clone)]
 pub struct RegistryService {
-    state: Arc<AppState>,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
 }
 
 impl RegistryService {
-    pub fn new(state: Arc<AppState>) -> Self {
-        RegistryService { state }
+    pub fn new(registry: Arc<Registry>, clock: Arc<dyn Clock>) -> Self {
+        RegistryService { registry, clock }
     }
 }
 
@@ -105,15 +106,8 @@ fn required_kind(raw: i32) -> Result<Kind> {
 
 impl RegistryService {
     async fn plan_inner(&self, request: v1::PlanRequest) -> Result<v1::PlanResponse> {
-        let files = manifests(request.manifests)?;
-        let current = self.state.registry();
-        let now = self.state.clock.now();
-        let plan = tokio::task::spawn_blocking(move || -> Result<plan::Plan> {
-            let declared = parse_manifests(&files)?;
-            Ok(plan::plan(&current, declared, &ParquetSchemaCheck, now)?)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("plan task failed: {e}")))??;
+        let manifests = manifests(request.manifests)?;
+        let plan = self.registry.plan(manifests, self.clock.now()).await?;
         Ok(v1::PlanResponse {
             base_version: plan.base_version,
             breaking: !plan.breaking().is_empty(),
@@ -122,37 +116,12 @@ impl RegistryService {
     }
 
     async fn apply_inner(&self, request: v1::ApplyRequest) -> Result<v1::ApplyResponse> {
-        let files = manifests(request.manifests)?;
-        let _guard = self.state.apply_lock.lock().await;
-        let current = self.state.registry();
-        let now = self.state.clock.now();
-        let store = Arc::clone(&self.state.store);
-        let (next, plan) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let declared = parse_manifests(&files)?;
-            let (next, plan) = plan::apply(
-                &current,
-                declared,
-                request.expected_version,
-                request.force,
-                &ParquetSchemaCheck,
-                now,
-            )?;
-            if !plan.is_empty() {
-                store.save_registry(&next)?;
-            }
-            Ok((next, plan))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("apply task failed: {e}")))??;
-        let version = next.version;
-        if !plan.is_empty() {
-            tracing::info!(
-                registry_version = version,
-                changes = plan.changes.len(),
-                "registry applied"
-            );
-            self.state.set_registry(next);
-        }
+        let request = ApplyRequest {
+            manifests: manifests(request.manifests)?,
+            expected_version: request.expected_version,
+            force: request.force,
+        };
+        let (version, plan) = self.registry.apply(request, self.clock.now()).await?;
         Ok(v1::ApplyResponse {
             registry_version: version,
             changes: plan.changes.iter().map(change_to_proto).collect(),
@@ -182,7 +151,7 @@ impl v1::registry_service_server::RegistryService for RegistryService {
     ) -> Result<Response<v1::GetObjectResponse>, Status> {
         let request = request.into_inner();
         let kind = required_kind(request.kind)?;
-        let registry = self.state.registry();
+        let registry = self.registry.snapshot();
         let (history, version) = registry.get(kind, &request.name).map_err(Error::from)?;
         Ok(Response::new(v1::GetObjectResponse {
             object: Some(object_to_proto(history, version)),
@@ -197,7 +166,7 @@ impl v1::registry_service_server::RegistryService for RegistryService {
             Some(kind) => vec![kind],
             None => Kind::ALL.to_vec(),
         };
-        let registry = self.state.registry();
+        let registry = self.registry.snapshot();
         let objects = kinds
             .into_iter()
             .flat_map(|kind| {
@@ -219,7 +188,7 @@ impl v1::registry_service_server::RegistryService for RegistryService {
     ) -> Result<Response<v1::ListVersionsResponse>, Status> {
         let request = request.into_inner();
         let kind = required_kind(request.kind)?;
-        let registry = self.state.registry();
+        let registry = self.registry.snapshot();
         let history = registry
             .history(kind, &request.name)
             .ok_or_else(|| Error::NotFound {

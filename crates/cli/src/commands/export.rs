@@ -1,7 +1,9 @@
 //! `quiver export`: point-in-time training data to Parquet, written by the server, or streamed
 //! over Arrow Flight (`--flight`) and written here.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -16,7 +18,7 @@ use crate::ServerArg;
 use crate::client::{Clients, connect};
 
 #[derive(Debug, clap::Args)]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     /// Feature service, `name` or `name@N`.
     #[arg(long, conflicts_with = "features")]
     service: Option<String>,
@@ -57,7 +59,7 @@ fn absolute(path: &Path) -> Result<String> {
         .into_owned())
 }
 
-pub fn request(args: &ExportArgs) -> Result<v1::ExportRequest> {
+pub(crate) fn request(args: &ExportArgs) -> Result<v1::ExportRequest> {
     let selector = match &args.service {
         Some(service) => v1::export_request::Selector::FeatureService(service.clone()),
         None if !args.features.is_empty() => {
@@ -92,7 +94,7 @@ pub fn request(args: &ExportArgs) -> Result<v1::ExportRequest> {
     })
 }
 
-pub async fn run(args: ExportArgs) -> Result<()> {
+pub(crate) async fn run(args: ExportArgs) -> Result<()> {
     let request = request(&args)?;
     let mut clients = connect(&args.server.server).await?;
     if args.flight {
@@ -109,7 +111,7 @@ pub async fn run(args: ExportArgs) -> Result<()> {
 }
 
 /// Runs a server-side export, following its progress.
-pub async fn export_server(
+pub(crate) async fn export_server(
     clients: &mut Clients,
     request: v1::ExportRequest,
     show: bool,
@@ -141,7 +143,7 @@ pub async fn export_server(
     last.context("the export stream ended without a summary")
 }
 
-pub fn summary_text(summary: &v1::ExportProgress) -> String {
+pub(crate) fn summary_text(summary: &v1::ExportProgress) -> String {
     let mut lines = vec![format!(
         "Exported {} rows to {} in {:.2} s.",
         summary.rows,
@@ -165,8 +167,10 @@ pub fn summary_text(summary: &v1::ExportProgress) -> String {
     lines.join("\n")
 }
 
-/// GetFlightInfo + DoGet, writing the stream to `out` as Parquet.
-pub async fn export_flight(
+/// GetFlightInfo + DoGet, writing the stream to `out` as Parquet with the offline store's
+/// durable writer (temp file, fsync, rename) and the export's `quiver.*` metadata, which the
+/// server sends in `FlightInfo.app_metadata`.
+pub(crate) async fn export_flight(
     clients: &Clients,
     mut request: v1::ExportRequest,
     out: &Path,
@@ -178,6 +182,7 @@ pub async fn export_flight(
         .get_flight_info(FlightDescriptor::new_cmd(request.encode_to_vec()))
         .await?
         .into_inner();
+    let metadata = flight_metadata(&info.app_metadata)?;
     let ticket = info
         .endpoint
         .first()
@@ -187,37 +192,32 @@ pub async fn export_flight(
     let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
         stream.map_err(arrow_flight::error::FlightError::from),
     );
-    let file =
-        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut writer: Option<parquet::arrow::ArrowWriter<std::fs::File>> = None;
-    let mut file = Some(file);
-    let mut rows = 0u64;
-    while let Some(batch) = batches.try_next().await? {
-        if writer.is_none() {
-            let f = file.take().context("output file already used")?;
-            writer = Some(parquet::arrow::ArrowWriter::try_new(
-                f,
-                batch.schema(),
-                None,
-            )?);
-        }
-        if let Some(w) = writer.as_mut() {
-            w.write(&batch)?;
-        }
-        rows += batch.num_rows() as u64;
-    }
-    match writer {
-        Some(w) => {
-            w.close()?;
-        }
-        None => {
-            let schema = info
-                .clone()
-                .try_decode_schema()
-                .context("flight info schema")?;
-            let f = file.take().context("output file already used")?;
-            parquet::arrow::ArrowWriter::try_new(f, std::sync::Arc::new(schema), None)?.close()?;
-        }
-    }
+    // The file takes the schema of the batches as they arrive; with no batch, the schema
+    // announced by GetFlightInfo.
+    let first = batches
+        .try_next()
+        .await
+        .context("reading the Arrow Flight stream")?;
+    let schema = match &first {
+        Some(batch) => batch.schema(),
+        None => Arc::new(info.try_decode_schema().context("flight info schema")?),
+    };
+    let rest =
+        batches.map_err(|e| quiver_offline::Error::input_stream("the Arrow Flight stream", e));
+    let batches = futures::stream::iter(first.map(Ok)).chain(rest);
+    let rows = quiver_offline::write_parquet(schema, batches, out, metadata)
+        .await
+        .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(rows)
+}
+
+/// The export metadata from `FlightInfo.app_metadata`: a JSON object of strings, in key
+/// order (none from a server that sends none).
+fn flight_metadata(app_metadata: &[u8]) -> Result<Vec<(String, String)>> {
+    if app_metadata.is_empty() {
+        return Ok(Vec::new());
+    }
+    let metadata: BTreeMap<String, String> = serde_json::from_slice(app_metadata)
+        .context("the server's FlightInfo.app_metadata is not a JSON object of strings")?;
+    Ok(metadata.into_iter().collect())
 }

@@ -1,7 +1,7 @@
 //! One module per group of subcommands.
 
-pub mod export;
-pub mod online;
-pub mod quickstart;
-pub mod registry;
-pub mod serve;
+pub(crate) mod export;
+pub(crate) mod online;
+pub(crate) mod quickstart;
+pub(crate) mod registry;
+pub(crate) mod serve;

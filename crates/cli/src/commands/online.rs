@@ -17,7 +17,7 @@ use crate::client::{Clients, connect};
 use crate::output::table;
 
 #[derive(Debug, clap::Args)]
-pub struct MaterializeArgs {
+pub(crate) struct MaterializeArgs {
     /// Window start, RFC 3339 (inclusive).
     #[arg(long)]
     start: String,
@@ -32,7 +32,7 @@ pub struct MaterializeArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct IncrementalArgs {
+pub(crate) struct IncrementalArgs {
     /// Window end, RFC 3339 (exclusive); each view starts at its watermark.
     #[arg(long)]
     end: String,
@@ -43,13 +43,13 @@ pub struct IncrementalArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Table,
     Json,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct GetArgs {
+pub(crate) struct GetArgs {
     /// Feature service, `name` or `name@N`.
     #[arg(long, conflicts_with = "features")]
     service: Option<String>,
@@ -74,7 +74,7 @@ fn time_arg(text: &str, flag: &str) -> Result<i64> {
     })
 }
 
-pub async fn materialize(args: MaterializeArgs) -> Result<()> {
+pub(crate) async fn materialize(args: MaterializeArgs) -> Result<()> {
     let request = v1::StartMaterializationRequest {
         views: args.views,
         start_micros: time_arg(&args.start, "--start")?,
@@ -85,7 +85,7 @@ pub async fn materialize(args: MaterializeArgs) -> Result<()> {
     run_job(&mut clients, request, true).await.map(|_| ())
 }
 
-pub async fn materialize_incremental(args: IncrementalArgs) -> Result<()> {
+pub(crate) async fn materialize_incremental(args: IncrementalArgs) -> Result<()> {
     let request = v1::StartMaterializationRequest {
         views: args.views,
         start_micros: 0,
@@ -97,7 +97,7 @@ pub async fn materialize_incremental(args: IncrementalArgs) -> Result<()> {
 }
 
 /// Starts a job, follows it with a progress bar and prints a summary.
-pub async fn run_job(
+pub(crate) async fn run_job(
     clients: &mut Clients,
     request: v1::StartMaterializationRequest,
     show: bool,
@@ -239,7 +239,7 @@ fn parse_key(text: &str, key_type: KeyType, name: &str) -> Result<KeyValue> {
     })
 }
 
-pub async fn get(args: GetArgs) -> Result<()> {
+pub(crate) async fn get(args: GetArgs) -> Result<()> {
     let mut clients = connect(&args.server.server).await?;
     let keys = join_keys(&mut clients, args.service.as_deref(), &args.features).await?;
     let mut entity_columns: BTreeMap<String, Vec<KeyValue>> = BTreeMap::new();
@@ -307,7 +307,7 @@ fn key_json(key: &KeyValue) -> serde_json::Value {
     }
 }
 
-pub fn value_json(value: &Value) -> serde_json::Value {
+pub(crate) fn value_json(value: &Value) -> serde_json::Value {
     match value {
         Value::Null => serde_json::Value::Null,
         Value::Bool(v) => (*v).into(),
@@ -381,7 +381,7 @@ fn response_rows(
     Ok(rows)
 }
 
-pub fn status_name(status: v1::FeatureStatus) -> &'static str {
+pub(crate) fn status_name(status: v1::FeatureStatus) -> &'static str {
     match status {
         v1::FeatureStatus::Present => "PRESENT",
         v1::FeatureStatus::NullValue => "NULL_VALUE",

@@ -10,7 +10,7 @@ use quiver_proto::v1;
 use quiver_server::{ServerOptions, SystemClock};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::connect;
+use crate::client::{Clients, connect};
 use crate::commands::{export, online, registry};
 use crate::demo::{DemoShape, HOUR, write_project};
 
@@ -18,7 +18,7 @@ use crate::demo::{DemoShape, HOUR, write_project};
 const MARKER: &str = ".quiver-quickstart";
 
 #[derive(Debug, clap::Args)]
-pub struct QuickstartArgs {
+pub(crate) struct QuickstartArgs {
     /// Directory of the demo project (replaced if it is an earlier quickstart's).
     #[arg(long, default_value = "quiver-quickstart")]
     dir: PathBuf,
@@ -28,7 +28,7 @@ fn step(title: &str) {
     println!("\n== {title}");
 }
 
-pub async fn run(args: QuickstartArgs) -> Result<()> {
+pub(crate) async fn run(args: QuickstartArgs) -> Result<()> {
     crate::commands::serve::init_tracing("warn");
     let dir = std::path::absolute(&args.dir)?;
     if dir.exists() {
@@ -115,6 +115,31 @@ async fn walk_through(url: &str, dir: &std::path::Path, shape: DemoShape) -> Res
 
     step("5. Online lookup (driver 1004 has a gap longer than the 2h TTL; 9999 is unknown)");
     println!("quiver get --service driver_model --entity driver_id=1001,1002,1004,9999");
+    online_lookup(&mut clients).await?;
+
+    step("6. Point-in-time correct training export");
+    println!(
+        "quiver export --service driver_model --labels {0}/data/labels.parquet --out {0}/train.parquet",
+        dir.display()
+    );
+    let request = v1::ExportRequest {
+        selector: Some(v1::export_request::Selector::FeatureService(
+            "driver_model".into(),
+        )),
+        labels_path: dir
+            .join("data/labels.parquet")
+            .to_string_lossy()
+            .into_owned(),
+        output_path: dir.join("train.parquet").to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    let summary = export::export_server(&mut clients, request, true).await?;
+    println!("{}", export::summary_text(&summary));
+    Ok(())
+}
+
+/// Step 5: four drivers through `driver_model`, printed with each value's status.
+async fn online_lookup(clients: &mut Clients) -> Result<()> {
     let request = v1::GetOnlineFeaturesRequest {
         selector: Some(v1::get_online_features_request::Selector::FeatureService(
             "driver_model".into(),
@@ -155,25 +180,5 @@ async fn walk_through(url: &str, dir: &std::path::Path, shape: DemoShape) -> Res
         response.fingerprint,
         elapsed.as_secs_f64() * 1e3
     );
-
-    step("6. Point-in-time correct training export");
-    let out = dir.join("train.parquet");
-    println!(
-        "quiver export --service driver_model --labels {0}/data/labels.parquet --out {0}/train.parquet",
-        dir.display()
-    );
-    let request = v1::ExportRequest {
-        selector: Some(v1::export_request::Selector::FeatureService(
-            "driver_model".into(),
-        )),
-        labels_path: dir
-            .join("data/labels.parquet")
-            .to_string_lossy()
-            .into_owned(),
-        output_path: out.to_string_lossy().into_owned(),
-        ..Default::default()
-    };
-    let summary = export::export_server(&mut clients, request, true).await?;
-    println!("{}", export::summary_text(&summary));
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::client::{Clients, connect};
 use crate::output::table;
 
 #[derive(Debug, clap::Args)]
-pub struct PlanArgs {
+pub(crate) struct PlanArgs {
     /// Manifest file or directory.
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
@@ -23,7 +23,7 @@ pub struct PlanArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     /// Manifest file or directory.
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
@@ -35,7 +35,7 @@ pub struct ApplyArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// entities, sources, views, services or all.
     #[arg(default_value = "all")]
     kind: String,
@@ -44,7 +44,7 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct DescribeArgs {
+pub(crate) struct DescribeArgs {
     /// entity, source, view or service.
     kind: String,
     /// `name` or `name@N`.
@@ -53,7 +53,7 @@ pub struct DescribeArgs {
     server: ServerArg,
 }
 
-pub fn manifest_files(path: &std::path::Path) -> Result<Vec<v1::ManifestFile>> {
+pub(crate) fn manifest_files(path: &std::path::Path) -> Result<Vec<v1::ManifestFile>> {
     let files = read_manifests(path)
         .with_context(|| format!("cannot read manifests at {}", path.display()))?;
     if files.is_empty() {
@@ -77,7 +77,7 @@ fn kind_label(raw: i32) -> String {
 }
 
 /// Terraform-style rendering of a plan.
-pub fn render_changes(changes: &[v1::Change]) -> String {
+pub(crate) fn render_changes(changes: &[v1::Change]) -> String {
     let mut out = Vec::new();
     let (mut created, mut updated, mut deleted) = (0, 0, 0);
     for change in changes {
@@ -135,7 +135,7 @@ pub fn render_changes(changes: &[v1::Change]) -> String {
     out.join("\n")
 }
 
-pub async fn plan(args: PlanArgs) -> Result<()> {
+pub(crate) async fn plan(args: PlanArgs) -> Result<()> {
     let files = manifest_files(&args.file)?;
     let mut clients = connect(&args.server.server).await?;
     let plan = clients
@@ -154,7 +154,7 @@ pub async fn plan(args: PlanArgs) -> Result<()> {
 /// Plans, then applies against the planned registry version (a concurrent apply in between
 /// makes this one fail with FAILED_PRECONDITION instead of silently overwriting it). Returns
 /// the plan and, when it had changes, the apply's answer.
-pub async fn plan_and_apply(
+pub(crate) async fn plan_and_apply(
     clients: &mut Clients,
     files: Vec<v1::ManifestFile>,
     force: bool,
@@ -181,7 +181,7 @@ pub async fn plan_and_apply(
     Ok((plan, Some(applied)))
 }
 
-pub async fn apply(args: ApplyArgs) -> Result<()> {
+pub(crate) async fn apply(args: ApplyArgs) -> Result<()> {
     let files = manifest_files(&args.file)?;
     let mut clients = connect(&args.server.server).await?;
     match plan_and_apply(&mut clients, files, args.force).await? {
@@ -206,7 +206,7 @@ fn parse_kind(text: &str) -> Result<Option<Kind>> {
     })
 }
 
-pub async fn list(args: ListArgs) -> Result<()> {
+pub(crate) async fn list(args: ListArgs) -> Result<()> {
     let kind = parse_kind(&args.kind)?;
     let mut clients = connect(&args.server.server).await?;
     let response = clients
@@ -245,7 +245,7 @@ pub async fn list(args: ListArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn describe(args: DescribeArgs) -> Result<()> {
+pub(crate) async fn describe(args: DescribeArgs) -> Result<()> {
     let kind = parse_kind(&args.kind)?
         .context("describe needs one kind: entity, source, view or service")?;
     let mut clients = connect(&args.server.server).await?;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConfigFile, DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_LOG};
 
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Data directory (RocksDB, push logs).
     #[arg(long, env = "QUIVER_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -30,7 +30,7 @@ pub struct ServeArgs {
     log: Option<String>,
 }
 
-pub fn init_tracing(filter: &str) {
+pub(crate) fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     let _ = tracing_subscriber::fmt()
@@ -39,7 +39,7 @@ pub fn init_tracing(filter: &str) {
         .try_init();
 }
 
-pub async fn run(args: ServeArgs) -> Result<()> {
+pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let file = match &args.config {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),

@@ -3,14 +3,16 @@
 //! A single integer key is hashed as a native `i64`; any other key (strings, bytes,
 //! composite) is hashed as its Arrow row encoding, a byte string that is equal exactly when
 //! the keys are equal. A view with no key has one slot. Rows with a null key get no slot.
+//! The maps use the Fx hash (`rustc-hash`): fast, not DoS-resistant, and good enough for keys
+//! from the user's own data.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Int32Type, Int64Type};
 use arrow::row::{RowConverter, SortField};
+use rustc_hash::FxBuildHasher;
 
 use crate::error::Result;
 
@@ -27,10 +29,10 @@ pub(crate) struct KeyIndex {
 #[derive(Debug)]
 enum Kind {
     Global,
-    Int(HashMap<i64, u32, FxBuild>),
+    Int(HashMap<i64, u32, FxBuildHasher>),
     Encoded {
         converter: RowConverter,
-        map: HashMap<Box<[u8]>, u32, FxBuild>,
+        map: HashMap<Box<[u8]>, u32, FxBuildHasher>,
     },
 }
 
@@ -172,65 +174,6 @@ fn new_slot(n_slots: &mut u32) -> u32 {
     }
     *n_slots += 1;
     *n_slots - 1
-}
-
-type FxBuild = BuildHasherDefault<FxHasher>;
-
-/// The Fx hash (rustc, Firefox): fast and good enough for keys from the user's own data.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct FxHasher {
-    hash: u64,
-}
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, value: u8) {
-        self.add(u64::from(value));
-    }
-
-    #[inline]
-    fn write_u64(&mut self, value: u64) {
-        self.add(value);
-    }
-
-    #[inline]
-    fn write_i64(&mut self, value: i64) {
-        self.add(value as u64);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, value: usize) {
-        self.add(value as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // Spread the low-entropy high bits a little for hashbrown's control bytes.
-        self.hash ^ (self.hash >> 29)
-    }
 }
 
 /// An int32 or int64 key column as i64 values (int32 widened; int64 borrowed).

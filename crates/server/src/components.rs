@@ -1,0 +1,108 @@
+//! The server's parts, built once at start: each owns what it needs, and each service gets
+//! only the parts it uses.
+
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use quiver_offline::OfflineStore;
+use quiver_online::RocksStore;
+use quiver_proto::v1;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Router;
+
+use crate::error::{Error, Result};
+use crate::options::ServerOptions;
+use crate::{
+    export, flight, jobs, jobs_svc, offline_svc, online_svc, push, registry, registry_svc, uploads,
+};
+
+/// Largest gRPC message accepted or sent (pushes and online batches are columnar and large).
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// The server's parts, each owning what it needs; services get the parts they use.
+#[derive(Debug)]
+pub(crate) struct Components {
+    pub(crate) store: Arc<RocksStore>,
+    registry: Arc<registry::Registry>,
+    pusher: Arc<push::Pusher>,
+    exporter: Arc<export::Exporter>,
+    pub(crate) materializer: Arc<jobs::Materializer>,
+}
+
+impl Components {
+    /// Opens storage under the data directory and builds every part on it. `jobs_shutdown`
+    /// cancels running materialization jobs.
+    pub(crate) fn open(
+        options: &ServerOptions,
+        jobs_shutdown: CancellationToken,
+    ) -> Result<Components> {
+        std::fs::create_dir_all(&options.data_dir).map_err(|e| {
+            Error::FailedPrecondition(format!(
+                "cannot create data dir {}: {e}",
+                options.data_dir.display()
+            ))
+        })?;
+        let store = Arc::new(RocksStore::open(&options.data_dir.join("rocksdb"))?);
+        let offline = Arc::new(OfflineStore::new(&options.data_dir));
+        let registry = Arc::new(registry::Registry::open(Arc::clone(&store))?);
+        tracing::info!(
+            registry_version = registry.snapshot().version,
+            data_dir = %options.data_dir.display(),
+            "storage opened"
+        );
+        Ok(Components {
+            pusher: Arc::new(push::Pusher::new(Arc::clone(&store), Arc::clone(&offline))),
+            exporter: Arc::new(export::Exporter::new(
+                Arc::clone(&registry),
+                Arc::clone(&offline),
+                Arc::new(uploads::Uploads::default()),
+            )),
+            materializer: Arc::new(jobs::Materializer::new(
+                Arc::clone(&store),
+                offline,
+                Arc::clone(&registry),
+                Arc::clone(&options.clock),
+                jobs_shutdown,
+            )),
+            registry,
+            store,
+        })
+    }
+
+    /// Adds every Quiver service (and Flight) to `router`.
+    pub(crate) fn router(&self, router: Router, options: &ServerOptions) -> Router {
+        router
+            .add_service(
+                v1::registry_service_server::RegistryServiceServer::new(
+                    registry_svc::RegistryService::new(
+                        Arc::clone(&self.registry),
+                        Arc::clone(&options.clock),
+                    ),
+                )
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                v1::online_service_server::OnlineServiceServer::new(
+                    online_svc::OnlineService::new(
+                        Arc::clone(&self.registry),
+                        Arc::clone(&self.store),
+                        Arc::clone(&self.pusher),
+                        Arc::clone(&options.clock),
+                    ),
+                )
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(v1::job_service_server::JobServiceServer::new(
+                jobs_svc::JobService::new(Arc::clone(&self.materializer)),
+            ))
+            .add_service(v1::offline_service_server::OfflineServiceServer::new(
+                offline_svc::OfflineService::new(Arc::clone(&self.exporter)),
+            ))
+            .add_service(
+                FlightServiceServer::new(flight::FlightExport::new(Arc::clone(&self.exporter)))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+    }
+}

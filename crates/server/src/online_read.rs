@@ -1,0 +1,205 @@
+//! An online read as a validated domain request ([`OnlineRead`], built on receipt from the
+//! wire request and one registry snapshot) and its execution against the online store. The
+//! rules per value (TTL, statuses, reading another version's row) are
+//! `quiver_core::online_read`'s; this module only gathers keys and rows.
+
+use std::collections::BTreeMap;
+
+use quiver_core::RegistryState;
+use quiver_core::online_read::{RowRead, StoredRowRef};
+use quiver_core::selection::Selection;
+use quiver_core::semantics::FeatureStatus;
+use quiver_core::types::Micros;
+use quiver_core::value::{KeyValue, Value};
+use quiver_online::RocksStore;
+use quiver_proto::convert::{column_len, column_to_keys};
+use quiver_proto::selector::online_selector;
+use quiver_proto::v1;
+
+use crate::error::{Error, Result};
+
+/// Most entity rows one request may carry.
+pub const MAX_ENTITY_ROWS: usize = 100_000;
+
+/// A validated online read: what to read, for which keys, under which output names.
+#[derive(Debug)]
+pub struct OnlineRead {
+    pub selection: Selection,
+    /// Output names per selected view and feature.
+    pub names: Vec<Vec<String>>,
+    /// Per selected view, the key of each entity row (in the view's join-key order).
+    pub keys: Vec<Vec<Vec<KeyValue>>>,
+    pub n_rows: usize,
+}
+
+/// What was read for one selected view.
+#[derive(Debug)]
+pub struct ViewRead {
+    /// One entry per selected feature, in request order.
+    pub features: Vec<FeatureValues>,
+    /// The served row's event time per entity row (0 when none was found).
+    pub event_timestamps: Vec<Micros>,
+    /// Whether a row was stored for each entity row.
+    pub found: Vec<bool>,
+}
+
+#[derive(Debug)]
+pub struct FeatureValues {
+    pub values: Vec<Value>,
+    pub statuses: Vec<FeatureStatus>,
+}
+
+impl OnlineRead {
+    /// Validates `request` against `registry`: the selector, output names, entity columns
+    /// (equal lengths, known names, within [`MAX_ENTITY_ROWS`]) and every key's type.
+    pub fn from_wire(
+        request: &v1::GetOnlineFeaturesRequest,
+        registry: &RegistryState,
+    ) -> Result<OnlineRead> {
+        let selection = Selection::resolve(registry, &online_selector(request)?)?;
+        let names = selection.output_names(request.full_names)?;
+        let n_rows = entity_rows(&selection, &request.entities)?;
+        let columns: BTreeMap<&str, &v1::Column> = request
+            .entities
+            .iter()
+            .filter_map(|c| c.column.as_ref().map(|col| (c.name.as_str(), col)))
+            .collect();
+        let keys = selection
+            .views
+            .iter()
+            .map(|selected| view_keys(&selected.view, &columns, n_rows))
+            .collect::<Result<_>>()?;
+        Ok(OnlineRead {
+            selection,
+            names,
+            keys,
+            n_rows,
+        })
+    }
+
+    /// Reads every selected view at `now` (with `lookup` false, reads nothing: every value
+    /// is NOT_FOUND, the shape of the answer stays, for the transport baseline `Echo`).
+    pub fn execute(
+        &self,
+        store: &RocksStore,
+        registry: &RegistryState,
+        now: Micros,
+        lookup: bool,
+    ) -> Result<Vec<ViewRead>> {
+        self.selection
+            .views
+            .iter()
+            .zip(&self.keys)
+            .map(|(selected, keys)| {
+                let stored = if lookup {
+                    store.read_rows(&selected.view, keys)?
+                } else {
+                    vec![None; self.n_rows]
+                };
+                let mut read = ViewRead {
+                    features: selected
+                        .positions
+                        .iter()
+                        .map(|_| FeatureValues {
+                            values: Vec::with_capacity(self.n_rows),
+                            statuses: Vec::with_capacity(self.n_rows),
+                        })
+                        .collect(),
+                    event_timestamps: Vec::with_capacity(self.n_rows),
+                    found: Vec::with_capacity(self.n_rows),
+                };
+                for row in &stored {
+                    let stored_ref = row.as_ref().map(|r| StoredRowRef {
+                        event_ts: r.event_ts,
+                        view_version: r.view_version,
+                        values: &r.values,
+                    });
+                    let row_read = RowRead::classify(stored_ref, &selected.view, now, registry);
+                    read.event_timestamps
+                        .push(row.as_ref().map_or(0, |r| r.event_ts));
+                    read.found.push(row.is_some());
+                    for (feature, position) in read.features.iter_mut().zip(&selected.positions) {
+                        let (value, status) = row_read.value(*position);
+                        feature.values.push(value);
+                        feature.statuses.push(status);
+                    }
+                }
+                Ok(read)
+            })
+            .collect()
+    }
+}
+
+/// Validates entity columns: equal lengths, within limits, no unknown names.
+fn entity_rows(selection: &Selection, entities: &[v1::NamedColumn]) -> Result<usize> {
+    let mut n_rows = None;
+    for (i, named) in entities.iter().enumerate() {
+        let used = selection
+            .views
+            .iter()
+            .any(|v| v.view.join_keys.iter().any(|k| k.name == named.name));
+        if !used {
+            let keys: Vec<String> = selection
+                .views
+                .iter()
+                .flat_map(|v| v.view.join_keys.iter().map(|k| k.name.clone()))
+                .collect();
+            return Err(Error::invalid(
+                format!("entities[{i}]"),
+                format!(
+                    "`{}` is not a join key of the requested views (keys: {})",
+                    named.name,
+                    keys.join(", ")
+                ),
+            ));
+        }
+        let len = named.column.as_ref().map(column_len).unwrap_or(0);
+        match n_rows {
+            Some(n) if n != len => {
+                return Err(Error::invalid(
+                    format!("entities.{}", named.name),
+                    format!(
+                        "has {len} values, other key columns have {n}; every key column needs one value per entity row"
+                    ),
+                ));
+            }
+            _ => n_rows = Some(len),
+        }
+    }
+    let n_rows = n_rows.unwrap_or(0);
+    if n_rows > MAX_ENTITY_ROWS {
+        return Err(Error::invalid(
+            "entities",
+            format!("{n_rows} entity rows; at most {MAX_ENTITY_ROWS} per request, split the batch"),
+        ));
+    }
+    Ok(n_rows)
+}
+
+/// The typed key of each entity row for one view.
+fn view_keys(
+    view: &quiver_core::ResolvedView,
+    columns: &BTreeMap<&str, &v1::Column>,
+    n_rows: usize,
+) -> Result<Vec<Vec<KeyValue>>> {
+    let mut keys: Vec<Vec<KeyValue>> = vec![Vec::with_capacity(view.join_keys.len()); n_rows];
+    for key in &view.join_keys {
+        let field = format!("entities.{}", key.name);
+        let column = columns.get(key.name.as_str()).ok_or_else(|| {
+            Error::invalid(
+                &field,
+                format!(
+                    "missing join key `{}` ({}) needed by view `{}`",
+                    key.name, key.key_type, view.name
+                ),
+            )
+        })?;
+        for (row, value) in keys
+            .iter_mut()
+            .zip(column_to_keys(column, key.key_type, &field)?)
+        {
+            row.push(value);
+        }
+    }
+    Ok(keys)
+}

@@ -1,0 +1,105 @@
+//! The registry component: the immutable snapshot every request path reads, and plan/apply,
+//! which persist a new version and swap the snapshot atomically.
+
+use std::sync::{Arc, RwLock};
+
+use quiver_core::RegistryState;
+use quiver_core::manifest::{ManifestFile, parse_manifests};
+use quiver_core::plan::{self, Plan};
+use quiver_core::types::Micros;
+use quiver_offline::ParquetSchemaCheck;
+use quiver_online::RocksStore;
+
+use crate::error::{Error, Result};
+
+/// What an apply asks for, validated on receipt.
+#[derive(Debug)]
+pub struct ApplyRequest {
+    pub manifests: Vec<ManifestFile>,
+    /// The registry version the client planned against, if it wants that checked.
+    pub expected_version: Option<u64>,
+    /// Apply breaking changes.
+    pub force: bool,
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    store: Arc<RocksStore>,
+    current: RwLock<Arc<RegistryState>>,
+    /// Serializes applies: read state, plan, persist, swap.
+    apply_lock: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    /// Loads the persisted registry (empty if there is none).
+    pub fn open(store: Arc<RocksStore>) -> Result<Registry> {
+        let state = store.load_registry()?.unwrap_or_default();
+        Ok(Registry {
+            store,
+            current: RwLock::new(Arc::new(state)),
+            apply_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The current immutable registry snapshot.
+    pub fn snapshot(&self) -> Arc<RegistryState> {
+        match self.current.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Plans `manifests` against the current snapshot (no change anywhere).
+    pub async fn plan(&self, manifests: Vec<ManifestFile>, now: Micros) -> Result<Plan> {
+        let current = self.snapshot();
+        tokio::task::spawn_blocking(move || -> Result<Plan> {
+            let declared = parse_manifests(&manifests)?;
+            Ok(plan::plan(&current, declared, &ParquetSchemaCheck, now)?)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("plan task failed: {e}")))?
+    }
+
+    /// Applies `request`: persists the new state (when anything changed), then swaps it in.
+    /// Returns the registry version after the apply and the changes made.
+    pub async fn apply(&self, request: ApplyRequest, now: Micros) -> Result<(u64, Plan)> {
+        let _guard = self.apply_lock.lock().await;
+        let current = self.snapshot();
+        let store = Arc::clone(&self.store);
+        let (next, plan) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let declared = parse_manifests(&request.manifests)?;
+            let (next, plan) = plan::apply(
+                &current,
+                declared,
+                request.expected_version,
+                request.force,
+                &ParquetSchemaCheck,
+                now,
+            )?;
+            if !plan.is_empty() {
+                store.save_registry(&next)?;
+            }
+            Ok((next, plan))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("apply task failed: {e}")))??;
+        let version = next.version;
+        if !plan.is_empty() {
+            tracing::info!(
+                registry_version = version,
+                changes = plan.changes.len(),
+                "registry applied"
+            );
+            self.swap(next);
+        }
+        Ok((version, plan))
+    }
+
+    fn swap(&self, state: RegistryState) {
+        let state = Arc::new(state);
+        match self.current.write() {
+            Ok(mut guard) => *guard = state,
+            Err(poisoned) => *poisoned.into_inner() = state,
+        }
+    }
+}
