@@ -96,10 +96,9 @@ impl ExportRequest {
     }
 }
 
-/// An export ready to stream: its selection, output and metadata.
+/// An export ready to stream: its output and metadata.
 #[derive(Debug)]
 pub struct PreparedExport {
-    pub selection: Selection,
     pub output: JoinOutput,
     /// `quiver.*` key-value pairs describing the export (written into its Parquet footer).
     pub metadata: Vec<(String, String)>,
@@ -151,7 +150,7 @@ impl Exporter {
                     .point_in_time_join(JoinRequest {
                         labels: input,
                         timestamp_column: timestamp_column.clone(),
-                        views: selection.views.clone(),
+                        views: selection.views,
                         full_names: request.full_names,
                         as_known_at: request.as_known_at,
                     })
@@ -168,11 +167,7 @@ impl Exporter {
                 self.offline.read_range(selected, *start, *end).await?
             }
         };
-        Ok(PreparedExport {
-            selection,
-            output,
-            metadata,
-        })
+        Ok(PreparedExport { output, metadata })
     }
 }
 
