@@ -82,6 +82,24 @@ async fn incremental_runs_resume_from_the_watermark_and_reruns_are_idempotent() 
     materialize(&mut clients, T0 - 4 * HOUR, T0 + 1).await?;
     assert_eq!(read_a(&mut clients, vec![1]).await?[0].1, Some(4));
 
+    // An incremental end before the watermark (now T0 + 1) is refused, naming `end`.
+    let status = clients
+        .jobs
+        .start_materialization(v1::StartMaterializationRequest {
+            views: vec!["stats".into()],
+            start_micros: 0,
+            end_micros: T0 - HOUR,
+            incremental: true,
+        })
+        .await
+        .expect_err("end before the watermark");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("`end`") && status.message().contains("watermark"),
+        "{}",
+        status.message()
+    );
+
     // An empty window is refused with the field named.
     let status = clients
         .jobs

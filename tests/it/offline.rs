@@ -124,6 +124,7 @@ async fn pyarrow_flight_reads_the_export_and_uploads_labels() -> anyhow::Result<
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?;
     assert_eq!(summary["rows"], 4);
     assert_eq!(summary["a"], serde_json::json!([9, 0, null, 49]));
+    assert_eq!(summary["empty_rows"], 0, "an empty upload exports 0 rows");
     server.stop().await?;
     Ok(())
 }

@@ -258,7 +258,12 @@ async fn bad_requests_are_refused_with_the_field_named() -> anyhow::Result<()> {
     unknown_key
         .entities
         .push(named("driver_id", int64_column(vec![1])));
+    let mut duplicate_key = get_request(vec![1]);
+    duplicate_key
+        .entities
+        .push(named("user_id", int64_column(vec![2])));
     let table = [
+        (duplicate_key, tonic::Code::InvalidArgument, "given twice"),
         (wrong_type, tonic::Code::InvalidArgument, "entities.user_id"),
         (refs(&["nope:a"]), tonic::Code::NotFound, "nope"),
         (refs(&["stats:zzz"]), tonic::Code::InvalidArgument, "zzz"),
@@ -299,7 +304,12 @@ async fn bad_requests_are_refused_with_the_field_named() -> anyhow::Result<()> {
     missing_ts.columns.retain(|c| c.name != "event_timestamp");
     let mut wrong_feature_type = push_request(&[row(1, T0 + 5, T0, 50)]);
     wrong_feature_type.columns[3] = named("a", timestamp_column(vec![5]));
+    let mut duplicate_column = push_request(&[row(1, T0 + 5, T0, 50)]);
+    duplicate_column
+        .columns
+        .push(named("a", int64_column(vec![51])));
     for (request, needle) in [
+        (duplicate_column, "given twice"),
         (unknown_column, "colour"),
         (missing_ts, "event_timestamp"),
         (wrong_feature_type, "columns.a"),

@@ -51,7 +51,17 @@ def main():
     table = client.do_get(info.endpoints[0].ticket).read_all()
     assert table.column("label").to_pylist() == [1, 0, 1, 0], table
     assert table.schema.field("event_timestamp").type == ts
-    print(json.dumps({"rows": table.num_rows, "a": table.column("a").to_pylist(), "columns": table.column_names}))
+
+    # An empty label table (its schema, no record batch) exports 0 rows with the full schema.
+    empty = flight.FlightDescriptor.for_path("labels", "py_empty")
+    writer, _ = client.do_put(empty, labels.schema)
+    writer.close()
+    command = string_field(1, "model") + string_field(4, "py_empty")
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(command))
+    empty_table = client.do_get(info.endpoints[0].ticket).read_all()
+    assert empty_table.column_names == table.column_names, empty_table.schema
+    print(json.dumps({"rows": table.num_rows, "a": table.column("a").to_pylist(),
+                      "columns": table.column_names, "empty_rows": empty_table.num_rows}))
 
 
 if __name__ == "__main__":

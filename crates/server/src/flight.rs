@@ -8,7 +8,8 @@
 //! `quiver.rows`, which is only known once the stream is read), so a client that writes the
 //! stream to a file can keep them (`quiver export --flight` does). Tickets are single-use and
 //! unguessable (128 random bits). DoPut answers with one `PutResult` whose `app_metadata` is
-//! `{"name": <upload name>, "rows": <row count>}`.
+//! `{"name": <upload name>, "rows": <row count>}`; an empty table (a schema, no batch) is kept
+//! and exports 0 rows, an upload without a schema is INVALID_ARGUMENT.
 
 use std::sync::Arc;
 
@@ -77,6 +78,39 @@ fn decode_request(bytes: &[u8], field: &str) -> Result<v1::ExportRequest> {
             format!("not a serialized quiver.v1.ExportRequest: {e}"),
         )
     })
+}
+
+/// The record batches of a DoPut. A table with a schema and no batch (an empty table) keeps
+/// its schema as one empty batch, so it exports 0 rows; an upload without even a schema is
+/// refused.
+async fn decode_upload(
+    stream: impl futures::Stream<Item = Result<FlightData, Status>> + Send + 'static,
+) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+    let undecodable = |e: FlightError| {
+        Error::invalid(
+            "flight_data",
+            format!("cannot decode the uploaded record batches: {e}"),
+        )
+    };
+    let mut decoded = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+        stream.map_err(FlightError::from),
+    );
+    let mut batches = Vec::new();
+    while let Some(batch) = decoded.try_next().await.map_err(undecodable)? {
+        batches.push(batch);
+    }
+    if batches.is_empty() {
+        let Some(schema) = decoded.schema() else {
+            return Err(Error::invalid(
+                "flight_data",
+                "the upload has no schema and no record batch; send the label table (an empty table still sends its schema)",
+            ));
+        };
+        batches.push(arrow::record_batch::RecordBatch::new_empty(Arc::clone(
+            schema,
+        )));
+    }
+    Ok(batches)
 }
 
 type FlightStream<T> = BoxStream<'static, Result<T, Status>>;
@@ -165,15 +199,7 @@ impl FlightService for FlightExport {
                 .into());
             }
         };
-        let decoded = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-            stream.map_err(FlightError::from),
-        );
-        let batches: Vec<_> = decoded.try_collect().await.map_err(|e| {
-            Error::invalid(
-                "flight_data",
-                format!("cannot decode the uploaded record batches: {e}"),
-            )
-        })?;
+        let batches = decode_upload(stream).await?;
         let rows: usize = batches
             .iter()
             .map(|b: &arrow::record_batch::RecordBatch| b.num_rows())

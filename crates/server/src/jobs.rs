@@ -78,6 +78,28 @@ impl MaterializeRequest {
     }
 }
 
+/// An incremental run's window: from the watermark (the beginning of time without one) to
+/// `end`. An `end` before the watermark would write nothing and report success; it is
+/// refused, since the data up to the watermark is already online.
+fn incremental_window(
+    view: &str,
+    watermark: Option<Micros>,
+    end: Micros,
+) -> Result<(Micros, Micros)> {
+    match watermark {
+        Some(watermark) if end < watermark => Err(Error::invalid(
+            "end",
+            format!(
+                "end {} is before view `{view}`'s watermark {}: it is materialized up to there already; give an end at or after the watermark, or run a window with `start`",
+                format_rfc3339(end),
+                format_rfc3339(watermark)
+            ),
+        )),
+        Some(watermark) => Ok((watermark, end)),
+        None => Ok((i64::MIN, end)),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
     Running,
@@ -307,7 +329,8 @@ impl Materializer {
                 let (start, end) = match request.window {
                     Window::Range { start, end } => (start, end),
                     Window::Incremental { end } => {
-                        (self.store.watermark(&view.name)?.unwrap_or(i64::MIN), end)
+                        let watermark = self.store.watermark(&view.name)?;
+                        incremental_window(&view.name, watermark, end)?
                     }
                 };
                 Ok(ViewJob {

@@ -130,10 +130,19 @@ impl OnlineRead {
     }
 }
 
-/// Validates entity columns: equal lengths, within limits, no unknown names.
+/// Validates entity columns: equal lengths, within limits, no unknown or repeated names.
 fn entity_rows(selection: &Selection, entities: &[v1::NamedColumn]) -> Result<usize> {
     let mut n_rows = None;
     for (i, named) in entities.iter().enumerate() {
+        if entities[..i].iter().any(|c| c.name == named.name) {
+            return Err(Error::invalid(
+                format!("entities[{i}]"),
+                format!(
+                    "key column `{}` is given twice; send each key column once",
+                    named.name
+                ),
+            ));
+        }
         let used = selection
             .views
             .iter()

@@ -155,7 +155,7 @@ fn push_mode(mode: i32) -> Result<(bool, bool)> {
     }
 }
 
-/// Every column must be used by some target view, and all have one length.
+/// Every column must be used by some target view, appear once, and all have one length.
 fn check_columns(views: &[ResolvedView], columns: &[v1::NamedColumn]) -> Result<()> {
     let mut known = BTreeSet::new();
     for view in views {
@@ -166,6 +166,15 @@ fn check_columns(views: &[ResolvedView], columns: &[v1::NamedColumn]) -> Result<
     }
     let mut len = None;
     for (i, named) in columns.iter().enumerate() {
+        if columns[..i].iter().any(|c| c.name == named.name) {
+            return Err(Error::invalid(
+                format!("columns[{i}]"),
+                format!(
+                    "column `{}` is given twice; send each column once",
+                    named.name
+                ),
+            ));
+        }
         if !known.contains(&named.name) {
             return Err(Error::invalid(
                 format!("columns[{i}]"),
