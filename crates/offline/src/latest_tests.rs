@@ -198,3 +198,33 @@ fn bad_pushed_rows_are_rejected() {
         crate::files::push_log_files(&crate::files::push_log_dir(dir.path(), "v")).expect("log");
     assert_eq!(log.len(), 1);
 }
+
+#[test]
+fn interrupted_push_log_writes_are_removed_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crate::OfflineStore::new(dir.path());
+    assert_eq!(store.remove_interrupted_appends().expect("no log yet"), 0);
+    let view = crate::testutil::test_view(dir.path(), "v", 0);
+    let row = Row {
+        key: vec![KeyValue::Int64(1)],
+        event_ts: 0,
+        created_ts: None,
+        values: vec![quiver_core::value::Value::Null; 3],
+    };
+    store.append_push_log(&view, &[row]).expect("push");
+    let log_dir = crate::files::push_log_dir(dir.path(), "v");
+    // What a crash between create and rename leaves, next to the committed file.
+    let leftover = log_dir.join(".00000000000000000001-00000000000000000000.parquet.7.9.tmp");
+    std::fs::write(&leftover, b"partial").expect("write");
+    // A directory and a file that only look alike are not touched.
+    let look_alike_dir = log_dir.join(".kept.tmp");
+    std::fs::create_dir(&look_alike_dir).expect("mkdir");
+    let note = log_dir.join("notes.tmp");
+    std::fs::write(&note, b"x").expect("write");
+
+    assert_eq!(store.remove_interrupted_appends().expect("clean"), 1);
+    assert!(!leftover.exists());
+    assert!(look_alike_dir.exists() && note.exists());
+    let log = crate::files::push_log_files(&log_dir).expect("log");
+    assert_eq!(log.len(), 1, "the committed file stays");
+}

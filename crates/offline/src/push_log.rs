@@ -37,6 +37,37 @@ impl OfflineStore {
         Ok(())
     }
 
+    /// Removes the temporary files that interrupted appends left in the push log
+    /// (`<data_dir>/offline/<view>/.<name>.tmp`; readers skip them, but they would stay
+    /// forever). Reads two directory levels, follows no symlink. Call it before serving:
+    /// an append in flight would lose its temporary file. Returns how many were removed.
+    pub fn remove_interrupted_appends(&self) -> Result<usize> {
+        let root = self.data_dir.join("offline");
+        let mut removed = 0;
+        for view_dir in real_entries(&root)? {
+            if !view_dir
+                .file_type()
+                .map_err(|e| Error::io(&root, e))?
+                .is_dir()
+            {
+                continue;
+            }
+            let dir = view_dir.path();
+            for entry in real_entries(&dir)? {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let is_file = entry.file_type().map_err(|e| Error::io(&dir, e))?.is_file();
+                if is_file && name.starts_with('.') && name.ends_with(".tmp") {
+                    let path = entry.path();
+                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                    tracing::info!(path = %path.display(), "removed an interrupted push-log write");
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// `(micros, seq)` greater than any name this store gave before.
     fn next_push_name(&self) -> (i64, u64) {
         let now = chrono::Utc::now().timestamp_micros().max(0);
@@ -50,6 +81,15 @@ impl OfflineStore {
             (last.0, last.1 + 1)
         };
         *last
+    }
+}
+
+/// The entries of `dir` (none if it does not exist), without following symlinks.
+fn real_entries(dir: &std::path::Path) -> Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.map_err(|e| Error::io(dir, e))).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(dir, e)),
     }
 }
 

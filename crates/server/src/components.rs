@@ -44,6 +44,8 @@ impl Components {
         })?;
         let store = Arc::new(RocksStore::open(&options.data_dir.join("rocksdb"))?);
         let offline = Arc::new(OfflineStore::new(&options.data_dir));
+        // Nothing is being written yet: what a crashed append left behind can go.
+        offline.remove_interrupted_appends()?;
         let registry = Arc::new(registry::Registry::open(Arc::clone(&store))?);
         tracing::info!(
             registry_version = registry.snapshot().version,
