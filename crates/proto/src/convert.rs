@@ -72,6 +72,30 @@ fn type_name(values: &Option<Values>) -> &'static str {
 }
 
 /// Number of values in a column.
+/// Named wire columns by name (`field[i]` names a bad one). A name given twice is refused:
+/// otherwise the last column would silently win.
+pub fn columns_by_name<'a>(
+    columns: &'a [v1::NamedColumn],
+    field: &str,
+) -> Result<std::collections::BTreeMap<&'a str, &'a v1::Column>> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for (i, named) in columns.iter().enumerate() {
+        if columns[..i].iter().any(|c| c.name == named.name) {
+            return Err(ProtocolError::invalid(
+                &format!("{field}[{i}]"),
+                format!(
+                    "column `{}` is given twice; send each column once",
+                    named.name
+                ),
+            ));
+        }
+        if let Some(column) = &named.column {
+            by_name.insert(named.name.as_str(), column);
+        }
+    }
+    Ok(by_name)
+}
+
 pub fn column_len(column: &v1::Column) -> usize {
     match &column.values {
         None => 0,
@@ -414,6 +438,24 @@ mod tests {
             let back = column_to_values(&column, value_type, "f").expect("round trip");
             assert_eq!(back, values, "{value_type}");
         }
+    }
+
+    #[test]
+    fn a_column_given_twice_is_refused_with_its_position() {
+        let named = |name: &str| v1::NamedColumn {
+            name: name.into(),
+            column: Some(v1::Column::default()),
+        };
+        let columns = [named("a"), named("b"), named("a")];
+        match columns_by_name(&columns, "entities") {
+            Err(ProtocolError::Invalid { field, message }) => {
+                assert_eq!(field, "entities[2]");
+                assert!(message.contains("`a` is given twice"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let by_name = columns_by_name(&columns[..2], "entities").expect("distinct names");
+        assert_eq!(by_name.keys().copied().collect::<Vec<_>>(), ["a", "b"]);
     }
 
     #[test]

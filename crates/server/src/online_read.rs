@@ -12,7 +12,7 @@ use quiver_core::semantics::FeatureStatus;
 use quiver_core::types::Micros;
 use quiver_core::value::{KeyValue, Value};
 use quiver_online::RocksStore;
-use quiver_proto::convert::{column_len, column_to_keys};
+use quiver_proto::convert::{column_len, column_to_keys, columns_by_name};
 use quiver_proto::selector::online_selector;
 use quiver_proto::v1;
 
@@ -58,12 +58,8 @@ impl OnlineRead {
     ) -> Result<OnlineRead> {
         let selection = Selection::resolve(registry, &online_selector(request)?)?;
         let names = selection.output_names(request.full_names)?;
+        let columns = columns_by_name(&request.entities, "entities")?;
         let n_rows = entity_rows(&selection, &request.entities)?;
-        let columns: BTreeMap<&str, &v1::Column> = request
-            .entities
-            .iter()
-            .filter_map(|c| c.column.as_ref().map(|col| (c.name.as_str(), col)))
-            .collect();
         let keys = selection
             .views
             .iter()
@@ -130,19 +126,10 @@ impl OnlineRead {
     }
 }
 
-/// Validates entity columns: equal lengths, within limits, no unknown or repeated names.
+/// Validates entity columns: equal lengths, within limits, no unknown names.
 fn entity_rows(selection: &Selection, entities: &[v1::NamedColumn]) -> Result<usize> {
     let mut n_rows = None;
     for (i, named) in entities.iter().enumerate() {
-        if entities[..i].iter().any(|c| c.name == named.name) {
-            return Err(Error::invalid(
-                format!("entities[{i}]"),
-                format!(
-                    "key column `{}` is given twice; send each key column once",
-                    named.name
-                ),
-            ));
-        }
         let used = selection
             .views
             .iter()

@@ -9,7 +9,9 @@ use quiver_core::value::Row;
 use quiver_core::{RegistryState, ResolvedView};
 use quiver_offline::OfflineStore;
 use quiver_online::RocksStore;
-use quiver_proto::convert::{column_len, column_to_keys, column_to_micros, column_to_values};
+use quiver_proto::convert::{
+    column_len, column_to_keys, column_to_micros, column_to_values, columns_by_name,
+};
 use quiver_proto::v1;
 
 use crate::error::{Error, Result};
@@ -51,11 +53,7 @@ impl PushBatch {
     ) -> Result<PushBatch> {
         let views = target_views(request, registry)?;
         let (online, offline) = push_mode(request.mode)?;
-        let columns: BTreeMap<&str, &v1::Column> = request
-            .columns
-            .iter()
-            .filter_map(|c| c.column.as_ref().map(|col| (c.name.as_str(), col)))
-            .collect();
+        let columns = columns_by_name(&request.columns, "columns")?;
         check_columns(&views, &request.columns)?;
         let targets = views
             .into_iter()
@@ -155,7 +153,7 @@ fn push_mode(mode: i32) -> Result<(bool, bool)> {
     }
 }
 
-/// Every column must be used by some target view, appear once, and all have one length.
+/// Every column must be used by some target view, and all have one length.
 fn check_columns(views: &[ResolvedView], columns: &[v1::NamedColumn]) -> Result<()> {
     let mut known = BTreeSet::new();
     for view in views {
@@ -166,15 +164,6 @@ fn check_columns(views: &[ResolvedView], columns: &[v1::NamedColumn]) -> Result<
     }
     let mut len = None;
     for (i, named) in columns.iter().enumerate() {
-        if columns[..i].iter().any(|c| c.name == named.name) {
-            return Err(Error::invalid(
-                format!("columns[{i}]"),
-                format!(
-                    "column `{}` is given twice; send each column once",
-                    named.name
-                ),
-            ));
-        }
         if !known.contains(&named.name) {
             return Err(Error::invalid(
                 format!("columns[{i}]"),
