@@ -4,3 +4,5 @@ mod materialize;
 mod offline;
 mod online;
 mod registry;
+mod security;
+mod tls;

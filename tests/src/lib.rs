@@ -1,6 +1,8 @@
 //! The in-process test harness: a real Quiver server on `127.0.0.1:0` with a temporary data
 //! directory, real gRPC clients, and helpers to write Parquet and manifests.
 
+pub mod certs;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -11,7 +13,8 @@ use quiver_proto::v1;
 use quiver_server::{Clock, ServerOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 /// A clock tests set by hand (the consistency invariant is checked at a chosen `now`).
 #[derive(Debug, Default)]
@@ -42,13 +45,49 @@ pub struct TestServer {
     handle: JoinHandle<quiver_server::Result<()>>,
 }
 
+/// Adds a bearer token to every call (when there is one).
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type AuthChannel = InterceptedService<Channel, Bearer>;
+
 #[derive(Debug, Clone)]
 pub struct Clients {
-    pub registry: v1::registry_service_client::RegistryServiceClient<Channel>,
-    pub online: v1::online_service_client::OnlineServiceClient<Channel>,
-    pub jobs: v1::job_service_client::JobServiceClient<Channel>,
-    pub offline: v1::offline_service_client::OfflineServiceClient<Channel>,
-    pub channel: Channel,
+    pub registry: v1::registry_service_client::RegistryServiceClient<AuthChannel>,
+    pub online: v1::online_service_client::OnlineServiceClient<AuthChannel>,
+    pub jobs: v1::job_service_client::JobServiceClient<AuthChannel>,
+    pub offline: v1::offline_service_client::OfflineServiceClient<AuthChannel>,
+    pub channel: AuthChannel,
+}
+
+impl Clients {
+    fn new(channel: Channel, token: Option<&str>) -> Result<Clients> {
+        let bearer = Bearer(token.map(|t| format!("Bearer {t}").parse()).transpose()?);
+        let channel = InterceptedService::new(channel, bearer);
+        let limit = 256 * 1024 * 1024;
+        Ok(Clients {
+            registry: v1::registry_service_client::RegistryServiceClient::new(channel.clone()),
+            online: v1::online_service_client::OnlineServiceClient::new(channel.clone())
+                .max_decoding_message_size(limit),
+            jobs: v1::job_service_client::JobServiceClient::new(channel.clone()),
+            offline: v1::offline_service_client::OfflineServiceClient::new(channel.clone()),
+            channel,
+        })
+    }
 }
 
 impl TestServer {
@@ -62,12 +101,27 @@ impl TestServer {
 
     /// Starts a server on an existing directory (restart tests) with a given clock.
     pub async fn start_in(dir: tempfile::TempDir, clock: Arc<ManualClock>) -> Result<TestServer> {
+        Self::start_with(dir, clock, |_| {}).await
+    }
+
+    /// Starts a server with options changed by `configure` (auth, TLS, ...). With TLS the
+    /// URL is `https://localhost:PORT`.
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        clock: Arc<ManualClock>,
+        configure: impl FnOnce(&mut ServerOptions),
+    ) -> Result<TestServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
         let token = CancellationToken::new();
-        let options = ServerOptions {
-            data_dir: dir.path().join("data"),
-            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+        let mut options = ServerOptions::new(
+            dir.path().join("data"),
+            Arc::clone(&clock) as Arc<dyn Clock>,
+        );
+        configure(&mut options);
+        let port = listener.local_addr()?.port();
+        let url = match options.tls {
+            Some(_) => format!("https://localhost:{port}"),
+            None => format!("http://127.0.0.1:{port}"),
         };
         let handle = tokio::spawn(quiver_server::serve(listener, token.clone(), options));
         Ok(TestServer {
@@ -80,26 +134,24 @@ impl TestServer {
     }
 
     pub async fn clients(&self) -> Result<Clients> {
+        self.connect(None, None).await
+    }
+
+    /// Clients that send `authorization: Bearer <token>` (when given) over an optionally
+    /// configured TLS channel.
+    pub async fn connect(
+        &self,
+        token: Option<&str>,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<Clients> {
+        let mut endpoint = Channel::from_shared(self.url.clone())?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls)?;
+        }
         let mut last = None;
         for _ in 0..50 {
-            match Channel::from_shared(self.url.clone())?.connect().await {
-                Ok(channel) => {
-                    let limit = 256 * 1024 * 1024;
-                    return Ok(Clients {
-                        registry: v1::registry_service_client::RegistryServiceClient::new(
-                            channel.clone(),
-                        ),
-                        online: v1::online_service_client::OnlineServiceClient::new(
-                            channel.clone(),
-                        )
-                        .max_decoding_message_size(limit),
-                        jobs: v1::job_service_client::JobServiceClient::new(channel.clone()),
-                        offline: v1::offline_service_client::OfflineServiceClient::new(
-                            channel.clone(),
-                        ),
-                        channel,
-                    });
-                }
+            match endpoint.connect().await {
+                Ok(channel) => return Clients::new(channel, token),
                 Err(e) => {
                     last = Some(e);
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{export, online, quickstart, registry, serve};
+use crate::commands::{export, online, quickstart, registry, serve, token};
 
 /// Default server address of client commands.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -30,11 +30,29 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServerArg {
-    /// Server to talk to.
+    /// Server to talk to (`https://` for TLS).
     #[arg(long, env = "QUIVER_SERVER", default_value = DEFAULT_SERVER, global = true)]
     pub server: String,
+    /// Bearer token (from `quiver token create`, or a JWT) sent with every call.
+    #[arg(long, env = "QUIVER_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) that signed the server's certificate, for `https://` URLs
+    /// (default: the system's roots).
+    #[arg(long, env = "QUIVER_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl ServerArg {
+    /// A plain connection to `url` (the embedded quickstart server).
+    pub fn local(url: &str) -> ServerArg {
+        ServerArg {
+            server: url.to_string(),
+            token: None,
+            tls_ca: None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +77,9 @@ enum Command {
     Export(export::ExportArgs),
     /// Create a demo project, serve it embedded and walk through every step.
     Quickstart(quickstart::QuickstartArgs),
+    /// Manage static tokens: `token create --name NAME --role ROLE --auth-file FILE`.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Parses arguments, runs the command, and maps errors to exit code 1 with one message.
@@ -86,6 +107,7 @@ pub fn run() -> ExitCode {
             Command::Get(args) => online::get(args).await,
             Command::Export(args) => export::run(args).await,
             Command::Quickstart(args) => quickstart::run(args).await,
+            Command::Token(command) => token::run(command),
         }
     });
     match result {

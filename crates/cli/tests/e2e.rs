@@ -13,10 +13,16 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(data_dir: &Path) -> ServerProcess {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts `quiver serve` with `extra` flags (auth, TLS, ...).
+    fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProcess {
         let addr_file = data_dir.with_extension("addr");
         let _ = std::fs::remove_file(&addr_file);
         let child = Command::new(QUIVER)
             .args(["serve", "--grpc-addr", "127.0.0.1:0", "--log", "warn"])
+            .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listener-addr-file")
@@ -461,6 +467,94 @@ fn push_one(driver_id: i64, value: i64) -> quiver_proto::v1::PushRequest {
         ],
         mode: v1::PushMode::Online as i32,
     }
+}
+
+#[test]
+fn tokens_roles_and_the_loopback_default_through_the_binary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth_file = dir.path().join("tokens.yaml");
+    let auth = auth_file.to_str().expect("utf-8 path");
+    let create = |name: &str, role: &str| {
+        let stdout = ok(Command::new(QUIVER)
+            .args([
+                "token",
+                "create",
+                "--name",
+                name,
+                "--role",
+                role,
+                "--auth-file",
+                auth,
+            ])
+            .output()
+            .expect("token create runs"));
+        let token = stdout.lines().last().expect("a last line").to_string();
+        assert!(
+            token.starts_with("qvr_") && !token.contains(' '),
+            "{stdout}"
+        );
+        token
+    };
+    let admin = create("ops", "admin");
+    let reader = create("ana", "reader");
+    let duplicate = Command::new(QUIVER)
+        .args([
+            "token",
+            "create",
+            "--name",
+            "ana",
+            "--role",
+            "admin",
+            "--auth-file",
+            auth,
+        ])
+        .output()
+        .expect("runs");
+    assert!(!duplicate.status.success() && text(&duplicate).contains("exists already"));
+
+    // Without auth, a non-loopback address is refused before anything is served.
+    let refused = Command::new(QUIVER)
+        .args([
+            "serve",
+            "--grpc-addr",
+            "0.0.0.0:0",
+            "--log",
+            "warn",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("refused"))
+        .output()
+        .expect("serve runs");
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("--insecure-no-auth"),
+        "{}",
+        text(&refused)
+    );
+
+    let features = project(dir.path());
+    let server = ServerProcess::start_with(&dir.path().join("data"), &["--auth-file", auth]);
+    let features = features.to_str().expect("utf-8 path");
+    let anonymous = server.quiver(&["list", "views"]);
+    assert!(!anonymous.status.success());
+    assert!(text(&anonymous).contains("Bearer"), "{}", text(&anonymous));
+    let as_reader = server.quiver(&["apply", "-f", features, "--token", &reader]);
+    assert!(
+        text(&as_reader).contains("needs role `admin`"),
+        "{}",
+        text(&as_reader)
+    );
+    ok(server.quiver(&["apply", "-f", features, "--token", &admin]));
+    let described = ok(Command::new(QUIVER)
+        .args(["describe", "view", "driver_stats", "--server", &server.url])
+        .env("QUIVER_TOKEN", &reader)
+        .output()
+        .expect("describe runs"));
+    assert!(
+        described.contains("applied by:  ops"),
+        "applied_by missing:\n{described}"
+    );
+    server.stop();
 }
 
 #[test]

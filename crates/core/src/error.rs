@@ -10,6 +10,8 @@ pub enum ErrorCode {
     FailedPrecondition,
     ResourceExhausted,
     Unavailable,
+    Unauthenticated,
+    PermissionDenied,
     Cancelled,
     Internal,
 }

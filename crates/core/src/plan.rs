@@ -220,6 +220,7 @@ fn diff(state: &RegistryState, desired: Vec<Desired>, now: Micros) -> Plan {
                 fingerprint: d.fingerprint.clone(),
                 registry_version,
                 created_at: now,
+                applied_by: String::new(),
                 spec: d.spec.clone(),
                 view: d.view.clone(),
                 service: d.service.clone(),

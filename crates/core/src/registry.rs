@@ -21,6 +21,9 @@ pub struct ObjectVersion {
     /// The registry version of the apply that created it.
     pub registry_version: u64,
     pub created_at: Micros,
+    /// The principal whose apply created it (empty before auth recorded it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub applied_by: String,
     pub spec: Spec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view: Option<ResolvedView>,
@@ -69,6 +72,18 @@ pub fn object_key(kind: Kind, name: &str) -> String {
 }
 
 impl RegistryState {
+    /// Records `principal` as the author of the versions this registry version created.
+    pub fn record_applier(&mut self, principal: &str) {
+        let registry_version = self.version;
+        for history in self.objects.values_mut() {
+            for version in &mut history.versions {
+                if version.registry_version == registry_version && version.applied_by.is_empty() {
+                    version.applied_by = principal.to_string();
+                }
+            }
+        }
+    }
+
     pub fn history(&self, kind: Kind, name: &str) -> Option<&ObjectHistory> {
         self.objects.get(&object_key(kind, name))
     }

@@ -10,6 +10,7 @@ use quiver_proto::v1;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Router;
 
+use crate::auth::Authenticator;
 use crate::error::{Error, Result};
 use crate::options::ServerOptions;
 use crate::{
@@ -72,7 +73,12 @@ impl Components {
     }
 
     /// Adds every Quiver service (and Flight) to `router`.
-    pub(crate) fn router(&self, router: Router, options: &ServerOptions) -> Router {
+    pub(crate) fn router<L>(
+        &self,
+        router: Router<L>,
+        options: &ServerOptions,
+        auth: Option<Arc<Authenticator>>,
+    ) -> Router<L> {
         router
             .add_service(
                 v1::registry_service_server::RegistryServiceServer::new(
@@ -102,9 +108,12 @@ impl Components {
                 offline_svc::OfflineService::new(Arc::clone(&self.exporter)),
             ))
             .add_service(
-                FlightServiceServer::new(flight::FlightExport::new(Arc::clone(&self.exporter)))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                FlightServiceServer::new(flight::FlightExport::new(
+                    Arc::clone(&self.exporter),
+                    auth,
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
     }
 }

@@ -19,6 +19,10 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{what} `{name}` not found")]
     NotFound { what: &'static str, name: String },
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     #[error("cancelled")]
     Cancelled,
     #[error("internal error: {0}")]
@@ -44,6 +48,8 @@ impl Error {
             Error::InvalidArgument { .. } => ErrorCode::InvalidArgument,
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Error::Cancelled => ErrorCode::Cancelled,
             Error::Internal(_) => ErrorCode::Internal,
         }
@@ -63,6 +69,8 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
         ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
         ErrorCode::Unavailable => tonic::Code::Unavailable,
+        ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
         ErrorCode::Cancelled => tonic::Code::Cancelled,
         ErrorCode::Internal => tonic::Code::Internal,
     }
@@ -84,6 +92,8 @@ impl From<Error> for Status {
             | ErrorCode::AlreadyExists
             | ErrorCode::InvalidArgument
             | ErrorCode::FailedPrecondition
+            | ErrorCode::Unauthenticated
+            | ErrorCode::PermissionDenied
             | ErrorCode::Cancelled => {
                 tracing::info!(%error, "request refused");
                 error.to_string()

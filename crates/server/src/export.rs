@@ -10,6 +10,7 @@ use quiver_offline::{JoinOutput, JoinRequest, LabelInput, OfflineStore};
 use quiver_proto::selector::export_selector;
 use quiver_proto::v1;
 
+use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::uploads::Uploads;
@@ -23,6 +24,12 @@ pub enum Labels {
     Path(String),
     /// A label table uploaded with Flight DoPut under this name.
     Upload(String),
+}
+
+/// The key of an upload: each principal's uploads are its own, so one caller can neither
+/// read nor replace another's label table by guessing its name.
+pub fn upload_key(principal: &Principal, name: &str) -> String {
+    format!("{}/{name}", principal.name)
 }
 
 /// What an export joins: label rows, or (entity-less) every row of one view in a window.
@@ -50,6 +57,19 @@ pub struct ExportRequest {
 }
 
 impl ExportRequest {
+    /// Checks the caller's scope and points upload names at the caller's own uploads.
+    pub fn authorize(mut self, principal: &Principal) -> Result<ExportRequest> {
+        principal.check_selector(&self.selector)?;
+        if let ExportInput::Labels {
+            labels: Labels::Upload(name),
+            ..
+        } = &mut self.input
+        {
+            *name = upload_key(principal, name);
+        }
+        Ok(self)
+    }
+
     pub fn from_wire(request: &v1::ExportRequest) -> Result<ExportRequest> {
         let selector = export_selector(request)?;
         let labels = match (

@@ -1,6 +1,8 @@
 //! Arrow Flight on the same port: GetFlightInfo (command = serialized ExportRequest) prepares a
 //! join and returns a single-use ticket; DoGet streams its record batches; DoPut uploads a
-//! label table (descriptor path `["labels", name]`). Every other Flight RPC is unimplemented.
+//! label table (descriptor path `["labels", name]`); Handshake checks a token and hands it back as
+//! `authorization: Bearer` for clients that authenticate that way. Every other Flight RPC is
+//! unimplemented.
 //!
 //! GetFlightInfo's `app_metadata` is the export's metadata as a JSON object of strings, the
 //! same `quiver.*` pairs a server-side export writes into its Parquet footer
@@ -26,9 +28,12 @@ use prost::Message;
 use quiver_proto::v1;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::audit::{audited, describe_selector};
+use crate::auth::principal;
+use crate::auth::{AuthError, Authenticator};
 use crate::bounded::BoundedMap;
 use crate::error::{Error, Result};
-use crate::export::{ExportRequest, Exporter, PreparedExport};
+use crate::export::{ExportRequest, Exporter, PreparedExport, upload_key};
 
 /// Prepared exports waiting for their DoGet; the oldest is dropped beyond this many.
 const MAX_PENDING: usize = 16;
@@ -38,13 +43,16 @@ const TICKET_PREFIX: &str = "quiver-export:";
 pub struct FlightExport {
     exporter: Arc<Exporter>,
     pending: Arc<BoundedMap<PreparedExport>>,
+    auth: Option<Arc<Authenticator>>,
 }
 
 impl FlightExport {
-    pub fn new(exporter: Arc<Exporter>) -> Self {
+    /// `auth` checks Handshake credentials (every other call is checked by the auth layer).
+    pub fn new(exporter: Arc<Exporter>, auth: Option<Arc<Authenticator>>) -> Self {
         FlightExport {
             exporter,
             pending: Arc::new(BoundedMap::new(MAX_PENDING)),
+            auth,
         }
     }
 
@@ -52,6 +60,37 @@ impl FlightExport {
         let id = format!("{TICKET_PREFIX}{}", rand_suffix());
         self.pending.insert(id.clone(), prepared)?;
         Ok(id)
+    }
+}
+
+/// The token a Flight handshake presents: `authorization: Bearer <token>`, Basic credentials
+/// whose password is the token (pyarrow's `authenticate_basic_token`), or the first message's
+/// payload.
+fn handshake_token(
+    header: Option<&[u8]>,
+    payload: &[u8],
+) -> std::result::Result<String, AuthError> {
+    use base64::Engine;
+    if let Some(value) = header {
+        let text = std::str::from_utf8(value)
+            .map_err(|_| AuthError::Invalid("the authorization header is not UTF-8".into()))?;
+        if let Some(encoded) = text
+            .strip_prefix("Basic ")
+            .or_else(|| text.strip_prefix("basic "))
+        {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map_err(|_| AuthError::Invalid("Basic credentials are not base64".into()))?;
+            let decoded = String::from_utf8(decoded)
+                .map_err(|_| AuthError::Invalid("Basic credentials are not UTF-8".into()))?;
+            let (_, password) = decoded.split_once(':').unwrap_or(("", &decoded));
+            return Ok(password.to_string());
+        }
+        return crate::auth::bearer(Some(value)).map(str::to_string);
+    }
+    match std::str::from_utf8(payload) {
+        Ok(token) if !token.is_empty() => Ok(token.to_string()),
+        _ => Err(AuthError::NoToken),
     }
 }
 
@@ -129,12 +168,13 @@ impl FlightService for FlightExport {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let principal = principal(&request)?.clone();
         let descriptor = request.into_inner();
         let export_request = decode_request(&descriptor.cmd, "descriptor.cmd")?;
-        let prepared = self
-            .exporter
-            .prepare(&ExportRequest::from_wire(&export_request)?)
-            .await?;
+        let export_request = ExportRequest::from_wire(&export_request)?.authorize(&principal)?;
+        let objects = describe_selector(&export_request.selector);
+        let prepared = self.exporter.prepare(&export_request).await;
+        let prepared = audited(&principal, "GetFlightInfo", &objects, prepared)?;
         let schema = Arc::clone(&prepared.output.schema);
         let metadata = metadata_json(&prepared.metadata);
         let ticket = self.park(prepared)?;
@@ -151,6 +191,7 @@ impl FlightService for FlightExport {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        let principal = principal(&request)?.clone();
         let ticket = request.into_inner().ticket;
         let prepared = match std::str::from_utf8(&ticket)
             .ok()
@@ -162,9 +203,10 @@ impl FlightService for FlightExport {
             })?,
             None => {
                 let request = decode_request(&ticket, "ticket")?;
-                self.exporter
-                    .prepare(&ExportRequest::from_wire(&request)?)
-                    .await?
+                let request = ExportRequest::from_wire(&request)?.authorize(&principal)?;
+                let objects = describe_selector(&request.selector);
+                let prepared = self.exporter.prepare(&request).await;
+                audited(&principal, "DoGet", &objects, prepared)?
             }
         };
         let output = prepared.output;
@@ -182,6 +224,7 @@ impl FlightService for FlightExport {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
+        let principal = principal(&request)?.clone();
         let mut stream = request.into_inner().peekable();
         let first = std::pin::Pin::new(&mut stream).peek().await.cloned();
         let descriptor = match first {
@@ -204,7 +247,11 @@ impl FlightService for FlightExport {
             .iter()
             .map(|b: &arrow::record_batch::RecordBatch| b.num_rows())
             .sum();
-        self.exporter.uploads().put(name.clone(), batches)?;
+        let stored = self
+            .exporter
+            .uploads()
+            .put(upload_key(&principal, &name), batches);
+        audited(&principal, "DoPut", &format!("labels:{name}"), stored)?;
         tracing::info!(upload = %name, rows, "label table uploaded");
         let result = PutResult {
             app_metadata: serde_json::json!({ "name": name, "rows": rows })
@@ -218,11 +265,36 @@ impl FlightService for FlightExport {
 
     async fn handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented(
-            "handshake is not needed: Quiver's Flight service has no authentication",
-        ))
+        let Some(auth) = &self.auth else {
+            let response = HandshakeResponse::default();
+            return Ok(Response::new(
+                futures::stream::once(async { Ok(response) }).boxed(),
+            ));
+        };
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes().to_vec());
+        let mut stream = request.into_inner();
+        let payload = match stream.next().await {
+            Some(message) => message?.payload,
+            None => Default::default(),
+        };
+        let token = handshake_token(header.as_deref(), &payload).map_err(Error::from)?;
+        let principal = auth.authenticate(&token).map_err(Error::from)?;
+        tracing::info!(principal = principal.name, "Flight handshake");
+        let response = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut reply = Response::new(futures::stream::once(async { Ok(response) }).boxed());
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::invalid_argument("the token is not valid header text"))?;
+        reply.metadata_mut().insert("authorization", bearer);
+        Ok(reply)
     }
 
     async fn list_flights(

@@ -7,6 +7,9 @@ use futures::stream::BoxStream;
 use quiver_proto::v1;
 use tonic::{Request, Response, Status};
 
+use crate::audit::audited;
+use crate::auth::{Principal, principal};
+use crate::error::{Error, Result};
 use crate::jobs::{JobReport, JobState, MaterializeRequest, Materializer};
 
 /// How often WatchJob reports progress while a job runs.
@@ -58,6 +61,22 @@ fn job_to_proto(report: JobReport) -> v1::Job {
     }
 }
 
+/// A token scoped to views may materialize those views, and must name them (no "all views").
+fn check_views(principal: &Principal, views: &[String]) -> Result<()> {
+    if principal.scope.is_unrestricted() {
+        return Ok(());
+    }
+    if views.is_empty() {
+        return Err(Error::PermissionDenied(format!(
+            "token `{}` is scoped: name the views to materialize (its views: {:?})",
+            principal.name, principal.scope.views
+        )));
+    }
+    views.iter().try_for_each(|view| {
+        principal.check_view(quiver_core::model::split_pin(view).map_or(view.as_str(), |(n, _)| n))
+    })
+}
+
 #[tonic::async_trait]
 impl v1::job_service_server::JobService for JobService {
     type WatchJobStream = BoxStream<'static, Result<v1::Job, Status>>;
@@ -66,8 +85,13 @@ impl v1::job_service_server::JobService for JobService {
         &self,
         request: Request<v1::StartMaterializationRequest>,
     ) -> Result<Response<v1::StartMaterializationResponse>, Status> {
-        let request = MaterializeRequest::from_wire(request.get_ref())?;
-        let job = self.materializer.start(&request)?;
+        let principal = principal(&request)?;
+        let objects = request.get_ref().views.join(",");
+        let started = MaterializeRequest::from_wire(request.get_ref()).and_then(|request| {
+            check_views(principal, &request.views)?;
+            self.materializer.start(&request)
+        });
+        let job = audited(principal, "StartMaterialization", &objects, started)?;
         Ok(Response::new(v1::StartMaterializationResponse {
             job: Some(job_to_proto(job.report())),
         }))
@@ -93,7 +117,9 @@ impl v1::job_service_server::JobService for JobService {
         &self,
         request: Request<v1::CancelJobRequest>,
     ) -> Result<Response<v1::CancelJobResponse>, Status> {
-        let job = self.materializer.get(&request.into_inner().id)?;
+        let principal = principal(&request)?;
+        let id = &request.get_ref().id;
+        let job = audited(principal, "CancelJob", id, self.materializer.get(id))?;
         job.cancel();
         Ok(Response::new(v1::CancelJobResponse {
             job: Some(job_to_proto(job.report())),

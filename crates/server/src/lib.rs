@@ -9,6 +9,8 @@
 //! mapping); request paths read definitions from the in-memory registry snapshot
 //! ([`registry::Registry::snapshot`]), never from storage.
 
+mod audit;
+pub mod auth;
 pub mod bounded;
 mod components;
 pub mod error;
@@ -23,7 +25,11 @@ pub mod options;
 pub mod push;
 pub mod registry;
 pub mod registry_svc;
+mod reload;
+pub mod tls;
 pub mod uploads;
+
+use std::sync::Arc;
 
 use quiver_proto::v1;
 use tokio::net::TcpListener;
@@ -35,22 +41,42 @@ pub use options::{Clock, ServerOptions, SystemClock};
 
 /// Serves every service on `listener` until `shutdown` is cancelled, then drains in-flight
 /// RPCs, cancels and awaits background jobs, syncs and closes storage.
+///
+/// Refuses to start without auth on an address other than loopback, unless
+/// `options.auth.insecure_no_auth` says so.
 pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
     options: ServerOptions,
 ) -> Result<()> {
-    let components = Components::open(&options, shutdown.child_token())?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
-    let router = components.router(health_and_reflection().await?, &options);
-    tracing::info!(%addr, "serving gRPC and Arrow Flight");
+    let auth = open_auth(&options, addr, &shutdown)?;
+    let tls = options.tls.as_ref().map(tls::TlsConfig::open).transpose()?;
+    let components = Components::open(&options, shutdown.child_token())?;
+    let builder =
+        tonic::transport::Server::builder().layer(auth::layer::AuthLayer::new(auth.clone()));
+    let router = components.router(health_and_reflection(builder).await?, &options, auth);
+    tracing::info!(%addr, tls = tls.is_some(), "serving gRPC and Arrow Flight");
     let token = shutdown.clone();
-    router
-        .serve_with_incoming_shutdown(incoming(listener), async move { token.cancelled().await })
-        .await
-        .map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
+    let stopped = async move { token.cancelled().await };
+    let served = match tls {
+        Some(config) => {
+            let reloaded = Arc::clone(&config);
+            reload::spawn_reloader("TLS certificate", shutdown.clone(), move || {
+                reloaded.reload_if_changed()
+            });
+            let incoming = tls::incoming(listener, config, shutdown.clone());
+            router.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(incoming(listener), stopped)
+                .await
+        }
+    };
+    served.map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
     tracing::info!("stopped accepting; waiting for background jobs");
     components.materializer.shutdown().await;
     components.store.sync()?;
@@ -58,9 +84,38 @@ pub async fn serve(
     Ok(())
 }
 
+/// The authenticator (reloaded in the background until `shutdown`), or none when auth is off,
+/// which only a loopback address or an explicit `insecure_no_auth` allows.
+fn open_auth(
+    options: &ServerOptions,
+    addr: std::net::SocketAddr,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<auth::Authenticator>>> {
+    let Some(authenticator) = auth::Authenticator::open(&options.auth)? else {
+        if addr.ip().is_loopback() {
+            tracing::info!("auth is off: serving on loopback only");
+        } else if options.auth.insecure_no_auth {
+            tracing::warn!(%addr, "auth is OFF on a non-loopback address (--insecure-no-auth): anyone who reaches the port can read, write and apply");
+        } else {
+            return Err(Error::FailedPrecondition(format!(
+                "refusing to serve {addr} without authentication: give --auth-file (or JWT \
+                 settings), bind a loopback address, or pass --insecure-no-auth"
+            )));
+        }
+        return Ok(None);
+    };
+    let reloaded = Arc::clone(&authenticator);
+    reload::spawn_reloader("auth tokens", shutdown.clone(), move || {
+        reloaded.reload_if_changed()
+    });
+    Ok(Some(authenticator))
+}
+
 /// A router with `grpc.health.v1` (every Quiver service SERVING) and reflection over
 /// Quiver's API; the services themselves are added by [`Components`].
-async fn health_and_reflection() -> Result<tonic::transport::server::Router> {
+async fn health_and_reflection<L: Clone>(
+    builder: tonic::transport::Server<L>,
+) -> Result<tonic::transport::server::Router<L>> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<v1::registry_service_server::RegistryServiceServer<registry_svc::RegistryService>>().await;
     reporter
@@ -75,9 +130,8 @@ async fn health_and_reflection() -> Result<tonic::transport::server::Router> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
-    Ok(tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(reflection))
+    let mut builder = builder;
+    Ok(builder.add_service(health).add_service(reflection))
 }
 
 /// Accepted connections with TCP_NODELAY. Our own listener, so the builder's tcp_nodelay does

@@ -8,6 +8,8 @@ use futures::stream::BoxStream;
 use quiver_proto::v1;
 use tonic::{Request, Response, Status};
 
+use crate::audit::{audited, describe_selector};
+use crate::auth::principal;
 use crate::error::{Error, Result};
 use crate::export::{ExportRequest, Exporter};
 
@@ -43,7 +45,8 @@ impl v1::offline_service_server::OfflineService for OfflineService {
         &self,
         request: Request<v1::ExportRequest>,
     ) -> Result<Response<Self::ExportTrainingDataStream>, Status> {
-        let request = ExportRequest::from_wire(request.get_ref())?;
+        let principal = principal(&request)?;
+        let request = ExportRequest::from_wire(request.get_ref())?.authorize(principal)?;
         let Some(output_path) = request.output_path.clone() else {
             return Err(Error::invalid(
                 "output_path",
@@ -52,7 +55,9 @@ impl v1::offline_service_server::OfflineService for OfflineService {
             .into());
         };
         let started = Instant::now();
-        let prepared = self.exporter.prepare(&request).await?;
+        let objects = describe_selector(&request.selector);
+        let prepared = self.exporter.prepare(&request).await;
+        let prepared = audited(principal, "ExportTrainingData", &objects, prepared)?;
         let stats = Arc::clone(&prepared.output.stats);
         let metadata = prepared.metadata.clone();
         let path = std::path::PathBuf::from(&output_path);

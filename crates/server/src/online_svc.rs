@@ -9,6 +9,10 @@ use quiver_proto::convert::values_to_column;
 use quiver_proto::v1;
 use tonic::{Request, Response, Status};
 
+use quiver_proto::selector::online_selector;
+
+use crate::audit::audited;
+use crate::auth::{Principal, principal};
 use crate::error::Result;
 use crate::online_read::{OnlineRead, ViewRead};
 use crate::options::Clock;
@@ -41,14 +45,45 @@ impl OnlineService {
     /// One registry snapshot serves the whole request: resolution and reading alike.
     fn get(
         &self,
-        request: &v1::GetOnlineFeaturesRequest,
+        request: &Request<v1::GetOnlineFeaturesRequest>,
         lookup: bool,
     ) -> Result<v1::GetOnlineFeaturesResponse> {
+        let principal = principal(request)?;
+        if !principal.scope.is_unrestricted() {
+            principal.check_selector(&online_selector(request.get_ref())?)?;
+        }
+        let request = request.get_ref();
         let registry = self.registry.snapshot();
         let read = OnlineRead::from_wire(request, &registry)?;
         let now = self.clock.now();
         let views = read.execute(&self.store, &registry, now, lookup)?;
         Ok(response(read, views, now))
+    }
+}
+
+impl OnlineService {
+    async fn push_as(
+        &self,
+        principal: &Principal,
+        request: &v1::PushRequest,
+    ) -> Result<v1::PushResponse> {
+        let registry = self.registry.snapshot();
+        let batch = PushBatch::from_wire(request, &registry, self.clock.now())?;
+        batch
+            .view_names()
+            .try_for_each(|view| principal.check_view(view))?;
+        let n_rows = batch.n_rows;
+        let pushed = self.pusher.push(batch).await?;
+        Ok(pushed_to_proto(n_rows, pushed))
+    }
+}
+
+/// `view:NAME` or `source:NAME`, for the audit log.
+fn push_target(request: &v1::PushRequest) -> String {
+    match &request.target {
+        Some(v1::push_request::Target::FeatureView(name)) => format!("view:{name}"),
+        Some(v1::push_request::Target::Source(name)) => format!("source:{name}"),
+        None => String::new(),
     }
 }
 
@@ -128,24 +163,23 @@ impl v1::online_service_server::OnlineService for OnlineService {
         &self,
         request: Request<v1::GetOnlineFeaturesRequest>,
     ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
-        Ok(Response::new(self.get(request.get_ref(), true)?))
+        Ok(Response::new(self.get(&request, true)?))
     }
 
     async fn push(
         &self,
         request: Request<v1::PushRequest>,
     ) -> Result<Response<v1::PushResponse>, Status> {
-        let registry = self.registry.snapshot();
-        let batch = PushBatch::from_wire(request.get_ref(), &registry, self.clock.now())?;
-        let n_rows = batch.n_rows;
-        let pushed = self.pusher.push(batch).await?;
-        Ok(Response::new(pushed_to_proto(n_rows, pushed)))
+        let principal = principal(&request)?;
+        let target = push_target(request.get_ref());
+        let result = self.push_as(principal, request.get_ref()).await;
+        Ok(Response::new(audited(principal, "Push", &target, result)?))
     }
 
     async fn echo(
         &self,
         request: Request<v1::GetOnlineFeaturesRequest>,
     ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
-        Ok(Response::new(self.get(request.get_ref(), false)?))
+        Ok(Response::new(self.get(&request, false)?))
     }
 }

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use quiver_core::types::Micros;
 
+use crate::auth::AuthOptions;
+use crate::tls::TlsOptions;
+
 /// Where "now" comes from. Tests inject a fixed clock to check the consistency invariant.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> Micros;
@@ -24,4 +27,20 @@ impl Clock for SystemClock {
 pub struct ServerOptions {
     pub data_dir: PathBuf,
     pub clock: Arc<dyn Clock>,
+    /// Who may call (off by default: then only a loopback address may be served).
+    pub auth: AuthOptions,
+    /// TLS on the gRPC port (off by default).
+    pub tls: Option<TlsOptions>,
+}
+
+impl ServerOptions {
+    /// Options with auth and TLS off, on `data_dir`.
+    pub fn new(data_dir: PathBuf, clock: Arc<dyn Clock>) -> Self {
+        ServerOptions {
+            data_dir,
+            clock,
+            auth: AuthOptions::default(),
+            tls: None,
+        }
+    }
 }

@@ -72,6 +72,13 @@ impl PushBatch {
     }
 }
 
+impl PushBatch {
+    /// The views this batch writes.
+    pub fn view_names(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().map(|t| t.view.name.as_str())
+    }
+}
+
 /// Writes validated push batches: the offline log first, then the online store, each durable
 /// before the push is acknowledged.
 #[derive(Debug)]

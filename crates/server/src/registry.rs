@@ -20,6 +20,8 @@ pub struct ApplyRequest {
     pub expected_version: Option<u64>,
     /// Apply breaking changes.
     pub force: bool,
+    /// The principal applying, recorded on every version the apply creates.
+    pub applied_by: String,
 }
 
 #[derive(Debug)]
@@ -62,13 +64,29 @@ impl Registry {
 
     /// Applies `request`: persists the new state (when anything changed), then swaps it in.
     /// Returns the registry version after the apply and the changes made.
-    pub async fn apply(&self, request: ApplyRequest, now: Micros) -> Result<(u64, Plan)> {
+    ///
+    /// Cancel-safe: the apply runs to its end in its own task even when the caller goes away
+    /// (a client timeout drops the RPC's future), so storage and the served snapshot never
+    /// disagree; the apply lock makes applies one at a time, so two can never write the same
+    /// version.
+    pub async fn apply(
+        self: &Arc<Self>,
+        request: ApplyRequest,
+        now: Micros,
+    ) -> Result<(u64, Plan)> {
+        let registry = Arc::clone(self);
+        tokio::spawn(async move { registry.apply_to_end(request, now).await })
+            .await
+            .map_err(|e| Error::Internal(format!("apply task failed: {e}")))?
+    }
+
+    async fn apply_to_end(&self, request: ApplyRequest, now: Micros) -> Result<(u64, Plan)> {
         let _guard = self.apply_lock.lock().await;
         let current = self.snapshot();
         let store = Arc::clone(&self.store);
         let (next, plan) = tokio::task::spawn_blocking(move || -> Result<_> {
             let declared = parse_manifests(&request.manifests)?;
-            let (next, plan) = plan::apply(
+            let (mut next, plan) = plan::apply(
                 &current,
                 declared,
                 request.expected_version,
@@ -77,6 +95,7 @@ impl Registry {
                 now,
             )?;
             if !plan.is_empty() {
+                next.record_applier(&request.applied_by);
                 store.save_registry(&next)?;
             }
             Ok((next, plan))

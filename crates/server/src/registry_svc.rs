@@ -10,6 +10,8 @@ use quiver_proto::convert::{kind_from_proto, kind_to_proto};
 use quiver_proto::v1;
 use tonic::{Request, Response, Status};
 
+use crate::audit::audited;
+use crate::auth::{Principal, principal};
 use crate::error::{Error, Result};
 use crate::options::Clock;
 use crate::registry::{ApplyRequest, Registry};
@@ -92,6 +94,7 @@ pub fn object_to_proto(history: &ObjectHistory, version: &ObjectVersion) -> v1::
         tags: history.metadata.tags.clone().into_iter().collect(),
         deleted: history.deleted,
         origin: history.origin.clone(),
+        applied_by: version.applied_by.clone(),
     }
 }
 
@@ -115,11 +118,16 @@ impl RegistryService {
         })
     }
 
-    async fn apply_inner(&self, request: v1::ApplyRequest) -> Result<v1::ApplyResponse> {
+    async fn apply_inner(
+        &self,
+        request: v1::ApplyRequest,
+        principal: &Principal,
+    ) -> Result<v1::ApplyResponse> {
         let request = ApplyRequest {
             manifests: manifests(request.manifests)?,
             expected_version: request.expected_version,
             force: request.force,
+            applied_by: principal.name.clone(),
         };
         let (version, plan) = self.registry.apply(request, self.clock.now()).await?;
         Ok(v1::ApplyResponse {
@@ -142,7 +150,21 @@ impl v1::registry_service_server::RegistryService for RegistryService {
         &self,
         request: Request<v1::ApplyRequest>,
     ) -> Result<Response<v1::ApplyResponse>, Status> {
-        Ok(Response::new(self.apply_inner(request.into_inner()).await?))
+        let principal = principal(&request)?.clone();
+        let request = request.into_inner();
+        let objects = request
+            .manifests
+            .iter()
+            .map(|m| m.path.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let force = if request.force {
+            "Apply --force"
+        } else {
+            "Apply"
+        };
+        let result = self.apply_inner(request, &principal).await;
+        Ok(Response::new(audited(&principal, force, &objects, result)?))
     }
 
     async fn get_object(

@@ -96,7 +96,7 @@ pub(crate) fn request(args: &ExportArgs) -> Result<v1::ExportRequest> {
 
 pub(crate) async fn run(args: ExportArgs) -> Result<()> {
     let request = request(&args)?;
-    let mut clients = connect(&args.server.server).await?;
+    let mut clients = connect(&args.server).await?;
     if args.flight {
         let rows = export_flight(&clients, request, &args.out).await?;
         println!(

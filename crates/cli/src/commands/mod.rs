@@ -5,3 +5,5 @@ pub(crate) mod online;
 pub(crate) mod quickstart;
 pub(crate) mod registry;
 pub(crate) mod serve;
+pub(crate) mod serve_security;
+pub(crate) mod token;

@@ -81,7 +81,7 @@ pub(crate) async fn materialize(args: MaterializeArgs) -> Result<()> {
         end_micros: time_arg(&args.end, "--end")?,
         incremental: false,
     };
-    let mut clients = connect(&args.server.server).await?;
+    let mut clients = connect(&args.server).await?;
     run_job(&mut clients, request, true).await.map(|_| ())
 }
 
@@ -92,7 +92,7 @@ pub(crate) async fn materialize_incremental(args: IncrementalArgs) -> Result<()>
         end_micros: time_arg(&args.end, "--end")?,
         incremental: true,
     };
-    let mut clients = connect(&args.server.server).await?;
+    let mut clients = connect(&args.server).await?;
     run_job(&mut clients, request, true).await.map(|_| ())
 }
 
@@ -240,7 +240,7 @@ fn parse_key(text: &str, key_type: KeyType, name: &str) -> Result<KeyValue> {
 }
 
 pub(crate) async fn get(args: GetArgs) -> Result<()> {
-    let mut clients = connect(&args.server.server).await?;
+    let mut clients = connect(&args.server).await?;
     let keys = join_keys(&mut clients, args.service.as_deref(), &args.features).await?;
     let mut entity_columns: BTreeMap<String, Vec<KeyValue>> = BTreeMap::new();
     for spec in &args.entities {

@@ -10,6 +10,7 @@ use quiver_proto::v1;
 use quiver_server::{ServerOptions, SystemClock};
 use tokio_util::sync::CancellationToken;
 
+use crate::ServerArg;
 use crate::client::{Clients, connect};
 use crate::commands::{export, online, registry};
 use crate::demo::{DemoShape, HOUR, write_project};
@@ -65,10 +66,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let options = ServerOptions {
-        data_dir: dir.join("data-dir"),
-        clock: Arc::new(SystemClock),
-    };
+    let options = ServerOptions::new(dir.join("data-dir"), Arc::new(SystemClock));
     let server = tokio::spawn(quiver_server::serve(listener, shutdown.clone(), options));
     let url = format!("http://{addr}");
     println!("Serving gRPC + Arrow Flight on {url}");
@@ -84,7 +82,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> Result<()> {
 }
 
 async fn walk_through(url: &str, dir: &std::path::Path, shape: DemoShape) -> Result<()> {
-    let mut clients = connect(url).await?;
+    let mut clients = connect(&ServerArg::local(url)).await?;
     let files = registry::manifest_files(&dir.join("features"))?;
 
     step("3. Plan and apply the manifests");

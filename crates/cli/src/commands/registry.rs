@@ -137,7 +137,7 @@ pub(crate) fn render_changes(changes: &[v1::Change]) -> String {
 
 pub(crate) async fn plan(args: PlanArgs) -> Result<()> {
     let files = manifest_files(&args.file)?;
-    let mut clients = connect(&args.server.server).await?;
+    let mut clients = connect(&args.server).await?;
     let plan = clients
         .registry
         .plan(v1::PlanRequest { manifests: files })
@@ -183,7 +183,7 @@ pub(crate) async fn plan_and_apply(
 
 pub(crate) async fn apply(args: ApplyArgs) -> Result<()> {
     let files = manifest_files(&args.file)?;
-    let mut clients = connect(&args.server.server).await?;
+    let mut clients = connect(&args.server).await?;
     match plan_and_apply(&mut clients, files, args.force).await? {
         (plan, None) => println!(
             "No changes: registry version {} matches the manifests.",
@@ -208,7 +208,7 @@ fn parse_kind(text: &str) -> Result<Option<Kind>> {
 
 pub(crate) async fn list(args: ListArgs) -> Result<()> {
     let kind = parse_kind(&args.kind)?;
-    let mut clients = connect(&args.server.server).await?;
+    let mut clients = connect(&args.server).await?;
     let response = clients
         .registry
         .list_objects(v1::ListObjectsRequest {
@@ -248,7 +248,7 @@ pub(crate) async fn list(args: ListArgs) -> Result<()> {
 pub(crate) async fn describe(args: DescribeArgs) -> Result<()> {
     let kind = parse_kind(&args.kind)?
         .context("describe needs one kind: entity, source, view or service")?;
-    let mut clients = connect(&args.server.server).await?;
+    let mut clients = connect(&args.server).await?;
     let object = clients
         .registry
         .get_object(v1::GetObjectRequest {
@@ -273,6 +273,9 @@ pub(crate) async fn describe(args: DescribeArgs) -> Result<()> {
         format_rfc3339(object.created_at_micros),
         object.registry_version
     );
+    if !object.applied_by.is_empty() {
+        println!("applied by:  {}", object.applied_by);
+    }
     if !object.description.is_empty() {
         println!("description: {}", object.description);
     }
@@ -301,8 +304,13 @@ pub(crate) async fn describe(args: DescribeArgs) -> Result<()> {
         .versions;
     println!("versions:");
     for v in versions {
+        let by = if v.applied_by.is_empty() {
+            String::new()
+        } else {
+            format!("  by {}", v.applied_by)
+        };
         println!(
-            "  v{}  {}  {}",
+            "  v{}  {}  {}{by}",
             v.version,
             v.fingerprint,
             format_rfc3339(v.created_at_micros)

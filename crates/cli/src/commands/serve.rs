@@ -9,6 +9,7 @@ use quiver_server::{ServerOptions, SystemClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::serve_security::SecurityArgs;
 use crate::config::{ConfigFile, DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_LOG};
 
 #[derive(Debug, clap::Args)]
@@ -28,6 +29,8 @@ pub(crate) struct ServeArgs {
     /// Log filter, e.g. `info` or `quiver_server=debug`.
     #[arg(long, env = "QUIVER_LOG")]
     log: Option<String>,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 pub(crate) fn init_tracing(filter: &str) {
@@ -73,10 +76,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutdown signal received");
         signal_token.cancel();
     });
-    let options = ServerOptions {
-        data_dir,
-        clock: Arc::new(SystemClock),
-    };
+    let mut options = ServerOptions::new(data_dir, Arc::new(SystemClock));
+    options.auth = args.security.auth()?;
+    options.tls = args.security.tls();
     quiver_server::serve(listener, shutdown, options).await?;
     Ok(())
 }
