@@ -9,6 +9,7 @@ use quiver_server::{ServerOptions, SystemClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::file_roots::FileRootsArgs;
 use crate::config::{ConfigFile, DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_LOG};
 
 #[derive(Debug, clap::Args)]
@@ -28,6 +29,8 @@ pub(crate) struct ServeArgs {
     /// Log filter, e.g. `info` or `quiver_server=debug`.
     #[arg(long, env = "QUIVER_LOG")]
     log: Option<String>,
+    #[command(flatten)]
+    files: FileRootsArgs,
 }
 
 pub(crate) fn init_tracing(filter: &str) {
@@ -52,7 +55,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     );
     let data_dir = args
         .data_dir
-        .or(file.data_dir)
+        .or(file.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let default_addr: SocketAddr = DEFAULT_GRPC_ADDR.parse().context("default address")?;
     let addr = args.grpc_addr.or(file.grpc_addr).unwrap_or(default_addr);
@@ -73,9 +76,11 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutdown signal received");
         signal_token.cancel();
     });
+    let files = args.files.resolve(&file, &data_dir)?;
     let options = ServerOptions {
         data_dir,
         clock: Arc::new(SystemClock),
+        files,
     };
     quiver_server::serve(listener, shutdown, options).await?;
     Ok(())
