@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use anyhow::{Context, Result};
 use arrow::record_batch::RecordBatch;
 use quiver_proto::v1;
-use quiver_server::{Clock, ServerOptions};
+use quiver_server::{Clock, FileRoots, ServerOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -60,14 +60,30 @@ impl TestServer {
         .await
     }
 
-    /// Starts a server on an existing directory (restart tests) with a given clock.
+    /// Starts a server on an existing directory (restart tests) with a given clock. The
+    /// directory is its one labels and source root; exports go to `data/exports`.
     pub async fn start_in(dir: tempfile::TempDir, clock: Arc<ManualClock>) -> Result<TestServer> {
+        let root = dir.path().to_path_buf();
+        let files = FileRoots {
+            labels_roots: vec![root.clone()],
+            ..FileRoots::defaults(&root.join("data"), root)
+        };
+        Self::start_with(dir, clock, files).await
+    }
+
+    /// Starts a server on `dir` (data directory `dir/data`) with the given file roots.
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        clock: Arc<ManualClock>,
+        files: FileRoots,
+    ) -> Result<TestServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let token = CancellationToken::new();
         let options = ServerOptions {
             data_dir: dir.path().join("data"),
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            files,
         };
         let handle = tokio::spawn(quiver_server::serve(listener, token.clone(), options));
         Ok(TestServer {
