@@ -167,13 +167,9 @@ fn output_files_stay_in_the_export_dir_and_replace_only_when_asked() {
     let out = r
         .output_file("output_path", "train.parquet", false)
         .expect("new file");
-    assert_eq!(
-        out.path,
-        f.root
-            .join("exports/train.parquet")
-            .canonicalize()
-            .unwrap_or(out.path.clone())
-    );
+    let exports = f.root.join("exports").canonicalize().expect("canonical");
+    assert_eq!(out.path, exports.join("train.parquet"));
+    assert!(!out.overwrite);
     std::fs::write(&out.path, b"x").expect("write");
     let exists = r
         .output_file("output_path", "train.parquet", false)
