@@ -15,7 +15,8 @@ echo "== machine"; nproc; free -g | head -2; uname -r
 
 serve() {  # serve DATA_DIR -> sets PID and URL
   rm -f "$DATA/addr"
-  "$BIN/quiver" serve --data-dir "$1" --grpc-addr 127.0.0.1:0 --listener-addr-file "$DATA/addr" --log warn &
+  "$BIN/quiver" serve --data-dir "$1" --grpc-addr 127.0.0.1:0 --listener-addr-file "$DATA/addr" --log warn \
+    --source-root "$DATA" --labels-root "$DATA" &
   PID=$!
   while [ ! -f "$DATA/addr" ]; do sleep 0.05; done
   URL="http://$(cat "$DATA/addr")"
@@ -37,8 +38,9 @@ stop $PID
 echo "== offline export vs DuckDB ASOF JOIN"
 for n in 10000 100000 1000000; do
   serve "$DATA/server"
-  out="$DATA/quiver_$n.parquet"
-  "$BIN/quiver" export --service driver_model --labels "$DATA/labels_$n.parquet" --out "$out" --server "$URL" | head -1
+  out="$DATA/server/exports/quiver_$n.parquet"
+  "$BIN/quiver" export --server-side --overwrite --service driver_model --labels "$DATA/labels_$n.parquet" \
+    --out "quiver_$n.parquet" --server "$URL" | head -1
   echo "quiver server peak RSS ($n labels, includes the server's baseline): $(peak $PID)"
   stop $PID
   python3 benches/duckdb_asof.py "$DATA/driver_hourly.parquet" "$DATA/labels_$n.parquet" "$DATA/duckdb_$n.parquet" "$out"

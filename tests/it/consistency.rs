@@ -122,11 +122,11 @@ async fn online_at_t_equals_point_in_time_join_at_t() -> anyhow::Result<()> {
         ],
     )?;
     write_parquet(&labels_path, &[labels])?;
-    let out = server.path("train.parquet");
+    let out = server.path("data/exports/train.parquet");
     let request = v1::ExportRequest {
         selector: Some(v1::export_request::Selector::FeatureService("model".into())),
         labels_path: labels_path.to_string_lossy().into_owned(),
-        output_path: out.to_string_lossy().into_owned(),
+        output_path: "train.parquet".into(),
         ..Default::default()
     };
     let mut stream = clients

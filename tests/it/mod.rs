@@ -1,4 +1,5 @@
 mod consistency;
+mod files;
 mod fixture;
 mod materialize;
 mod offline;

@@ -28,11 +28,11 @@ async fn export_writes_parquet_with_provenance_metadata() -> anyhow::Result<()> 
     let mut clients = server.clients().await?;
     setup(&server, &mut clients, &rows(), "0").await?;
     let labels = server.path("repo/data/stats.parquet");
-    let out = server.path("train.parquet");
+    let out = server.path("data/exports/train.parquet");
     let request = v1::ExportRequest {
         selector: Some(v1::export_request::Selector::FeatureService("model".into())),
         labels_path: labels.to_string_lossy().into_owned(),
-        output_path: out.to_string_lossy().into_owned(),
+        output_path: "train.parquet".into(),
         full_names: true,
         ..Default::default()
     };
@@ -81,6 +81,7 @@ async fn export_writes_parquet_with_provenance_metadata() -> anyhow::Result<()> 
     // Without full names, the label table's own `a`, `b`, `s` collide with the features.
     let mut colliding = request;
     colliding.full_names = false;
+    colliding.overwrite = true;
     let status = match clients.offline.export_training_data(colliding).await {
         Err(status) => status,
         Ok(response) => {
@@ -134,12 +135,12 @@ async fn entity_less_retrieval_returns_every_row_in_the_window() -> anyhow::Resu
     let server = TestServer::start().await?;
     let mut clients = server.clients().await?;
     setup(&server, &mut clients, &rows(), "0").await?;
-    let out = server.path("range.parquet");
+    let out = server.path("data/exports/range.parquet");
     let request = v1::ExportRequest {
         selector: Some(v1::export_request::Selector::Features(v1::FeatureRefs {
             refs: vec!["stats:a".into()],
         })),
-        output_path: out.to_string_lossy().into_owned(),
+        output_path: "range.parquet".into(),
         // Rows are one second apart from T0: [T0 + 10 s, T0 + 20 s) holds rows 10..=19.
         start_micros: T0 + 10_000_000,
         end_micros: T0 + 20_000_000,

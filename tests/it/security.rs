@@ -266,9 +266,12 @@ async fn jwts_are_verified_for_signature_time_issuer_and_audience() -> anyhow::R
 async fn without_auth_only_loopback_is_served() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+    let data = dir.path().join("data");
+    let files = quiver_server::FileRoots::defaults(&data, dir.path().to_path_buf());
     let options = quiver_server::ServerOptions::new(
-        dir.path().join("data"),
+        data,
         std::sync::Arc::new(quiver_server::SystemClock),
+        files,
     );
     let token = tokio_util::sync::CancellationToken::new();
     let error = quiver_server::serve(listener, token, options)

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use anyhow::{Context, Result};
 use arrow::record_batch::RecordBatch;
 use quiver_proto::v1;
-use quiver_server::{Clock, ServerOptions};
+use quiver_server::{Clock, FileRoots, ServerOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -99,12 +99,14 @@ impl TestServer {
         .await
     }
 
-    /// Starts a server on an existing directory (restart tests) with a given clock.
+    /// Starts a server on an existing directory (restart tests) with a given clock. The
+    /// directory is its one labels and source root; exports go to `data/exports`.
     pub async fn start_in(dir: tempfile::TempDir, clock: Arc<ManualClock>) -> Result<TestServer> {
         Self::start_with(dir, clock, |_| {}).await
     }
 
-    /// Starts a server with options changed by `configure` (auth, TLS, ...). With TLS the
+    /// Starts a server on `dir` (data directory `dir/data`; `dir` its one labels and source
+    /// root) with options changed by `configure` (file roots, auth, TLS, ...). With TLS the
     /// URL is `https://localhost:PORT`.
     pub async fn start_with(
         dir: tempfile::TempDir,
@@ -113,9 +115,15 @@ impl TestServer {
     ) -> Result<TestServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let token = CancellationToken::new();
+        let root = dir.path().to_path_buf();
+        let files = FileRoots {
+            labels_roots: vec![root.clone()],
+            ..FileRoots::defaults(&root.join("data"), root.clone())
+        };
         let mut options = ServerOptions::new(
-            dir.path().join("data"),
+            root.join("data"),
             Arc::clone(&clock) as Arc<dyn Clock>,
+            files,
         );
         configure(&mut options);
         let port = listener.local_addr()?.port();

@@ -21,6 +21,12 @@ pub(crate) struct ConfigFile {
     pub data_dir: Option<PathBuf>,
     pub grpc_addr: Option<SocketAddr>,
     pub log: Option<String>,
+    /// Where server-side exports are written (`--export-dir`).
+    pub export_dir: Option<PathBuf>,
+    /// Where label tables may be read by path (`--labels-root`).
+    pub labels_roots: Option<Vec<PathBuf>>,
+    /// Where manifest `parquet:` sources must lie (`--source-root`).
+    pub source_roots: Option<Vec<PathBuf>>,
 }
 
 impl ConfigFile {
@@ -51,6 +57,9 @@ mod tests {
         let config = ConfigFile::load(&path).expect("example config loads");
         assert_eq!(config.grpc_addr.map(|a| a.port()), Some(50051));
         assert!(config.data_dir.is_some());
+        assert!(config.export_dir.is_some());
+        assert_eq!(config.labels_roots.map(|r| r.len()), Some(1));
+        assert_eq!(config.source_roots.map(|r| r.len()), Some(1));
     }
 
     #[test]

@@ -27,6 +27,11 @@ impl ServerProcess {
             .arg(data_dir)
             .arg("--listener-addr-file")
             .arg(&addr_file)
+            // The demo project lives next to the data directory.
+            .arg("--source-root")
+            .arg(data_dir.parent().expect("data dir has a parent"))
+            .arg("--labels-root")
+            .arg(data_dir.parent().expect("data dir has a parent"))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -280,16 +285,17 @@ fn materialize_get_json_and_export() {
         text(&bad)
     );
 
-    let out = dir.path().join("train.parquet");
+    let out = dir.path().join("data/exports/train.parquet");
     let labels = dir.path().join("data/labels.parquet");
     let export = ok(server.quiver(&[
         "export",
+        "--server-side",
         "--service",
         "driver_model",
         "--labels",
         labels.to_str().expect("p"),
         "--out",
-        out.to_str().expect("p"),
+        "train.parquet",
     ]));
     assert!(export.contains("Exported 50 rows"), "{export}");
     assert!(export.contains("driver_stats: "), "{export}");
@@ -327,7 +333,18 @@ fn materialize_get_json_and_export() {
         flight_metadata.get("quiver.rows").map(String::as_str),
         Some("50")
     );
-    assert_eq!(flight_metadata, quiver_metadata(&out));
+    // Alike but for the labels: the server-side export names its path, the default export
+    // the upload.
+    let mut server_metadata = quiver_metadata(&out);
+    let mut flight_metadata = flight_metadata;
+    assert!(
+        flight_metadata
+            .remove("quiver.labels")
+            .is_some_and(|l| l.starts_with("upload:cli-")),
+        "{flight_metadata:?}"
+    );
+    assert!(server_metadata.remove("quiver.labels").is_some());
+    assert_eq!(flight_metadata, server_metadata);
     let temp_files: Vec<_> = std::fs::read_dir(dir.path())
         .expect("read dir")
         .filter_map(|e| e.ok())

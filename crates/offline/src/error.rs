@@ -11,6 +11,9 @@ pub enum Error {
     /// The caller's input is wrong (label table, feature names, pushed rows).
     #[error("invalid argument `{field}`: {message}")]
     InvalidArgument { field: String, message: String },
+    /// A file the request would replace without saying so.
+    #[error("`{field}`: {message}")]
+    AlreadyExists { field: String, message: String },
     /// Output column names that would appear twice.
     #[error(
         "output column names collide: {}; ask for full names (`view__feature`) or request fewer features",
@@ -56,6 +59,7 @@ impl Error {
             Error::InvalidArgument { .. } | Error::NameCollision { .. } => {
                 ErrorCode::InvalidArgument
             }
+            Error::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             Error::SourceMismatch { .. } => ErrorCode::FailedPrecondition,
             Error::Io { .. } | Error::Parquet { .. } | Error::Arrow(_) => ErrorCode::Internal,
             Error::DataFusion(e) => datafusion_code(e),

@@ -95,7 +95,7 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().to_path_buf();
         let mut rng = StdRng::seed_from_u64(seed);
-        let store = OfflineStore::new(&root.join("data"));
+        let store = crate::testutil::store(&root.join("data"), &root);
         let driver = test_view(&root, "driver_stats", DRIVER_TTL);
         let city = city_view(&root, CITY_TTL);
         let mut counter = 0;

@@ -215,7 +215,7 @@ async fn notes(
 #[tokio::test]
 async fn ties_ttl_bounds_and_push_log_follow_the_rules() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = crate::OfflineStore::new(&dir.path().join("data"));
+    let store = crate::testutil::store(&dir.path().join("data"), dir.path());
     let view = test_view(dir.path(), "v", 10 * SECOND);
     let source = vec![
         row(1, 100, Some(100), "a"),
@@ -274,7 +274,7 @@ async fn ties_ttl_bounds_and_push_log_follow_the_rules() {
 #[tokio::test]
 async fn empty_labels_and_empty_views_give_nulls_not_drops() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = crate::OfflineStore::new(&dir.path().join("data"));
+    let store = crate::testutil::store(&dir.path().join("data"), dir.path());
     let mut view = test_view(dir.path(), "push_only", 0);
     view.source.parquet = None;
     assert_eq!(
@@ -290,7 +290,7 @@ async fn empty_labels_and_empty_views_give_nulls_not_drops() {
 
 async fn join_error(labels: RecordBatch, full_names: bool, twice: bool) -> Error {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = crate::OfflineStore::new(&dir.path().join("data"));
+    let store = crate::testutil::store(&dir.path().join("data"), dir.path());
     let mut view = test_view(dir.path(), "v", 0);
     view.source.parquet = None;
     let join_view = |prefix: &str| selected(&view, &["note"], prefix);

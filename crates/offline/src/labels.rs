@@ -11,6 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::OfflineStore;
 use crate::arrow_types::to_micros;
 use crate::error::{Error, Result};
+use crate::roots::Roots;
 
 /// Where the label rows come from.
 #[derive(Debug)]
@@ -60,16 +61,9 @@ impl Labels {
                 })
             }
             LabelInput::Parquet(location) => {
-                let files = crate::files::resolve(&location)
-                    .map_err(|message| Error::invalid("labels", message))?;
-                if files.is_empty() {
-                    return Err(Error::invalid(
-                        "labels",
-                        format!(
-                            "`{location}` matches no Parquet file; give a file, a directory of *.parquet files or a glob"
-                        ),
-                    ));
-                }
+                let roots = store.labels.clone();
+                let files =
+                    tokio::task::spawn_blocking(move || label_files(&roots, &location)).await??;
                 let files: Vec<String> = files
                     .iter()
                     .map(|p| p.to_string_lossy().into_owned())
@@ -133,4 +127,37 @@ impl Labels {
             }
         }
     }
+}
+
+/// The Parquet files a label location names under the labels roots, each checked to be a
+/// Parquet file (its footer read), so a file of another kind is the caller's error.
+fn label_files(roots: &Roots, location: &str) -> Result<Vec<std::path::PathBuf>> {
+    let files = roots.files("labels_path", location)?;
+    if files.is_empty() {
+        return Err(Error::invalid(
+            "labels_path",
+            format!(
+                "`{location}` matches no Parquet file; give a file, a directory of *.parquet files or a glob under a labels root"
+            ),
+        ));
+    }
+    for path in &files {
+        let readable = std::fs::File::open(path).ok().is_some_and(|file| {
+            parquet::arrow::arrow_reader::ArrowReaderMetadata::load(
+                &file,
+                parquet::arrow::arrow_reader::ArrowReaderOptions::new(),
+            )
+            .is_ok()
+        });
+        if !readable {
+            return Err(Error::invalid(
+                "labels_path",
+                format!(
+                    "{} (from `{location}`) is not a readable Parquet file; give Parquet label tables",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(files)
 }

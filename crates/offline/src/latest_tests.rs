@@ -171,7 +171,7 @@ async fn training_sets_are_written_with_metadata() {
 #[test]
 fn bad_pushed_rows_are_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = crate::OfflineStore::new(dir.path());
+    let store = crate::testutil::store(dir.path(), dir.path());
     let view = crate::testutil::test_view(dir.path(), "v", 0);
     let good = Row {
         key: vec![KeyValue::Int64(1)],
@@ -202,7 +202,7 @@ fn bad_pushed_rows_are_rejected() {
 #[test]
 fn interrupted_push_log_writes_are_removed_and_nothing_else() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = crate::OfflineStore::new(dir.path());
+    let store = crate::testutil::store(dir.path(), dir.path());
     assert_eq!(store.remove_interrupted_appends().expect("no log yet"), 0);
     let view = crate::testutil::test_view(dir.path(), "v", 0);
     let row = Row {

@@ -21,6 +21,10 @@
 //! - A point-in-time join outputs exactly one row per label row, in label order, label columns
 //!   unchanged. Memory is the views' projected rows in the labels' time range plus one label
 //!   batch; the materialization scan's memory is bounded by the number of distinct keys.
+//! - No request reads outside the configured directories: view sources only under the
+//!   source roots, label tables only under the labels roots, exports are written only under
+//!   the export directory ([`Roots`]; symlinks that leave a root are refused, directory walks
+//!   do not follow symlinked directories and are bounded).
 //! - Reads run on the blocking pool, a bounded number of tasks at a time, and need a Tokio
 //!   runtime.
 
@@ -34,6 +38,7 @@ mod latest;
 mod parquet_writer;
 mod push_log;
 mod range;
+mod roots;
 mod scan;
 mod schema_check;
 mod values;
@@ -60,12 +65,17 @@ pub use error::{Error, Result};
 pub use join::{JoinOutput, JoinRequest, JoinStats};
 pub use labels::LabelInput;
 pub use latest::LatestRows;
-pub use parquet_writer::write_parquet;
+pub use parquet_writer::{write_export, write_parquet};
+pub use roots::{OutputFile, Roots};
 pub use schema_check::ParquetSchemaCheck;
 
 /// The offline store of one Quiver data directory.
 pub struct OfflineStore {
     data_dir: PathBuf,
+    /// Where view sources may be read from.
+    sources: Roots,
+    /// Where label tables named by path may be read from.
+    labels: Roots,
     /// Reads label tables. One partition and no file repartitioning, so label rows keep their
     /// order (files sorted by path, rows in file order).
     session: SessionContext,
@@ -79,13 +89,17 @@ impl std::fmt::Debug for OfflineStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OfflineStore")
             .field("data_dir", &self.data_dir)
+            .field("sources", &self.sources)
+            .field("labels", &self.labels)
             .field("parallelism", &self.parallelism)
             .finish_non_exhaustive()
     }
 }
 
 impl OfflineStore {
-    pub fn new(data_dir: &Path) -> Self {
+    /// The store of `data_dir`, reading view sources only under `sources` and label tables
+    /// only under `labels`.
+    pub fn new(data_dir: &Path, sources: Roots, labels: Roots) -> Self {
         let mut config = SessionConfig::new()
             .with_target_partitions(1)
             .with_repartition_file_scans(false)
@@ -99,6 +113,8 @@ impl OfflineStore {
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         OfflineStore {
             data_dir: data_dir.to_path_buf(),
+            sources,
+            labels,
             session: SessionContext::new_with_config(config),
             parallelism,
             push_clock: Mutex::new((0, 0)),

@@ -16,6 +16,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
+use crate::roots::OutputFile;
 
 /// Writes every batch of `batches` (all of `schema`) to a zstd Parquet file at `path` with
 /// `metadata`, then `quiver.rows`, as the file's key-value metadata, replacing `path`
@@ -35,7 +36,38 @@ where
     S: Stream<Item = Result<RecordBatch, E>>,
     E: Into<Error>,
 {
+    write_stream(schema, batches, path, true, metadata).await
+}
+
+/// [`write_parquet`] to an export's [`OutputFile`]: unless it says `overwrite`, the file is
+/// committed only if nothing exists at its path by then (a hard link, which never replaces),
+/// else [`Error::AlreadyExists`] and no file is left behind.
+pub async fn write_export<S, E>(
+    schema: SchemaRef,
+    batches: S,
+    output: &OutputFile,
+    metadata: Vec<(String, String)>,
+) -> Result<u64>
+where
+    S: Stream<Item = Result<RecordBatch, E>>,
+    E: Into<Error>,
+{
+    write_stream(schema, batches, &output.path, output.overwrite, metadata).await
+}
+
+async fn write_stream<S, E>(
+    schema: SchemaRef,
+    batches: S,
+    path: &Path,
+    replace: bool,
+    metadata: Vec<(String, String)>,
+) -> Result<u64>
+where
+    S: Stream<Item = Result<RecordBatch, E>>,
+    E: Into<Error>,
+{
     let mut writer = DurableWriter::create(path, schema, metadata)?;
+    writer.replace = replace;
     // Encoding and compression are CPU work: a blocking task writes while this task reads.
     // The file is committed only on an explicit `Done`; if this future is dropped or the
     // stream fails, the channel closes without it and the temporary file is removed.
@@ -110,6 +142,8 @@ struct DurableWriter {
     temp: PathBuf,
     writer: Option<ArrowWriter<File>>,
     rows: u64,
+    /// Whether the commit may replace an existing file at `path`.
+    replace: bool,
 }
 
 impl DurableWriter {
@@ -140,6 +174,7 @@ impl DurableWriter {
             temp,
             writer: Some(writer),
             rows: 0,
+            replace: true,
         })
     }
 
@@ -175,7 +210,21 @@ impl DurableWriter {
             .map_err(|e| Error::parquet(&self.temp, e))?;
         file.sync_all().map_err(|e| Error::io(&self.temp, e))?;
         drop(file);
-        std::fs::rename(&self.temp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        if self.replace {
+            std::fs::rename(&self.temp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        } else {
+            std::fs::hard_link(&self.temp, &self.path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
+                    field: "output_path".into(),
+                    message: format!(
+                        "{} was created during the export; set `overwrite` to replace it",
+                        self.path.display()
+                    ),
+                },
+                _ => Error::io(&self.path, e),
+            })?;
+            std::fs::remove_file(&self.temp).map_err(|e| Error::io(&self.temp, e))?;
+        }
         let dir = parent(&self.path);
         File::open(&dir)
             .and_then(|d| d.sync_all())

@@ -18,7 +18,7 @@ use quiver_core::model::Feature;
 use quiver_core::types::ValueType;
 
 use crate::testutil::{SECOND, selected, test_view};
-use crate::{JoinRequest, LabelInput, OfflineStore};
+use crate::{JoinRequest, LabelInput};
 
 const N_KEYS: i64 = 100_000;
 const N_HOURS: i64 = 72;
@@ -133,7 +133,7 @@ async fn perf_scan_latest_and_join_at_target_scale() {
         started.elapsed()
     );
 
-    let store = OfflineStore::new(&dir.path().join("data"));
+    let store = crate::testutil::store(&dir.path().join("data"), dir.path());
     let scanned = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let latest = store

@@ -31,7 +31,7 @@ impl OfflineStore {
         if !names.is_empty() {
             return Err(Error::NameCollision { names });
         }
-        let files = crate::files::view_files(&self.data_dir, view)?;
+        let files = crate::files::view_files(self, view).await?;
         let units = plan_units(files, Arc::clone(&spec), self.parallelism).await?;
         let stats = Arc::new(JoinStats::new([view.name.clone()]));
         let batches = run_units(units, Arc::clone(&spec), self.parallelism, |unit, spec| {

@@ -9,19 +9,31 @@ use quiver_core::ResolvedView;
 use quiver_core::plan::SourceSchemaCheck;
 
 use crate::arrow_types::{ColumnRole, find_column};
+use crate::error::Error;
+use crate::roots::Roots;
 
 /// Checks that every source file of a view has each join key, feature, event-time and
 /// created-time column with a compatible type. Reads footers, never data. Reports at most one
-/// problem per field (the first file where it shows).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ParquetSchemaCheck;
+/// problem per field (the first file where it shows). A source outside the source roots is a
+/// problem of field `source`, reported without looking at the file system.
+#[derive(Debug, Clone)]
+pub struct ParquetSchemaCheck {
+    sources: Roots,
+}
+
+impl ParquetSchemaCheck {
+    /// A check that accepts sources only under `sources`.
+    pub fn new(sources: Roots) -> Self {
+        ParquetSchemaCheck { sources }
+    }
+}
 
 impl SourceSchemaCheck for ParquetSchemaCheck {
     fn check(&self, view: &ResolvedView) -> Vec<(String, String)> {
         let Some(location) = &view.source.parquet else {
             return Vec::new();
         };
-        let files = match crate::files::resolve(location) {
+        let files = match self.sources.files("source", location) {
             Ok(files) if files.is_empty() => {
                 return vec![(
                     "source".into(),
@@ -32,7 +44,13 @@ impl SourceSchemaCheck for ParquetSchemaCheck {
                 )];
             }
             Ok(files) => files,
-            Err(message) => return vec![("source".into(), message)],
+            Err(Error::InvalidArgument { message, .. }) => {
+                return vec![(
+                    "source".into(),
+                    format!("{message} (source `{}`)", view.source_name),
+                )];
+            }
+            Err(error) => return vec![("source".into(), error.to_string())],
         };
         let mut problems: Vec<(String, String)> = Vec::new();
         for path in &files {
@@ -165,10 +183,15 @@ mod tests {
             TimeUnit::Nanosecond,
             None,
         );
-        assert_eq!(
-            ParquetSchemaCheck.check(&view),
-            Vec::<(String, String)>::new()
+        let check = ParquetSchemaCheck::new(
+            Roots::new(
+                "a source root",
+                "--source-root",
+                &[dir.path().to_path_buf()],
+            )
+            .expect("roots"),
         );
+        assert_eq!(check.check(&view), Vec::<(String, String)>::new());
 
         let mut other = view.clone();
         other.features = vec![feature("conv_rate", "float64"), feature("note", "string")];
@@ -180,7 +203,7 @@ mod tests {
             TimeUnit::Second,
             Some("UTC"),
         );
-        let problems = ParquetSchemaCheck.check(&view);
+        let problems = check.check(&view);
         let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(
             fields,
@@ -205,7 +228,7 @@ mod tests {
                 .to_string_lossy()
                 .into_owned(),
         );
-        let problems = ParquetSchemaCheck.check(&missing);
+        let problems = check.check(&missing);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].0, "source");
     }

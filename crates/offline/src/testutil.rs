@@ -16,6 +16,16 @@ use quiver_core::value::{KeyValue, Row};
 
 pub(crate) const SECOND: i64 = 1_000_000;
 
+/// A store of `data_dir` that reads sources and label tables under `root`.
+pub(crate) fn store(data_dir: &Path, root: &Path) -> crate::OfflineStore {
+    let roots = |what, flag| crate::Roots::new(what, flag, &[root.to_path_buf()]).expect("roots");
+    crate::OfflineStore::new(
+        data_dir,
+        roots("a source root", "--source-root"),
+        roots("a labels root", "--labels-root"),
+    )
+}
+
 pub(crate) fn feature(name: &str, value_type: &str) -> Feature {
     Feature {
         name: name.into(),

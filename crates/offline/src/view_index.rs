@@ -55,7 +55,7 @@ impl ViewIndex {
         let spec = Arc::new(ScanSpec::new(view, features, start, end));
         // An empty range (no label has a time) reads nothing.
         let files = if start < end {
-            crate::files::view_files(&store.data_dir, view)?
+            crate::files::view_files(store, view).await?
         } else {
             Vec::new()
         };

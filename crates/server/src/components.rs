@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
-use quiver_offline::OfflineStore;
+use quiver_offline::{OfflineStore, ParquetSchemaCheck};
 use quiver_online::RocksStore;
 use quiver_proto::v1;
 use tokio_util::sync::CancellationToken;
@@ -43,11 +43,19 @@ impl Components {
                 options.data_dir.display()
             ))
         })?;
+        let roots = options.files.open()?;
         let store = Arc::new(RocksStore::open(&options.data_dir.join("rocksdb"))?);
-        let offline = Arc::new(OfflineStore::new(&options.data_dir));
+        let offline = Arc::new(OfflineStore::new(
+            &options.data_dir,
+            roots.sources.clone(),
+            roots.labels,
+        ));
         // Nothing is being written yet: what a crashed append left behind can go.
         offline.remove_interrupted_appends()?;
-        let registry = Arc::new(registry::Registry::open(Arc::clone(&store))?);
+        let registry = Arc::new(registry::Registry::open(
+            Arc::clone(&store),
+            ParquetSchemaCheck::new(roots.sources),
+        )?);
         tracing::info!(
             registry_version = registry.snapshot().version,
             data_dir = %options.data_dir.display(),
@@ -59,6 +67,7 @@ impl Components {
                 Arc::clone(&registry),
                 Arc::clone(&offline),
                 Arc::new(uploads::Uploads::default()),
+                roots.exports,
             )),
             materializer: Arc::new(jobs::Materializer::new(
                 Arc::clone(&store),

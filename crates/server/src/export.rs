@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use quiver_core::RegistryState;
 use quiver_core::selection::{Selection, Selector};
-use quiver_offline::{JoinOutput, JoinRequest, LabelInput, OfflineStore};
+use quiver_offline::{JoinOutput, JoinRequest, LabelInput, OfflineStore, OutputFile, Roots};
 use quiver_proto::selector::export_selector;
 use quiver_proto::v1;
 
@@ -20,7 +20,7 @@ pub const DEFAULT_TIMESTAMP_COLUMN: &str = "event_timestamp";
 /// Where an export's label rows come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Labels {
-    /// A Parquet file, directory or glob on the server.
+    /// A Parquet file, directory or glob under the server's labels roots.
     Path(String),
     /// A label table uploaded with Flight DoPut under this name.
     Upload(String),
@@ -52,8 +52,11 @@ pub struct ExportRequest {
     pub input: ExportInput,
     pub full_names: bool,
     pub as_known_at: bool,
-    /// The Parquet file a server-side export writes (Flight exports stream instead).
+    /// The Parquet file a server-side export writes, relative to the export directory
+    /// (Flight exports stream instead).
     pub output_path: Option<String>,
+    /// Replace an existing file at `output_path`.
+    pub overwrite: bool,
 }
 
 impl ExportRequest {
@@ -112,6 +115,7 @@ impl ExportRequest {
             full_names: request.full_names,
             as_known_at: request.as_known_at,
             output_path: (!request.output_path.is_empty()).then(|| request.output_path.clone()),
+            overwrite: request.overwrite,
         })
     }
 }
@@ -131,15 +135,37 @@ pub struct Exporter {
     registry: Arc<Registry>,
     offline: Arc<OfflineStore>,
     uploads: Arc<Uploads>,
+    /// The export directory: server-side exports are written only under it.
+    exports: Roots,
 }
 
 impl Exporter {
-    pub fn new(registry: Arc<Registry>, offline: Arc<OfflineStore>, uploads: Arc<Uploads>) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        offline: Arc<OfflineStore>,
+        uploads: Arc<Uploads>,
+        exports: Roots,
+    ) -> Self {
         Exporter {
             registry,
             offline,
             uploads,
+            exports,
         }
+    }
+
+    /// The file a server-side export of `request` writes: under the export directory, its
+    /// directory existing, and an existing file only if the request says `overwrite`.
+    pub fn output_file(&self, request: &ExportRequest) -> Result<OutputFile> {
+        let Some(path) = &request.output_path else {
+            return Err(Error::invalid(
+                "output_path",
+                "set the Parquet file to write, relative to the server's export directory",
+            ));
+        };
+        Ok(self
+            .exports
+            .output_file("output_path", path, request.overwrite)?)
     }
 
     /// Label tables uploaded with Flight DoPut.

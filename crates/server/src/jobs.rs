@@ -449,8 +449,18 @@ mod tests {
         let store = Arc::new(RocksStore::open(&dir.path().join("rocksdb"))?);
         let materializer = Materializer::new(
             Arc::clone(&store),
-            Arc::new(OfflineStore::new(dir.path())),
-            Arc::new(Registry::open(store)?),
+            Arc::new(OfflineStore::new(
+                dir.path(),
+                quiver_offline::Roots::none("a source root", "--source-root"),
+                quiver_offline::Roots::none("a labels root", "--labels-root"),
+            )),
+            Arc::new(Registry::open(
+                store,
+                quiver_offline::ParquetSchemaCheck::new(quiver_offline::Roots::none(
+                    "a source root",
+                    "--source-root",
+                )),
+            )?),
             Arc::new(SystemClock),
             CancellationToken::new(),
         );

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use components::Components;
 pub use error::{Error, Result};
-pub use options::{Clock, ServerOptions, SystemClock};
+pub use options::{Clock, FileRoots, ServerOptions, SystemClock};
 
 /// Serves every service on `listener` until `shutdown` is cancelled, then drains in-flight
 /// RPCs, cancels and awaits background jobs, syncs and closes storage.

@@ -47,23 +47,17 @@ impl v1::offline_service_server::OfflineService for OfflineService {
     ) -> Result<Response<Self::ExportTrainingDataStream>, Status> {
         let principal = principal(&request)?;
         let request = ExportRequest::from_wire(request.get_ref())?.authorize(principal)?;
-        let Some(output_path) = request.output_path.clone() else {
-            return Err(Error::invalid(
-                "output_path",
-                "set the Parquet file to write (a path on the server)",
-            )
-            .into());
-        };
+        let output = self.exporter.output_file(&request)?;
+        let output_path = request.output_path.clone().unwrap_or_default();
         let started = Instant::now();
         let objects = describe_selector(&request.selector);
         let prepared = self.exporter.prepare(&request).await;
         let prepared = audited(principal, "ExportTrainingData", &objects, prepared)?;
         let stats = Arc::clone(&prepared.output.stats);
         let metadata = prepared.metadata.clone();
-        let path = std::path::PathBuf::from(&output_path);
         let writer = tokio::spawn(async move {
-            let output = prepared.output;
-            quiver_offline::write_parquet(output.schema, output.stream, &path, prepared.metadata)
+            let joined = prepared.output;
+            quiver_offline::write_export(joined.schema, joined.stream, &output, prepared.metadata)
                 .await
         });
         let stream = futures::stream::unfold(Some((writer, stats)), move |state| {

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use quiver_core::types::Micros;
+use quiver_offline::Roots;
 
 use crate::auth::AuthOptions;
+use crate::error::{Error, Result};
 use crate::tls::TlsOptions;
 
 /// Where "now" comes from. Tests inject a fixed clock to check the consistency invariant.
@@ -27,6 +29,8 @@ impl Clock for SystemClock {
 pub struct ServerOptions {
     pub data_dir: PathBuf,
     pub clock: Arc<dyn Clock>,
+    /// The only directories requests may read or write files in.
+    pub files: FileRoots,
     /// Who may call (off by default: then only a loopback address may be served).
     pub auth: AuthOptions,
     /// TLS on the gRPC port (off by default).
@@ -34,13 +38,73 @@ pub struct ServerOptions {
 }
 
 impl ServerOptions {
-    /// Options with auth and TLS off, on `data_dir`.
-    pub fn new(data_dir: PathBuf, clock: Arc<dyn Clock>) -> Self {
+    /// Options with auth and TLS off, on `data_dir`, with the given file roots.
+    pub fn new(data_dir: PathBuf, clock: Arc<dyn Clock>, files: FileRoots) -> Self {
         ServerOptions {
             data_dir,
             clock,
+            files,
             auth: AuthOptions::default(),
             tls: None,
         }
+    }
+}
+
+/// The directories requests may name files in (see ARCHITECTURE.md, "Files the server
+/// touches"): nothing outside them is read or written for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRoots {
+    /// Where server-side exports are written, named relative to it; created at start.
+    pub export_dir: PathBuf,
+    /// Where label tables named by path (`labels_path`) may be read; none = uploads only.
+    pub labels_roots: Vec<PathBuf>,
+    /// Where manifest `parquet:` sources must lie, checked at plan/apply and at every read.
+    pub source_roots: Vec<PathBuf>,
+}
+
+impl FileRoots {
+    /// The defaults: exports in `<data_dir>/exports`, no labels root, and `working_dir` (the
+    /// server's working directory, where the README's tour keeps its data) as source root.
+    pub fn defaults(data_dir: &std::path::Path, working_dir: PathBuf) -> FileRoots {
+        FileRoots {
+            export_dir: data_dir.join("exports"),
+            labels_roots: Vec::new(),
+            source_roots: vec![working_dir],
+        }
+    }
+}
+
+/// The opened [`FileRoots`]: each directory made absolute and canonical.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenedRoots {
+    pub(crate) exports: Roots,
+    pub(crate) labels: Roots,
+    pub(crate) sources: Roots,
+}
+
+impl FileRoots {
+    /// Creates the export directory and opens every root; a root that does not exist stops
+    /// the server with a message naming its option.
+    pub(crate) fn open(&self) -> Result<OpenedRoots> {
+        std::fs::create_dir_all(&self.export_dir).map_err(|e| {
+            Error::FailedPrecondition(format!(
+                "cannot create the export directory {} (--export-dir): {e}",
+                self.export_dir.display()
+            ))
+        })?;
+        let open = |what: &'static str, flag: &'static str, dirs: &[PathBuf]| {
+            Roots::new(what, flag, dirs).map_err(|e| {
+                Error::FailedPrecondition(format!("{flag}: {e}; give existing directories"))
+            })
+        };
+        Ok(OpenedRoots {
+            exports: open(
+                "the export directory",
+                "--export-dir",
+                std::slice::from_ref(&self.export_dir),
+            )?,
+            labels: open("a labels root", "--labels-root", &self.labels_roots)?,
+            sources: open("a source root", "--source-root", &self.source_roots)?,
+        })
     }
 }

@@ -30,16 +30,20 @@ pub struct Registry {
     current: RwLock<Arc<RegistryState>>,
     /// Serializes applies: read state, plan, persist, swap.
     apply_lock: tokio::sync::Mutex<()>,
+    /// Checks sources against their files, and that they lie under the source roots.
+    schema_check: ParquetSchemaCheck,
 }
 
 impl Registry {
-    /// Loads the persisted registry (empty if there is none).
-    pub fn open(store: Arc<RocksStore>) -> Result<Registry> {
+    /// Loads the persisted registry (empty if there is none); plans check sources with
+    /// `schema_check`.
+    pub fn open(store: Arc<RocksStore>, schema_check: ParquetSchemaCheck) -> Result<Registry> {
         let state = store.load_registry()?.unwrap_or_default();
         Ok(Registry {
             store,
             current: RwLock::new(Arc::new(state)),
             apply_lock: tokio::sync::Mutex::new(()),
+            schema_check,
         })
     }
 
@@ -54,9 +58,10 @@ impl Registry {
     /// Plans `manifests` against the current snapshot (no change anywhere).
     pub async fn plan(&self, manifests: Vec<ManifestFile>, now: Micros) -> Result<Plan> {
         let current = self.snapshot();
+        let check = self.schema_check.clone();
         tokio::task::spawn_blocking(move || -> Result<Plan> {
             let declared = parse_manifests(&manifests)?;
-            Ok(plan::plan(&current, declared, &ParquetSchemaCheck, now)?)
+            Ok(plan::plan(&current, declared, &check, now)?)
         })
         .await
         .map_err(|e| Error::Internal(format!("plan task failed: {e}")))?
@@ -84,6 +89,7 @@ impl Registry {
         let _guard = self.apply_lock.lock().await;
         let current = self.snapshot();
         let store = Arc::clone(&self.store);
+        let check = self.schema_check.clone();
         let (next, plan) = tokio::task::spawn_blocking(move || -> Result<_> {
             let declared = parse_manifests(&request.manifests)?;
             let (mut next, plan) = plan::apply(
@@ -91,7 +97,7 @@ impl Registry {
                 declared,
                 request.expected_version,
                 request.force,
-                &ParquetSchemaCheck,
+                &check,
                 now,
             )?;
             if !plan.is_empty() {

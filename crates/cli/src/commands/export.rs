@@ -1,5 +1,7 @@
-//! `quiver export`: point-in-time training data to Parquet, written by the server, or streamed
-//! over Arrow Flight (`--flight`) and written here.
+//! `quiver export`: point-in-time training data to Parquet. By default everything local stays
+//! local: the label table is read here and uploaded (Flight DoPut), the result streamed back
+//! (Flight DoGet) and written here. `--server-side` names a label table under one of the
+//! server's labels roots and a file in its export directory instead.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,10 +27,12 @@ pub(crate) struct ExportArgs {
     /// Feature refs `view:feature`, comma separated.
     #[arg(long, value_delimiter = ',')]
     features: Vec<String>,
-    /// Label table: Parquet file, directory or glob (read by the server).
+    /// Label table: a local Parquet file, directory or glob, uploaded to the server; with
+    /// --server-side, a path under one of the server's labels roots.
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// Output Parquet file.
+    /// Output Parquet file, written here; with --server-side, a file in the server's export
+    /// directory (relative to it).
     #[arg(long)]
     out: PathBuf,
     /// Label timestamp column.
@@ -45,20 +49,29 @@ pub(crate) struct ExportArgs {
     start: Option<String>,
     #[arg(long)]
     end: Option<String>,
-    /// Stream the result over Arrow Flight and write the file locally.
-    #[arg(long)]
+    /// The server reads --labels under its labels roots and writes --out in its export
+    /// directory (`quiver serve --labels-root`, `--export-dir`).
+    #[arg(long, conflicts_with = "flight")]
+    server_side: bool,
+    /// With --server-side: replace an existing file in the export directory.
+    #[arg(long, requires = "server_side")]
+    overwrite: bool,
+    /// Stream over Arrow Flight and write locally: the default (kept for scripts).
+    #[arg(long, hide = true)]
     flight: bool,
     #[command(flatten)]
     server: ServerArg,
 }
 
-fn absolute(path: &Path) -> Result<String> {
-    Ok(std::path::absolute(path)
-        .with_context(|| format!("bad path {}", path.display()))?
-        .to_string_lossy()
-        .into_owned())
+fn text(path: &Path) -> Result<String> {
+    path.to_str()
+        .map(str::to_string)
+        .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
+/// The export request of `args`: with --server-side, `labels_path` and `output_path` are the
+/// paths as given, for the server to resolve under its roots; otherwise neither is set (the
+/// labels are uploaded and named by the caller).
 pub(crate) fn request(args: &ExportArgs) -> Result<v1::ExportRequest> {
     let selector = match &args.service {
         Some(service) => v1::export_request::Selector::FeatureService(service.clone()),
@@ -78,16 +91,19 @@ pub(crate) fn request(args: &ExportArgs) -> Result<v1::ExportRequest> {
     };
     Ok(v1::ExportRequest {
         selector: Some(selector),
-        labels_path: args
-            .labels
-            .as_deref()
-            .map(absolute)
-            .transpose()?
-            .unwrap_or_default(),
+        labels_path: match &args.labels {
+            Some(labels) if args.server_side => text(labels)?,
+            _ => String::new(),
+        },
         timestamp_column: args.timestamp_column.clone(),
         full_names: args.full_names,
         as_known_at: args.as_known_at,
-        output_path: absolute(&args.out)?,
+        output_path: if args.server_side {
+            text(&args.out)?
+        } else {
+            String::new()
+        },
+        overwrite: args.overwrite,
         start_micros: time(&args.start, "--start")?,
         end_micros: time(&args.end, "--end")?,
         ..Default::default()
@@ -95,18 +111,22 @@ pub(crate) fn request(args: &ExportArgs) -> Result<v1::ExportRequest> {
 }
 
 pub(crate) async fn run(args: ExportArgs) -> Result<()> {
-    let request = request(&args)?;
+    let mut request = request(&args)?;
     let mut clients = connect(&args.server).await?;
-    if args.flight {
-        let rows = export_flight(&clients, request, &args.out).await?;
-        println!(
-            "Exported {rows} rows over Arrow Flight to {}.",
-            args.out.display()
-        );
+    if args.server_side {
+        let summary = export_server(&mut clients, request, true).await?;
+        println!("{}", summary_text(&summary));
         return Ok(());
     }
-    let summary = export_server(&mut clients, request, true).await?;
-    println!("{}", summary_text(&summary));
+    if let Some(labels) = &args.labels {
+        let table = super::upload::read_labels(labels)?;
+        request.labels_upload = super::upload::upload(&clients.channel, table).await?;
+    }
+    let rows = export_flight(&clients, request, &args.out).await?;
+    println!(
+        "Exported {rows} rows over Arrow Flight to {}.",
+        args.out.display()
+    );
     Ok(())
 }
 

@@ -1,9 +1,11 @@
 //! One module per group of subcommands.
 
 pub(crate) mod export;
+pub(crate) mod file_roots;
 pub(crate) mod online;
 pub(crate) mod quickstart;
 pub(crate) mod registry;
 pub(crate) mod serve;
 pub(crate) mod serve_security;
 pub(crate) mod token;
+pub(crate) mod upload;

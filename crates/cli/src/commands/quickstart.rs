@@ -7,12 +7,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use quiver_core::types::format_rfc3339;
 use quiver_proto::v1;
-use quiver_server::{ServerOptions, SystemClock};
+use quiver_server::{FileRoots, ServerOptions, SystemClock};
 use tokio_util::sync::CancellationToken;
 
 use crate::ServerArg;
 use crate::client::{Clients, connect};
-use crate::commands::{export, online, registry};
+use crate::commands::{export, online, registry, upload};
 use crate::demo::{DemoShape, HOUR, write_project};
 
 /// Marks a directory as the quickstart's own, so a rerun may replace it.
@@ -66,7 +66,9 @@ pub(crate) async fn run(args: QuickstartArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let options = ServerOptions::new(dir.join("data-dir"), Arc::new(SystemClock));
+    // The demo's sources live in the project directory: that is the one source root.
+    let files = FileRoots::defaults(&dir.join("data-dir"), dir.clone());
+    let options = ServerOptions::new(dir.join("data-dir"), Arc::new(SystemClock), files);
     let server = tokio::spawn(quiver_server::serve(listener, shutdown.clone(), options));
     let url = format!("http://{addr}");
     println!("Serving gRPC + Arrow Flight on {url}");
@@ -75,7 +77,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> Result<()> {
     server.await.context("server task")??;
     result?;
     println!(
-        "\nDone. Run it yourself: `quiver serve --data-dir {0}/data-dir` then `quiver apply -f {0}/features`, `quiver get --service driver_model --entity driver_id=1001`.",
+        "\nDone. Run it yourself: `quiver serve --data-dir {0}/data-dir --source-root {0}` then `quiver apply -f {0}/features`, `quiver get --service driver_model --entity driver_id=1001`.",
         dir.display()
     );
     Ok(())
@@ -115,24 +117,27 @@ async fn walk_through(url: &str, dir: &std::path::Path, shape: DemoShape) -> Res
     println!("quiver get --service driver_model --entity driver_id=1001,1002,1004,9999");
     online_lookup(&mut clients).await?;
 
-    step("6. Point-in-time correct training export");
+    step("6. Point-in-time correct training export (labels uploaded, result streamed back)");
     println!(
         "quiver export --service driver_model --labels {0}/data/labels.parquet --out {0}/train.parquet",
         dir.display()
     );
+    let started = std::time::Instant::now();
+    let labels = upload::read_labels(&dir.join("data/labels.parquet"))?;
     let request = v1::ExportRequest {
         selector: Some(v1::export_request::Selector::FeatureService(
             "driver_model".into(),
         )),
-        labels_path: dir
-            .join("data/labels.parquet")
-            .to_string_lossy()
-            .into_owned(),
-        output_path: dir.join("train.parquet").to_string_lossy().into_owned(),
+        labels_upload: upload::upload(&clients.channel, labels).await?,
         ..Default::default()
     };
-    let summary = export::export_server(&mut clients, request, true).await?;
-    println!("{}", export::summary_text(&summary));
+    let out = dir.join("train.parquet");
+    let rows = export::export_flight(&clients, request, &out).await?;
+    println!(
+        "Exported {rows} rows to {} in {:.2} s.",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use quiver_server::{ServerOptions, SystemClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::file_roots::FileRootsArgs;
 use crate::commands::serve_security::SecurityArgs;
 use crate::config::{ConfigFile, DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_LOG};
 
@@ -31,6 +32,8 @@ pub(crate) struct ServeArgs {
     log: Option<String>,
     #[command(flatten)]
     security: SecurityArgs,
+    #[command(flatten)]
+    files: FileRootsArgs,
 }
 
 pub(crate) fn init_tracing(filter: &str) {
@@ -55,7 +58,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     );
     let data_dir = args
         .data_dir
-        .or(file.data_dir)
+        .or(file.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let default_addr: SocketAddr = DEFAULT_GRPC_ADDR.parse().context("default address")?;
     let addr = args.grpc_addr.or(file.grpc_addr).unwrap_or(default_addr);
@@ -76,7 +79,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutdown signal received");
         signal_token.cancel();
     });
-    let mut options = ServerOptions::new(data_dir, Arc::new(SystemClock));
+    let files = args.files.resolve(&file, &data_dir)?;
+    let mut options = ServerOptions::new(data_dir, Arc::new(SystemClock), files);
     options.auth = args.security.auth()?;
     options.tls = args.security.tls();
     quiver_server::serve(listener, shutdown, options).await?;
