@@ -68,6 +68,7 @@ impl TestServer {
         let options = ServerOptions {
             data_dir: dir.path().join("data"),
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            limits: quiver_server::Limits::default(),
         };
         let handle = tokio::spawn(quiver_server::serve(listener, token.clone(), options));
         Ok(TestServer {

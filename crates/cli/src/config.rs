@@ -21,6 +21,8 @@ pub(crate) struct ConfigFile {
     pub data_dir: Option<PathBuf>,
     pub grpc_addr: Option<SocketAddr>,
     pub log: Option<String>,
+    /// Limit settings, keyed like their flags (`max_push_rows: 1000000`).
+    pub limits: Option<crate::commands::limits::LimitSettings>,
 }
 
 impl ConfigFile {

@@ -61,6 +61,7 @@ pub use join::{JoinOutput, JoinRequest, JoinStats};
 pub use labels::LabelInput;
 pub use latest::LatestRows;
 pub use parquet_writer::write_parquet;
+pub use push_log::push_log_batch;
 pub use schema_check::ParquetSchemaCheck;
 
 /// The offline store of one Quiver data directory.

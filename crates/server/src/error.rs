@@ -19,6 +19,13 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{what} `{name}` not found")]
     NotFound { what: &'static str, name: String },
+    /// A request over a limit: `what` it is, the `limit`, and the `setting` that raises it.
+    #[error("{what}; the limit is {limit} ({setting})")]
+    ResourceExhausted {
+        what: String,
+        limit: String,
+        setting: &'static str,
+    },
     #[error("cancelled")]
     Cancelled,
     #[error("internal error: {0}")]
@@ -44,6 +51,7 @@ impl Error {
             Error::InvalidArgument { .. } => ErrorCode::InvalidArgument,
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::ResourceExhausted { .. } => ErrorCode::ResourceExhausted,
             Error::Cancelled => ErrorCode::Cancelled,
             Error::Internal(_) => ErrorCode::Internal,
         }

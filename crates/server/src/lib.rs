@@ -16,6 +16,7 @@ pub mod export;
 pub mod flight;
 pub mod jobs;
 pub mod jobs_svc;
+pub mod limits;
 pub mod offline_svc;
 pub mod online_read;
 pub mod online_svc;
@@ -23,6 +24,7 @@ pub mod options;
 pub mod push;
 pub mod registry;
 pub mod registry_svc;
+mod transport;
 pub mod uploads;
 
 use quiver_proto::v1;
@@ -31,7 +33,17 @@ use tokio_util::sync::CancellationToken;
 
 use components::Components;
 pub use error::{Error, Result};
-pub use options::{Clock, ServerOptions, SystemClock};
+pub use options::{Clock, Limits, ServerOptions, SystemClock};
+
+/// Runs blocking work (RocksDB reads, writes and syncs, file I/O, large conversions) on the
+/// blocking pool, never on the async workers.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}
 
 /// Serves every service on `listener` until `shutdown` is cancelled, then drains in-flight
 /// RPCs, cancels and awaits background jobs, syncs and closes storage.
@@ -44,7 +56,7 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
-    let router = components.router(health_and_reflection().await?, &options);
+    let router = components.router(health_and_reflection(&options.limits).await?, &options);
     tracing::info!(%addr, "serving gRPC and Arrow Flight");
     let token = shutdown.clone();
     router
@@ -59,8 +71,10 @@ pub async fn serve(
 }
 
 /// A router with `grpc.health.v1` (every Quiver service SERVING) and reflection over
-/// Quiver's API; the services themselves are added by [`Components`].
-async fn health_and_reflection() -> Result<tonic::transport::server::Router> {
+/// Quiver's API, on a server with the transport's limits (HTTP/2 streams per connection,
+/// the request timeout and the status rules of [`transport`]); the services themselves are
+/// added by [`Components`].
+async fn health_and_reflection(limits: &Limits) -> Result<transport::Router> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<v1::registry_service_server::RegistryServiceServer<registry_svc::RegistryService>>().await;
     reporter
@@ -76,6 +90,10 @@ async fn health_and_reflection() -> Result<tonic::transport::server::Router> {
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     Ok(tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .layer(transport::TransportLayer {
+            timeout: limits.request_timeout,
+        })
         .add_service(health)
         .add_service(reflection))
 }

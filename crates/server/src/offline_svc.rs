@@ -56,11 +56,13 @@ impl v1::offline_service_server::OfflineService for OfflineService {
         let stats = Arc::clone(&prepared.output.stats);
         let metadata = prepared.metadata.clone();
         let path = std::path::PathBuf::from(&output_path);
-        let writer = tokio::spawn(async move {
+        // Aborted when the progress stream is dropped (the client went away or cancelled):
+        // the join stops and the writer removes its temporary file.
+        let writer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let output = prepared.output;
             quiver_offline::write_parquet(output.schema, output.stream, &path, prepared.metadata)
                 .await
-        });
+        }));
         let stream = futures::stream::unfold(Some((writer, stats)), move |state| {
             let (metadata, output_path) = (metadata.clone(), output_path.clone());
             async move {

@@ -10,6 +10,7 @@ use quiver_proto::v1;
 use tonic::{Request, Response, Status};
 
 use crate::error::Result;
+use crate::limits::Limits;
 use crate::online_read::{OnlineRead, ViewRead};
 use crate::options::Clock;
 use crate::push::{PushBatch, Pushed, Pusher};
@@ -21,6 +22,7 @@ pub struct OnlineService {
     store: Arc<RocksStore>,
     pusher: Arc<Pusher>,
     clock: Arc<dyn Clock>,
+    limits: Arc<Limits>,
 }
 
 impl OnlineService {
@@ -29,12 +31,14 @@ impl OnlineService {
         store: Arc<RocksStore>,
         pusher: Arc<Pusher>,
         clock: Arc<dyn Clock>,
+        limits: Limits,
     ) -> Self {
         OnlineService {
             registry,
             store,
             pusher,
             clock,
+            limits: Arc::new(limits),
         }
     }
 
@@ -45,7 +49,7 @@ impl OnlineService {
         lookup: bool,
     ) -> Result<v1::GetOnlineFeaturesResponse> {
         let registry = self.registry.snapshot();
-        let read = OnlineRead::from_wire(request, &registry)?;
+        let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
         let now = self.clock.now();
         let views = read.execute(&self.store, &registry, now, lookup)?;
         Ok(response(read, views, now))
@@ -128,17 +132,25 @@ impl v1::online_service_server::OnlineService for OnlineService {
         &self,
         request: Request<v1::GetOnlineFeaturesRequest>,
     ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
-        Ok(Response::new(self.get(request.get_ref(), true)?))
+        let (service, request) = (self.clone(), request.into_inner());
+        let response = crate::run_blocking(move || service.get(&request, true)).await?;
+        Ok(Response::new(response))
     }
 
+    /// Validation (a chunk of rows at a time) and writing run on the blocking pool.
     async fn push(
         &self,
         request: Request<v1::PushRequest>,
     ) -> Result<Response<v1::PushResponse>, Status> {
         let registry = self.registry.snapshot();
-        let batch = PushBatch::from_wire(request.get_ref(), &registry, self.clock.now())?;
-        let n_rows = batch.n_rows;
-        let pushed = self.pusher.push(batch).await?;
+        let (received_at, limits) = (self.clock.now(), Arc::clone(&self.limits));
+        let pusher = Arc::clone(&self.pusher);
+        let request = request.into_inner();
+        let (n_rows, pushed) = crate::run_blocking(move || {
+            let batch = PushBatch::from_wire(request, &registry, received_at, &limits)?;
+            Ok((batch.n_rows, pusher.push_blocking(&batch)?))
+        })
+        .await?;
         Ok(Response::new(pushed_to_proto(n_rows, pushed)))
     }
 

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use quiver_core::types::Micros;
 
+pub use crate::limits::Limits;
+
 /// Where "now" comes from. Tests inject a fixed clock to check the consistency invariant.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> Micros;
@@ -24,4 +26,6 @@ impl Clock for SystemClock {
 pub struct ServerOptions {
     pub data_dir: PathBuf,
     pub clock: Arc<dyn Clock>,
+    /// Bounds on requests, uploads, parked exports and jobs.
+    pub limits: Limits,
 }

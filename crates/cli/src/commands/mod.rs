@@ -1,6 +1,7 @@
 //! One module per group of subcommands.
 
 pub(crate) mod export;
+pub(crate) mod limits;
 pub(crate) mod online;
 pub(crate) mod quickstart;
 pub(crate) mod registry;

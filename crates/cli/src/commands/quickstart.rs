@@ -68,6 +68,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> Result<()> {
     let options = ServerOptions {
         data_dir: dir.join("data-dir"),
         clock: Arc::new(SystemClock),
+        limits: quiver_server::Limits::default(),
     };
     let server = tokio::spawn(quiver_server::serve(listener, shutdown.clone(), options));
     let url = format!("http://{addr}");

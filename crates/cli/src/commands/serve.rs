@@ -28,6 +28,8 @@ pub(crate) struct ServeArgs {
     /// Log filter, e.g. `info` or `quiver_server=debug`.
     #[arg(long, env = "QUIVER_LOG")]
     log: Option<String>,
+    #[command(flatten)]
+    limits: super::limits::LimitSettings,
 }
 
 pub(crate) fn init_tracing(filter: &str) {
@@ -76,6 +78,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let options = ServerOptions {
         data_dir,
         clock: Arc::new(SystemClock),
+        limits: args.limits.or(file.limits.unwrap_or_default()).limits(),
     };
     quiver_server::serve(listener, shutdown, options).await?;
     Ok(())
