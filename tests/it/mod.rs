@@ -1,5 +1,6 @@
 mod consistency;
 mod fixture;
+mod limits;
 mod materialize;
 mod offline;
 mod online;

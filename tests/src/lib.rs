@@ -60,15 +60,33 @@ impl TestServer {
         .await
     }
 
+    /// Starts a server with the given limits.
+    pub async fn start_with(limits: quiver_server::Limits) -> Result<TestServer> {
+        Self::start_in_with(
+            tempfile::tempdir()?,
+            ManualClock::new(chrono::Utc::now().timestamp_micros()),
+            limits,
+        )
+        .await
+    }
+
     /// Starts a server on an existing directory (restart tests) with a given clock.
     pub async fn start_in(dir: tempfile::TempDir, clock: Arc<ManualClock>) -> Result<TestServer> {
+        Self::start_in_with(dir, clock, quiver_server::Limits::default()).await
+    }
+
+    async fn start_in_with(
+        dir: tempfile::TempDir,
+        clock: Arc<ManualClock>,
+        limits: quiver_server::Limits,
+    ) -> Result<TestServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let token = CancellationToken::new();
         let options = ServerOptions {
             data_dir: dir.path().join("data"),
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
-            limits: quiver_server::Limits::default(),
+            limits,
         };
         let handle = tokio::spawn(quiver_server::serve(listener, token.clone(), options));
         Ok(TestServer {
@@ -193,5 +211,67 @@ pub fn named(name: &str, column: v1::Column) -> v1::NamedColumn {
     v1::NamedColumn {
         name: name.to_string(),
         column: Some(column),
+    }
+}
+
+/// Sends `body` as the request message of the unary method `path` without encoding it, so
+/// tests can send bytes that are not a valid protobuf message.
+pub async fn raw_unary(
+    channel: Channel,
+    path: &'static str,
+    body: Vec<u8>,
+) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary::<_, (), _>(tonic::Request::new(body), path, RawCodec)
+        .await
+        .map(|_| ())
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        bytes::Buf::advance(buf, bytes::Buf::remaining(buf));
+        Ok(Some(()))
     }
 }
