@@ -27,7 +27,7 @@ struct Budget {
     total: u64,
 }
 
-/// One upload's share of the [`Budget`], given back on drop.
+/// One upload's share of the total upload bytes, given back on drop.
 #[derive(Debug)]
 pub struct Reservation {
     budget: Arc<Budget>,
