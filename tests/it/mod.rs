@@ -1,6 +1,7 @@
 mod consistency;
 mod files;
 mod fixture;
+mod limits;
 mod materialize;
 mod offline;
 mod online;

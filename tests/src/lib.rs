@@ -72,11 +72,14 @@ pub struct Clients {
     pub jobs: v1::job_service_client::JobServiceClient<AuthChannel>,
     pub offline: v1::offline_service_client::OfflineServiceClient<AuthChannel>,
     pub channel: AuthChannel,
+    /// The channel without credentials (for raw calls and clients generic over `Channel`).
+    pub plain: Channel,
 }
 
 impl Clients {
     fn new(channel: Channel, token: Option<&str>) -> Result<Clients> {
         let bearer = Bearer(token.map(|t| format!("Bearer {t}").parse()).transpose()?);
+        let plain = channel.clone();
         let channel = InterceptedService::new(channel, bearer);
         let limit = 256 * 1024 * 1024;
         Ok(Clients {
@@ -86,6 +89,7 @@ impl Clients {
             jobs: v1::job_service_client::JobServiceClient::new(channel.clone()),
             offline: v1::offline_service_client::OfflineServiceClient::new(channel.clone()),
             channel,
+            plain,
         })
     }
 }
@@ -95,6 +99,16 @@ impl TestServer {
         Self::start_in(
             tempfile::tempdir()?,
             ManualClock::new(chrono::Utc::now().timestamp_micros()),
+        )
+        .await
+    }
+
+    /// Starts a server with the given limits.
+    pub async fn start_limited(limits: quiver_server::Limits) -> Result<TestServer> {
+        Self::start_with(
+            tempfile::tempdir()?,
+            ManualClock::new(chrono::Utc::now().timestamp_micros()),
+            |o| o.limits = limits,
         )
         .await
     }
@@ -252,5 +266,67 @@ pub fn named(name: &str, column: v1::Column) -> v1::NamedColumn {
     v1::NamedColumn {
         name: name.to_string(),
         column: Some(column),
+    }
+}
+
+/// Sends `body` as the request message of the unary method `path` without encoding it, so
+/// tests can send bytes that are not a valid protobuf message.
+pub async fn raw_unary(
+    channel: Channel,
+    path: &'static str,
+    body: Vec<u8>,
+) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary::<_, (), _>(tonic::Request::new(body), path, RawCodec)
+        .await
+        .map(|_| ())
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        bytes::Buf::advance(buf, bytes::Buf::remaining(buf));
+        Ok(Some(()))
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct ConfigFile {
     pub labels_roots: Option<Vec<PathBuf>>,
     /// Where manifest `parquet:` sources must lie (`--source-root`).
     pub source_roots: Option<Vec<PathBuf>>,
+    /// Limit settings, keyed like their flags (`max_push_rows: 1000000`).
+    pub limits: Option<crate::commands::limits::LimitSettings>,
 }
 
 impl ConfigFile {

@@ -58,7 +58,7 @@ impl ServerArg {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Show what `apply` would change.
     Plan(registry::PlanArgs),
     /// Apply manifests atomically.
@@ -97,7 +97,7 @@ pub fn run() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Plan(args) => registry::plan(args).await,
             Command::Apply(args) => registry::apply(args).await,
             Command::List(args) => registry::list(args).await,

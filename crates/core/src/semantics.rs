@@ -3,6 +3,26 @@
 
 use crate::types::Micros;
 
+/// "Valid time range": the first instant an event or created time may be,
+/// 0001-01-01T00:00:00Z.
+pub const MIN_TIME: Micros = -62_135_596_800_000_000;
+/// "Valid time range": the last instant an event or created time may be,
+/// 9999-12-31T23:59:59.999999Z.
+pub const MAX_TIME: Micros = 253_402_300_799_999_999;
+
+/// "Valid time range": whether `micros` is an instant Quiver accepts as an event time, a
+/// created time or a label time (years 1 to 9999, UTC). Every path checks it on input.
+pub fn is_valid_time(micros: Micros) -> bool {
+    (MIN_TIME..=MAX_TIME).contains(&micros)
+}
+
+/// Why `micros` is refused: the rule in words, for error messages.
+pub fn invalid_time_message(micros: Micros) -> String {
+    format!(
+        "{micros} (microseconds since the epoch) is outside the valid time range [{MIN_TIME}, {MAX_TIME}] (0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z)"
+    )
+}
+
 /// Row order for one key: `(event_ts, created_ts)`, a missing created_ts is the lowest.
 pub type RowOrder = (Micros, Option<Micros>);
 
@@ -64,6 +84,19 @@ pub fn is_fresh(event_ts: Micros, now: Micros, ttl: Micros) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_valid_time_range_is_years_1_to_9999() {
+        let first = chrono::DateTime::parse_from_rfc3339("0001-01-01T00:00:00Z")
+            .map(|t| t.timestamp_micros());
+        let last = chrono::DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999Z")
+            .map(|t| t.timestamp_micros());
+        assert_eq!(first, Ok(MIN_TIME));
+        assert_eq!(last, Ok(MAX_TIME));
+        assert!(is_valid_time(MIN_TIME) && is_valid_time(MAX_TIME) && is_valid_time(0));
+        assert!(!is_valid_time(MIN_TIME - 1) && !is_valid_time(MAX_TIME + 1));
+        assert!(!is_valid_time(i64::MAX) && !is_valid_time(i64::MIN));
+    }
 
     #[test]
     fn created_time_breaks_ties_and_missing_is_lowest() {

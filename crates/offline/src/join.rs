@@ -165,6 +165,19 @@ fn join_batch(
     stats: &JoinStats,
 ) -> Result<RecordBatch> {
     let t = to_micros(batch.column(t_index).as_ref())?;
+    if let Some(bad) = t
+        .iter()
+        .flatten()
+        .find(|t| !quiver_core::semantics::is_valid_time(*t))
+    {
+        return Err(Error::invalid(
+            schema.field(t_index).name(),
+            format!(
+                "a label time {}",
+                quiver_core::semantics::invalid_time_message(bad)
+            ),
+        ));
+    }
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     for (plan, (_, matched)) in plans.iter().zip(&stats.matched) {
         let keys = plan

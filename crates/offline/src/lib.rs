@@ -66,6 +66,7 @@ pub use join::{JoinOutput, JoinRequest, JoinStats};
 pub use labels::LabelInput;
 pub use latest::LatestRows;
 pub use parquet_writer::{write_export, write_parquet};
+pub use push_log::push_log_batch;
 pub use roots::{OutputFile, Roots};
 pub use schema_check::ParquetSchemaCheck;
 

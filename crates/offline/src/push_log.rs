@@ -27,13 +27,26 @@ impl OfflineStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let batch = rows_to_batch(view, rows)?;
+        self.append_push_log_batches(view, &[push_log_batch(view, rows)?])
+    }
+
+    /// Appends record batches built by [`push_log_batch`] (a large push converts its rows a
+    /// chunk at a time) to the view's push log as one file; returns once it is durable.
+    pub fn append_push_log_batches(
+        &self,
+        view: &ResolvedView,
+        batches: &[RecordBatch],
+    ) -> Result<()> {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows == 0 {
+            return Ok(());
+        }
         let dir = push_log_dir(&self.data_dir, &view.name);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let (micros, seq) = self.next_push_name();
         let path = dir.join(format!("{micros:020}-{seq:020}.parquet"));
-        write_file_durably(&path, &[batch], Vec::new())?;
-        tracing::debug!(view = %view.name, rows = rows.len(), path = %path.display(), "appended to push log");
+        write_file_durably(&path, batches, Vec::new())?;
+        tracing::debug!(view = %view.name, rows, path = %path.display(), "appended to push log");
         Ok(())
     }
 
@@ -93,8 +106,9 @@ fn real_entries(dir: &std::path::Path) -> Result<Vec<std::fs::DirEntry>> {
     }
 }
 
-/// The push-log batch for `rows`, validated against the view.
-pub(crate) fn rows_to_batch(view: &ResolvedView, rows: &[Row]) -> Result<RecordBatch> {
+/// The push-log batch for `rows` (keys in the view's key order, values in its feature order),
+/// validated against the view.
+pub fn push_log_batch(view: &ResolvedView, rows: &[Row]) -> Result<RecordBatch> {
     let source = &view.source;
     for (i, row) in rows.iter().enumerate() {
         if row.key.len() != view.join_keys.len() {

@@ -370,6 +370,25 @@ pub(crate) fn read_unit(
     Ok(())
 }
 
+/// Every time must be in the valid time range (SEMANTICS.md "Time"): a source row outside it
+/// fails the materialization or join that reads it, on both paths alike.
+fn check_times(
+    micros: &arrow::array::TimestampMicrosecondArray,
+    column: &str,
+) -> Result<(), arrow::error::ArrowError> {
+    let bad = micros
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.is_some_and(|t| !quiver_core::semantics::is_valid_time(t)));
+    match bad {
+        Some((row, Some(t))) => Err(arrow::error::ArrowError::InvalidArgumentError(format!(
+            "column `{column}`, row {row} of a batch: {}",
+            quiver_core::semantics::invalid_time_message(t)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn normalize_batch(
     batch: &RecordBatch,
     file: &FileScan,
@@ -386,7 +405,9 @@ fn normalize_batch(
         let array = if index < spec.n_keys() {
             normalize_key(array, spec.keys[index].1)?
         } else if index == spec.event_index() || Some(index) == created {
-            Arc::new(to_micros(array.as_ref())?)
+            let micros = to_micros(array.as_ref())?;
+            check_times(&micros, name.as_deref().unwrap_or_default())?;
+            Arc::new(micros)
         } else {
             normalize_value(array, spec.features[index - spec.first_feature_index()].1)?
         };

@@ -98,7 +98,7 @@ pub(crate) fn write_rows(
     unit: TimeUnit,
     zone: Option<&str>,
 ) {
-    let batch = crate::push_log::rows_to_batch(view, rows).expect("rows fit the view");
+    let batch = crate::push_log::push_log_batch(view, rows).expect("rows fit the view");
     let target = DataType::Timestamp(unit, zone.map(Arc::from));
     let mut fields = Vec::new();
     let mut columns = Vec::new();

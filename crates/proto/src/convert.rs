@@ -125,6 +125,96 @@ fn check_nulls(column: &v1::Column, field: &str) -> Result<()> {
     Ok(())
 }
 
+/// Rows `range` of `column` as a column of their own (list offsets re-based), so a large
+/// request can be converted a chunk at a time. Checks what the chunk needs: a `nulls` vector
+/// of the column's length (or none) and, for lists, offsets within the items, not decreasing.
+pub fn slice_column(
+    column: &v1::Column,
+    range: std::ops::Range<usize>,
+    field: &str,
+) -> Result<v1::Column> {
+    check_nulls(column, field)?;
+    let out_of_range = || {
+        ProtocolError::invalid(
+            field,
+            format!(
+                "rows {range:?} are beyond the column's {} values",
+                column_len(column)
+            ),
+        )
+    };
+    fn part<T: Clone>(values: &[T], range: &std::ops::Range<usize>) -> Option<Vec<T>> {
+        values.get(range.clone()).map(<[T]>::to_vec)
+    }
+    let values = match &column.values {
+        None if range.is_empty() => None,
+        None => return Err(out_of_range()),
+        Some(Values::BoolValues(v)) => Some(Values::BoolValues(v1::BoolValues {
+            values: part(&v.values, &range).ok_or_else(out_of_range)?,
+        })),
+        Some(Values::Int32Values(v)) => Some(Values::Int32Values(v1::Int32Values {
+            values: part(&v.values, &range).ok_or_else(out_of_range)?,
+        })),
+        Some(Values::Int64Values(v)) => Some(Values::Int64Values(v1::Int64Values {
+            values: part(&v.values, &range).ok_or_else(out_of_range)?,
+        })),
+        Some(Values::FloatValues(v)) => Some(Values::FloatValues(v1::FloatValues {
+            values: part(&v.values, &range).ok_or_else(out_of_range)?,
+        })),
+        Some(Values::DoubleValues(v)) => Some(Values::DoubleValues(v1::DoubleValues {
+            values: part(&v.values, &range).ok_or_else(out_of_range)?,
+        })),
+        Some(Values::StringValues(v)) => Some(Values::StringValues(v1::StringValues {
+            values: part(&v.values, &range).ok_or_else(out_of_range)?,
+        })),
+        Some(Values::BytesValues(v)) => Some(Values::BytesValues(v1::BytesValues {
+            values: part(&v.values, &range).ok_or_else(out_of_range)?,
+        })),
+        Some(Values::TimestampValues(v)) => Some(Values::TimestampValues(v1::TimestampValues {
+            micros: part(&v.micros, &range).ok_or_else(out_of_range)?,
+        })),
+        Some(Values::ListValues(list)) => Some(Values::ListValues(Box::new(slice_list(
+            list, &range, field,
+        )?))),
+    };
+    let nulls = if column.nulls.is_empty() {
+        Vec::new()
+    } else {
+        part(&column.nulls, &range).ok_or_else(out_of_range)?
+    };
+    Ok(v1::Column { values, nulls })
+}
+
+fn slice_list(
+    list: &v1::ListValues,
+    range: &std::ops::Range<usize>,
+    field: &str,
+) -> Result<v1::ListValues> {
+    let inner = list
+        .values
+        .as_ref()
+        .ok_or_else(|| ProtocolError::Missing(format!("{field}.list_values.values")))?;
+    let offsets = list.offsets.get(range.start..=range.end).ok_or_else(|| {
+        ProtocolError::invalid(field, format!("list offsets do not cover rows {range:?}"))
+    })?;
+    let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
+    let decreasing = offsets.windows(2).any(|pair| pair[1] < pair[0]);
+    if decreasing || last > column_len(inner) {
+        return Err(ProtocolError::invalid(
+            field,
+            format!("list offsets {first}..{last} are out of range or decreasing"),
+        ));
+    }
+    Ok(v1::ListValues {
+        offsets: offsets.iter().map(|o| o - offsets[0]).collect(),
+        values: Some(Box::new(slice_column(
+            inner,
+            first..last,
+            &format!("{field}.list_values.values"),
+        )?)),
+    })
+}
+
 /// Reads a join key column; its type must be exactly the key's type and it may hold no nulls.
 pub fn column_to_keys(
     column: &v1::Column,

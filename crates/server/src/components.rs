@@ -8,17 +8,15 @@ use quiver_offline::{OfflineStore, ParquetSchemaCheck};
 use quiver_online::RocksStore;
 use quiver_proto::v1;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Router;
 
 use crate::auth::Authenticator;
 use crate::error::{Error, Result};
+use crate::limits::as_usize;
 use crate::options::ServerOptions;
+use crate::transport::Router;
 use crate::{
     export, flight, jobs, jobs_svc, offline_svc, online_svc, push, registry, registry_svc, uploads,
 };
-
-/// Largest gRPC message accepted or sent (pushes and online batches are columnar and large).
-const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// The server's parts, each owning what it needs; services get the parts they use.
 #[derive(Debug)]
@@ -66,7 +64,7 @@ impl Components {
             exporter: Arc::new(export::Exporter::new(
                 Arc::clone(&registry),
                 Arc::clone(&offline),
-                Arc::new(uploads::Uploads::default()),
+                Arc::new(uploads::Uploads::new(&options.limits)),
                 roots.exports,
             )),
             materializer: Arc::new(jobs::Materializer::new(
@@ -75,6 +73,7 @@ impl Components {
                 Arc::clone(&registry),
                 Arc::clone(&options.clock),
                 jobs_shutdown,
+                options.limits.max_concurrent_jobs,
             )),
             registry,
             store,
@@ -82,12 +81,14 @@ impl Components {
     }
 
     /// Adds every Quiver service (and Flight) to `router`.
-    pub(crate) fn router<L>(
+    pub(crate) fn router(
         &self,
-        router: Router<L>,
+        router: Router,
         options: &ServerOptions,
         auth: Option<Arc<Authenticator>>,
-    ) -> Router<L> {
+    ) -> Router {
+        let data = as_usize(options.limits.max_message_bytes);
+        let control = as_usize(options.limits.max_control_message_bytes);
         router
             .add_service(
                 v1::registry_service_server::RegistryServiceServer::new(
@@ -96,7 +97,7 @@ impl Components {
                         Arc::clone(&options.clock),
                     ),
                 )
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(control),
             )
             .add_service(
                 v1::online_service_server::OnlineServiceServer::new(
@@ -105,24 +106,32 @@ impl Components {
                         Arc::clone(&self.store),
                         Arc::clone(&self.pusher),
                         Arc::clone(&options.clock),
+                        options.limits.clone(),
                     ),
                 )
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(data)
+                .max_encoding_message_size(data),
             )
-            .add_service(v1::job_service_server::JobServiceServer::new(
-                jobs_svc::JobService::new(Arc::clone(&self.materializer)),
-            ))
-            .add_service(v1::offline_service_server::OfflineServiceServer::new(
-                offline_svc::OfflineService::new(Arc::clone(&self.exporter)),
-            ))
+            .add_service(
+                v1::job_service_server::JobServiceServer::new(jobs_svc::JobService::new(
+                    Arc::clone(&self.materializer),
+                ))
+                .max_decoding_message_size(control),
+            )
+            .add_service(
+                v1::offline_service_server::OfflineServiceServer::new(
+                    offline_svc::OfflineService::new(Arc::clone(&self.exporter)),
+                )
+                .max_decoding_message_size(control),
+            )
             .add_service(
                 FlightServiceServer::new(flight::FlightExport::new(
                     Arc::clone(&self.exporter),
+                    &options.limits,
                     auth,
                 ))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(data)
+                .max_encoding_message_size(data),
             )
     }
 }

@@ -23,6 +23,13 @@ pub enum Error {
     Unauthenticated(String),
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// A request over a limit: `what` it is, the `limit`, and the `setting` that raises it.
+    #[error("{what}; the limit is {limit} ({setting})")]
+    ResourceExhausted {
+        what: String,
+        limit: String,
+        setting: &'static str,
+    },
     #[error("cancelled")]
     Cancelled,
     #[error("internal error: {0}")]
@@ -50,6 +57,7 @@ impl Error {
             Error::NotFound { .. } => ErrorCode::NotFound,
             Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Error::ResourceExhausted { .. } => ErrorCode::ResourceExhausted,
             Error::Cancelled => ErrorCode::Cancelled,
             Error::Internal(_) => ErrorCode::Internal,
         }

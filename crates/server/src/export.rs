@@ -29,7 +29,17 @@ pub enum Labels {
 /// The key of an upload: each principal's uploads are its own, so one caller can neither
 /// read nor replace another's label table by guessing its name.
 pub fn upload_key(principal: &Principal, name: &str) -> String {
-    format!("{}/{name}", principal.name)
+    format!("{}{UPLOAD_KEY_SEPARATOR}{name}", principal.name)
+}
+
+/// Between the principal and the name in an upload key: a control character, so neither a
+/// principal's nor an upload's name can forge another's key.
+const UPLOAD_KEY_SEPARATOR: char = '\u{1f}';
+
+/// The name the client gave an upload, from its key.
+fn upload_name(key: &str) -> &str {
+    key.split_once(UPLOAD_KEY_SEPARATOR)
+        .map_or(key, |(_, name)| name)
 }
 
 /// What an export joins: label rows, or (entity-less) every row of one view in a window.
@@ -186,7 +196,7 @@ impl Exporter {
                     Labels::Path(path) => (LabelInput::Parquet(path.clone()), path.clone()),
                     Labels::Upload(name) => (
                         LabelInput::Batches(self.uploads.get(name)?),
-                        format!("upload:{name}"),
+                        format!("upload:{}", upload_name(name)),
                     ),
                 };
                 metadata.push(("quiver.labels".into(), label_name));

@@ -12,6 +12,11 @@
 //! unguessable (128 random bits). DoPut answers with one `PutResult` whose `app_metadata` is
 //! `{"name": <upload name>, "rows": <row count>}`; an empty table (a schema, no batch) is kept
 //! and exports 0 rows, an upload without a schema is INVALID_ARGUMENT.
+//!
+//! Bounded (see [`crate::limits::Limits`]): tickets waiting for their DoGet
+//! (`--max-flight-tickets`, each valid `--flight-ticket-ttl`), and uploads while they stream
+//! in ([`crate::uploads`]). A DoGet whose client goes away stops: the join stream is dropped
+//! with the response.
 
 use std::sync::Arc;
 
@@ -29,14 +34,13 @@ use quiver_proto::v1;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::audit::{audited, describe_selector};
-use crate::auth::principal;
-use crate::auth::{AuthError, Authenticator};
-use crate::bounded::BoundedMap;
+use crate::auth::{AuthError, Authenticator, principal};
+use crate::bounded::{BoundedMap, Bounds};
 use crate::error::{Error, Result};
 use crate::export::{ExportRequest, Exporter, PreparedExport, upload_key};
+use crate::limits::Limits;
+use crate::uploads::Reservation;
 
-/// Prepared exports waiting for their DoGet; the oldest is dropped beyond this many.
-const MAX_PENDING: usize = 16;
 const TICKET_PREFIX: &str = "quiver-export:";
 
 #[derive(Debug, Clone)]
@@ -48,10 +52,16 @@ pub struct FlightExport {
 
 impl FlightExport {
     /// `auth` checks Handshake credentials (every other call is checked by the auth layer).
-    pub fn new(exporter: Arc<Exporter>, auth: Option<Arc<Authenticator>>) -> Self {
+    pub fn new(exporter: Arc<Exporter>, limits: &Limits, auth: Option<Arc<Authenticator>>) -> Self {
         FlightExport {
             exporter,
-            pending: Arc::new(BoundedMap::new(MAX_PENDING)),
+            pending: Arc::new(BoundedMap::new(Bounds {
+                capacity: limits.max_flight_tickets,
+                ttl: limits.flight_ticket_ttl,
+                what: "Flight tickets waiting for their DoGet",
+                capacity_setting: "--max-flight-tickets",
+                ttl_setting: "--flight-ticket-ttl",
+            })),
             auth,
         }
     }
@@ -119,23 +129,37 @@ fn decode_request(bytes: &[u8], field: &str) -> Result<v1::ExportRequest> {
     })
 }
 
-/// The record batches of a DoPut. A table with a schema and no batch (an empty table) keeps
-/// its schema as one empty batch, so it exports 0 rows; an upload without even a schema is
-/// refused.
+/// The record batches of a DoPut, counted against `reservation` as they arrive (bytes of
+/// each message before decoding, rows of each batch). A table with a schema and no batch (an
+/// empty table) keeps its schema as one empty batch, so it exports 0 rows; an upload without
+/// even a schema is refused.
 async fn decode_upload(
     stream: impl futures::Stream<Item = Result<FlightData, Status>> + Send + 'static,
+    reservation: Arc<Reservation>,
 ) -> Result<Vec<arrow::record_batch::RecordBatch>> {
-    let undecodable = |e: FlightError| {
-        Error::invalid(
+    let undecodable = |e: FlightError| match e {
+        FlightError::ExternalError(inner) => match inner.downcast::<Error>() {
+            Ok(limit) => *limit,
+            Err(other) => Error::invalid(
+                "flight_data",
+                format!("cannot decode the uploaded record batches: {other}"),
+            ),
+        },
+        other => Error::invalid(
             "flight_data",
-            format!("cannot decode the uploaded record batches: {e}"),
-        )
+            format!("cannot decode the uploaded record batches: {other}"),
+        ),
     };
-    let mut decoded = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-        stream.map_err(FlightError::from),
-    );
+    let counted = Arc::clone(&reservation);
+    let stream = stream.map_err(FlightError::from).and_then(move |data| {
+        let bytes = (data.data_header.len() + data.data_body.len()) as u64;
+        let counted = counted.add_bytes(bytes).map(|()| data);
+        futures::future::ready(counted.map_err(|e| FlightError::ExternalError(Box::new(e))))
+    });
+    let mut decoded = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream);
     let mut batches = Vec::new();
     while let Some(batch) = decoded.try_next().await.map_err(undecodable)? {
+        reservation.add_rows(batch.num_rows() as u64)?;
         batches.push(batch);
     }
     if batches.is_empty() {
@@ -233,24 +257,32 @@ impl FlightService for FlightExport {
             None => None,
         };
         let name = match descriptor.as_ref().map(|d| d.path.as_slice()) {
-            Some([kind, name]) if kind == "labels" && !name.is_empty() => name.clone(),
+            Some([kind, name])
+                if kind == "labels" && !name.is_empty() && !name.chars().any(char::is_control) =>
+            {
+                name.clone()
+            }
             _ => {
                 return Err(Error::invalid(
                     "flight_descriptor.path",
-                    "use the path [\"labels\", <name>] to upload a label table",
+                    "use the path [\"labels\", <name>] (a name without control characters) to upload a label table",
                 )
                 .into());
             }
         };
-        let batches = decode_upload(stream).await?;
+        let reservation = Arc::new(self.exporter.uploads().reserve());
+        let batches = decode_upload(stream, Arc::clone(&reservation)).await?;
         let rows: usize = batches
             .iter()
             .map(|b: &arrow::record_batch::RecordBatch| b.num_rows())
             .sum();
-        let stored = self
-            .exporter
-            .uploads()
-            .put(upload_key(&principal, &name), batches);
+        let reservation = Arc::into_inner(reservation).ok_or_else(|| {
+            Error::Internal("the upload stream still holds its reservation".into())
+        })?;
+        let stored =
+            self.exporter
+                .uploads()
+                .put(upload_key(&principal, &name), batches, reservation);
         audited(&principal, "DoPut", &format!("labels:{name}"), stored)?;
         tracing::info!(upload = %name, rows, "label table uploaded");
         let result = PutResult {

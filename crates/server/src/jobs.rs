@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::limits::check;
 use crate::options::Clock;
 use crate::registry::Registry;
 
@@ -224,6 +225,7 @@ pub struct Materializer {
     shutdown: CancellationToken,
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
     next_id: AtomicU64,
+    max_concurrent_jobs: u64,
 }
 
 impl Materializer {
@@ -233,6 +235,7 @@ impl Materializer {
         registry: Arc<Registry>,
         clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
+        max_concurrent_jobs: u64,
     ) -> Self {
         Materializer {
             store,
@@ -243,6 +246,7 @@ impl Materializer {
             shutdown,
             jobs: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(0),
+            max_concurrent_jobs,
         }
     }
 
@@ -345,12 +349,35 @@ impl Materializer {
             .collect()
     }
 
-    /// Adds a job to the table, forgetting the oldest finished jobs beyond the bound.
+    /// Adds a job to the table, forgetting the oldest finished jobs beyond the bound. A job
+    /// is refused while another running job writes one of its views (FAILED_PRECONDITION
+    /// naming it), or when `max_concurrent_jobs` are running (RESOURCE_EXHAUSTED).
     fn insert(&self, id: String, job: Arc<Job>) -> Result<()> {
         let mut jobs = self
             .jobs
             .lock()
             .map_err(|_| Error::Internal("job table poisoned".into()))?;
+        let running: Vec<&Arc<Job>> = jobs.values().filter(|j| !j.is_finished()).collect();
+        for other in &running {
+            let shared = other
+                .views
+                .iter()
+                .find(|o| job.views.iter().any(|v| v.view.name == o.view.name));
+            if let Some(shared) = shared {
+                return Err(Error::FailedPrecondition(format!(
+                    "view `{}` is being materialized by job `{}`; one job per view runs at a time: wait for it (WatchJob) or cancel it",
+                    shared.view.name, other.id
+                )));
+            }
+        }
+        let counted = running.len() as u64 + u64::from(!job.is_finished());
+        check(
+            "materialization: the server",
+            counted,
+            "running jobs",
+            self.max_concurrent_jobs,
+            "--max-concurrent-jobs",
+        )?;
         jobs.insert(id, job);
         let mut finished: Vec<(u64, String)> = jobs
             .iter()
@@ -405,17 +432,26 @@ impl Materializer {
                 }
                 let (store, view, chunk) = (Arc::clone(&self.store), view.clone(), chunk.to_vec());
                 let stats =
-                    tokio::task::spawn_blocking(move || store.write_rows(&view, &chunk, false))
-                        .await
-                        .map_err(|e| Error::Internal(format!("write task failed: {e}")))??;
+                    crate::run_blocking(move || Ok(store.write_rows(&view, &chunk, false)?))
+                        .await?;
                 view_job.written.fetch_add(stats.written, Ordering::Relaxed);
             }
         }
-        self.store.sync()?;
-        let watermark = self.store.watermark(&view.name)?.unwrap_or(i64::MIN);
-        if view_job.start <= watermark && view_job.end > watermark {
-            self.store.set_watermark(&view.name, view_job.end)?;
-        }
+        let (store, name, start, end) = (
+            Arc::clone(&self.store),
+            view.name.clone(),
+            view_job.start,
+            view_job.end,
+        );
+        crate::run_blocking(move || {
+            store.sync()?;
+            let watermark = store.watermark(&name)?.unwrap_or(i64::MIN);
+            if start <= watermark && end > watermark {
+                store.set_watermark(&name, end)?;
+            }
+            Ok(())
+        })
+        .await?;
         tracing::info!(
             scanned = view_job.scanned.load(Ordering::Relaxed),
             written = view_job.written.load(Ordering::Relaxed),
@@ -463,6 +499,7 @@ mod tests {
             )?),
             Arc::new(SystemClock),
             CancellationToken::new(),
+            1,
         );
         let running = job("running", 0, JobState::Running);
         materializer.insert("running".into(), running)?;

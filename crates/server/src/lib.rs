@@ -18,6 +18,7 @@ pub mod export;
 pub mod flight;
 pub mod jobs;
 pub mod jobs_svc;
+pub mod limits;
 pub mod offline_svc;
 pub mod online_read;
 pub mod online_svc;
@@ -27,6 +28,7 @@ pub mod registry;
 pub mod registry_svc;
 mod reload;
 pub mod tls;
+mod transport;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -37,7 +39,17 @@ use tokio_util::sync::CancellationToken;
 
 use components::Components;
 pub use error::{Error, Result};
-pub use options::{Clock, FileRoots, ServerOptions, SystemClock};
+pub use options::{Clock, FileRoots, Limits, ServerOptions, SystemClock};
+
+/// Runs blocking work (RocksDB reads, writes and syncs, file I/O, large conversions) on the
+/// blocking pool, never on the async workers.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}
 
 /// Serves every service on `listener` until `shutdown` is cancelled, then drains in-flight
 /// RPCs, cancels and awaits background jobs, syncs and closes storage.
@@ -55,9 +67,8 @@ pub async fn serve(
     let auth = open_auth(&options, addr, &shutdown)?;
     let tls = options.tls.as_ref().map(tls::TlsConfig::open).transpose()?;
     let components = Components::open(&options, shutdown.child_token())?;
-    let builder =
-        tonic::transport::Server::builder().layer(auth::layer::AuthLayer::new(auth.clone()));
-    let router = components.router(health_and_reflection(builder).await?, &options, auth);
+    let router = health_and_reflection(&options.limits, auth.clone()).await?;
+    let router = components.router(router, &options, auth);
     tracing::info!(%addr, tls = tls.is_some(), "serving gRPC and Arrow Flight");
     let token = shutdown.clone();
     let stopped = async move { token.cancelled().await };
@@ -112,10 +123,13 @@ fn open_auth(
 }
 
 /// A router with `grpc.health.v1` (every Quiver service SERVING) and reflection over
-/// Quiver's API; the services themselves are added by [`Components`].
-async fn health_and_reflection<L: Clone>(
-    builder: tonic::transport::Server<L>,
-) -> Result<tonic::transport::server::Router<L>> {
+/// Quiver's API, on a server with the transport's limits (HTTP/2 streams per connection,
+/// the request timeout and the status rules of [`transport`]) and the auth layer in front of
+/// every service; the services themselves are added by [`Components`].
+async fn health_and_reflection(
+    limits: &Limits,
+    auth: Option<Arc<auth::Authenticator>>,
+) -> Result<transport::Router> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<v1::registry_service_server::RegistryServiceServer<registry_svc::RegistryService>>().await;
     reporter
@@ -130,8 +144,14 @@ async fn health_and_reflection<L: Clone>(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
-    let mut builder = builder;
-    Ok(builder.add_service(health).add_service(reflection))
+    Ok(tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .layer(transport::TransportLayer {
+            timeout: limits.request_timeout,
+        })
+        .layer(auth::layer::AuthLayer::new(auth))
+        .add_service(health)
+        .add_service(reflection))
 }
 
 /// Accepted connections with TCP_NODELAY. Our own listener, so the builder's tcp_nodelay does

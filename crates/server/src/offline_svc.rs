@@ -55,11 +55,13 @@ impl v1::offline_service_server::OfflineService for OfflineService {
         let prepared = audited(principal, "ExportTrainingData", &objects, prepared)?;
         let stats = Arc::clone(&prepared.output.stats);
         let metadata = prepared.metadata.clone();
-        let writer = tokio::spawn(async move {
+        // Aborted when the progress stream is dropped (the client went away or cancelled):
+        // the join stops and the writer removes its temporary file.
+        let writer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let joined = prepared.output;
             quiver_offline::write_export(joined.schema, joined.stream, &output, prepared.metadata)
                 .await
-        });
+        }));
         let stream = futures::stream::unfold(Some((writer, stats)), move |state| {
             let (metadata, output_path) = (metadata.clone(), output_path.clone());
             async move {

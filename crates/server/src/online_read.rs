@@ -17,9 +17,7 @@ use quiver_proto::selector::online_selector;
 use quiver_proto::v1;
 
 use crate::error::{Error, Result};
-
-/// Most entity rows one request may carry.
-pub const MAX_ENTITY_ROWS: usize = 100_000;
+use crate::limits::{Limits, check};
 
 /// A validated online read: what to read, for which keys, under which output names.
 #[derive(Debug)]
@@ -51,15 +49,31 @@ pub struct FeatureValues {
 
 impl OnlineRead {
     /// Validates `request` against `registry`: the selector, output names, entity columns
-    /// (equal lengths, known names, within [`MAX_ENTITY_ROWS`]) and every key's type.
+    /// (equal lengths, known names, within the limits) and every key's type.
     pub fn from_wire(
         request: &v1::GetOnlineFeaturesRequest,
         registry: &RegistryState,
+        limits: &Limits,
     ) -> Result<OnlineRead> {
+        let bytes = prost::Message::encoded_len(request) as u64;
+        check(
+            "online read",
+            bytes,
+            "bytes",
+            limits.max_online_request_bytes,
+            "--max-online-request-bytes",
+        )?;
         let selection = Selection::resolve(registry, &online_selector(request)?)?;
         let names = selection.output_names(request.full_names)?;
         let columns = columns_by_name(&request.entities, "entities")?;
         let n_rows = entity_rows(&selection, &request.entities)?;
+        check(
+            "online read",
+            n_rows as u64,
+            "entity rows",
+            limits.max_online_entities,
+            "--max-online-entities",
+        )?;
         let keys = selection
             .views
             .iter()
@@ -126,7 +140,7 @@ impl OnlineRead {
     }
 }
 
-/// Validates entity columns: equal lengths, within limits, no unknown names.
+/// Validates entity columns: equal lengths, no unknown names; returns the row count.
 fn entity_rows(selection: &Selection, entities: &[v1::NamedColumn]) -> Result<usize> {
     let mut n_rows = None;
     for (i, named) in entities.iter().enumerate() {
@@ -162,14 +176,7 @@ fn entity_rows(selection: &Selection, entities: &[v1::NamedColumn]) -> Result<us
             _ => n_rows = Some(len),
         }
     }
-    let n_rows = n_rows.unwrap_or(0);
-    if n_rows > MAX_ENTITY_ROWS {
-        return Err(Error::invalid(
-            "entities",
-            format!("{n_rows} entity rows; at most {MAX_ENTITY_ROWS} per request, split the batch"),
-        ));
-    }
-    Ok(n_rows)
+    Ok(n_rows.unwrap_or(0))
 }
 
 /// The typed key of each entity row for one view.

@@ -12,8 +12,9 @@ use tonic::{Request, Response, Status};
 use quiver_proto::selector::online_selector;
 
 use crate::audit::audited;
-use crate::auth::{Principal, principal};
+use crate::auth::principal;
 use crate::error::Result;
+use crate::limits::Limits;
 use crate::online_read::{OnlineRead, ViewRead};
 use crate::options::Clock;
 use crate::push::{PushBatch, Pushed, Pusher};
@@ -25,6 +26,7 @@ pub struct OnlineService {
     store: Arc<RocksStore>,
     pusher: Arc<Pusher>,
     clock: Arc<dyn Clock>,
+    limits: Arc<Limits>,
 }
 
 impl OnlineService {
@@ -33,49 +35,38 @@ impl OnlineService {
         store: Arc<RocksStore>,
         pusher: Arc<Pusher>,
         clock: Arc<dyn Clock>,
+        limits: Limits,
     ) -> Self {
         OnlineService {
             registry,
             store,
             pusher,
             clock,
+            limits: Arc::new(limits),
         }
     }
 
     /// One registry snapshot serves the whole request: resolution and reading alike.
     fn get(
         &self,
-        request: &Request<v1::GetOnlineFeaturesRequest>,
+        request: &v1::GetOnlineFeaturesRequest,
         lookup: bool,
     ) -> Result<v1::GetOnlineFeaturesResponse> {
-        let principal = principal(request)?;
-        if !principal.scope.is_unrestricted() {
-            principal.check_selector(&online_selector(request.get_ref())?)?;
-        }
-        let request = request.get_ref();
         let registry = self.registry.snapshot();
-        let read = OnlineRead::from_wire(request, &registry)?;
+        let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
         let now = self.clock.now();
         let views = read.execute(&self.store, &registry, now, lookup)?;
         Ok(response(read, views, now))
     }
 }
 
-impl OnlineService {
-    async fn push_as(
-        &self,
-        principal: &Principal,
-        request: &v1::PushRequest,
-    ) -> Result<v1::PushResponse> {
-        let registry = self.registry.snapshot();
-        let batch = PushBatch::from_wire(request, &registry, self.clock.now())?;
-        batch
-            .view_names()
-            .try_for_each(|view| principal.check_view(view))?;
-        let n_rows = batch.n_rows;
-        let pushed = self.pusher.push(batch).await?;
-        Ok(pushed_to_proto(n_rows, pushed))
+/// A token scoped to services/views may read only what its scope names.
+fn check_scope(request: &Request<v1::GetOnlineFeaturesRequest>) -> Result<()> {
+    let principal = principal(request)?;
+    if principal.scope.is_unrestricted() {
+        return Ok(());
     }
+    principal.check_selector(&online_selector(request.get_ref())?)
 }
 
 /// `view:NAME` or `source:NAME`, for the audit log.
@@ -163,23 +154,41 @@ impl v1::online_service_server::OnlineService for OnlineService {
         &self,
         request: Request<v1::GetOnlineFeaturesRequest>,
     ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
-        Ok(Response::new(self.get(&request, true)?))
+        check_scope(&request)?;
+        let (service, request) = (self.clone(), request.into_inner());
+        let response = crate::run_blocking(move || service.get(&request, true)).await?;
+        Ok(Response::new(response))
     }
 
+    /// Validation (a chunk of rows at a time) and writing run on the blocking pool.
     async fn push(
         &self,
         request: Request<v1::PushRequest>,
     ) -> Result<Response<v1::PushResponse>, Status> {
-        let principal = principal(&request)?;
+        let principal = principal(&request)?.clone();
         let target = push_target(request.get_ref());
-        let result = self.push_as(principal, request.get_ref()).await;
-        Ok(Response::new(audited(principal, "Push", &target, result)?))
+        let registry = self.registry.snapshot();
+        let (received_at, limits) = (self.clock.now(), Arc::clone(&self.limits));
+        let pusher = Arc::clone(&self.pusher);
+        let request = request.into_inner();
+        let by = principal.clone();
+        let result = crate::run_blocking(move || {
+            let batch = PushBatch::from_wire(request, &registry, received_at, &limits)?;
+            batch
+                .view_names()
+                .try_for_each(|view| by.check_view(view))?;
+            Ok((batch.n_rows, pusher.push_blocking(&batch)?))
+        })
+        .await;
+        let (n_rows, pushed) = audited(&principal, "Push", &target, result)?;
+        Ok(Response::new(pushed_to_proto(n_rows, pushed)))
     }
 
     async fn echo(
         &self,
         request: Request<v1::GetOnlineFeaturesRequest>,
     ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
-        Ok(Response::new(self.get(&request, false)?))
+        check_scope(&request)?;
+        Ok(Response::new(self.get(request.get_ref(), false)?))
     }
 }

@@ -10,6 +10,8 @@ use crate::auth::AuthOptions;
 use crate::error::{Error, Result};
 use crate::tls::TlsOptions;
 
+pub use crate::limits::Limits;
+
 /// Where "now" comes from. Tests inject a fixed clock to check the consistency invariant.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> Micros;
@@ -35,10 +37,12 @@ pub struct ServerOptions {
     pub auth: AuthOptions,
     /// TLS on the gRPC port (off by default).
     pub tls: Option<TlsOptions>,
+    /// Bounds on requests, uploads, parked exports and jobs.
+    pub limits: Limits,
 }
 
 impl ServerOptions {
-    /// Options with auth and TLS off, on `data_dir`, with the given file roots.
+    /// Options with auth and TLS off and the default limits, on `data_dir`, with the given file roots.
     pub fn new(data_dir: PathBuf, clock: Arc<dyn Clock>, files: FileRoots) -> Self {
         ServerOptions {
             data_dir,
@@ -46,6 +50,7 @@ impl ServerOptions {
             files,
             auth: AuthOptions::default(),
             tls: None,
+            limits: Limits::default(),
         }
     }
 }

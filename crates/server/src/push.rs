@@ -1,35 +1,41 @@
-//! Push ingestion: a columnar wire batch is validated against every target view on receipt
-//! ([`PushBatch`]), then [`Pusher`] writes it to the offline log and/or the online store.
-//! Nothing of an invalid batch is written.
+//! Push ingestion: a columnar wire batch is checked against the limits and validated against
+//! every target view on receipt ([`PushBatch`]), then [`Pusher`] writes it to the offline log
+//! and/or the online store. Nothing of an invalid batch is written.
+//!
+//! Rows are converted a chunk at a time ([`CHUNK_ROWS`]), both to validate and to write, so a
+//! push's working memory is its wire columns, the push-log's Arrow batches and one chunk of
+//! rows (the per-row form is several times larger than the wire form).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::sync::Arc;
 
+use prost::Message;
+use quiver_core::semantics::{invalid_time_message, is_valid_time};
 use quiver_core::value::Row;
 use quiver_core::{RegistryState, ResolvedView};
-use quiver_offline::OfflineStore;
+use quiver_offline::{OfflineStore, push_log_batch};
 use quiver_online::RocksStore;
 use quiver_proto::convert::{
-    column_len, column_to_keys, column_to_micros, column_to_values, columns_by_name,
+    column_len, column_to_keys, column_to_micros, column_to_values, columns_by_name, slice_column,
 };
 use quiver_proto::v1;
 
 use crate::error::{Error, Result};
+use crate::limits::{Limits, check};
 
-/// A validated push: the rows for every target view, and where they go.
+/// Rows converted from the wire columns at a time.
+pub const CHUNK_ROWS: usize = 8_192;
+
+/// A validated push: its wire columns, the target views, and where the rows go.
 #[derive(Debug)]
 pub struct PushBatch {
-    pub targets: Vec<PushTarget>,
+    pub views: Vec<ResolvedView>,
+    columns: Vec<v1::NamedColumn>,
+    received_at: i64,
     pub online: bool,
     pub offline: bool,
     pub n_rows: u64,
-}
-
-/// One target view and its rows (in source column names, converted to its types).
-#[derive(Debug)]
-pub struct PushTarget {
-    pub view: ResolvedView,
-    pub rows: Vec<Row>,
 }
 
 /// What a push wrote for one view.
@@ -43,44 +49,90 @@ pub struct Pushed {
 }
 
 impl PushBatch {
-    /// Validates `request` against `registry`: the target (a push-enabled view, or every view
-    /// of a push-enabled source), the mode, and every column for every target view. Rows
-    /// without a created-time column get `received_at` where the source has created times.
+    /// Checks `request` against the limits, then validates it against `registry`: the target
+    /// (a push-enabled view, or every view of a push-enabled source), the mode, and every
+    /// column of every row for every target view (types, the valid time range). Rows without
+    /// a created-time column get `received_at` where the source has created times.
     pub fn from_wire(
-        request: &v1::PushRequest,
+        request: v1::PushRequest,
         registry: &RegistryState,
         received_at: i64,
+        limits: &Limits,
     ) -> Result<PushBatch> {
-        let views = target_views(request, registry)?;
+        let bytes = request.encoded_len() as u64;
+        check(
+            "push",
+            bytes,
+            "bytes",
+            limits.max_push_bytes,
+            "--max-push-bytes",
+        )?;
+        let views = target_views(&request, registry)?;
         let (online, offline) = push_mode(request.mode)?;
-        let columns = columns_by_name(&request.columns, "columns")?;
-        check_columns(&views, &request.columns)?;
-        let targets = views
-            .into_iter()
-            .map(|view| {
-                let rows = rows_for(&view, &columns, received_at)?;
-                Ok(PushTarget { view, rows })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let n_rows = targets.first().map_or(0, |t| t.rows.len()) as u64;
-        Ok(PushBatch {
-            targets,
+        columns_by_name(&request.columns, "columns")?;
+        let n_rows = check_columns(&views, &request.columns)?;
+        check(
+            "push",
+            n_rows as u64,
+            "rows",
+            limits.max_push_rows,
+            "--max-push-rows",
+        )?;
+        let batch = PushBatch {
+            views,
+            columns: request.columns,
+            received_at,
             online,
             offline,
-            n_rows,
-        })
+            n_rows: n_rows as u64,
+        };
+        for view in &batch.views {
+            for range in batch.chunks() {
+                batch.rows(view, range)?;
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The row ranges converted at a time.
+    pub fn chunks(&self) -> impl Iterator<Item = Range<usize>> + use<> {
+        let n = self.n_rows as usize;
+        (0..n)
+            .step_by(CHUNK_ROWS)
+            .map(move |start| start..(start + CHUNK_ROWS).min(n))
+    }
+
+    /// Rows `range` for `view` (in source column names, converted to its types).
+    pub fn rows(&self, view: &ResolvedView, range: Range<usize>) -> Result<Vec<Row>> {
+        let sliced = self
+            .columns
+            .iter()
+            .map(|named| {
+                let field = format!("columns.{}", named.name);
+                let column = match &named.column {
+                    Some(column) => slice_column(column, range.clone(), &field)?,
+                    None => v1::Column::default(),
+                };
+                Ok((named.name.as_str(), column))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let columns: BTreeMap<&str, &v1::Column> = sliced
+            .iter()
+            .map(|(name, column)| (*name, column))
+            .collect();
+        rows_for(view, &columns, self.received_at, range.start)
     }
 }
 
 impl PushBatch {
     /// The views this batch writes.
     pub fn view_names(&self) -> impl Iterator<Item = &str> {
-        self.targets.iter().map(|t| t.view.name.as_str())
+        self.views.iter().map(|view| view.name.as_str())
     }
 }
 
 /// Writes validated push batches: the offline log first, then the online store, each durable
-/// before the push is acknowledged.
+/// before the push is acknowledged. Blocking: call it off the async workers.
 #[derive(Debug)]
 pub struct Pusher {
     store: Arc<RocksStore>,
@@ -92,27 +144,35 @@ impl Pusher {
         Pusher { store, offline }
     }
 
-    pub async fn push(&self, batch: PushBatch) -> Result<Vec<Pushed>> {
-        let mut outcome = Vec::with_capacity(batch.targets.len());
-        for PushTarget { view, rows } in batch.targets {
+    /// Writes `batch` a chunk at a time (blocking I/O: the push log's file, RocksDB writes
+    /// and the WAL sync).
+    pub fn push_blocking(&self, batch: &PushBatch) -> Result<Vec<Pushed>> {
+        let mut outcome = Vec::with_capacity(batch.views.len());
+        for view in &batch.views {
             let mut pushed = Pushed {
                 view: view.name.clone(),
                 version: view.version,
                 ..Default::default()
             };
-            let rows = Arc::new(rows);
-            if batch.offline && !rows.is_empty() {
-                let (offline, log_view, log_rows) =
-                    (Arc::clone(&self.offline), view.clone(), Arc::clone(&rows));
-                tokio::task::spawn_blocking(move || offline.append_push_log(&log_view, &log_rows))
-                    .await
-                    .map_err(|e| Error::Internal(format!("push log task failed: {e}")))??;
-                pushed.written_offline = rows.len() as u64;
+            if batch.offline && batch.n_rows > 0 {
+                let log = batch
+                    .chunks()
+                    .map(|range| Ok(push_log_batch(view, &batch.rows(view, range)?)?))
+                    .collect::<Result<Vec<_>>>()?;
+                self.offline.append_push_log_batches(view, &log)?;
+                pushed.written_offline = batch.n_rows;
             }
             if batch.online && view.online {
-                let stats = self.store.write_rows(&view, &rows, true)?;
-                pushed.written_online = stats.written;
-                pushed.skipped_older = stats.skipped_older;
+                for range in batch.chunks() {
+                    let stats = self
+                        .store
+                        .write_rows(view, &batch.rows(view, range)?, false)?;
+                    pushed.written_online += stats.written;
+                    pushed.skipped_older += stats.skipped_older;
+                }
+                // Acknowledged only once durable, even if every row lost to a stored one
+                // (which may come from a write not yet synced).
+                self.store.sync()?;
             }
             outcome.push(pushed);
         }
@@ -160,8 +220,8 @@ fn push_mode(mode: i32) -> Result<(bool, bool)> {
     }
 }
 
-/// Every column must be used by some target view, and all have one length.
-fn check_columns(views: &[ResolvedView], columns: &[v1::NamedColumn]) -> Result<()> {
+/// Every column must be used by some target view, and all have one length (returned).
+fn check_columns(views: &[ResolvedView], columns: &[v1::NamedColumn]) -> Result<usize> {
     let mut known = BTreeSet::new();
     for view in views {
         known.extend(view.join_keys.iter().map(|k| k.name.clone()));
@@ -192,13 +252,16 @@ fn check_columns(views: &[ResolvedView], columns: &[v1::NamedColumn]) -> Result<
             _ => len = Some(n),
         }
     }
-    Ok(())
+    Ok(len.unwrap_or(0))
 }
 
+/// The rows of one chunk for `view`; `first_row` is the chunk's first row in the push (for
+/// error messages).
 fn rows_for(
     view: &ResolvedView,
     columns: &BTreeMap<&str, &v1::Column>,
     received_at: i64,
+    first_row: usize,
 ) -> Result<Vec<Row>> {
     let column = |name: &str, what: &str| {
         columns.get(name).copied().ok_or_else(|| {
@@ -212,16 +275,18 @@ fn rows_for(
         column(&view.source.event_time, "event time")?,
         &format!("columns.{}", view.source.event_time),
     )?;
+    check_times(&view.source.event_time, &event_ts, first_row)?;
     let n_rows = event_ts.len();
     // Created time: the pushed column, else the server receive time. A source without a
     // created-time column has no created times at all, on both paths.
     let created_ts: Vec<Option<i64>> = match view.source.created_time.as_deref() {
         None => vec![None; n_rows],
         Some(name) => match columns.get(name) {
-            Some(col) => column_to_micros(col, &format!("columns.{name}"))?
-                .into_iter()
-                .map(Some)
-                .collect(),
+            Some(col) => {
+                let created = column_to_micros(col, &format!("columns.{name}"))?;
+                check_times(name, &created, first_row)?;
+                created.into_iter().map(Some).collect()
+            }
             None => vec![Some(received_at); n_rows],
         },
     };
@@ -258,4 +323,15 @@ fn rows_for(
             values,
         })
         .collect())
+}
+
+/// Every time of a column must be in the valid time range (SEMANTICS.md "Time").
+fn check_times(column: &str, micros: &[i64], first_row: usize) -> Result<()> {
+    match micros.iter().position(|t| !is_valid_time(*t)) {
+        None => Ok(()),
+        Some(i) => Err(Error::invalid(
+            format!("columns.{column}[{}]", first_row + i),
+            invalid_time_message(micros[i]),
+        )),
+    }
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod export;
 pub(crate) mod file_roots;
+pub(crate) mod limits;
 pub(crate) mod online;
 pub(crate) mod quickstart;
 pub(crate) mod registry;

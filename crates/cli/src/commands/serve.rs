@@ -34,6 +34,8 @@ pub(crate) struct ServeArgs {
     security: SecurityArgs,
     #[command(flatten)]
     files: FileRootsArgs,
+    #[command(flatten)]
+    limits: super::limits::LimitSettings,
 }
 
 pub(crate) fn init_tracing(filter: &str) {
@@ -83,6 +85,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let mut options = ServerOptions::new(data_dir, Arc::new(SystemClock), files);
     options.auth = args.security.auth()?;
     options.tls = args.security.tls();
+    options.limits = args.limits.or(file.limits.unwrap_or_default()).limits();
     quiver_server::serve(listener, shutdown, options).await?;
     Ok(())
 }
