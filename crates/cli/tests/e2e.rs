@@ -1,109 +1,12 @@
 //! End-to-end tests of the `quiver` binary: a real server process and real client commands.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-const QUIVER: &str = env!("CARGO_BIN_EXE_quiver");
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
 
-struct ServerProcess {
-    child: Child,
-    url: String,
-}
-
-impl ServerProcess {
-    fn start(data_dir: &Path) -> ServerProcess {
-        Self::start_with(data_dir, &[])
-    }
-
-    /// Starts `quiver serve` with `extra` flags (auth, TLS, ...).
-    fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProcess {
-        let addr_file = data_dir.with_extension("addr");
-        let _ = std::fs::remove_file(&addr_file);
-        let child = Command::new(QUIVER)
-            .args(["serve", "--grpc-addr", "127.0.0.1:0", "--log", "warn"])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listener-addr-file")
-            .arg(&addr_file)
-            // The demo project lives next to the data directory.
-            .arg("--source-root")
-            .arg(data_dir.parent().expect("data dir has a parent"))
-            .arg("--labels-root")
-            .arg(data_dir.parent().expect("data dir has a parent"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("quiver serve starts");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !addr_file.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "server did not write its address"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let addr = std::fs::read_to_string(&addr_file).expect("address file");
-        ServerProcess {
-            child,
-            url: format!("http://{addr}"),
-        }
-    }
-
-    fn quiver(&self, args: &[&str]) -> Output {
-        Command::new(QUIVER)
-            .args(args)
-            .args(["--server", &self.url])
-            .output()
-            .expect("quiver runs")
-    }
-
-    /// SIGTERM and wait: graceful shutdown.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let status = self.child.wait().expect("server exits");
-        assert!(status.success(), "server exit status {status}");
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed:\n{}",
-        text(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The quickstart's demo project, written by the library the quickstart uses.
-fn project(dir: &Path) -> PathBuf {
-    let now = chrono::Utc::now().timestamp_micros();
-    let shape = quiver_cli::demo::DemoShape {
-        drivers: 10,
-        hours: 6,
-        end: now - now % quiver_cli::demo::HOUR,
-        labels: 50,
-    };
-    quiver_cli::demo::write_project(dir, shape).expect("demo project");
-    dir.join("features")
-}
+use support::{QUIVER, ServerProcess, ok, project, roots_beside, text};
 
 #[test]
 fn plan_apply_list_describe_and_read_back_after_restart() {
@@ -550,7 +453,11 @@ fn tokens_roles_and_the_loopback_default_through_the_binary() {
     );
 
     let features = project(dir.path());
-    let server = ServerProcess::start_with(&dir.path().join("data"), &["--auth-file", auth]);
+    let data = dir.path().join("data");
+    let mut flags = roots_beside(&data);
+    flags.extend(["--auth-file".to_string(), auth.to_string()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = ServerProcess::start_with(&data, &flags);
     let features = features.to_str().expect("utf-8 path");
     let anonymous = server.quiver(&["list", "views"]);
     assert!(!anonymous.status.success());

@@ -2,19 +2,19 @@
 //! attempts outside the configured roots (absolute, `..`, symlink, existence oracle), and the
 //! default export that keeps a user's paths on the client.
 
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-const QUIVER: &str = env!("CARGO_BIN_EXE_quiver");
+use std::os::unix::fs::symlink;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+
+use support::{ServerProcess, project, serve, text};
 
 /// `<tmp>/project` (the demo project, the one source and labels root), `<tmp>/data` (the data
 /// directory), `<tmp>/outside` (a Parquet file and a victim file, outside every root).
 struct Setup {
     dir: tempfile::TempDir,
-    child: Child,
-    url: String,
+    server: ServerProcess,
 }
 
 impl Setup {
@@ -23,87 +23,39 @@ impl Setup {
     }
 
     fn quiver(&self, args: &[&str]) -> Output {
-        Command::new(QUIVER)
-            .args(args)
-            .args(["--server", &self.url])
-            .output()
-            .expect("quiver runs")
+        self.server.quiver(args)
     }
 }
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.server.child.kill();
+        let _ = self.server.child.wait();
     }
-}
-
-fn serve(dir: &Path, extra: &[&str]) -> Command {
-    let mut command = Command::new(QUIVER);
-    command
-        .args(["serve", "--grpc-addr", "127.0.0.1:0", "--log", "warn"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--listener-addr-file")
-        .arg(dir.join("addr"))
-        .args(extra)
-        .stdout(Stdio::null());
-    command
 }
 
 fn start() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    let project = dir.path().join("project");
-    let now = chrono::Utc::now().timestamp_micros();
-    let shape = quiver_cli::demo::DemoShape {
-        drivers: 10,
-        hours: 6,
-        end: now - now % quiver_cli::demo::HOUR,
-        labels: 50,
-    };
-    quiver_cli::demo::write_project(&project, shape).expect("demo project");
+    let project_dir = dir.path().join("project");
+    project(&project_dir);
     let outside = dir.path().join("outside");
     std::fs::create_dir_all(&outside).expect("mkdir");
     std::fs::copy(
-        project.join("data/labels.parquet"),
+        project_dir.join("data/labels.parquet"),
         outside.join("labels.parquet"),
     )
     .expect("copy");
     std::fs::write(outside.join("victim"), b"precious").expect("victim");
-    let project = project.to_str().expect("utf-8");
-    let child = serve(
-        dir.path(),
-        &["--source-root", project, "--labels-root", project],
-    )
-    .stderr(Stdio::inherit())
-    .spawn()
-    .expect("quiver serve starts");
-    let addr_file = dir.path().join("addr");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !addr_file.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "server did not write its address"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let url = format!(
-        "http://{}",
-        std::fs::read_to_string(&addr_file).expect("address")
+    let root = project_dir.to_str().expect("utf-8");
+    let server = ServerProcess::start_with(
+        &dir.path().join("data"),
+        &["--source-root", root, "--labels-root", root],
     );
-    let setup = Setup { dir, child, url };
+    let setup = Setup { dir, server };
     let features = setup.path("project/features");
     let applied = setup.quiver(&["apply", "-f", features.to_str().expect("utf-8")]);
     assert!(applied.status.success(), "{}", text(&applied));
     setup
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn refused(output: &Output, needle: &str) -> String {
@@ -234,7 +186,8 @@ fn the_default_export_keeps_local_paths_on_the_client() {
 #[test]
 fn a_missing_root_stops_the_server_with_its_option_named() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let output = serve(dir.path(), &["--labels-root", "/no/such/quiver/dir"])
+    let data = dir.path().join("data");
+    let output = serve(&data, &["--labels-root", "/no/such/quiver/dir"])
         .stderr(Stdio::piped())
         .output()
         .expect("quiver serve runs");

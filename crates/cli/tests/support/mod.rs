@@ -1,0 +1,128 @@
+//! The harness of the binary's black-box tests: a `quiver serve` process on 127.0.0.1:0 and
+//! client commands against it.
+
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) const QUIVER: &str = env!("CARGO_BIN_EXE_quiver");
+
+/// `quiver serve` on 127.0.0.1:0 over `data_dir`, writing its address to `<data_dir>.addr`.
+pub(crate) fn serve(data_dir: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(QUIVER);
+    command
+        .args(["serve", "--grpc-addr", "127.0.0.1:0", "--log", "warn"])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listener-addr-file")
+        .arg(data_dir.with_extension("addr"))
+        .stdout(Stdio::null());
+    command
+}
+
+/// `--source-root DIR --labels-root DIR` for the directory that holds `data_dir`.
+pub(crate) fn roots_beside(data_dir: &Path) -> Vec<String> {
+    let dir = data_dir.parent().expect("data dir has a parent");
+    let dir = dir.to_str().expect("utf-8 path").to_string();
+    vec![
+        "--source-root".into(),
+        dir.clone(),
+        "--labels-root".into(),
+        dir,
+    ]
+}
+
+pub(crate) struct ServerProcess {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+}
+
+impl ServerProcess {
+    /// Starts `quiver serve` over `data_dir` with the directory beside it (where the demo
+    /// project lives) as its source and labels root.
+    pub(crate) fn start(data_dir: &Path) -> ServerProcess {
+        let roots = roots_beside(data_dir);
+        let roots: Vec<&str> = roots.iter().map(String::as_str).collect();
+        Self::start_with(data_dir, &roots)
+    }
+
+    /// Starts `quiver serve` with exactly `extra` flags (roots, auth, TLS, ...).
+    pub(crate) fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProcess {
+        let addr_file = data_dir.with_extension("addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let child = serve(data_dir, extra)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("quiver serve starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !addr_file.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "server did not write its address"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let addr = std::fs::read_to_string(&addr_file).expect("address file");
+        ServerProcess {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    pub(crate) fn quiver(&self, args: &[&str]) -> Output {
+        Command::new(QUIVER)
+            .args(args)
+            .args(["--server", &self.url])
+            .output()
+            .expect("quiver runs")
+    }
+
+    /// SIGTERM and wait: graceful shutdown.
+    pub(crate) fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().expect("server exits");
+        assert!(status.success(), "server exit status {status}");
+    }
+
+    pub(crate) fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+pub(crate) fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed:\n{}",
+        text(&output)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The quickstart's demo project under `dir` (written by the library the quickstart uses);
+/// returns its manifest directory.
+pub(crate) fn project(dir: &Path) -> PathBuf {
+    let now = chrono::Utc::now().timestamp_micros();
+    let shape = quiver_cli::demo::DemoShape {
+        drivers: 10,
+        hours: 6,
+        end: now - now % quiver_cli::demo::HOUR,
+        labels: 50,
+    };
+    quiver_cli::demo::write_project(dir, shape).expect("demo project");
+    dir.join("features")
+}
