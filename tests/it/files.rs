@@ -6,7 +6,9 @@ use std::path::Path;
 
 use arrow_flight::FlightDescriptor;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use quiver_integration_tests::{Clients, ManualClock, TestServer, apply, write_parquet};
+use quiver_integration_tests::{
+    Clients, ManualClock, TestServer, apply, export_to_end as export, write_parquet,
+};
 use quiver_proto::prost::Message;
 use quiver_proto::v1;
 use quiver_server::FileRoots;
@@ -59,23 +61,6 @@ fn request(labels: &str, out: &str) -> v1::ExportRequest {
         full_names: true,
         ..Default::default()
     }
-}
-
-/// Runs a server-side export to the end: its summary, or the status it failed with.
-async fn export(
-    clients: &mut Clients,
-    request: v1::ExportRequest,
-) -> Result<v1::ExportProgress, tonic::Status> {
-    let mut stream = clients
-        .offline
-        .export_training_data(request)
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(item) = futures::StreamExt::next(&mut stream).await {
-        last = Some(item?);
-    }
-    last.ok_or_else(|| tonic::Status::unknown("no summary"))
 }
 
 async fn refused(clients: &mut Clients, request: v1::ExportRequest) -> tonic::Status {

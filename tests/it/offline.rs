@@ -1,7 +1,5 @@
 //! Offline path through the server: export metadata, Flight DoGet/DoPut with pyarrow, errors.
 
-use std::process::Command;
-
 use quiver_integration_tests::TestServer;
 use quiver_proto::v1;
 
@@ -110,18 +108,8 @@ async fn pyarrow_flight_reads_the_export_and_uploads_labels() -> anyhow::Result<
     let server = TestServer::start().await?;
     let mut clients = server.clients().await?;
     setup(&server, &mut clients, &rows(), "0").await?;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/flight_client.py");
-    let output = tokio::task::spawn_blocking({
-        let url = server.url.replace("http://", "grpc://");
-        move || Command::new("python3").arg(script).arg(url).output()
-    })
-    .await??;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let url = server.url.replace("http://", "grpc://");
+    let stdout = quiver_integration_tests::run_python("flight_client.py", vec![url]).await?;
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?;
     assert_eq!(summary["rows"], 4);
     assert_eq!(summary["a"], serde_json::json!([9, 0, null, 49]));
@@ -146,16 +134,8 @@ async fn entity_less_retrieval_returns_every_row_in_the_window() -> anyhow::Resu
         end_micros: T0 + 20_000_000,
         ..Default::default()
     };
-    let mut stream = clients
-        .offline
-        .export_training_data(request)
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(progress) = futures::StreamExt::next(&mut stream).await {
-        last = Some(progress?);
-    }
-    assert_eq!(last.map(|p| p.rows), Some(10));
+    let summary = quiver_integration_tests::export_to_end(&mut clients, request).await?;
+    assert_eq!(summary.rows, 10);
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
         std::fs::File::open(&out)?,
     )?

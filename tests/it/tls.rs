@@ -118,23 +118,9 @@ async fn python_grpcio_and_pyarrow_flight_use_tls_and_tokens() -> anyhow::Result
     server
         .connect(Some(&token), Some(pki.client_tls(false)?))
         .await?;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/secure_client.py");
-    let (url, ca) = (server.url.clone(), pki.ca.clone());
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .arg(url)
-            .arg(ca)
-            .arg(token)
-            .output()
-    })
-    .await??;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let ca = pki.ca.to_string_lossy().into_owned();
+    let args = vec![server.url.clone(), ca, token];
+    let stdout = quiver_integration_tests::run_python("secure_client.py", args).await?;
     assert!(
         stdout.contains("grpcio: ok") && stdout.contains("flight: ok"),
         "{stdout}"

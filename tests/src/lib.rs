@@ -330,3 +330,42 @@ impl tonic::codec::Decoder for RawCodec {
         Ok(Some(()))
     }
 }
+
+/// Runs a server-side export to the end: its summary, or the status it failed with.
+pub async fn export_to_end(
+    clients: &mut Clients,
+    request: v1::ExportRequest,
+) -> Result<v1::ExportProgress, tonic::Status> {
+    let mut stream = clients
+        .offline
+        .export_training_data(request)
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(item) = futures::StreamExt::next(&mut stream).await {
+        last = Some(item?);
+    }
+    last.ok_or_else(|| tonic::Status::unknown("no summary"))
+}
+
+/// Runs `tests/python/<script>` with `args` off the async workers; its standard output, or an
+/// error with both streams when it fails.
+pub async fn run_python(script: &str, args: Vec<String>) -> Result<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .args(args)
+            .output()
+    })
+    .await??;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    anyhow::ensure!(
+        output.status.success(),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(stdout)
+}
