@@ -35,7 +35,7 @@ impl ConfigFile {
     pub(crate) fn load(path: &Path) -> Result<ConfigFile> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let config: ConfigFile = serde_yaml::from_str(&text)
+        let config: ConfigFile = serde_norway::from_str(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
         if let Some(version) = config.version
             && version != 1

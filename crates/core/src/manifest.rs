@@ -65,8 +65,8 @@ pub fn parse_manifests(files: &[ManifestFile]) -> Result<Vec<Declared>> {
     let mut declared = Vec::new();
     let mut problems = Vec::new();
     for file in files {
-        for (index, document) in serde_yaml::Deserializer::from_str(&file.content).enumerate() {
-            let value = match serde_yaml::Value::deserialize(document) {
+        for (index, document) in serde_norway::Deserializer::from_str(&file.content).enumerate() {
+            let value = match serde_norway::Value::deserialize(document) {
                 Ok(value) => value,
                 Err(err) => {
                     problems.push(problem(&file.path, "", "", format!("invalid YAML: {err}")));
@@ -153,7 +153,7 @@ struct RawView {
     entities: Vec<String>,
     source: String,
     #[serde(default)]
-    ttl: Option<serde_yaml::Value>,
+    ttl: Option<serde_norway::Value>,
     #[serde(default)]
     online: Option<bool>,
     features: Vec<RawTyped>,
@@ -190,7 +190,7 @@ struct RawItem {
 
 fn parse_document(
     file: &str,
-    mut value: serde_yaml::Value,
+    mut value: serde_norway::Value,
 ) -> std::result::Result<Declared, Vec<Problem>> {
     let Some(mapping) = value.as_mapping_mut() else {
         return Err(vec![problem(
@@ -242,10 +242,10 @@ fn parse_document(
 /// Removes and parses the document's `kind`.
 fn document_kind(
     file: &str,
-    mapping: &mut serde_yaml::Mapping,
+    mapping: &mut serde_norway::Mapping,
 ) -> std::result::Result<Kind, Vec<Problem>> {
     let kind_text = match mapping.remove("kind") {
-        Some(serde_yaml::Value::String(text)) => text,
+        Some(serde_norway::Value::String(text)) => text,
         _ => {
             return Err(vec![problem(
                 file,
@@ -301,13 +301,13 @@ impl Document<'_> {
     /// Deserializes the document's shape; a wrong shape stops parsing with one problem.
     fn shape<T: serde::de::DeserializeOwned>(
         &self,
-        value: serde_yaml::Value,
+        value: serde_norway::Value,
     ) -> std::result::Result<T, Vec<Problem>> {
-        serde_yaml::from_value(value)
+        serde_norway::from_value(value)
             .map_err(|err| vec![problem(self.file, &self.object, "", format!("{err}"))])
     }
 
-    fn entity(&mut self, value: serde_yaml::Value) -> Parsed {
+    fn entity(&mut self, value: serde_norway::Value) -> Parsed {
         let raw: RawEntity = self.shape(value)?;
         if raw.join_keys.is_empty() {
             self.push(
@@ -336,7 +336,7 @@ impl Document<'_> {
         Ok((raw.name, Spec::Entity(EntitySpec { join_keys }), metadata))
     }
 
-    fn source(&mut self, value: serde_yaml::Value) -> Parsed {
+    fn source(&mut self, value: serde_norway::Value) -> Parsed {
         let raw: RawSource = self.shape(value)?;
         let parquet = raw.parquet.map(|p| resolve_relative(self.file, &p));
         if parquet.is_none() && !raw.push {
@@ -356,7 +356,7 @@ impl Document<'_> {
         Ok((raw.name, Spec::Source(spec), metadata))
     }
 
-    fn view(&mut self, value: serde_yaml::Value) -> Parsed {
+    fn view(&mut self, value: serde_norway::Value) -> Parsed {
         let raw: RawView = self.shape(value)?;
         let ttl = self.ttl(raw.ttl.as_ref());
         if raw.features.is_empty() {
@@ -391,11 +391,11 @@ impl Document<'_> {
     }
 
     /// A view's `ttl` (a duration like `2h`, or a number of seconds); absent = 0, unbounded.
-    fn ttl(&mut self, ttl: Option<&serde_yaml::Value>) -> i64 {
+    fn ttl(&mut self, ttl: Option<&serde_norway::Value>) -> i64 {
         let ttl_text = match ttl {
             None => "0".to_string(),
-            Some(serde_yaml::Value::Number(n)) => n.to_string(),
-            Some(serde_yaml::Value::String(s)) => s.clone(),
+            Some(serde_norway::Value::Number(n)) => n.to_string(),
+            Some(serde_norway::Value::String(s)) => s.clone(),
             Some(other) => format!("{other:?}"),
         };
         parse_duration(&ttl_text).unwrap_or_else(|| {
@@ -407,7 +407,7 @@ impl Document<'_> {
         })
     }
 
-    fn service(&mut self, value: serde_yaml::Value) -> Parsed {
+    fn service(&mut self, value: serde_norway::Value) -> Parsed {
         let raw: RawService = self.shape(value)?;
         if raw.features.is_empty() {
             self.push(

@@ -119,7 +119,7 @@ mod tests {
             ..Default::default()
         };
         let file: LimitSettings =
-            serde_yaml::from_str("max_push_rows: 20\nupload_ttl: 90s\n").unwrap_or_default();
+            serde_norway::from_str("max_push_rows: 20\nupload_ttl: 90s\n").unwrap_or_default();
         let limits = flags.or(file).limits();
         assert_eq!(limits.max_push_rows, 10);
         assert_eq!(limits.upload_ttl, Duration::from_secs(90));
@@ -133,6 +133,6 @@ mod tests {
             Ok(DurationSetting(Duration::from_secs(600)))
         );
         assert!("ten minutes".parse::<DurationSetting>().is_err());
-        assert!(serde_yaml::from_str::<LimitSettings>("max_push_rowz: 1").is_err());
+        assert!(serde_norway::from_str::<LimitSettings>("max_push_rowz: 1").is_err());
     }
 }

@@ -95,7 +95,7 @@ impl TokensFile {
         let file: TokensFile = if text.trim().is_empty() {
             TokensFile::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| bad(e.to_string()))?
+            serde_norway::from_str(text).map_err(|e| bad(e.to_string()))?
         };
         if file.version != 1 {
             return Err(bad(format!(
@@ -166,7 +166,7 @@ impl TokensFile {
         let io = |e: std::io::Error| {
             Error::FailedPrecondition(format!("cannot write tokens file {}: {e}", path.display()))
         };
-        let text = serde_yaml::to_string(self)
+        let text = serde_norway::to_string(self)
             .map_err(|e| Error::Internal(format!("encoding the tokens file: {e}")))?;
         let tmp = path.with_extension("tmp");
         {
