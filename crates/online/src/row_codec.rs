@@ -323,3 +323,36 @@ mod tests {
         ));
     }
 }
+
+/// Arbitrary bytes (and valid rows with bytes flipped) decode to a value or an error, never a
+/// panic: a stored row is read on every online request.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::keys::decode_key;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_row(&bytes);
+            let _ = decode_order(&bytes);
+            let _ = decode_key(&bytes);
+        }
+
+        #[test]
+        fn flipped_bytes_of_a_valid_row_never_panic(at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let values = [
+                Value::Int64(7),
+                Value::String("seven".into()),
+                Value::List(vec![Value::Float32(1.5), Value::Null]),
+                Value::Null,
+            ];
+            let mut bytes = encode_row(3, 10, Some(11), &values).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let index = at.index(bytes.len());
+            bytes[index] = byte;
+            let _ = decode_row(&bytes);
+        }
+    }
+}

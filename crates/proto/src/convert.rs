@@ -584,3 +584,39 @@ mod tests {
         assert!(column_to_values(&column, list, "f").is_err());
     }
 }
+
+/// Any message a client can send converts to values or an error naming the field, never a
+/// panic: columns arrive from the network.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use prost::Message;
+    use quiver_core::types::{KeyType, ScalarType, ValueType};
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_columns_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let Ok(request) = v1::PushRequest::decode(bytes.as_slice()) else {
+                return Ok(());
+            };
+            let _ = columns_by_name(&request.columns, "columns");
+            for named in &request.columns {
+                let Some(column) = &named.column else { continue };
+                let len = column_len(column);
+                let _ = slice_column(column, 0..len, "c");
+                let _ = slice_column(column, len / 2..len, "c");
+                let _ = column_to_micros(column, "c");
+                for key in [KeyType::Int64, KeyType::Int32, KeyType::String, KeyType::Bytes] {
+                    let _ = column_to_keys(column, key, "c");
+                }
+                for scalar in ScalarType::ALL {
+                    for list in [false, true] {
+                        let _ = column_to_values(column, ValueType { scalar, list }, "c");
+                    }
+                }
+            }
+        }
+    }
+}
