@@ -325,3 +325,51 @@ async fn reflection_lists_and_describes_every_service() -> anyhow::Result<()> {
     server.stop().await?;
     Ok(())
 }
+
+/// The served registry version, as a plan reports it.
+async fn served_version(
+    clients: &mut quiver_integration_tests::Clients,
+    dir: &std::path::Path,
+) -> anyhow::Result<u64> {
+    Ok(clients
+        .registry
+        .plan(v1::PlanRequest {
+            manifests: manifests(dir)?,
+        })
+        .await?
+        .into_inner()
+        .base_version)
+}
+
+#[tokio::test]
+async fn an_apply_whose_client_gives_up_still_agrees_with_storage() -> anyhow::Result<()> {
+    let mut server = TestServer::start().await?;
+    let dir = write_example(&server, EXAMPLE)?;
+    // Clients that give up after 0.05 to 3.2 ms: each apply lands whole or not at all, and
+    // what a restart loads from storage is what was served before it.
+    for (attempt, micros) in [50u64, 200, 800, 3_200].into_iter().enumerate() {
+        let mut clients = server.clients().await?;
+        let manifest = EXAMPLE.replace("ttl: 2h", &format!("ttl: {}h", attempt + 3));
+        std::fs::write(dir.join("driver.yaml"), manifest)?;
+        let request = v1::ApplyRequest {
+            manifests: manifests(&dir)?,
+            expected_version: None,
+            force: false,
+        };
+        let mut apply_client = clients.registry.clone();
+        let call = apply_client.apply(request);
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(micros), call).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let served = served_version(&mut clients, &dir).await?;
+        let (data, clock) = server.stop().await?;
+        server = TestServer::start_in(data, clock).await?;
+        let mut clients = server.clients().await?;
+        let stored = served_version(&mut clients, &dir).await?;
+        assert_eq!(
+            stored, served,
+            "attempt {attempt}: storage and the served snapshot disagree"
+        );
+    }
+    server.stop().await?;
+    Ok(())
+}
