@@ -9,6 +9,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 
+/// What identifies one version of a watched file on disk (modified time and length); `None`
+/// while it cannot be read.
+pub(crate) type Stamp = Option<(std::time::SystemTime, u64)>;
+
+pub(crate) fn file_stamp(path: &std::path::Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
 /// How often watched files are checked.
 pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 

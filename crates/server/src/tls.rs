@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -15,6 +15,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::reload::{Stamp, file_stamp};
 
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,17 +87,10 @@ fn load(options: &TlsOptions) -> Result<Arc<ServerConfig>> {
     Ok(Arc::new(config))
 }
 
-type Stamps = Vec<Option<(SystemTime, u64)>>;
+type Stamps = Vec<Stamp>;
 
 fn stamps(options: &TlsOptions) -> Stamps {
-    options
-        .files()
-        .into_iter()
-        .map(|p| {
-            let m = std::fs::metadata(p).ok()?;
-            Some((m.modified().ok()?, m.len()))
-        })
-        .collect()
+    options.files().into_iter().map(file_stamp).collect()
 }
 
 /// The current server config, replaced when the files change.

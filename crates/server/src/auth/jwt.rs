@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
-use std::time::SystemTime;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -13,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::{AuthError, Principal, Role, Scope};
 use crate::error::{Error, Result};
+use crate::reload::{Stamp, file_stamp};
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 30;
@@ -51,8 +51,6 @@ impl std::fmt::Debug for JwtOptions {
 pub const SERVICES_CLAIM: &str = "quiver_services";
 pub const VIEWS_CLAIM: &str = "quiver_views";
 
-type Stamp = Option<(SystemTime, u64)>;
-
 /// Verifies JWTs against the configured keys.
 pub struct JwtVerifier {
     options: JwtOptions,
@@ -74,9 +72,7 @@ pub fn looks_like_jwt(token: &str) -> bool {
 }
 
 fn read_jwks(path: &Path) -> Result<(JwkSet, Stamp)> {
-    let stamp = std::fs::metadata(path)
-        .ok()
-        .and_then(|m| Some((m.modified().ok()?, m.len())));
+    let stamp = file_stamp(path);
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::FailedPrecondition(format!("cannot read JWKS file {}: {e}", path.display()))
     })?;
@@ -123,9 +119,7 @@ impl JwtVerifier {
         let Some(path) = &self.options.jwks_file else {
             return Ok(false);
         };
-        let now = std::fs::metadata(path)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        let now = file_stamp(path);
         if now == self.jwks.read().unwrap_or_else(|e| e.into_inner()).1 {
             return Ok(false);
         }

@@ -6,7 +6,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
-use std::time::SystemTime;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -14,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::{AuthError, Principal, Role, Scope};
 use crate::error::{Error, Result};
+use crate::reload::{Stamp, file_stamp};
 
 /// Prefix of generated tokens, so secret scanners and people can recognise them.
 pub const TOKEN_PREFIX: &str = "qvr_";
@@ -196,14 +196,6 @@ fn parse_served(text: &str, path: &Path) -> Result<TokensFile> {
     TokensFile::parse(text, path)
 }
 
-/// What identifies a version of the file on disk.
-type Stamp = Option<(SystemTime, u64)>;
-
-fn stamp(path: &Path) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
 #[derive(Debug, Default)]
 struct Loaded {
     by_digest: HashMap<String, Principal>,
@@ -227,7 +219,7 @@ impl TokenSet {
             path: path.to_path_buf(),
             loaded: RwLock::new(Loaded::default()),
         };
-        let stamp = stamp(path);
+        let stamp = file_stamp(path);
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::FailedPrecondition(format!(
                 "cannot read tokens file {} (create one with `quiver token create`): {e}",
@@ -265,7 +257,7 @@ impl TokenSet {
     /// Re-reads the file if it changed since the last load. A file that does not parse keeps
     /// the previous set (and is reported); returns whether a new set was installed.
     pub fn reload_if_changed(&self) -> Result<bool> {
-        let now = stamp(&self.path);
+        let now = file_stamp(&self.path);
         let before = self.loaded.read().unwrap_or_else(|e| e.into_inner()).stamp;
         if now == before {
             return Ok(false);
