@@ -10,7 +10,7 @@ use super::online::read_a;
 const HOUR: i64 = 3_600_000_000;
 const T0: i64 = 1_800_000_000_000_000;
 
-async fn incremental(clients: &mut Clients, end: i64) -> anyhow::Result<v1::Job> {
+pub(super) async fn incremental(clients: &mut Clients, end: i64) -> anyhow::Result<v1::Job> {
     let job = clients
         .jobs
         .start_materialization(v1::StartMaterializationRequest {

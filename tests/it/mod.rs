@@ -2,6 +2,7 @@ mod consistency;
 mod files;
 mod fixture;
 mod limits;
+mod lineage;
 mod materialize;
 mod offline;
 mod online;

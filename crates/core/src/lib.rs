@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod fingerprint;
+pub mod lineage;
 pub mod manifest;
 pub mod model;
 pub mod online_read;

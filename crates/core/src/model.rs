@@ -199,9 +199,19 @@ pub struct ResolvedView {
     pub ttl: Micros,
     pub online: bool,
     pub features: Vec<Feature>,
+    /// The data generation (see [`crate::lineage`]): the version that started the push log
+    /// this version reads and writes. 0 in registries from before it was recorded (read as 1).
+    /// Not part of the fingerprint: it follows from the history, not from the definition.
+    #[serde(default)]
+    pub generation: u32,
 }
 
 impl ResolvedView {
+    /// The data generation, 1 for versions stored before generations were recorded.
+    pub fn data_generation(&self) -> u32 {
+        self.generation.max(1)
+    }
+
     pub fn feature(&self, name: &str) -> Option<&Feature> {
         self.features.iter().find(|f| f.name == name)
     }

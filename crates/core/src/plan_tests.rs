@@ -346,3 +346,35 @@ fn invalid_references_name_object_and_field() {
         assert!(found, "{object} {field} {needle}: {problems:?}");
     }
 }
+
+#[test]
+fn applies_record_each_view_versions_data_generation() {
+    let generation = |state: &RegistryState, reference: &str| {
+        state.view(reference).map(|v| v.generation).expect("view")
+    };
+    let state = base();
+    assert_eq!(generation(&state, "driver_stats"), 1);
+    let ttl = applied(&state, &EXAMPLE.replace("ttl: 2h", "ttl: 3h"), false).expect("ttl");
+    assert_eq!(
+        generation(&ttl, "driver_stats@2"),
+        1,
+        "compatible: same push log"
+    );
+    let typed = EXAMPLE.replace("ttl: 2h", "ttl: 3h").replace(
+        "{name: conv_rate, type: float32}",
+        "{name: conv_rate, type: float64}",
+    );
+    let broken = applied(&ttl, &typed, true).expect("forced type change");
+    assert_eq!(
+        generation(&broken, "driver_stats@3"),
+        3,
+        "breaking: a new push log"
+    );
+    assert_eq!(
+        generation(&broken, "driver_stats@1"),
+        1,
+        "history unchanged"
+    );
+    let again = applied(&broken, &typed, false).expect("same manifests");
+    assert_eq!(again, broken);
+}

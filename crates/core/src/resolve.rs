@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Problem;
 use crate::fingerprint;
+use crate::lineage;
 use crate::model::{
     Declared, JoinKey, Kind, Metadata, ResolvedItem, ResolvedService, ResolvedView, SourceSpec,
     Spec, split_pin, valid_name,
@@ -122,6 +123,12 @@ impl Resolver<'_> {
             ttl: spec.ttl,
             online: spec.online,
             features: spec.features.clone(),
+            generation: 0,
+        };
+        let history = self.state.history(Kind::FeatureView, &object.name);
+        let view = ResolvedView {
+            generation: lineage::generation_for(history, &view),
+            ..view
         };
         self.views.insert(object.name.clone(), view.clone());
         Some(view)

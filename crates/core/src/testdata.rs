@@ -56,6 +56,7 @@ pub fn view(
         },
         ttl: 0,
         online: true,
+        generation: 1,
         features: features
             .iter()
             .map(|(name, value_type)| Feature {

@@ -13,9 +13,15 @@ use crate::OfflineStore;
 use crate::error::{Error, Result};
 use crate::roots::Roots;
 
-/// The push log directory of a view: `<data_dir>/offline/<view>/`.
-pub(crate) fn push_log_dir(data_dir: &Path, view: &str) -> PathBuf {
-    data_dir.join("offline").join(view)
+/// The push log directory of a view version's data generation (`quiver_core::lineage`):
+/// `<data_dir>/offline/<view>/` for generation 1, `<data_dir>/offline/<view>@<g>/` for a
+/// generation `g` started by a later version (`@` never occurs in a name).
+pub(crate) fn push_log_dir(data_dir: &Path, view: &ResolvedView) -> PathBuf {
+    let offline = data_dir.join("offline");
+    match view.data_generation() {
+        1 => offline.join(&view.name),
+        g => offline.join(format!("{}@{g}", view.name)),
+    }
 }
 
 /// Every file of a view's data: its source Parquet (which must lie under the store's source
@@ -45,7 +51,7 @@ fn list_view_files(sources: &Roots, data_dir: &Path, view: &ResolvedView) -> Res
             files
         }
     };
-    files.extend(push_log_files(&push_log_dir(data_dir, &view.name))?);
+    files.extend(push_log_files(&push_log_dir(data_dir, view))?);
     Ok(files)
 }
 

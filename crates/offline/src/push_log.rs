@@ -1,7 +1,8 @@
 //! The push log: pushed rows appended to a view's offline data as small Parquet files.
 //!
-//! Each append writes one file `<data_dir>/offline/<view>/<micros>-<seq>.parquet` (both
-//! numbers zero-padded to 20 digits, so names sort in append order) under a temporary name,
+//! Each append writes one file `<micros>-<seq>.parquet` (both numbers zero-padded to 20
+//! digits, so names sort in append order) into the push log directory of the view version's
+//! data generation (`<data_dir>/offline/<view>[@<g>]/`, see `files::push_log_dir`) under a temporary name,
 //! fsyncs it, renames it into place and fsyncs the directory. Readers skip hidden files, so a
 //! crash leaves either no file or a complete one. Columns carry the source's column names and
 //! the view's canonical types, so a push-log file reads like a source file.
@@ -41,7 +42,7 @@ impl OfflineStore {
         if rows == 0 {
             return Ok(());
         }
-        let dir = push_log_dir(&self.data_dir, &view.name);
+        let dir = push_log_dir(&self.data_dir, view);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let (micros, seq) = self.next_push_name();
         let path = dir.join(format!("{micros:020}-{seq:020}.parquet"));

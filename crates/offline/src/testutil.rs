@@ -56,6 +56,7 @@ pub(crate) fn test_view(root: &Path, name: &str, ttl: i64) -> ResolvedView {
         },
         ttl,
         online: true,
+        generation: 1,
         features: vec![
             feature("conv_rate", "float32"),
             feature("trips", "int64"),
@@ -86,6 +87,7 @@ pub(crate) fn city_view(root: &Path, ttl: i64) -> ResolvedView {
         },
         ttl,
         online: true,
+        generation: 1,
         features: vec![feature("avg", "float64"), feature("tags", "list<float32>")],
     }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use quiver_core::RegistryState;
+use quiver_core::{RegistryState, ResolvedView};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
     DataBlockIndexType, Options, WriteBatch, WriteOptions,
@@ -135,8 +135,10 @@ impl RocksStore {
         Ok(())
     }
 
-    /// The materialization watermark of `view` (microseconds), None if never set.
-    pub fn watermark(&self, view: &str) -> Result<Option<i64>> {
+    /// The materialization watermark of `view`'s definition (microseconds), None if never
+    /// set. Watermarks belong to a fingerprint (`quiver_core::lineage`): a new definition
+    /// starts without one.
+    pub fn watermark(&self, view: &ResolvedView) -> Result<Option<i64>> {
         let cf = self.cf(CF_META)?;
         let Some(bytes) = self
             .db
@@ -147,15 +149,15 @@ impl RocksStore {
         };
         let array: [u8; 8] = bytes.as_ref().try_into().map_err(|_| {
             Error::corrupt(
-                format!("watermark of view `{view}`"),
+                format!("watermark of view `{}`", view.pinned_name()),
                 format!("{} bytes, not 8", bytes.len()),
             )
         })?;
         Ok(Some(i64::from_be_bytes(array)))
     }
 
-    /// Sets the materialization watermark of `view`, durably (WAL synced).
-    pub fn set_watermark(&self, view: &str, micros: i64) -> Result<()> {
+    /// Sets the materialization watermark of `view`'s definition, durably (WAL synced).
+    pub fn set_watermark(&self, view: &ResolvedView, micros: i64) -> Result<()> {
         let cf = self.cf(CF_META)?;
         self.db
             .put_cf_opt(cf, watermark_key(view), micros.to_be_bytes(), &synced())
@@ -215,8 +217,11 @@ fn state_key(version: u64) -> Vec<u8> {
     format!("state/{version:020}").into_bytes()
 }
 
-fn watermark_key(view: &str) -> Vec<u8> {
-    format!("watermark/{view}").into_bytes()
+/// `watermark/<view name>/<fingerprint>`. (Keys `watermark/<view name>` of data directories
+/// from before watermarks followed the definition are no longer read: the first incremental
+/// run after the upgrade starts from the beginning, which rewrites rows idempotently.)
+fn watermark_key(view: &ResolvedView) -> Vec<u8> {
+    format!("watermark/{}/{}", view.name, view.fingerprint).into_bytes()
 }
 
 /// Point lookups by full key: a bloom filter, hash-indexed data blocks and a shared cache.
@@ -293,23 +298,35 @@ mod tests {
     }
 
     #[test]
-    fn watermarks_persist_across_reopen() {
+    fn watermarks_persist_across_reopen_per_definition() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let view = |name: &str, fingerprint: &str| ResolvedView {
+            fingerprint: fingerprint.into(),
+            ..crate::test_support::view(name, &[], &[])
+        };
+        let (driver, other) = (view("driver_stats", "f1"), view("other", "f1"));
+        let driver_v2 = view("driver_stats", "f2");
         {
             let store = RocksStore::open(dir.path()).expect("open");
-            assert_eq!(store.watermark("driver_stats").expect("get"), None);
-            store.set_watermark("driver_stats", -5).expect("set");
-            store.set_watermark("driver_stats", 1_000).expect("set");
-            store.set_watermark("other", 7).expect("set");
+            assert_eq!(store.watermark(&driver).expect("get"), None);
+            store.set_watermark(&driver, -5).expect("set");
+            store.set_watermark(&driver, 1_000).expect("set");
+            store.set_watermark(&other, 7).expect("set");
             store.sync().expect("sync");
         }
         let store = RocksStore::open(dir.path()).expect("reopen");
-        assert_eq!(store.watermark("driver_stats").expect("get"), Some(1_000));
-        assert_eq!(store.watermark("other").expect("get"), Some(7));
-        assert_eq!(store.watermark("missing").expect("get"), None);
+        assert_eq!(store.watermark(&driver).expect("get"), Some(1_000));
+        assert_eq!(store.watermark(&other).expect("get"), Some(7));
+        assert_eq!(
+            store.watermark(&driver_v2).expect("get"),
+            None,
+            "new definition"
+        );
+        assert_eq!(store.watermark(&view("missing", "f1")).expect("get"), None);
+        let bad = view("bad", "f1");
         let cf = store.cf(CF_META).expect("cf");
-        store.db.put_cf(cf, watermark_key("bad"), [1]).expect("put");
-        assert!(matches!(store.watermark("bad"), Err(Error::Corrupt { .. })));
+        store.db.put_cf(cf, watermark_key(&bad), [1]).expect("put");
+        assert!(matches!(store.watermark(&bad), Err(Error::Corrupt { .. })));
     }
 
     #[test]

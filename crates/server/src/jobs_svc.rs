@@ -87,10 +87,12 @@ impl v1::job_service_server::JobService for JobService {
     ) -> Result<Response<v1::StartMaterializationResponse>, Status> {
         let principal = principal(&request)?;
         let objects = request.get_ref().views.join(",");
-        let started = MaterializeRequest::from_wire(request.get_ref()).and_then(|request| {
+        let started = async {
+            let request = MaterializeRequest::from_wire(request.get_ref())?;
             check_views(principal, &request.views)?;
-            self.materializer.start(&request)
-        });
+            self.materializer.start(&request).await
+        }
+        .await;
         let job = audited(principal, "StartMaterialization", &objects, started)?;
         Ok(Response::new(v1::StartMaterializationResponse {
             job: Some(job_to_proto(job.report())),

@@ -4,22 +4,23 @@
 //! A view's watermark moves only after all of its window is written and synced, so a failure
 //! or a cancel leaves it where the data really is. It moves to `end` only when the window
 //! starts at or before the current watermark (no watermark = the beginning of time), so
-//! incremental runs never skip data.
+//! incremental runs never skip data. Watermarks belong to the view's definition (its
+//! fingerprint, see `quiver_core::lineage`): a new definition starts from the beginning.
 //!
 //! The [`Materializer`] owns what jobs need (the stores, the registry, the clock, the task
 //! tracker that shutdown waits on) and the job table, which keeps every running job and the
 //! most recent finished ones.
 
+mod job;
+mod request;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use quiver_core::ResolvedView;
-use quiver_core::types::{Micros, format_rfc3339};
 use quiver_offline::OfflineStore;
 use quiver_online::RocksStore;
-use quiver_proto::v1;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -28,191 +29,14 @@ use crate::error::{Error, Result};
 use crate::limits::check;
 use crate::options::Clock;
 use crate::registry::Registry;
+use job::ViewJob;
+pub use job::{Job, JobReport, JobState, ViewReport};
+pub use request::{MaterializeRequest, Window};
 
 /// Rows per online write batch during materialization.
 const WRITE_CHUNK: usize = 4_096;
 /// Finished jobs kept for WatchJob/GetJob; older finished jobs are forgotten first.
 const MAX_FINISHED_JOBS: usize = 256;
-
-/// Which rows a materialization reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    /// `[start, end)`.
-    Range { start: Micros, end: Micros },
-    /// From each view's watermark (the beginning of time without one) to `end`.
-    Incremental { end: Micros },
-}
-
-/// A validated StartMaterialization request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MaterializeRequest {
-    /// View names (`name` or `name@N`); empty = every online view.
-    pub views: Vec<String>,
-    pub window: Window,
-}
-
-impl MaterializeRequest {
-    pub fn from_wire(request: &v1::StartMaterializationRequest) -> Result<MaterializeRequest> {
-        let window = if request.incremental {
-            Window::Incremental {
-                end: request.end_micros,
-            }
-        } else if request.start_micros >= request.end_micros {
-            return Err(Error::invalid(
-                "start",
-                format!(
-                    "start {} is not before end {}",
-                    format_rfc3339(request.start_micros),
-                    format_rfc3339(request.end_micros)
-                ),
-            ));
-        } else {
-            Window::Range {
-                start: request.start_micros,
-                end: request.end_micros,
-            }
-        };
-        Ok(MaterializeRequest {
-            views: request.views.clone(),
-            window,
-        })
-    }
-}
-
-/// An incremental run's window: from the watermark (the beginning of time without one) to
-/// `end`. An `end` before the watermark would write nothing and report success; it is
-/// refused, since the data up to the watermark is already online.
-fn incremental_window(
-    view: &str,
-    watermark: Option<Micros>,
-    end: Micros,
-) -> Result<(Micros, Micros)> {
-    match watermark {
-        Some(watermark) if end < watermark => Err(Error::invalid(
-            "end",
-            format!(
-                "end {} is before view `{view}`'s watermark {}: it is materialized up to there already; give an end at or after the watermark, or run a window with `start`",
-                format_rfc3339(end),
-                format_rfc3339(watermark)
-            ),
-        )),
-        Some(watermark) => Ok((watermark, end)),
-        None => Ok((i64::MIN, end)),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-/// A job's progress at one moment.
-#[derive(Debug, Clone)]
-pub struct JobReport {
-    pub id: String,
-    pub state: JobState,
-    pub views: Vec<ViewReport>,
-    pub started_at: Micros,
-    pub elapsed: Duration,
-    pub error: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct ViewReport {
-    pub view: String,
-    pub version: u32,
-    pub start: Micros,
-    pub end: Micros,
-    pub state: JobState,
-    pub rows_scanned: u64,
-    pub keys_written: u64,
-}
-
-#[derive(Debug)]
-pub struct Job {
-    pub id: String,
-    /// Start order in this process (the job table forgets the lowest first).
-    seq: u64,
-    started_at: Micros,
-    started: Instant,
-    cancel: CancellationToken,
-    views: Vec<ViewJob>,
-    status: Mutex<(JobState, String, Option<Duration>)>,
-    done: tokio::sync::Notify,
-}
-
-#[derive(Debug)]
-struct ViewJob {
-    view: ResolvedView,
-    start: Micros,
-    end: Micros,
-    state: Mutex<JobState>,
-    scanned: Arc<AtomicU64>,
-    written: AtomicU64,
-}
-
-fn lock<T: Clone>(mutex: &Mutex<T>) -> T {
-    match mutex.lock() {
-        Ok(guard) => guard.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    }
-}
-
-impl Job {
-    pub fn report(&self) -> JobReport {
-        let (state, error, elapsed) = lock(&self.status);
-        JobReport {
-            id: self.id.clone(),
-            state,
-            views: self
-                .views
-                .iter()
-                .map(|v| ViewReport {
-                    view: v.view.name.clone(),
-                    version: v.view.version,
-                    start: v.start,
-                    end: v.end,
-                    state: lock(&v.state),
-                    rows_scanned: v.scanned.load(Ordering::Relaxed),
-                    keys_written: v.written.load(Ordering::Relaxed),
-                })
-                .collect(),
-            started_at: self.started_at,
-            elapsed: elapsed.unwrap_or_else(|| self.started.elapsed()),
-            error,
-        }
-    }
-
-    pub fn is_finished(&self) -> bool {
-        lock(&self.status).0 != JobState::Running
-    }
-
-    /// Asks the job to stop between write batches.
-    pub fn cancel(&self) {
-        self.cancel.cancel();
-    }
-
-    /// Waits until the job finishes or `timeout` passes, whichever is first.
-    pub async fn wait(&self, timeout: Duration) {
-        if !self.is_finished() {
-            let notified = self.done.notified();
-            tokio::select! {
-                () = notified => {}
-                () = tokio::time::sleep(timeout) => {}
-            }
-        }
-    }
-
-    fn finish(&self, state: JobState, error: String) {
-        if let Ok(mut status) = self.status.lock() {
-            *status = (state, error, Some(self.started.elapsed()));
-        }
-        self.done.notify_waiters();
-    }
-}
 
 /// Runs materialization jobs in the background and keeps their table.
 #[derive(Debug)]
@@ -262,22 +86,28 @@ impl Materializer {
             })
     }
 
-    /// Plans the job (views and windows) and starts it in the background.
-    pub fn start(self: &Arc<Self>, request: &MaterializeRequest) -> Result<Arc<Job>> {
-        let views = self.view_jobs(request)?;
+    /// Plans the job (views, and windows from the watermarks, read on the blocking pool) and
+    /// starts it in the background.
+    pub async fn start(self: &Arc<Self>, request: &MaterializeRequest) -> Result<Arc<Job>> {
+        let views = self.selected_views(request)?;
+        let (store, window) = (Arc::clone(&self.store), request.window);
+        let views = crate::run_blocking(move || {
+            views
+                .into_iter()
+                .map(|view| ViewJob::new(&store, view, window))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await?;
         let now = self.clock.now();
         let seq = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("mat-{now}-{seq}");
-        let job = Arc::new(Job {
-            id: id.clone(),
+        let job = Arc::new(Job::new(
+            id.clone(),
             seq,
-            started_at: now,
-            started: Instant::now(),
-            cancel: self.shutdown.child_token(),
+            now,
+            self.shutdown.child_token(),
             views,
-            status: Mutex::new((JobState::Running, String::new(), None)),
-            done: tokio::sync::Notify::new(),
-        });
+        ));
         self.insert(id, Arc::clone(&job))?;
         let (materializer, task_job) = (Arc::clone(self), Arc::clone(&job));
         self.tasks.spawn(async move {
@@ -300,8 +130,8 @@ impl Materializer {
         self.tasks.wait().await;
     }
 
-    /// The views of `request` (every online view when it names none) with their windows.
-    fn view_jobs(&self, request: &MaterializeRequest) -> Result<Vec<ViewJob>> {
+    /// The views of `request` (every online view when it names none), each online.
+    fn selected_views(&self, request: &MaterializeRequest) -> Result<Vec<ResolvedView>> {
         let registry = self.registry.snapshot();
         let views: Vec<ResolvedView> = if request.views.is_empty() {
             registry
@@ -321,32 +151,13 @@ impl Materializer {
                 "no online feature views to materialize; apply manifests first".into(),
             ));
         }
-        views
-            .into_iter()
-            .map(|view| {
-                if !view.online {
-                    return Err(Error::invalid(
-                        "views",
-                        format!("view `{}` is declared `online: false`", view.name),
-                    ));
-                }
-                let (start, end) = match request.window {
-                    Window::Range { start, end } => (start, end),
-                    Window::Incremental { end } => {
-                        let watermark = self.store.watermark(&view.name)?;
-                        incremental_window(&view.name, watermark, end)?
-                    }
-                };
-                Ok(ViewJob {
-                    view,
-                    start,
-                    end,
-                    state: Mutex::new(JobState::Running),
-                    scanned: Arc::new(AtomicU64::new(0)),
-                    written: AtomicU64::new(0),
-                })
-            })
-            .collect()
+        if let Some(view) = views.iter().find(|v| !v.online) {
+            return Err(Error::invalid(
+                "views",
+                format!("view `{}` is declared `online: false`", view.name),
+            ));
+        }
+        Ok(views)
     }
 
     /// Adds a job to the table, forgetting the oldest finished jobs beyond the bound. A job
@@ -437,17 +248,17 @@ impl Materializer {
                 view_job.written.fetch_add(stats.written, Ordering::Relaxed);
             }
         }
-        let (store, name, start, end) = (
+        let (store, view, start, end) = (
             Arc::clone(&self.store),
-            view.name.clone(),
+            view.clone(),
             view_job.start,
             view_job.end,
         );
         crate::run_blocking(move || {
             store.sync()?;
-            let watermark = store.watermark(&name)?.unwrap_or(i64::MIN);
+            let watermark = store.watermark(&view)?.unwrap_or(i64::MIN);
             if start <= watermark && end > watermark {
-                store.set_watermark(&name, end)?;
+                store.set_watermark(&view, end)?;
             }
             Ok(())
         })
@@ -467,16 +278,11 @@ mod tests {
     use crate::options::SystemClock;
 
     fn job(id: &str, seq: u64, state: JobState) -> Arc<Job> {
-        Arc::new(Job {
-            id: id.to_string(),
-            seq,
-            started_at: 0,
-            started: Instant::now(),
-            cancel: CancellationToken::new(),
-            views: Vec::new(),
-            status: Mutex::new((state, String::new(), None)),
-            done: tokio::sync::Notify::new(),
-        })
+        let job = Job::new(id.to_string(), seq, 0, CancellationToken::new(), Vec::new());
+        if state != JobState::Running {
+            job.finish(state, String::new());
+        }
+        Arc::new(job)
     }
 
     #[test]

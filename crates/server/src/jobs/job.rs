@@ -1,0 +1,167 @@
+//! One materialization job: its views and windows, its state, and its progress counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quiver_core::ResolvedView;
+use quiver_core::types::Micros;
+use quiver_online::RocksStore;
+use tokio_util::sync::CancellationToken;
+
+use super::request::{Window, incremental_window};
+use crate::error::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// A job's progress at one moment.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    pub id: String,
+    pub state: JobState,
+    pub views: Vec<ViewReport>,
+    pub started_at: Micros,
+    pub elapsed: Duration,
+    pub error: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ViewReport {
+    pub view: String,
+    pub version: u32,
+    pub start: Micros,
+    pub end: Micros,
+    pub state: JobState,
+    pub rows_scanned: u64,
+    pub keys_written: u64,
+}
+
+#[derive(Debug)]
+pub struct Job {
+    pub id: String,
+    /// Start order in this process (the job table forgets the lowest first).
+    pub(super) seq: u64,
+    started_at: Micros,
+    started: Instant,
+    pub(super) cancel: CancellationToken,
+    pub(super) views: Vec<ViewJob>,
+    status: Mutex<(JobState, String, Option<Duration>)>,
+    done: tokio::sync::Notify,
+}
+
+/// One view of a job: its window and progress.
+#[derive(Debug)]
+pub(super) struct ViewJob {
+    pub(super) view: ResolvedView,
+    pub(super) start: Micros,
+    pub(super) end: Micros,
+    pub(super) state: Mutex<JobState>,
+    pub(super) scanned: Arc<AtomicU64>,
+    pub(super) written: AtomicU64,
+}
+
+impl ViewJob {
+    /// The job of `view` over `window`; an incremental window starts at the watermark of the
+    /// view's definition (blocking: reads RocksDB).
+    pub(super) fn new(store: &RocksStore, view: ResolvedView, window: Window) -> Result<ViewJob> {
+        let (start, end) = match window {
+            Window::Range { start, end } => (start, end),
+            Window::Incremental { end } => {
+                incremental_window(&view.name, store.watermark(&view)?, end)?
+            }
+        };
+        Ok(ViewJob {
+            view,
+            start,
+            end,
+            state: Mutex::new(JobState::Running),
+            scanned: Arc::new(AtomicU64::new(0)),
+            written: AtomicU64::new(0),
+        })
+    }
+}
+
+fn lock<T: Clone>(mutex: &Mutex<T>) -> T {
+    match mutex.lock() {
+        Ok(guard) => guard.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+impl Job {
+    pub(super) fn new(
+        id: String,
+        seq: u64,
+        started_at: Micros,
+        cancel: CancellationToken,
+        views: Vec<ViewJob>,
+    ) -> Job {
+        Job {
+            id,
+            seq,
+            started_at,
+            started: Instant::now(),
+            cancel,
+            views,
+            status: Mutex::new((JobState::Running, String::new(), None)),
+            done: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn report(&self) -> JobReport {
+        let (state, error, elapsed) = lock(&self.status);
+        JobReport {
+            id: self.id.clone(),
+            state,
+            views: self
+                .views
+                .iter()
+                .map(|v| ViewReport {
+                    view: v.view.name.clone(),
+                    version: v.view.version,
+                    start: v.start,
+                    end: v.end,
+                    state: lock(&v.state),
+                    rows_scanned: v.scanned.load(Ordering::Relaxed),
+                    keys_written: v.written.load(Ordering::Relaxed),
+                })
+                .collect(),
+            started_at: self.started_at,
+            elapsed: elapsed.unwrap_or_else(|| self.started.elapsed()),
+            error,
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        lock(&self.status).0 != JobState::Running
+    }
+
+    /// Asks the job to stop between write batches.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits until the job finishes or `timeout` passes, whichever is first.
+    pub async fn wait(&self, timeout: Duration) {
+        if !self.is_finished() {
+            let notified = self.done.notified();
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep(timeout) => {}
+            }
+        }
+    }
+
+    pub(super) fn finish(&self, state: JobState, error: String) {
+        if let Ok(mut status) = self.status.lock() {
+            *status = (state, error, Some(self.started.elapsed()));
+        }
+        self.done.notify_waiters();
+    }
+}
