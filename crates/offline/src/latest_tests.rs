@@ -228,3 +228,31 @@ fn interrupted_push_log_writes_are_removed_and_nothing_else() {
     let log = crate::files::push_log_files(&log_dir).expect("log");
     assert_eq!(log.len(), 1, "the committed file stays");
 }
+
+#[tokio::test]
+async fn a_source_file_that_is_not_parquet_is_a_failed_precondition_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crate::testutil::store(dir.path(), dir.path());
+    let view = crate::testutil::test_view(dir.path(), "v", 0);
+    let source = dir.path().join("v_src");
+    std::fs::create_dir_all(&source).expect("mkdir");
+    for (name, bytes) in [
+        ("a.parquet", &b"not parquet at all"[..]),
+        ("b.parquet", &b"PAR1 truncated PAR1"[..]),
+    ] {
+        std::fs::write(source.join(name), bytes).expect("write");
+        let scanned = Arc::new(AtomicU64::new(0));
+        let error = store
+            .scan_latest(&view, i64::MIN, i64::MAX, scanned)
+            .await
+            .map(|_| ())
+            .expect_err("not Parquet");
+        assert_eq!(
+            error.code(),
+            quiver_core::ErrorCode::FailedPrecondition,
+            "{error}"
+        );
+        assert!(error.to_string().contains(name), "{error}");
+        std::fs::remove_file(source.join(name)).expect("rm");
+    }
+}

@@ -117,6 +117,15 @@ impl ScanSpec {
             message,
         }
     }
+
+    /// A file of the view's data that is not readable Parquet (not Parquet at all, truncated
+    /// or corrupt): the data does not fit the view, the server is not at fault.
+    fn unreadable(&self, path: &std::path::Path, error: ParquetError) -> Error {
+        self.mismatch(format!(
+            "{} is not a readable Parquet file ({error}); replace or remove it",
+            path.display()
+        ))
+    }
 }
 
 /// One file, its footer, and where each output column is in it.
@@ -181,7 +190,7 @@ where
 fn plan_file(path: PathBuf, spec: &ScanSpec) -> Result<Vec<Unit>> {
     let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
     let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
-        .map_err(|e| Error::parquet(&path, e))?;
+        .map_err(|e| spec.unreadable(&path, e))?;
     let (columns, projection, event_root) = project(spec, metadata.schema(), &path)?;
     let kept = prune_row_groups(&metadata, &spec.event_time, spec.start, spec.end, &path)?;
     let file = Arc::new(FileScan {
@@ -360,9 +369,9 @@ pub(crate) fn read_unit(
         );
         builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
     }
-    let reader = builder.build().map_err(|e| Error::parquet(path, e))?;
+    let reader = builder.build().map_err(|e| spec.unreadable(path, e))?;
     for batch in reader {
-        let batch = batch.map_err(|e| Error::parquet(path, e.into()))?;
+        let batch = batch.map_err(|e| spec.unreadable(path, e.into()))?;
         let batch = normalize_batch(&batch, file, spec)
             .map_err(|e| spec.mismatch(format!("reading {}: {e}", path.display())))?;
         sink(batch)?;
