@@ -305,8 +305,14 @@ async fn join_error(labels: RecordBatch, full_names: bool, twice: bool) -> Error
         full_names,
         as_known_at: false,
     };
+    // Refused before the stream starts, or (label times, checked per batch) while it streams.
     match store.point_in_time_join(request).await {
-        Ok(_) => Error::invalid("test", "no error"),
+        Ok(output) => {
+            let drained: crate::Result<Vec<RecordBatch>> = output.stream.try_collect().await;
+            drained
+                .err()
+                .unwrap_or_else(|| Error::invalid("test", "no error"))
+        }
         Err(e) => e,
     }
 }
@@ -342,6 +348,10 @@ async fn bad_label_tables_are_invalid_arguments() {
             "cast the column to int64",
         ),
         (join_error(good.clone(), false, true).await, "collide: note"),
+        (
+            join_error(label_batch(&[1], &[300_000_000_000]), false, false).await,
+            "outside the valid time range",
+        ),
     ];
     for (error, needle) in cases {
         assert_eq!(error.code(), ErrorCode::InvalidArgument, "{error}");

@@ -256,3 +256,43 @@ async fn a_source_file_that_is_not_parquet_is_a_failed_precondition_naming_it() 
         std::fs::remove_file(source.join(name)).expect("rm");
     }
 }
+
+#[tokio::test]
+async fn a_source_row_outside_the_valid_time_range_fails_the_scan_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crate::testutil::store(dir.path(), dir.path());
+    let view = crate::testutil::test_view(dir.path(), "v", 0);
+    let row = |event_ts| Row {
+        key: vec![KeyValue::Int64(1)],
+        event_ts,
+        created_ts: Some(0),
+        values: vec![quiver_core::value::Value::Null; 3],
+    };
+    // Year 11476: representable in microseconds, outside years 1 to 9999.
+    let rows = [row(SECOND), row(300_000_000_000 * SECOND)];
+    let path = dir.path().join("v_src/a.parquet");
+    std::fs::create_dir_all(dir.path().join("v_src")).expect("mkdir");
+    crate::testutil::write_rows(
+        &path,
+        &view,
+        &rows,
+        arrow::datatypes::TimeUnit::Microsecond,
+        Some("UTC"),
+    );
+    let scanned = Arc::new(AtomicU64::new(0));
+    let error = store
+        .scan_latest(&view, i64::MIN, i64::MAX, scanned)
+        .await
+        .map(|_| ())
+        .expect_err("out of range");
+    assert_eq!(
+        error.code(),
+        quiver_core::ErrorCode::FailedPrecondition,
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("event_ts") && message.contains("outside the valid time range"),
+        "{message}"
+    );
+}
