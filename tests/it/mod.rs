@@ -1,3 +1,4 @@
+mod bounds;
 mod consistency;
 mod files;
 mod fixture;

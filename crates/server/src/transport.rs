@@ -129,6 +129,62 @@ where
 mod tests {
     use super::*;
 
+    /// A handler that answers after `delay`.
+    #[derive(Clone)]
+    struct Slow {
+        delay: Duration,
+    }
+
+    impl Service<Request<()>> for Slow {
+        type Response = Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Response<Body>, Self::Error>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            let delay = self.delay;
+            Box::pin(async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(Status::ok("").into_http())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_over_the_timeout_is_deadline_exceeded_naming_the_setting() {
+        use tower_layer::Layer;
+        let layer = TransportLayer {
+            timeout: Duration::from_millis(50),
+        };
+        let request = || Request::builder().uri("/x/y").body(()).unwrap_or_default();
+        let mut slow = layer.layer(Slow {
+            delay: Duration::from_secs(600),
+        });
+        let Ok(response) = slow.call(request()).await;
+        let status = Status::from_header_map(response.headers());
+        assert_eq!(
+            status.as_ref().map(Status::code),
+            Some(Code::DeadlineExceeded)
+        );
+        assert!(
+            status.is_some_and(|s| s.message().contains("(--request-timeout)")),
+            "{:?}",
+            response.headers()
+        );
+        // A handler that is ready at once always answers (the timeout polls it first).
+        let mut quick = layer.layer(Slow {
+            delay: Duration::ZERO,
+        });
+        let Ok(response) = quick.call(request()).await;
+        let status = Status::from_header_map(response.headers());
+        assert_eq!(status.map(|s| s.code()), Some(Code::Ok));
+    }
+
     #[test]
     fn size_and_decode_errors_become_client_errors() {
         let too_large = Status::out_of_range(

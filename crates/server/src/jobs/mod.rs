@@ -285,14 +285,12 @@ mod tests {
         Arc::new(job)
     }
 
-    #[test]
-    fn the_job_table_forgets_the_oldest_finished_jobs_only() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| Error::Internal(e.to_string()))?;
-        let store = Arc::new(RocksStore::open(&dir.path().join("rocksdb"))?);
-        let materializer = Materializer::new(
+    fn materializer(dir: &std::path::Path, max_jobs: u64) -> Result<Materializer> {
+        let store = Arc::new(RocksStore::open(&dir.join("rocksdb"))?);
+        Ok(Materializer::new(
             Arc::clone(&store),
             Arc::new(OfflineStore::new(
-                dir.path(),
+                dir,
                 quiver_offline::Roots::none("a source root", "--source-root"),
                 quiver_offline::Roots::none("a labels root", "--labels-root"),
             )),
@@ -305,8 +303,52 @@ mod tests {
             )?),
             Arc::new(SystemClock),
             CancellationToken::new(),
-            1,
+            max_jobs,
+        ))
+    }
+
+    fn view_job(name: &str) -> ViewJob {
+        let view = quiver_core::testdata::view(name, &[], &[]);
+        ViewJob {
+            view,
+            start: 0,
+            end: 1,
+            state: Mutex::new(JobState::Running),
+            scanned: Arc::new(AtomicU64::new(0)),
+            written: AtomicU64::new(0),
+        }
+    }
+
+    #[test]
+    fn one_running_job_per_view() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Internal(e.to_string()))?;
+        let materializer = materializer(dir.path(), 8)?;
+        let job = |id: &str, seq, views: &[&str]| {
+            let views = views.iter().map(|v| view_job(v)).collect();
+            Arc::new(Job::new(id.into(), seq, 0, CancellationToken::new(), views))
+        };
+        materializer.insert("first".into(), job("first", 0, &["a", "b"]))?;
+        let refused = materializer.insert("second".into(), job("second", 1, &["c", "b"]));
+        let Err(Error::FailedPrecondition(message)) = refused else {
+            panic!("a second job on view b: {refused:?}");
+        };
+        assert!(
+            message.contains("`b`") && message.contains("`first`"),
+            "{message}"
         );
+        materializer.insert("third".into(), job("third", 2, &["c"]))?;
+        // Once the first job has finished, its views are free again.
+        materializer
+            .get("first")?
+            .finish(JobState::Succeeded, String::new());
+        materializer.insert("fourth".into(), job("fourth", 3, &["b"]))?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_job_table_forgets_the_oldest_finished_jobs_only() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Internal(e.to_string()))?;
+        let materializer = materializer(dir.path(), 1)?;
         let running = job("running", 0, JobState::Running);
         materializer.insert("running".into(), running)?;
         // Ids that sort in another order than the jobs started: age is the start order.
