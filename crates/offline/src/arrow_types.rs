@@ -246,6 +246,16 @@ fn relist<O: OffsetSizeTrait>(
     Ok(Arc::new(list))
 }
 
+/// The column names of `schema`, comma-separated (the "it has: ..." of error messages).
+pub(crate) fn column_list(schema: &arrow::datatypes::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use quiver_core::ResolvedView;
 
 use crate::OfflineStore;
 use crate::error::{Error, Result};
-use crate::roots::Roots;
+use crate::roots::{Roots, is_data_file, sort_paths};
 
 /// The push log directory of a view version's data generation (`quiver_core::lineage`):
 /// `<data_dir>/offline/<view>/` for generation 1, `<data_dir>/offline/<view>@<g>/` for a
@@ -71,18 +71,6 @@ pub(crate) fn push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     sort_paths(&mut files);
     Ok(files)
-}
-
-/// `*.parquet`, skipping hidden and temporary files (`.name.tmp`, `_SUCCESS`, ...).
-pub(crate) fn is_data_file(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.ends_with(".parquet") && !n.starts_with(['.', '_']))
-}
-
-/// Sorts by the path as a string (the order DataFusion also uses for its file groups).
-pub(crate) fn sort_paths(files: &mut [PathBuf]) {
-    files.sort_by(|a, b| a.to_string_lossy().cmp(&b.to_string_lossy()));
 }
 
 #[cfg(test)]

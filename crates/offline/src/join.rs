@@ -198,22 +198,13 @@ fn join_batch(
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
-fn column_list(schema: &Schema) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn timestamp_column(schema: &Schema, name: &str) -> Result<usize> {
     let index = schema.index_of(name).map_err(|_| {
         Error::invalid(
             "timestamp_column",
             format!(
                 "the label table has no column `{name}` (it has: {}); add it or name the label time column",
-                column_list(schema)
+                crate::arrow_types::column_list(schema)
             ),
         )
     })?;
@@ -244,7 +235,7 @@ pub(crate) fn label_key_columns(
                         "the label table has no column `{}`, a join key of view `{}` (it has: {}); add the column",
                         key.name,
                         view.name,
-                        column_list(schema)
+                        crate::arrow_types::column_list(schema)
                     ),
                 )
             })?;

@@ -180,7 +180,7 @@ impl Roots {
             }
         }
         let mut files = walk.files;
-        crate::files::sort_paths(&mut files);
+        sort_paths(&mut files);
         Ok(files)
     }
 
@@ -307,7 +307,7 @@ impl Walk<'_> {
             }
             if is_dir && depth > 0 {
                 self.dir(&path, depth - 1)?;
-            } else if is_file && crate::files::is_data_file(&path) {
+            } else if is_file && is_data_file(&path) {
                 self.files.push(path);
             }
         }
@@ -337,6 +337,18 @@ impl Walk<'_> {
         }
         Ok(())
     }
+}
+
+/// `*.parquet`, skipping hidden and temporary files (`.name.tmp`, `_SUCCESS`, ...).
+pub(crate) fn is_data_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".parquet") && !n.starts_with(['.', '_']))
+}
+
+/// Sorts by the path as a string (the order DataFusion also uses for its file groups).
+pub(crate) fn sort_paths(files: &mut [PathBuf]) {
+    files.sort_by(|a, b| a.to_string_lossy().cmp(&b.to_string_lossy()));
 }
 
 #[cfg(test)]

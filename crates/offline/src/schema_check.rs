@@ -97,12 +97,7 @@ fn check_schema(view: &ResolvedView, schema: &Schema, path: &Path) -> Vec<(Strin
     let missing = |column: &str, what: &str| {
         format!(
             "{shown} has no column `{column}` ({what}); it has: {}",
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::arrow_types::column_list(schema)
         )
     };
     let mut expected: Vec<Expected> = Vec::new();
