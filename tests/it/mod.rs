@@ -2,6 +2,7 @@ mod bounds;
 mod consistency;
 mod files;
 mod fixture;
+mod jwks;
 mod limits;
 mod lineage;
 mod materialize;

@@ -64,7 +64,11 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
-    let auth = open_auth(&options, addr, &shutdown)?;
+    // Reading token files and fetching a JWKS URL block: off the async workers.
+    let auth = {
+        let (auth, shutdown) = (options.auth.clone(), shutdown.clone());
+        run_blocking(move || open_auth(&auth, addr, &shutdown)).await?
+    };
     let tls = options.tls.as_ref().map(tls::TlsConfig::open).transpose()?;
     let components = Components::open(&options, shutdown.child_token())?;
     let router = health_and_reflection(&options.limits, auth.clone()).await?;
@@ -98,14 +102,14 @@ pub async fn serve(
 /// The authenticator (reloaded in the background until `shutdown`), or none when auth is off,
 /// which only a loopback address or an explicit `insecure_no_auth` allows.
 fn open_auth(
-    options: &ServerOptions,
+    options: &auth::AuthOptions,
     addr: std::net::SocketAddr,
     shutdown: &CancellationToken,
 ) -> Result<Option<Arc<auth::Authenticator>>> {
-    let Some(authenticator) = auth::Authenticator::open(&options.auth)? else {
+    let Some(authenticator) = auth::Authenticator::open(options)? else {
         if addr.ip().is_loopback() {
             tracing::info!("auth is off: serving on loopback only");
-        } else if options.auth.insecure_no_auth {
+        } else if options.insecure_no_auth {
             tracing::warn!(%addr, "auth is OFF on a non-loopback address (--insecure-no-auth): anyone who reaches the port can read, write and apply");
         } else {
             return Err(Error::FailedPrecondition(format!(

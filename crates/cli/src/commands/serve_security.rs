@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use quiver_server::auth::AuthOptions;
+use quiver_server::auth::jwks::JwksSource;
 use quiver_server::auth::jwt::JwtOptions;
 use quiver_server::tls::TlsOptions;
 
@@ -23,8 +24,12 @@ pub(crate) struct SecurityArgs {
     #[arg(long, env = "QUIVER_JWT_AUDIENCE")]
     jwt_audience: Option<String>,
     /// JWKS file with the issuer's public keys (RS256, ES256), reloaded when it changes.
-    #[arg(long, env = "QUIVER_JWT_JWKS_FILE")]
+    #[arg(long, env = "QUIVER_JWT_JWKS_FILE", conflicts_with = "jwt_jwks_url")]
     jwt_jwks_file: Option<PathBuf>,
+    /// The issuer's JWKS URL (`jwks_uri`; https, or http to a loopback host): fetched at start,
+    /// every 5 minutes, and soon after a token names an unknown key.
+    #[arg(long, env = "QUIVER_JWT_JWKS_URL")]
+    jwt_jwks_url: Option<String>,
     /// File holding the HS256 shared secret.
     #[arg(long, env = "QUIVER_JWT_HS256_SECRET_FILE")]
     jwt_hs256_secret_file: Option<PathBuf>,
@@ -45,11 +50,7 @@ pub(crate) struct SecurityArgs {
 impl SecurityArgs {
     pub(crate) fn auth(&self) -> Result<AuthOptions> {
         let jwt = match (&self.jwt_issuer, &self.jwt_audience) {
-            (None, None)
-                if self.jwt_jwks_file.is_none() && self.jwt_hs256_secret_file.is_none() =>
-            {
-                None
-            }
+            (None, None) if self.jwks().is_none() && self.jwt_hs256_secret_file.is_none() => None,
             (Some(issuer), Some(audience)) => Some(JwtOptions {
                 hs256_secret: self
                     .jwt_hs256_secret_file
@@ -61,13 +62,13 @@ impl SecurityArgs {
                     })
                     .transpose()?
                     .map(|secret| secret.trim_ascii().to_vec()),
-                jwks_file: self.jwt_jwks_file.clone(),
+                jwks: self.jwks(),
                 issuer: issuer.clone(),
                 audience: audience.clone(),
                 role_claim: self.jwt_role_claim.clone(),
             }),
             _ => anyhow::bail!(
-                "JWT auth needs both --jwt-issuer and --jwt-audience (and --jwt-jwks-file or --jwt-hs256-secret-file)"
+                "JWT auth needs both --jwt-issuer and --jwt-audience (and --jwt-jwks-file, --jwt-jwks-url or --jwt-hs256-secret-file)"
             ),
         };
         Ok(AuthOptions {
@@ -75,6 +76,14 @@ impl SecurityArgs {
             jwt,
             insecure_no_auth: self.insecure_no_auth,
         })
+    }
+
+    fn jwks(&self) -> Option<JwksSource> {
+        match (&self.jwt_jwks_file, &self.jwt_jwks_url) {
+            (Some(path), _) => Some(JwksSource::File(path.clone())),
+            (None, Some(url)) => Some(JwksSource::Url(url.clone())),
+            (None, None) => None,
+        }
     }
 
     pub(crate) fn tls(&self) -> Option<TlsOptions> {

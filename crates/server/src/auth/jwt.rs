@@ -1,18 +1,16 @@
 //! JWT bearer tokens (OIDC): signature (HS256 from a shared secret; RS256/ES256 from a JWKS
-//! file, reloaded when it changes), `exp`/`nbf` with a small leeway, issuer and audience.
+//! file or URL, renewed as [`super::jwks`] says), `exp`/`nbf` with a small leeway, issuer and
+//! audience.
 //! The principal is the `sub` claim; its role comes from a configured claim.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
+use super::jwks::{Jwks, JwksSource};
 use super::{AuthError, Principal, Role, Scope};
 use crate::error::{Error, Result};
-use crate::reload::{Stamp, file_stamp};
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 30;
@@ -22,8 +20,8 @@ const LEEWAY_SECONDS: u64 = 30;
 pub struct JwtOptions {
     /// Shared secret for HS256 tokens.
     pub hs256_secret: Option<Vec<u8>>,
-    /// A JWKS document (the issuer's public keys) for RS256/ES256 tokens.
-    pub jwks_file: Option<PathBuf>,
+    /// The issuer's public keys (a JWKS file or URL) for RS256/ES256 tokens.
+    pub jwks: Option<JwksSource>,
     /// Required `iss`.
     pub issuer: String,
     /// Required `aud` (one of).
@@ -39,7 +37,7 @@ impl std::fmt::Debug for JwtOptions {
                 "hs256_secret",
                 &self.hs256_secret.as_ref().map(|_| "<redacted>"),
             )
-            .field("jwks_file", &self.jwks_file)
+            .field("jwks", &self.jwks)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("role_claim", &self.role_claim)
@@ -55,7 +53,7 @@ pub const VIEWS_CLAIM: &str = "quiver_views";
 pub struct JwtVerifier {
     options: JwtOptions,
     secret: Option<DecodingKey>,
-    jwks: RwLock<(JwkSet, Stamp)>,
+    jwks: Option<Jwks>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -71,25 +69,12 @@ pub fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
 }
 
-fn read_jwks(path: &Path) -> Result<(JwkSet, Stamp)> {
-    let stamp = file_stamp(path);
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::FailedPrecondition(format!("cannot read JWKS file {}: {e}", path.display()))
-    })?;
-    let set = serde_json::from_str(&text).map_err(|e| {
-        Error::FailedPrecondition(format!(
-            "JWKS file {} is not a JWK set: {e}",
-            path.display()
-        ))
-    })?;
-    Ok((set, stamp))
-}
-
 impl JwtVerifier {
     pub fn open(options: &JwtOptions) -> Result<JwtVerifier> {
-        if options.hs256_secret.is_none() && options.jwks_file.is_none() {
+        if options.hs256_secret.is_none() && options.jwks.is_none() {
             return Err(Error::FailedPrecondition(
-                "JWT auth needs keys: give --jwt-hs256-secret-file or --jwt-jwks-file".into(),
+                "JWT auth needs keys: give --jwt-hs256-secret-file, --jwt-jwks-file or --jwt-jwks-url"
+                    .into(),
             ));
         }
         if options.issuer.is_empty() || options.audience.is_empty() {
@@ -103,29 +88,20 @@ impl JwtVerifier {
             })?),
             None => None,
         };
-        let jwks = match &options.jwks_file {
-            Some(path) => read_jwks(path)?,
-            None => (JwkSet { keys: Vec::new() }, None),
-        };
+        let jwks = options.jwks.clone().map(Jwks::open).transpose()?;
         Ok(JwtVerifier {
             options: options.clone(),
             secret,
-            jwks: RwLock::new(jwks),
+            jwks,
         })
     }
 
-    /// Re-reads the JWKS file if it changed; keeps the old keys when the new file is bad.
+    /// Renews the JWKS when due (blocking); keeps the old keys when the new ones are bad.
     pub fn reload_if_changed(&self) -> Result<bool> {
-        let Some(path) = &self.options.jwks_file else {
-            return Ok(false);
-        };
-        let now = file_stamp(path);
-        if now == self.jwks.read().unwrap_or_else(|e| e.into_inner()).1 {
-            return Ok(false);
+        match &self.jwks {
+            Some(jwks) => jwks.reload_if_changed(),
+            None => Ok(false),
         }
-        let loaded = read_jwks(path)?;
-        *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = loaded;
-        Ok(true)
     }
 
     fn key(&self, header: &jsonwebtoken::Header) -> std::result::Result<DecodingKey, AuthError> {
@@ -136,14 +112,14 @@ impl JwtVerifier {
                 .clone()
                 .ok_or_else(|| invalid("HS256 tokens are not accepted (no secret configured)")),
             Algorithm::RS256 | Algorithm::ES256 => {
-                let jwks = self.jwks.read().unwrap_or_else(|e| e.into_inner());
-                let jwk = match &header.kid {
-                    Some(kid) => jwks.0.find(kid),
-                    None if jwks.0.keys.len() == 1 => jwks.0.keys.first(),
-                    None => None,
-                }
-                .ok_or_else(|| invalid("no key in the JWKS matches the token's `kid`"))?;
-                DecodingKey::from_jwk(jwk).map_err(|e| AuthError::Invalid(format!("JWKS key: {e}")))
+                let jwks = self.jwks.as_ref().ok_or_else(|| {
+                    invalid("RS256/ES256 tokens are not accepted (no JWKS configured)")
+                })?;
+                let jwk = jwks
+                    .find(header.kid.as_deref())
+                    .ok_or_else(|| invalid("no key in the JWKS matches the token's `kid`"))?;
+                DecodingKey::from_jwk(&jwk)
+                    .map_err(|e| AuthError::Invalid(format!("JWKS key: {e}")))
             }
             other => Err(AuthError::Invalid(format!(
                 "algorithm {other:?} is not accepted; use HS256, RS256 or ES256"

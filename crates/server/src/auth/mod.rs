@@ -6,6 +6,7 @@
 //! and reflection stay open; everything else needs a role, decided by the request path alone
 //! ([`layer::required_role`]), so a new RPC cannot be forgotten: unknown paths need `admin`.
 
+pub mod jwks;
 pub mod jwt;
 pub mod layer;
 pub mod tokens;
