@@ -2,11 +2,8 @@
 //! counted, the server advertises its HTTP/2 stream limit, and an export whose client goes away
 //! stops and leaves no file.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightDescriptor, Ticket};
 use futures::StreamExt;
@@ -36,24 +33,7 @@ async fn started(limits: Limits) -> anyhow::Result<(TestServer, Clients)> {
 
 /// `n` label rows (user ids 0..n at T0 + 1) written to `repo/<name>.parquet`; its path.
 fn labels(server: &TestServer, name: &str, n: i64) -> anyhow::Result<String> {
-    let schema = Schema::new(vec![
-        Field::new("user_id", DataType::Int64, false),
-        Field::new(
-            "event_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-    ]);
-    let batch = RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            Arc::new(Int64Array::from_iter_values(0..n)),
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values((0..n).map(|_| T0 + 1))
-                    .with_timezone("UTC"),
-            ),
-        ],
-    )?;
+    let batch = super::fixture::labels(n, T0 + 1)?;
     let path = server.path(&format!("repo/{name}.parquet"));
     write_parquet(&path, &[batch])?;
     Ok(path.to_string_lossy().into_owned())

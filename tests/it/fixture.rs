@@ -78,6 +78,25 @@ pub(super) fn batch(rows: &[TestRow]) -> anyhow::Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }
 
+/// A label table for the `user` entity: user ids `0..n`, each at `at`.
+pub(super) fn labels(n: i64, at: i64) -> anyhow::Result<RecordBatch> {
+    let schema = Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(0..n)),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values((0..n).map(|_| at)).with_timezone("UTC"),
+        ),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+}
+
 /// Writes the data and manifests and applies them.
 pub(super) async fn setup(
     server: &TestServer,

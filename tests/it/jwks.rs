@@ -91,22 +91,27 @@ async fn list(server: &TestServer, token: &str) -> Result<(), tonic::Status> {
         .map(|_| ())
 }
 
-#[tokio::test]
-async fn es256_tokens_verify_against_a_jwks_url_and_rotated_keys_are_fetched() -> anyhow::Result<()>
-{
-    let (old, new) = (key("2026-11")?, key("2026-12")?);
-    let body = Arc::new(Mutex::new(jwks(&[&old])));
-    let url = serve_jwks(Arc::clone(&body))?;
-    let server = TestServer::start_with(tempfile::tempdir()?, ManualClock::new(T0), |o| {
+/// A server that verifies JWTs against the JWKS at `url` (a start error ends its task).
+async fn start(url: &str) -> anyhow::Result<TestServer> {
+    TestServer::start_with(tempfile::tempdir()?, ManualClock::new(T0), |o| {
         o.auth.jwt = Some(JwtOptions {
-            jwks: Some(JwksSource::Url(url.clone())),
+            jwks: Some(JwksSource::Url(url.to_string())),
             issuer: "https://idp.example".into(),
             audience: "quiver".into(),
             role_claim: "role".into(),
             ..Default::default()
         });
     })
-    .await?;
+    .await
+}
+
+#[tokio::test]
+async fn es256_tokens_verify_against_a_jwks_url_and_rotated_keys_are_fetched() -> anyhow::Result<()>
+{
+    let (old, new) = (key("2026-11")?, key("2026-12")?);
+    let body = Arc::new(Mutex::new(jwks(&[&old])));
+    let url = serve_jwks(Arc::clone(&body))?;
+    let server = start(&url).await?;
     list(&server, &token(&old, &old.kid)?).await?;
     let forged = token(&new, &old.kid)?;
     let status = list(&server, &forged)
@@ -145,16 +150,7 @@ async fn a_jwks_url_that_cannot_be_fetched_refuses_to_start() -> anyhow::Result<
         format!("http://127.0.0.1:{port}/jwks"),
         "http://idp.example/jwks".to_string(),
     ] {
-        let started = TestServer::start_with(tempfile::tempdir()?, ManualClock::new(T0), |o| {
-            o.auth.jwt = Some(JwtOptions {
-                jwks: Some(JwksSource::Url(url.clone())),
-                issuer: "https://idp.example".into(),
-                audience: "quiver".into(),
-                role_claim: "role".into(),
-                ..Default::default()
-            });
-        })
-        .await?;
+        let started = start(&url).await?;
         // The server task ends with the error; `stop` reports it.
         let error = started
             .stop()

@@ -1,11 +1,6 @@
 //! Limits, black-box: each request over a limit is refused with the code and the setting
 //! named, and the server keeps serving others afterwards.
 
-use std::sync::Arc;
-
-use arrow::array::{Int64Array, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use arrow::record_batch::RecordBatch;
 use arrow_flight::{FlightClient, FlightDescriptor};
 use futures::TryStreamExt;
 use quiver_integration_tests::{Clients, TestServer, raw_unary};
@@ -208,27 +203,10 @@ async fn materialization_is_bounded_by_running_jobs() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn labels(n: i64) -> anyhow::Result<RecordBatch> {
-    let schema = Schema::new(vec![
-        Field::new("user_id", DataType::Int64, false),
-        Field::new(
-            "event_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-    ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            Arc::new(Int64Array::from((0..n).collect::<Vec<_>>())),
-            Arc::new(TimestampMicrosecondArray::from(vec![T0; n as usize]).with_timezone("UTC")),
-        ],
-    )?)
-}
-
 async fn upload(client: &mut FlightClient, name: &str, rows: i64) -> Result<(), tonic::Status> {
     let descriptor = FlightDescriptor::new_path(vec!["labels".into(), name.into()]);
-    let batch = labels(rows).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let batch =
+        super::fixture::labels(rows, T0).map_err(|e| tonic::Status::internal(e.to_string()))?;
     let data = arrow_flight::encode::FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(descriptor))
         .build(futures::stream::iter([Ok(batch)]));

@@ -4,10 +4,9 @@
 //! materialization of a new source starts from the beginning.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type};
 use quiver_core::types::{ScalarType, ValueType};
 use quiver_core::value::Value;
 use quiver_integration_tests::{
@@ -88,26 +87,15 @@ async fn push(clients: &mut Clients, view: &str, user: i64, n: Value) -> anyhow:
     Ok(())
 }
 
-/// Exports `service` for users 1, 2, 3 at `T0 + 1` and returns `n` per user, as text.
+/// Exports `service` for users 0 to 3 at `T0 + 1` and returns `n` per user, as text.
 async fn export_n(
     server: &TestServer,
     clients: &mut Clients,
     service: &str,
 ) -> anyhow::Result<BTreeMap<i64, Option<String>>> {
     let labels = server.path("repo/labels.parquet");
-    let schema = Schema::new(vec![
-        Field::new("user_id", DataType::Int64, false),
-        Field::new(
-            "event_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-    ]);
-    let columns: Vec<Arc<dyn Array>> = vec![
-        Arc::new(Int64Array::from(vec![1, 2, 3])),
-        Arc::new(TimestampMicrosecondArray::from(vec![T0 + 1; 3]).with_timezone("UTC")),
-    ];
-    write_parquet(&labels, &[RecordBatch::try_new(Arc::new(schema), columns)?])?;
+    // Users 0..4 at T0 + 1 (user 0 has no rows anywhere).
+    write_parquet(&labels, &[super::fixture::labels(4, T0 + 1)?])?;
     let output = format!("{service}.parquet");
     export_to_end(
         clients,
@@ -170,13 +158,18 @@ async fn a_breaking_change_starts_a_new_push_log_and_old_versions_keep_theirs() 
     let latest = export_n(&server, &mut clients, "clicks_model").await?;
     assert_eq!(
         latest,
-        BTreeMap::from([(1, None), (2, Some("two".into())), (3, None)]),
+        BTreeMap::from([(0, None), (1, None), (2, Some("two".into())), (3, None)]),
         "version 2 reads only its own generation's rows"
     );
     let pinned = export_n(&server, &mut clients, "clicks_v1").await?;
     assert_eq!(
         pinned,
-        BTreeMap::from([(1, Some("1".into())), (2, None), (3, Some("3".into()))]),
+        BTreeMap::from([
+            (0, None),
+            (1, Some("1".into())),
+            (2, None),
+            (3, Some("3".into())),
+        ]),
         "version 1 keeps reading its rows, including the push after the change"
     );
 
