@@ -117,21 +117,65 @@ impl RocksStore {
         view: &ResolvedView,
         keys: &[Vec<KeyValue>],
     ) -> Result<Vec<Option<StoredRow>>> {
+        self.multi_get(view, keys, &rocksdb::ReadOptions::default())?
+            .into_iter()
+            .map(decode_stored)
+            .collect()
+    }
+
+    /// Like [`RocksStore::read_rows`], from memory only (memtables and the block cache: no
+    /// I/O, so it may run on an async worker); `None` when some key would need a disk read.
+    /// One point lookup per key: RocksDB's batched MultiGet does not honour the block-cache
+    /// read tier (it reads the disk), single gets do.
+    pub fn read_rows_cached(
+        &self,
+        view: &ResolvedView,
+        keys: &[Vec<KeyValue>],
+    ) -> Result<Option<Vec<Option<StoredRow>>>> {
+        for key in keys {
+            check_key(view, key)?;
+        }
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_read_tier(rocksdb::ReadTier::BlockCache);
+        let cf = self.cf(CF_ONLINE)?;
+        let mut rows = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self
+                .db
+                .get_pinned_cf_opt(cf, encode_key(&view.name, key), &options)
+            {
+                Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => return Ok(None),
+                stored => rows.push(decode_stored(stored)?),
+            }
+        }
+        Ok(Some(rows))
+    }
+
+    /// Checks and encodes `keys`, then one multi-get under `options`.
+    fn multi_get(
+        &self,
+        view: &ResolvedView,
+        keys: &[Vec<KeyValue>],
+        options: &rocksdb::ReadOptions,
+    ) -> Result<Vec<std::result::Result<Option<rocksdb::DBPinnableSlice<'_>>, rocksdb::Error>>>
+    {
         for key in keys {
             check_key(view, key)?;
         }
         let encoded: Vec<Vec<u8>> = keys.iter().map(|key| encode_key(&view.name, key)).collect();
         let cf = self.cf(CF_ONLINE)?;
-        self.db
-            .batched_multi_get_cf(cf, &encoded, false)
-            .into_iter()
-            .map(
-                |stored| match stored.map_err(Error::storage("read online rows"))? {
-                    None => Ok(None),
-                    Some(bytes) => decode_row(&bytes).map(Some),
-                },
-            )
-            .collect()
+        Ok(self
+            .db
+            .batched_multi_get_cf_opt(cf, &encoded, false, options))
+    }
+}
+
+fn decode_stored(
+    stored: std::result::Result<Option<rocksdb::DBPinnableSlice<'_>>, rocksdb::Error>,
+) -> Result<Option<StoredRow>> {
+    match stored.map_err(Error::storage("read online rows"))? {
+        None => Ok(None),
+        Some(bytes) => decode_row(&bytes).map(Some),
     }
 }
 
@@ -271,6 +315,43 @@ mod tests {
                 Some((max, None, Value::Int64(max)))
             );
         }
+    }
+
+    #[test]
+    fn cached_reads_answer_from_memory_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let view = driver_view();
+        // Keys 0 and 1 stored, 2 not; 50,000 more rows make the table larger than what
+        // opening it reads (its tail), so a reopened store holds no data block in memory.
+        let keys: Vec<Vec<KeyValue>> = [0, 1, -1].map(|id| vec![KeyValue::Int64(id)]).to_vec();
+        {
+            let store = RocksStore::open(dir.path()).expect("open");
+            let rows: Vec<Row> = (0..50_000).map(|id| row(id, 5, None, id * 10)).collect();
+            store.write_rows(&view, &rows, true).expect("write");
+            // In the memtable: the cached read answers, and agrees with the full read.
+            let cached = store.read_rows_cached(&view, &keys).expect("read");
+            assert_eq!(cached, Some(store.read_rows(&view, &keys).expect("read")));
+            let cf = store.cf(crate::store::CF_ONLINE).expect("cf");
+            store.db.flush_cf(cf).expect("flush");
+        }
+        // Reopened, the rows are only on disk: a memory-only read declines; once a full read
+        // has loaded their blocks, it answers.
+        let store = RocksStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.read_rows_cached(&view, &keys[..1]).expect("read"),
+            None
+        );
+        let full = store.read_rows(&view, &keys).expect("read");
+        assert!(full[0].is_some() && full[1].is_some() && full[2].is_none());
+        assert_eq!(
+            store.read_rows_cached(&view, &keys).expect("read"),
+            Some(full)
+        );
+        // Key checks come first, as for full reads.
+        let error = store
+            .read_rows_cached(&view, &[vec![KeyValue::Int32(1)]])
+            .expect_err("int32 key");
+        assert_eq!(error.code(), ErrorCode::InvalidArgument);
     }
 
     #[test]

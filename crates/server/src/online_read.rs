@@ -19,6 +19,10 @@ use quiver_proto::v1;
 use crate::error::{Error, Result};
 use crate::limits::{Limits, check};
 
+/// Most entity rows a [`Lookup::Memory`] read serves (one point lookup each, on an async
+/// worker); more go to the blocking pool and one batched MultiGet per view.
+const MEMORY_READ_MAX_ROWS: usize = 128;
+
 /// A validated online read: what to read, for which keys, under which output names.
 #[derive(Debug)]
 pub struct OnlineRead {
@@ -87,57 +91,80 @@ impl OnlineRead {
         })
     }
 
-    /// Reads every selected view at `now` (with `lookup` false, reads nothing: every value
-    /// is NOT_FOUND, the shape of the answer stays, for the transport baseline `Echo`).
+    /// Reads every selected view at `now`; `None` when `lookup` is [`Lookup::Memory`] and
+    /// some row is not in memory.
     pub fn execute(
         &self,
         store: &RocksStore,
         registry: &RegistryState,
         now: Micros,
-        lookup: bool,
-    ) -> Result<Vec<ViewRead>> {
-        self.selection
-            .views
-            .iter()
-            .zip(&self.keys)
-            .map(|(selected, keys)| {
-                let stored = if lookup {
-                    store.read_rows(&selected.view, keys)?
-                } else {
-                    vec![None; self.n_rows]
-                };
-                let mut read = ViewRead {
-                    features: selected
-                        .positions
-                        .iter()
-                        .map(|_| FeatureValues {
-                            values: Vec::with_capacity(self.n_rows),
-                            statuses: Vec::with_capacity(self.n_rows),
-                        })
-                        .collect(),
-                    event_timestamps: Vec::with_capacity(self.n_rows),
-                    found: Vec::with_capacity(self.n_rows),
-                };
-                for row in &stored {
-                    let stored_ref = row.as_ref().map(|r| StoredRowRef {
-                        event_ts: r.event_ts,
-                        view_version: r.view_version,
-                        values: &r.values,
-                    });
-                    let row_read = RowRead::classify(stored_ref, &selected.view, now, registry);
-                    read.event_timestamps
-                        .push(row.as_ref().map_or(0, |r| r.event_ts));
-                    read.found.push(row.is_some());
-                    for (feature, position) in read.features.iter_mut().zip(&selected.positions) {
-                        let (value, status) = row_read.value(*position);
-                        feature.values.push(value);
-                        feature.statuses.push(status);
-                    }
-                }
-                Ok(read)
-            })
-            .collect()
+        lookup: Lookup,
+    ) -> Result<Option<Vec<ViewRead>>> {
+        let mut views = Vec::with_capacity(self.selection.views.len());
+        for (selected, keys) in self.selection.views.iter().zip(&self.keys) {
+            let stored = match lookup {
+                Lookup::Store => store.read_rows(&selected.view, keys)?,
+                Lookup::Memory if self.n_rows > MEMORY_READ_MAX_ROWS => return Ok(None),
+                Lookup::Memory => match store.read_rows_cached(&selected.view, keys)? {
+                    Some(stored) => stored,
+                    None => return Ok(None),
+                },
+                Lookup::Nothing => vec![None; self.n_rows],
+            };
+            views.push(self.view_read(selected, &stored, registry, now));
+        }
+        Ok(Some(views))
     }
+
+    /// Applies the read rules to the rows stored for one selected view.
+    fn view_read(
+        &self,
+        selected: &quiver_core::selection::SelectedView,
+        stored: &[Option<quiver_online::StoredRow>],
+        registry: &RegistryState,
+        now: Micros,
+    ) -> ViewRead {
+        let mut read = ViewRead {
+            features: selected
+                .positions
+                .iter()
+                .map(|_| FeatureValues {
+                    values: Vec::with_capacity(self.n_rows),
+                    statuses: Vec::with_capacity(self.n_rows),
+                })
+                .collect(),
+            event_timestamps: Vec::with_capacity(self.n_rows),
+            found: Vec::with_capacity(self.n_rows),
+        };
+        for row in stored {
+            let stored_ref = row.as_ref().map(|r| StoredRowRef {
+                event_ts: r.event_ts,
+                view_version: r.view_version,
+                values: &r.values,
+            });
+            let row_read = RowRead::classify(stored_ref, &selected.view, now, registry);
+            read.event_timestamps
+                .push(row.as_ref().map_or(0, |r| r.event_ts));
+            read.found.push(row.is_some());
+            for (feature, position) in read.features.iter_mut().zip(&selected.positions) {
+                let (value, status) = row_read.value(*position);
+                feature.values.push(value);
+                feature.statuses.push(status);
+            }
+        }
+        read
+    }
+}
+
+/// Where an online read looks for rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The store, disk included (blocking: the blocking pool).
+    Store,
+    /// Memtables and the block cache only (no I/O: an async worker may run it).
+    Memory,
+    /// Nowhere: every value NOT_FOUND, the answer's shape kept (the transport baseline `Echo`).
+    Nothing,
 }
 
 /// Validates entity columns: equal lengths, no unknown names; returns the row count.

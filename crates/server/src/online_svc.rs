@@ -9,13 +9,17 @@ use quiver_proto::convert::values_to_column;
 use quiver_proto::v1;
 use tonic::{Request, Response, Status};
 
+/// Largest GetOnlineFeatures request (encoded bytes) answered on the async worker when all of
+/// its rows are in memory; larger ones convert and read on the blocking pool.
+const INLINE_READ_BYTES: usize = 64 * 1024;
+
 use quiver_proto::selector::online_selector;
 
 use crate::audit::audited;
 use crate::auth::principal;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::limits::Limits;
-use crate::online_read::{OnlineRead, ViewRead};
+use crate::online_read::{Lookup, OnlineRead, ViewRead};
 use crate::options::Clock;
 use crate::push::{PushBatch, Pushed, Pusher};
 use crate::registry::Registry;
@@ -46,17 +50,19 @@ impl OnlineService {
         }
     }
 
-    /// One registry snapshot serves the whole request: resolution and reading alike.
+    /// One registry snapshot serves the whole request: resolution and reading alike. `None`
+    /// when `lookup` is [`Lookup::Memory`] and some row is not in memory.
     fn get(
         &self,
         request: &v1::GetOnlineFeaturesRequest,
-        lookup: bool,
-    ) -> Result<v1::GetOnlineFeaturesResponse> {
+        lookup: Lookup,
+    ) -> Result<Option<v1::GetOnlineFeaturesResponse>> {
         let registry = self.registry.snapshot();
         let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
         let now = self.clock.now();
-        let views = read.execute(&self.store, &registry, now, lookup)?;
-        Ok(response(read, views, now))
+        Ok(read
+            .execute(&self.store, &registry, now, lookup)?
+            .map(|views| response(read, views, now)))
     }
 }
 
@@ -155,8 +161,18 @@ impl v1::online_service_server::OnlineService for OnlineService {
         request: Request<v1::GetOnlineFeaturesRequest>,
     ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
         check_scope(&request)?;
-        let (service, request) = (self.clone(), request.into_inner());
-        let response = crate::run_blocking(move || service.get(&request, true)).await?;
+        // A small read whose rows are all in memory is answered here (no I/O, little CPU);
+        // anything else goes to the blocking pool.
+        let request = request.into_inner();
+        if prost::Message::encoded_len(&request) <= INLINE_READ_BYTES
+            && let Some(response) = self.get(&request, Lookup::Memory)?
+        {
+            return Ok(Response::new(response));
+        }
+        let service = self.clone();
+        let response = crate::run_blocking(move || service.get(&request, Lookup::Store)).await?;
+        let response = response
+            .ok_or_else(|| Error::Internal("a read from the store came back incomplete".into()))?;
         Ok(Response::new(response))
     }
 
@@ -189,6 +205,9 @@ impl v1::online_service_server::OnlineService for OnlineService {
         request: Request<v1::GetOnlineFeaturesRequest>,
     ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
         check_scope(&request)?;
-        Ok(Response::new(self.get(request.get_ref(), false)?))
+        let response = self.get(request.get_ref(), Lookup::Nothing)?;
+        let response =
+            response.ok_or_else(|| Error::Internal("an echo came back incomplete".into()))?;
+        Ok(Response::new(response))
     }
 }
