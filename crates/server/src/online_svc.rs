@@ -9,10 +9,6 @@ use quiver_proto::convert::values_to_column;
 use quiver_proto::v1;
 use tonic::{Request, Response, Status};
 
-/// Largest GetOnlineFeatures request (encoded bytes) answered on the async worker when all of
-/// its rows are in memory; larger ones convert and read on the blocking pool.
-const INLINE_READ_BYTES: usize = 64 * 1024;
-
 use quiver_proto::selector::online_selector;
 
 use crate::audit::audited;
@@ -23,6 +19,10 @@ use crate::online_read::{Lookup, OnlineRead, ViewRead};
 use crate::options::Clock;
 use crate::push::{PushBatch, Pushed, Pusher};
 use crate::registry::Registry;
+
+/// Largest GetOnlineFeatures request (encoded bytes) answered on the async worker when all of
+/// its rows are in memory; larger ones convert and read on the blocking pool.
+const INLINE_READ_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct OnlineService {
