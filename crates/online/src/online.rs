@@ -321,7 +321,7 @@ mod tests {
     fn cached_reads_answer_from_memory_or_not_at_all() {
         let dir = tempfile::tempdir().expect("tempdir");
         let view = driver_view();
-        // Keys 0 and 1 stored, 2 not; 50,000 more rows make the table larger than what
+        // Keys 0 and 1 are stored, -1 is not; 50,000 rows make the table larger than what
         // opening it reads (its tail), so a reopened store holds no data block in memory.
         let keys: Vec<Vec<KeyValue>> = [0, 1, -1].map(|id| vec![KeyValue::Int64(id)]).to_vec();
         {
