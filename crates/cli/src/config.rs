@@ -11,6 +11,18 @@ pub(crate) const DEFAULT_DATA_DIR: &str = "./quiver-data";
 pub(crate) const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
 pub(crate) const DEFAULT_LOG: &str = "info";
 
+/// How `quiver serve` writes its log to standard error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields
+    /// flattened, and the enclosing spans (`span`, `spans`) with their fields.
+    Json,
+}
+
 /// The config file: every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +33,8 @@ pub(crate) struct ConfigFile {
     pub data_dir: Option<PathBuf>,
     pub grpc_addr: Option<SocketAddr>,
     pub log: Option<String>,
+    /// `text` (default) or `json` (`--log-format`).
+    pub log_format: Option<LogFormat>,
     /// Where server-side exports are written (`--export-dir`).
     pub export_dir: Option<PathBuf>,
     /// Where label tables may be read by path (`--labels-root`).

@@ -506,3 +506,68 @@ fn quickstart_runs_every_step() {
     }
     assert!(target.join("train.parquet").exists());
 }
+
+/// `--log-format json`: every line on standard error is one JSON object, and the audit event of
+/// an apply carries its fields (principal, call, outcome) as keys.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let features = project(dir.path());
+    let data = dir.path().join("data");
+    let log = dir.path().join("server.log");
+    let addr_file = data.with_extension("addr");
+    let mut child = Command::new(QUIVER)
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .args(roots_beside(&data))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--listener-addr-file")
+        .arg(&addr_file)
+        .env("QUIVER_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("serve starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !addr_file.exists() {
+        assert!(std::time::Instant::now() < deadline, "no address");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!(
+        "http://{}",
+        std::fs::read_to_string(&addr_file).expect("addr")
+    );
+    let features = features.to_str().expect("utf-8 path");
+    ok(Command::new(QUIVER)
+        .args(["apply", "-f", features, "--server", &url])
+        .output()
+        .expect("apply runs"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().expect("exits").success());
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    for line in &lines {
+        for key in ["timestamp", "level", "target"] {
+            assert!(line.get(key).is_some(), "no `{key}`: {line}");
+        }
+    }
+    let audit = lines
+        .iter()
+        .find(|l| l["target"] == "quiver::audit" && l["call"] == "Apply")
+        .unwrap_or_else(|| panic!("no audit event of the apply: {lines:?}"));
+    assert_eq!(audit["principal"], "anonymous", "{audit}");
+}

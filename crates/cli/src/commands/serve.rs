@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::file_roots::FileRootsArgs;
 use crate::commands::serve_security::SecurityArgs;
-use crate::config::{ConfigFile, DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_LOG};
+use crate::config::{ConfigFile, DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_LOG, LogFormat};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -30,6 +30,9 @@ pub(crate) struct ServeArgs {
     /// Log filter, e.g. `info` or `quiver_server=debug`.
     #[arg(long, env = "QUIVER_LOG")]
     log: Option<String>,
+    /// Log format on standard error: `text` (default) or `json` (one object per line).
+    #[arg(long, env = "QUIVER_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
     #[command(flatten)]
     security: SecurityArgs,
     #[command(flatten)]
@@ -38,13 +41,21 @@ pub(crate) struct ServeArgs {
     limits: super::limits::LimitSettings,
 }
 
-pub(crate) fn init_tracing(filter: &str) {
+pub(crate) fn init_tracing(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<()> {
@@ -57,6 +68,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             .as_deref()
             .or(file.log.as_deref())
             .unwrap_or(DEFAULT_LOG),
+        args.log_format.or(file.log_format).unwrap_or_default(),
     );
     let data_dir = args
         .data_dir
