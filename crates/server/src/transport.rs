@@ -1,9 +1,6 @@
 //! What the gRPC transport answers on its own, made to follow Quiver's rules: a layer around
-//! every service that gives each call a request id (the client's `x-request-id` when it is a
-//! short token, else a random one; returned in the response's `x-request-id` and carried by the
-//! `rpc` span, so every log event of the call names it), bounds each handler by the request
-//! timeout (`DEADLINE_EXCEEDED` naming `--request-timeout`) and rewrites the statuses tonic
-//! produces before a handler runs:
+//! every service that bounds each handler by the request timeout (`DEADLINE_EXCEEDED` naming
+//! `--request-timeout`) and rewrites the statuses tonic produces before a handler runs:
 //! - a message over the size limit (tonic: `OUT_OF_RANGE`) is `RESOURCE_EXHAUSTED` naming the
 //!   setting that raises it (`--max-message-bytes` or `--max-control-message-bytes`);
 //! - a message that is not valid protobuf (tonic-prost: `INTERNAL`, "failed to decode
@@ -19,7 +16,7 @@ use std::time::Duration;
 
 use tonic::body::Body;
 use tonic::codegen::Service;
-use tonic::codegen::http::{HeaderValue, Request, Response};
+use tonic::codegen::http::{Request, Response};
 use tonic::{Code, Status};
 
 /// The flag that raises the message size limit of the service at `path`.
@@ -101,63 +98,30 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let path = request.uri().path().to_string();
         let timeout = self.timeout;
-        let id = request_id(request.headers());
-        let span = tracing::info_span!("rpc", method = %path, request_id = %id);
-        let future = span.in_scope(|| self.inner.call(request));
-        let answer = async move {
-            let mut response = match tokio::time::timeout(timeout, future).await {
-                Ok(response) => with_rules(&path, response?),
-                Err(_) => {
-                    tracing::warn!(%path, ?timeout, "request timed out");
-                    Status::deadline_exceeded(format!(
-                        "the request ran longer than {}s ({})",
-                        timeout.as_secs_f64(),
-                        "--request-timeout"
-                    ))
-                    .into_http()
-                }
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let Ok(response) = tokio::time::timeout(timeout, future).await else {
+                tracing::warn!(%path, ?timeout, "request timed out");
+                return Ok(Status::deadline_exceeded(format!(
+                    "the request ran longer than {}s ({})",
+                    timeout.as_secs_f64(),
+                    "--request-timeout"
+                ))
+                .into_http());
             };
-            if let Ok(value) = HeaderValue::from_str(&id) {
-                response.headers_mut().insert(REQUEST_ID, value);
+            let mut response = response?;
+            let rewritten = Status::from_header_map(response.headers())
+                .and_then(|status| rewrite(&path, &status));
+            if let Some(status) = rewritten {
+                tracing::info!(%path, status = %status.message(), "request refused by the transport");
+                let headers = response.headers_mut();
+                headers.remove("grpc-status-details-bin");
+                if status.add_header(headers).is_err() {
+                    return Ok(status.into_http());
+                }
             }
             Ok(response)
-        };
-        Box::pin(tracing::Instrument::instrument(answer, span))
-    }
-}
-
-/// `response` with a status tonic produced rewritten per [`rewrite`].
-fn with_rules(path: &str, mut response: Response<Body>) -> Response<Body> {
-    let rewritten =
-        Status::from_header_map(response.headers()).and_then(|status| rewrite(path, &status));
-    if let Some(status) = rewritten {
-        tracing::info!(%path, status = %status.message(), "request refused by the transport");
-        let headers = response.headers_mut();
-        headers.remove("grpc-status-details-bin");
-        if status.add_header(headers).is_err() {
-            return status.into_http();
-        }
-    }
-    response
-}
-
-/// The header that carries a call's request id, both ways.
-const REQUEST_ID: &str = "x-request-id";
-
-/// The client's request id when it is 1 to 64 characters of `[A-Za-z0-9._-]`, else a random
-/// 64-bit one in hex.
-fn request_id(headers: &tonic::codegen::http::HeaderMap) -> String {
-    let given = headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=64).contains(&v.len())
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        });
-    match given {
-        Some(id) => id.to_string(),
-        None => format!("{:016x}", rand::random::<u64>()),
+        })
     }
 }
 
@@ -212,10 +176,6 @@ mod tests {
             "{:?}",
             response.headers()
         );
-        assert!(
-            response.headers().get(REQUEST_ID).is_some(),
-            "a timed-out call still names its request id"
-        );
         // A handler that is ready at once always answers (the timeout polls it first).
         let mut quick = layer.layer(Slow {
             delay: Duration::ZERO,
@@ -223,50 +183,6 @@ mod tests {
         let Ok(response) = quick.call(request()).await;
         let status = Status::from_header_map(response.headers());
         assert_eq!(status.map(|s| s.code()), Some(Code::Ok));
-    }
-
-    #[test]
-    fn request_ids_are_the_clients_short_tokens_or_random() {
-        let with = |value: &str| {
-            let mut headers = tonic::codegen::http::HeaderMap::new();
-            if let Ok(value) = HeaderValue::from_str(value) {
-                headers.insert(REQUEST_ID, value);
-            }
-            request_id(&headers)
-        };
-        assert_eq!(with("req-42_a.b"), "req-42_a.b");
-        for refused in ["", "has space", "semi;colon", &"x".repeat(65)] {
-            let id = with(refused);
-            assert!(
-                id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
-                "{refused:?} -> {id}"
-            );
-        }
-        assert_ne!(with(""), with(""), "random ids differ");
-    }
-
-    #[tokio::test]
-    async fn the_response_carries_the_request_id() {
-        use tower_layer::Layer;
-        let mut service = TransportLayer {
-            timeout: Duration::from_secs(60),
-        }
-        .layer(Slow {
-            delay: Duration::ZERO,
-        });
-        let request = Request::builder()
-            .uri("/x/y")
-            .header(REQUEST_ID, "abc-123")
-            .body(())
-            .unwrap_or_default();
-        let Ok(response) = service.call(request).await;
-        assert_eq!(
-            response
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok()),
-            Some("abc-123")
-        );
     }
 
     #[test]
