@@ -19,7 +19,7 @@ use quiver_proto::v1;
 use crate::error::{Error, Result};
 use crate::limits::{Limits, check};
 
-/// Most entity rows a [`Lookup::Memory`] read serves (one point lookup each, on an async
+/// Most entity rows a memory-only read serves (one point lookup each, on an async
 /// worker); more go to the blocking pool and one batched MultiGet per view.
 const MEMORY_READ_MAX_ROWS: usize = 128;
 
@@ -91,25 +91,47 @@ impl OnlineRead {
         })
     }
 
-    /// Reads every selected view at `now`; `None` when `lookup` is [`Lookup::Memory`] and
-    /// some row is not in memory.
+    /// Reads every selected view at `now` from the store (blocking: disk reads); with
+    /// `lookup` false reads nothing: every value is NOT_FOUND and the answer keeps its shape
+    /// (the transport baseline `Echo`).
     pub fn execute(
         &self,
         store: &RocksStore,
         registry: &RegistryState,
         now: Micros,
-        lookup: Lookup,
+        lookup: bool,
+    ) -> Result<Vec<ViewRead>> {
+        self.selection
+            .views
+            .iter()
+            .zip(&self.keys)
+            .map(|(selected, keys)| {
+                let stored = if lookup {
+                    store.read_rows(&selected.view, keys)?
+                } else {
+                    vec![None; self.n_rows]
+                };
+                Ok(self.view_read(selected, &stored, registry, now))
+            })
+            .collect()
+    }
+
+    /// Like [`OnlineRead::execute`], from memory only (memtables and the block cache: no I/O,
+    /// so an async worker may run it); `None` when the read is larger than
+    /// `MEMORY_READ_MAX_ROWS` or some row would need the disk.
+    pub fn execute_from_memory(
+        &self,
+        store: &RocksStore,
+        registry: &RegistryState,
+        now: Micros,
     ) -> Result<Option<Vec<ViewRead>>> {
+        if self.n_rows > MEMORY_READ_MAX_ROWS {
+            return Ok(None);
+        }
         let mut views = Vec::with_capacity(self.selection.views.len());
         for (selected, keys) in self.selection.views.iter().zip(&self.keys) {
-            let stored = match lookup {
-                Lookup::Store => store.read_rows(&selected.view, keys)?,
-                Lookup::Memory if self.n_rows > MEMORY_READ_MAX_ROWS => return Ok(None),
-                Lookup::Memory => match store.read_rows_cached(&selected.view, keys)? {
-                    Some(stored) => stored,
-                    None => return Ok(None),
-                },
-                Lookup::Nothing => vec![None; self.n_rows],
+            let Some(stored) = store.read_rows_cached(&selected.view, keys)? else {
+                return Ok(None);
             };
             views.push(self.view_read(selected, &stored, registry, now));
         }
@@ -154,17 +176,6 @@ impl OnlineRead {
         }
         read
     }
-}
-
-/// Where an online read looks for rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup {
-    /// The store, disk included (blocking: the blocking pool).
-    Store,
-    /// Memtables and the block cache only (no I/O: an async worker may run it).
-    Memory,
-    /// Nowhere: every value NOT_FOUND, the answer's shape kept (the transport baseline `Echo`).
-    Nothing,
 }
 
 /// Validates entity columns: equal lengths, no unknown names; returns the row count.

@@ -13,9 +13,9 @@ use quiver_proto::selector::online_selector;
 
 use crate::audit::audited;
 use crate::auth::principal;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::limits::Limits;
-use crate::online_read::{Lookup, OnlineRead, ViewRead};
+use crate::online_read::{OnlineRead, ViewRead};
 use crate::options::Clock;
 use crate::push::{PushBatch, Pushed, Pusher};
 use crate::registry::Registry;
@@ -50,19 +50,37 @@ impl OnlineService {
         }
     }
 
-    /// One registry snapshot serves the whole request: resolution and reading alike. `None`
-    /// when `lookup` is [`Lookup::Memory`] and some row is not in memory.
+    /// One registry snapshot serves the whole request: resolution and reading alike.
     fn get(
         &self,
         request: &v1::GetOnlineFeaturesRequest,
-        lookup: Lookup,
-    ) -> Result<Option<v1::GetOnlineFeaturesResponse>> {
+        lookup: bool,
+    ) -> Result<v1::GetOnlineFeaturesResponse> {
         let registry = self.registry.snapshot();
         let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
         let now = self.clock.now();
-        Ok(read
-            .execute(&self.store, &registry, now, lookup)?
-            .map(|views| response(read, views, now)))
+        let views = read.execute(&self.store, &registry, now, lookup)?;
+        Ok(response(read, views, now))
+    }
+
+    /// A small read: validated here, answered here when its rows are all in memory, else
+    /// read from the store on the blocking pool (validated once either way).
+    async fn get_small(
+        &self,
+        request: &v1::GetOnlineFeaturesRequest,
+    ) -> Result<v1::GetOnlineFeaturesResponse> {
+        let registry = self.registry.snapshot();
+        let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
+        let now = self.clock.now();
+        if let Some(views) = read.execute_from_memory(&self.store, &registry, now)? {
+            return Ok(response(read, views, now));
+        }
+        let store = Arc::clone(&self.store);
+        crate::run_blocking(move || {
+            let views = read.execute(&store, &registry, now, true)?;
+            Ok(response(read, views, now))
+        })
+        .await
     }
 }
 
@@ -161,18 +179,14 @@ impl v1::online_service_server::OnlineService for OnlineService {
         request: Request<v1::GetOnlineFeaturesRequest>,
     ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
         check_scope(&request)?;
-        // A small read whose rows are all in memory is answered here (no I/O, little CPU);
-        // anything else goes to the blocking pool.
+        // A small read is validated here and answered here when its rows are all in memory
+        // (no I/O, little CPU); a large one is converted and read on the blocking pool.
         let request = request.into_inner();
-        if prost::Message::encoded_len(&request) <= INLINE_READ_BYTES
-            && let Some(response) = self.get(&request, Lookup::Memory)?
-        {
-            return Ok(Response::new(response));
+        if prost::Message::encoded_len(&request) <= INLINE_READ_BYTES {
+            return Ok(Response::new(self.get_small(&request).await?));
         }
         let service = self.clone();
-        let response = crate::run_blocking(move || service.get(&request, Lookup::Store)).await?;
-        let response = response
-            .ok_or_else(|| Error::Internal("a read from the store came back incomplete".into()))?;
+        let response = crate::run_blocking(move || service.get(&request, true)).await?;
         Ok(Response::new(response))
     }
 
@@ -205,9 +219,6 @@ impl v1::online_service_server::OnlineService for OnlineService {
         request: Request<v1::GetOnlineFeaturesRequest>,
     ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
         check_scope(&request)?;
-        let response = self.get(request.get_ref(), Lookup::Nothing)?;
-        let response =
-            response.ok_or_else(|| Error::Internal("an echo came back incomplete".into()))?;
-        Ok(Response::new(response))
+        Ok(Response::new(self.get(request.get_ref(), false)?))
     }
 }
