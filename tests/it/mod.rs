@@ -6,6 +6,7 @@ mod jwks;
 mod limits;
 mod lineage;
 mod materialize;
+mod metrics;
 mod offline;
 mod online;
 mod registry;

@@ -39,6 +39,8 @@ impl Clock for ManualClock {
 #[derive(Debug)]
 pub struct TestServer {
     pub url: String,
+    /// `http://127.0.0.1:PORT` of `/metrics`, `/healthz` and `/readyz`.
+    pub http_url: String,
     pub dir: tempfile::TempDir,
     pub clock: Arc<ManualClock>,
     token: CancellationToken,
@@ -128,6 +130,8 @@ impl TestServer {
         configure: impl FnOnce(&mut ServerOptions),
     ) -> Result<TestServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let http_url = format!("http://{}", http_listener.local_addr()?);
         let token = CancellationToken::new();
         let root = dir.path().to_path_buf();
         let files = FileRoots {
@@ -145,9 +149,15 @@ impl TestServer {
             Some(_) => format!("https://localhost:{port}"),
             None => format!("http://127.0.0.1:{port}"),
         };
-        let handle = tokio::spawn(quiver_server::serve(listener, token.clone(), options));
+        let handle = tokio::spawn(quiver_server::serve_with(
+            listener,
+            Some(http_listener),
+            token.clone(),
+            options,
+        ));
         Ok(TestServer {
             url,
+            http_url,
             dir,
             clock,
             token,
@@ -185,6 +195,16 @@ impl TestServer {
             .unwrap_or_else(|| anyhow::anyhow!("no connection")))
     }
 
+    /// `GET path` on the metrics port: the status and the body.
+    pub async fn http_get(&self, path: &str) -> Result<(u16, String)> {
+        http_get(&format!("{}{path}", self.http_url)).await
+    }
+
+    /// Starts the graceful shutdown (see [`TestServer::stop`] to wait for its end).
+    pub fn begin_shutdown(&self) {
+        self.token.cancel();
+    }
+
     /// Graceful shutdown; returns the data directory for a restart.
     pub async fn stop(self) -> Result<(tempfile::TempDir, Arc<ManualClock>)> {
         self.token.cancel();
@@ -198,6 +218,22 @@ impl TestServer {
     pub fn path(&self, relative: &str) -> PathBuf {
         self.dir.path().join(relative)
     }
+}
+
+/// `GET url` (HTTP/1.1): the status and the body; error statuses are answers too.
+pub async fn http_get(url: &str) -> Result<(u16, String)> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || -> Result<(u16, String)> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut response = agent.get(&url).call()?;
+        let status = response.status().as_u16();
+        Ok((status, response.body_mut().read_to_string()?))
+    })
+    .await?
 }
 
 pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<()> {

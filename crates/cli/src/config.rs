@@ -35,6 +35,10 @@ pub(crate) struct ConfigFile {
     pub log: Option<String>,
     /// `text` (default) or `json` (`--log-format`).
     pub log_format: Option<LogFormat>,
+    /// HTTP address of `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Seconds a shutdown waits for calls in flight (`--shutdown-grace`).
+    pub shutdown_grace: Option<u64>,
     /// Where server-side exports are written (`--export-dir`).
     pub export_dir: Option<PathBuf>,
     /// Where label tables may be read by path (`--labels-root`).

@@ -37,7 +37,8 @@
 //!
 //! - `registry`: `state/<registry version, 20 decimal digits>` -> the state as JSON; `head`
 //!   -> the current version, same 20-digit text. Older states are kept.
-//! - `meta`: `watermark/<view name>` -> microseconds as i64, 8 bytes big-endian.
+//! - `meta`: `watermark/<view name>/<fingerprint>` and `newest/<view name>` (the newest event
+//!   written online, merged by maximum) -> microseconds as i64, 8 bytes big-endian.
 //!
 //! A new layout gets a new format byte; readers refuse bytes they do not know.
 
@@ -47,6 +48,7 @@ mod error;
 mod online;
 mod reader;
 mod row_codec;
+mod stats;
 mod store;
 mod validate;
 
@@ -56,4 +58,5 @@ mod test_support;
 pub use error::{Error, Result};
 pub use online::WriteStats;
 pub use row_codec::StoredRow;
+pub use stats::StoreStats;
 pub use store::RocksStore;

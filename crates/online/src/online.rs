@@ -10,6 +10,7 @@ use rocksdb::WriteBatch;
 use crate::error::{Error, Result};
 use crate::keys::{check_key, encode_key};
 use crate::row_codec::{StoredRow, decode_order, decode_row, encode_row};
+use crate::stats::raise_newest_event;
 use crate::store::{CF_ONLINE, RocksStore, synced};
 use crate::validate::validate_row;
 
@@ -70,6 +71,7 @@ impl RocksStore {
         let stored = self.db.batched_multi_get_cf(cf, latest.keys(), true);
         let mut batch = WriteBatch::default();
         let mut written = 0u64;
+        let mut newest = i64::MIN;
         for ((key, order, value), stored) in encoded.iter().zip(stored) {
             let stored_order = match stored.map_err(Error::storage("read stored rows"))? {
                 None => None,
@@ -78,9 +80,11 @@ impl RocksStore {
             if write_wins(*order, stored_order) {
                 batch.put_cf(cf, key, value);
                 written += 1;
+                newest = newest.max(order.0);
             }
         }
         if written > 0 {
+            raise_newest_event(self, &mut batch, &view.name, newest)?;
             let options = if durable {
                 synced()
             } else {

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use quiver_core::{RegistryState, ResolvedView};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
-    DataBlockIndexType, Options, WriteBatch, WriteOptions,
+    DataBlockIndexType, Options, WriteBatch, WriteOptions, statistics::StatsLevel,
 };
 
 use crate::error::{Error, Result};
@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 pub(crate) const CF_ONLINE: &str = "online";
 /// Column family of registry states: `state/<version, 20 digits>` -> JSON, `head` -> version.
 pub(crate) const CF_REGISTRY: &str = "registry";
-/// Column family of small metadata: `watermark/<view>` -> i64 micros, 8 bytes big-endian.
+/// Column family of small metadata: `watermark/<view>/<fingerprint>` and `newest/<view>` ->
+/// i64 micros, 8 bytes big-endian (`newest/` merged by maximum).
 pub(crate) const CF_META: &str = "meta";
 
 const REGISTRY_HEAD: &[u8] = b"head";
@@ -27,6 +28,8 @@ const N_STRIPES: usize = 1024;
 /// `Send + Sync`; share it behind an `Arc`.
 pub struct RocksStore {
     pub(crate) db: DB,
+    /// The options the database was opened with: they hold its statistics (see `stats`).
+    pub(crate) options: Options,
     /// Striped per-key locks that make the read-compare-write of `write_rows` atomic per key.
     stripes: Box<[Mutex<()>]>,
     path: PathBuf,
@@ -48,17 +51,21 @@ impl RocksStore {
         db_options.create_missing_column_families(true);
         db_options.increase_parallelism(2);
         db_options.set_compression_type(DBCompressionType::Lz4);
+        // Counters only (no timers or histograms): the block cache hit ratio for metrics.
+        db_options.enable_statistics();
+        db_options.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
 
         let descriptors = vec![
             ColumnFamilyDescriptor::new(CF_ONLINE, online_options()),
             ColumnFamilyDescriptor::new(CF_REGISTRY, small_cf_options()),
-            ColumnFamilyDescriptor::new(CF_META, small_cf_options()),
+            ColumnFamilyDescriptor::new(CF_META, meta_options()),
         ];
         let db = DB::open_cf_descriptors(&db_options, dir, descriptors)
             .map_err(Error::storage("open the database"))?;
         let stripes = (0..N_STRIPES).map(|_| Mutex::new(())).collect();
         let store = RocksStore {
             db,
+            options: db_options,
             stripes,
             path: dir.to_path_buf(),
         };
@@ -243,6 +250,13 @@ fn online_options() -> Options {
 fn small_cf_options() -> Options {
     let mut options = Options::default();
     options.set_compression_type(DBCompressionType::Lz4);
+    options
+}
+
+/// `meta` merges by maximum (the newest event per view, see `stats`).
+fn meta_options() -> Options {
+    let mut options = small_cf_options();
+    options.set_merge_operator_associative("quiver.max_i64", crate::stats::merge_max);
     options
 }
 

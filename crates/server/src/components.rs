@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authenticator;
 use crate::error::{Error, Result};
 use crate::limits::as_usize;
+use crate::metrics::{Health, Metrics, StateCollector};
 use crate::options::ServerOptions;
 use crate::transport::Router;
 use crate::{
@@ -26,6 +27,7 @@ pub(crate) struct Components {
     pusher: Arc<push::Pusher>,
     exporter: Arc<export::Exporter>,
     pub(crate) materializer: Arc<jobs::Materializer>,
+    metrics: Arc<Metrics>,
 }
 
 impl Components {
@@ -33,6 +35,7 @@ impl Components {
     /// cancels running materialization jobs.
     pub(crate) fn open(
         options: &ServerOptions,
+        metrics: Arc<Metrics>,
         jobs_shutdown: CancellationToken,
     ) -> Result<Components> {
         std::fs::create_dir_all(&options.data_dir).map_err(|e| {
@@ -66,6 +69,7 @@ impl Components {
                 Arc::clone(&offline),
                 Arc::new(uploads::Uploads::new(&options.limits)),
                 roots.exports,
+                Arc::clone(&metrics),
             )),
             materializer: Arc::new(jobs::Materializer::new(
                 Arc::clone(&store),
@@ -74,10 +78,27 @@ impl Components {
                 Arc::clone(&options.clock),
                 jobs_shutdown,
                 options.limits.max_concurrent_jobs,
+                Arc::clone(&metrics),
             )),
             registry,
             store,
+            metrics,
         })
+    }
+
+    /// The scrape-time metrics of these parts (freshness, registry, store) and `health`.
+    pub(crate) fn state_collector(
+        &self,
+        options: &ServerOptions,
+        health: Arc<Health>,
+    ) -> Result<StateCollector> {
+        StateCollector::new(
+            Arc::clone(&self.registry),
+            Arc::clone(&self.store),
+            Arc::clone(&options.clock),
+            health,
+            self.metrics.materialization_runs(),
+        )
     }
 
     /// Adds every Quiver service (and Flight) to `router`.
@@ -107,6 +128,7 @@ impl Components {
                         Arc::clone(&self.pusher),
                         Arc::clone(&options.clock),
                         options.limits.clone(),
+                        Arc::clone(&self.metrics),
                     ),
                 )
                 .max_decoding_message_size(data)

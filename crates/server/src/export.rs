@@ -12,6 +12,7 @@ use quiver_proto::v1;
 
 use crate::auth::Principal;
 use crate::error::{Error, Result};
+use crate::metrics::{ExportRecorder, Metrics, Sink};
 use crate::registry::Registry;
 use crate::uploads::Uploads;
 
@@ -147,6 +148,7 @@ pub struct Exporter {
     uploads: Arc<Uploads>,
     /// The export directory: server-side exports are written only under it.
     exports: Roots,
+    metrics: Arc<Metrics>,
 }
 
 impl Exporter {
@@ -155,13 +157,20 @@ impl Exporter {
         offline: Arc<OfflineStore>,
         uploads: Arc<Uploads>,
         exports: Roots,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Exporter {
             registry,
             offline,
             uploads,
             exports,
+            metrics,
         }
+    }
+
+    /// Records a streamed export of `sink` when dropped (see [`ExportRecorder`]).
+    pub(crate) fn recorder(&self, sink: Sink) -> ExportRecorder {
+        ExportRecorder::new(Arc::clone(&self.metrics), sink)
     }
 
     /// The file a server-side export of `request` writes: under the export directory, its

@@ -39,6 +39,7 @@ use crate::bounded::{BoundedMap, Bounds};
 use crate::error::{Error, Result};
 use crate::export::{ExportRequest, Exporter, PreparedExport, upload_key};
 use crate::limits::Limits;
+use crate::metrics::Sink;
 use crate::uploads::Reservation;
 
 const TICKET_PREFIX: &str = "quiver-export:";
@@ -234,9 +235,13 @@ impl FlightService for FlightExport {
             }
         };
         let output = prepared.output;
-        let batches = output
-            .stream
-            .map_err(|e| FlightError::ExternalError(Box::new(e)));
+        let mut recorder = self.exporter.recorder(Sink::Flight);
+        let batches = output.stream.map(move |batch| {
+            if let Ok(batch) = &batch {
+                recorder.add_rows(batch.num_rows());
+            }
+            batch.map_err(|e| FlightError::ExternalError(Box::new(e)))
+        });
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(output.schema)
             .build(batches)

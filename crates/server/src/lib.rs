@@ -19,6 +19,7 @@ pub mod flight;
 pub mod jobs;
 pub mod jobs_svc;
 pub mod limits;
+pub mod metrics;
 pub mod offline_svc;
 pub mod online_read;
 pub mod online_svc;
@@ -39,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use components::Components;
 pub use error::{Error, Result};
+pub use metrics::{Health, Metrics};
 pub use options::{Clock, FileRoots, Limits, ServerOptions, SystemClock};
 
 /// Runs blocking work (RocksDB reads, writes and syncs, file I/O, large conversions) on the
@@ -51,48 +53,112 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
         .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
 }
 
-/// Serves every service on `listener` until `shutdown` is cancelled, then drains in-flight
-/// RPCs, cancels and awaits background jobs, syncs and closes storage.
+/// Serves every service on `listener` until `shutdown` is cancelled: see [`serve_with`].
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    options: ServerOptions,
+) -> Result<()> {
+    serve_with(listener, None, shutdown, options).await
+}
+
+/// Serves every service on `listener`, and metrics and health probes over HTTP on
+/// `http_listener` (when given), until `shutdown` is cancelled. Then reports NOT_SERVING
+/// (health service and `/readyz`), stops accepting, drains in-flight RPCs for at most
+/// `options.shutdown_grace`, cancels and awaits background jobs, syncs and closes storage.
 ///
 /// Refuses to start without auth on an address other than loopback, unless
 /// `options.auth.insecure_no_auth` says so.
-pub async fn serve(
+pub async fn serve_with(
     listener: TcpListener,
+    http_listener: Option<TcpListener>,
     shutdown: CancellationToken,
     options: ServerOptions,
 ) -> Result<()> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+    let metrics = Arc::new(Metrics::new()?);
+    let health = Arc::new(Health::default());
+    // Up first, so that probes answer (not ready) while storage opens.
+    let http_stop = CancellationToken::new();
+    let http = http_listener.map(|http_listener| {
+        tokio::spawn(metrics::serve_http(
+            http_listener,
+            Arc::clone(&metrics),
+            Arc::clone(&health),
+            http_stop.clone(),
+        ))
+    });
+    let served = serve_grpc(listener, addr, &shutdown, options, &metrics, &health).await;
+    http_stop.cancel();
+    if let Some(http) = http {
+        match http.await {
+            Ok(result) => result?,
+            Err(e) => return Err(Error::Internal(format!("metrics HTTP task: {e}"))),
+        }
+    }
+    served
+}
+
+/// Opens everything, serves gRPC until `shutdown` and the drain, then closes storage.
+async fn serve_grpc(
+    listener: TcpListener,
+    addr: std::net::SocketAddr,
+    shutdown: &CancellationToken,
+    options: ServerOptions,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+) -> Result<()> {
     // Reading token files and fetching a JWKS URL block: off the async workers.
     let auth = {
         let (auth, shutdown) = (options.auth.clone(), shutdown.clone());
         run_blocking(move || open_auth(&auth, addr, &shutdown)).await?
     };
     let tls = options.tls.as_ref().map(tls::TlsConfig::open).transpose()?;
-    let components = Components::open(&options, shutdown.child_token())?;
-    let router = health_and_reflection(&options.limits, auth.clone()).await?;
+    let components = Components::open(&options, Arc::clone(metrics), shutdown.child_token())?;
+    metrics.register_state(components.state_collector(&options, Arc::clone(health))?)?;
+    let (router, reporter) = health_and_reflection(&options.limits, auth.clone(), metrics).await?;
     let router = components.router(router, &options, auth);
+    health.set_ready();
     tracing::info!(%addr, tls = tls.is_some(), "serving gRPC and Arrow Flight");
-    let token = shutdown.clone();
-    let stopped = async move { token.cancelled().await };
-    let served = match tls {
-        Some(config) => {
-            let reloaded = Arc::clone(&config);
-            reload::spawn_reloader("TLS certificate", shutdown.clone(), move || {
-                reloaded.reload_if_changed()
-            });
-            let incoming = tls::incoming(listener, config, shutdown.clone());
-            router.serve_with_incoming_shutdown(incoming, stopped).await
-        }
-        None => {
-            router
-                .serve_with_incoming_shutdown(incoming(listener), stopped)
-                .await
+    let (token, draining) = (shutdown.clone(), Arc::clone(health));
+    let stopped = async move {
+        token.cancelled().await;
+        draining.set_draining();
+        set_all_serving(&reporter, false).await;
+        tracing::info!("draining: not accepting new connections, finishing calls in flight");
+    };
+    let serving = async move {
+        match tls {
+            Some(config) => {
+                let reloaded = Arc::clone(&config);
+                reload::spawn_reloader("TLS certificate", shutdown.clone(), move || {
+                    reloaded.reload_if_changed()
+                });
+                let incoming = tls::incoming(listener, config, shutdown.clone());
+                router.serve_with_incoming_shutdown(incoming, stopped).await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(incoming(listener), stopped)
+                    .await
+            }
         }
     };
-    served.map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
-    tracing::info!("stopped accepting; waiting for background jobs");
+    let grace = options.shutdown_grace;
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = serving => served.map_err(|e| Error::Internal(format!("gRPC server: {e}")))?,
+        () = deadline => tracing::warn!(
+            grace_seconds = grace.as_secs_f64(),
+            "the drain deadline passed (--shutdown-grace): calls still running were cut"
+        ),
+    }
+    tracing::info!("stopped serving; waiting for background jobs");
     components.materializer.shutdown().await;
     components.store.sync()?;
     tracing::info!("storage synced; bye");
@@ -126,36 +192,59 @@ fn open_auth(
     Ok(Some(authenticator))
 }
 
-/// A router with `grpc.health.v1` (every Quiver service SERVING) and reflection over
-/// Quiver's API, on a server with the transport's limits (HTTP/2 streams per connection,
-/// the request timeout and the status rules of [`transport`]) and the auth layer in front of
-/// every service; the services themselves are added by [`Components`].
+/// The health service's names: the server as a whole (`""`) and each Quiver service.
+fn health_names() -> [&'static str; 5] {
+    use tonic::server::NamedService;
+    [
+        "",
+        <v1::registry_service_server::RegistryServiceServer<registry_svc::RegistryService>>::NAME,
+        <v1::online_service_server::OnlineServiceServer<online_svc::OnlineService>>::NAME,
+        <v1::offline_service_server::OfflineServiceServer<offline_svc::OfflineService>>::NAME,
+        <v1::job_service_server::JobServiceServer<jobs_svc::JobService>>::NAME,
+    ]
+}
+
+/// Reports every name of [`health_names`] SERVING or NOT_SERVING.
+async fn set_all_serving(reporter: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    for name in health_names() {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// A router with `grpc.health.v1` (every Quiver service SERVING; the reporter turns them
+/// NOT_SERVING at the drain) and reflection over Quiver's API, on a server with RPC metrics,
+/// the transport's limits (HTTP/2 streams per connection, the request timeout and the status
+/// rules of [`transport`]) and the auth layer in front of every service; the services
+/// themselves are added by [`Components`].
 async fn health_and_reflection(
     limits: &Limits,
     auth: Option<Arc<auth::Authenticator>>,
-) -> Result<transport::Router> {
+    metrics: &Arc<Metrics>,
+) -> Result<(transport::Router, tonic_health::server::HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<v1::registry_service_server::RegistryServiceServer<registry_svc::RegistryService>>().await;
-    reporter
-        .set_serving::<v1::online_service_server::OnlineServiceServer<online_svc::OnlineService>>()
-        .await;
-    reporter.set_serving::<v1::offline_service_server::OfflineServiceServer<offline_svc::OfflineService>>().await;
-    reporter
-        .set_serving::<v1::job_service_server::JobServiceServer<jobs_svc::JobService>>()
-        .await;
+    set_all_serving(&reporter, true).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(quiver_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
-    Ok(tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)
+        .layer(metrics::rpc::RpcMetricsLayer {
+            metrics: Arc::clone(metrics),
+        })
         .layer(transport::TransportLayer {
             timeout: limits.request_timeout,
         })
         .layer(auth::layer::AuthLayer::new(auth))
         .add_service(health)
-        .add_service(reflection))
+        .add_service(reflection);
+    Ok((router, reporter))
 }
 
 /// Accepted connections with TCP_NODELAY. Our own listener, so the builder's tcp_nodelay does

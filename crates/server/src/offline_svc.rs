@@ -12,6 +12,7 @@ use crate::audit::{audited, describe_selector};
 use crate::auth::principal;
 use crate::error::{Error, Result};
 use crate::export::{ExportRequest, Exporter};
+use crate::metrics::Sink;
 
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -57,21 +58,25 @@ impl v1::offline_service_server::OfflineService for OfflineService {
         let metadata = prepared.metadata.clone();
         // Aborted when the progress stream is dropped (the client went away or cancelled):
         // the join stops and the writer removes its temporary file.
+        let recorder = self.exporter.recorder(Sink::File);
         let writer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let joined = prepared.output;
             quiver_offline::write_export(joined.schema, joined.stream, &output, prepared.metadata)
                 .await
         }));
-        let stream = futures::stream::unfold(Some((writer, stats)), move |state| {
+        let stream = futures::stream::unfold(Some((writer, stats, recorder)), move |state| {
             let (metadata, output_path) = (metadata.clone(), output_path.clone());
             async move {
-                let (mut writer, stats) = state?;
+                let (mut writer, stats, mut recorder) = state?;
                 tokio::select! {
                     joined = &mut writer => {
                         let result: Result<u64> = match joined {
                             Ok(inner) => inner.map_err(Error::from),
                             Err(e) => Err(Error::Internal(format!("export task failed: {e}"))),
                         };
+                        if let Ok(rows) = &result {
+                            recorder.add_rows(*rows as usize);
+                        }
                         let item = result.map(|rows| {
                             let mut metadata: std::collections::HashMap<String, String> = metadata.into_iter().collect();
                             metadata.insert("quiver.rows".into(), rows.to_string());
@@ -93,7 +98,7 @@ impl v1::offline_service_server::OfflineService for OfflineService {
                             elapsed_micros: started.elapsed().as_micros() as i64,
                             ..Default::default()
                         };
-                        Some((Ok(progress), Some((writer, stats))))
+                        Some((Ok(progress), Some((writer, stats, recorder))))
                     }
                 }
             }

@@ -15,6 +15,7 @@ use crate::audit::audited;
 use crate::auth::principal;
 use crate::error::Result;
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::online_read::{OnlineRead, ViewRead};
 use crate::options::Clock;
 use crate::push::{PushBatch, Pushed, Pusher};
@@ -31,6 +32,7 @@ pub struct OnlineService {
     pusher: Arc<Pusher>,
     clock: Arc<dyn Clock>,
     limits: Arc<Limits>,
+    metrics: Arc<Metrics>,
 }
 
 impl OnlineService {
@@ -40,6 +42,7 @@ impl OnlineService {
         pusher: Arc<Pusher>,
         clock: Arc<dyn Clock>,
         limits: Limits,
+        metrics: Arc<Metrics>,
     ) -> Self {
         OnlineService {
             registry,
@@ -47,6 +50,7 @@ impl OnlineService {
             pusher,
             clock,
             limits: Arc::new(limits),
+            metrics,
         }
     }
 
@@ -182,11 +186,13 @@ impl v1::online_service_server::OnlineService for OnlineService {
         // A small read is validated here and answered here when its rows are all in memory
         // (no I/O, little CPU); a large one is converted and read on the blocking pool.
         let request = request.into_inner();
-        if prost::Message::encoded_len(&request) <= INLINE_READ_BYTES {
-            return Ok(Response::new(self.get_small(&request).await?));
-        }
-        let service = self.clone();
-        let response = crate::run_blocking(move || service.get(&request, true)).await?;
+        let response = if prost::Message::encoded_len(&request) <= INLINE_READ_BYTES {
+            self.get_small(&request).await?
+        } else {
+            let service = self.clone();
+            crate::run_blocking(move || service.get(&request, true)).await?
+        };
+        self.metrics.record_online_read(&response);
         Ok(Response::new(response))
     }
 
@@ -201,6 +207,7 @@ impl v1::online_service_server::OnlineService for OnlineService {
         let (received_at, limits) = (self.clock.now(), Arc::clone(&self.limits));
         let pusher = Arc::clone(&self.pusher);
         let request = request.into_inner();
+        let bytes = prost::Message::encoded_len(&request);
         let by = principal.clone();
         let result = crate::run_blocking(move || {
             let batch = PushBatch::from_wire(request, &registry, received_at, &limits)?;
@@ -211,7 +218,9 @@ impl v1::online_service_server::OnlineService for OnlineService {
         })
         .await;
         let (n_rows, pushed) = audited(&principal, "Push", &target, result)?;
-        Ok(Response::new(pushed_to_proto(n_rows, pushed)))
+        let response = pushed_to_proto(n_rows, pushed);
+        self.metrics.record_push(bytes, &response.views);
+        Ok(Response::new(response))
     }
 
     async fn echo(

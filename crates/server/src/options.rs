@@ -39,7 +39,12 @@ pub struct ServerOptions {
     pub tls: Option<TlsOptions>,
     /// Bounds on requests, uploads, parked exports and jobs.
     pub limits: Limits,
+    /// How long a shutdown waits for calls in flight before cutting them.
+    pub shutdown_grace: std::time::Duration,
 }
+
+/// The default of [`ServerOptions::shutdown_grace`].
+pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl ServerOptions {
     /// Options with auth and TLS off and the default limits, on `data_dir`, with the given file roots.
@@ -51,6 +56,7 @@ impl ServerOptions {
             auth: AuthOptions::default(),
             tls: None,
             limits: Limits::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }

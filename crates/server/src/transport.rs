@@ -71,11 +71,15 @@ impl<S> tower_layer::Layer<S> for TransportLayer {
     }
 }
 
-/// The router of a server built with [`TransportLayer`] and then the auth layer.
+/// The router of a server built with the RPC metrics layer, [`TransportLayer`] and then the
+/// auth layer (outermost first).
 pub(crate) type Router = tonic::transport::server::Router<
     tower_layer::Stack<
         crate::auth::layer::AuthLayer,
-        tower_layer::Stack<TransportLayer, tower_layer::Identity>,
+        tower_layer::Stack<
+            TransportLayer,
+            tower_layer::Stack<crate::metrics::rpc::RpcMetricsLayer, tower_layer::Identity>,
+        >,
     >,
 >;
 

@@ -21,9 +21,18 @@ pub(crate) struct ServeArgs {
     /// gRPC listen address (also serves Arrow Flight); port 0 picks a free port.
     #[arg(long, env = "QUIVER_GRPC_ADDR")]
     grpc_addr: Option<SocketAddr>,
-    /// Write the bound address to this file once listening (for scripts and tests).
+    /// Write the bound address to this file once listening (for scripts and tests); with
+    /// --metrics-addr, its bound address follows on a second line.
     #[arg(long, env = "QUIVER_LISTENER_ADDR_FILE")]
     listener_addr_file: Option<PathBuf>,
+    /// HTTP address serving Prometheus metrics (`/metrics`) and the probes `/healthz` and
+    /// `/readyz`; off when not given. Carries no data, only counts by registry names.
+    #[arg(long, env = "QUIVER_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Seconds a shutdown (SIGTERM/SIGINT) waits for calls in flight before cutting them; a
+    /// second signal exits at once. [default: 30]
+    #[arg(long, env = "QUIVER_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    shutdown_grace: Option<u64>,
     /// YAML config file (see deploy/quiver.example.yaml).
     #[arg(long, env = "QUIVER_CONFIG")]
     config: Option<PathBuf>,
@@ -79,26 +88,41 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let bound = listener.local_addr()?;
+    let mut bound = listener.local_addr()?.to_string();
+    let metrics_listener = match args.metrics_addr.or(file.metrics_addr) {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--metrics-addr)"))?;
+            bound.push_str(&format!("\n{}", listener.local_addr()?));
+            Some(listener)
+        }
+        None => None,
+    };
     if let Some(path) = &args.listener_addr_file {
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bound.to_string())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::write(&tmp, &bound).with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, path)?;
     }
     let shutdown = CancellationToken::new();
     let signal_token = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown signal received");
+        tracing::info!("shutdown signal received: draining (a second signal exits at once)");
         signal_token.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second shutdown signal: exiting now, without waiting for calls in flight");
+        std::process::exit(130);
     });
     let files = args.files.resolve(&file, &data_dir)?;
     let mut options = ServerOptions::new(data_dir, Arc::new(SystemClock), files);
     options.auth = args.security.auth()?;
     options.tls = args.security.tls();
     options.limits = args.limits.or(file.limits.unwrap_or_default()).limits();
-    quiver_server::serve(listener, shutdown, options).await?;
+    if let Some(seconds) = args.shutdown_grace.or(file.shutdown_grace) {
+        options.shutdown_grace = std::time::Duration::from_secs(seconds);
+    }
+    quiver_server::serve_with(listener, metrics_listener, shutdown, options).await?;
     Ok(())
 }
 

@@ -38,6 +38,8 @@ pub(crate) fn roots_beside(data_dir: &Path) -> Vec<String> {
 pub(crate) struct ServerProcess {
     pub(crate) child: Child,
     pub(crate) url: String,
+    /// `host:port` of the metrics and probes endpoint, when started with `--metrics-addr`.
+    pub(crate) metrics_addr: Option<String>,
 }
 
 impl ServerProcess {
@@ -65,10 +67,13 @@ impl ServerProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let addr = std::fs::read_to_string(&addr_file).expect("address file");
+        let addrs = std::fs::read_to_string(&addr_file).expect("address file");
+        let mut lines = addrs.lines();
+        let addr = lines.next().expect("the gRPC address");
         ServerProcess {
             child,
             url: format!("http://{addr}"),
+            metrics_addr: lines.next().map(str::to_string),
         }
     }
 

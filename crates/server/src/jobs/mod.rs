@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::limits::check;
+use crate::metrics::{Metrics, Outcome};
 use crate::options::Clock;
 use crate::registry::Registry;
 use job::ViewJob;
@@ -50,6 +51,7 @@ pub struct Materializer {
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
     next_id: AtomicU64,
     max_concurrent_jobs: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Materializer {
@@ -60,6 +62,7 @@ impl Materializer {
         clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
         max_concurrent_jobs: u64,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Materializer {
             store,
@@ -68,6 +71,7 @@ impl Materializer {
             clock,
             tasks: TaskTracker::new(),
             shutdown,
+            metrics,
             jobs: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(0),
             max_concurrent_jobs,
@@ -208,7 +212,19 @@ impl Materializer {
     async fn run(&self, job: &Job) -> Result<()> {
         for view_job in &job.views {
             let span = tracing::info_span!("materialize", feature_view = %view_job.view.name, job = %job.id);
+            let started = std::time::Instant::now();
             let result = self.run_view(job, view_job).instrument(span).await;
+            self.metrics.record_materialization(
+                &view_job.view.name,
+                match &result {
+                    Ok(()) => Outcome::Succeeded,
+                    Err(Error::Cancelled) => Outcome::Cancelled,
+                    Err(_) => Outcome::Failed,
+                },
+                view_job.written.load(Ordering::Relaxed),
+                started.elapsed(),
+                self.clock.now(),
+            );
             if let Ok(mut state) = view_job.state.lock() {
                 *state = match &result {
                     Ok(()) => JobState::Succeeded,
@@ -304,6 +320,7 @@ mod tests {
             Arc::new(SystemClock),
             CancellationToken::new(),
             max_jobs,
+            Arc::new(crate::Metrics::new()?),
         ))
     }
 
