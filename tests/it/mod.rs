@@ -1,5 +1,7 @@
+mod backup;
 mod bounds;
 mod consistency;
+mod delivery;
 mod files;
 mod fixture;
 mod jwks;

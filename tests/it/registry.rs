@@ -124,6 +124,7 @@ async fn invalid_manifests_and_stale_applies_change_nothing() -> anyhow::Result<
             manifests: manifests(&dir)?,
             expected_version: Some(0),
             force: false,
+            tag: String::new(),
         })
         .await
         .expect_err("stale apply");
@@ -178,6 +179,7 @@ async fn invalid_manifests_and_stale_applies_change_nothing() -> anyhow::Result<
                 manifests: manifests(&dir)?,
                 expected_version: Some(1),
                 force: true,
+                tag: String::new(),
             })
             .await
             .expect_err("invalid manifest");
@@ -225,6 +227,7 @@ async fn concurrent_applies_never_lose_an_update() -> anyhow::Result<()> {
                     manifests,
                     expected_version: Some(1),
                     force: false,
+                    tag: String::new(),
                 })
                 .await
         }));
@@ -355,6 +358,7 @@ async fn an_apply_whose_client_gives_up_still_agrees_with_storage() -> anyhow::R
             manifests: manifests(&dir)?,
             expected_version: None,
             force: false,
+            tag: String::new(),
         };
         let mut apply_client = clients.registry.clone();
         let call = apply_client.apply(request);

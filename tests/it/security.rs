@@ -111,6 +111,7 @@ async fn calls_need_a_valid_token_and_the_right_role() -> anyhow::Result<()> {
                 manifests: quiver_integration_tests::manifests(&server.path("repo"))?,
                 expected_version: None,
                 force: true,
+                tag: String::new(),
             })
             .await,
     );

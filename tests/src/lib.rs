@@ -277,6 +277,7 @@ pub async fn apply(clients: &mut Clients, dir: &Path, force: bool) -> Result<v1:
             manifests: files,
             expected_version: Some(plan.base_version),
             force,
+            tag: String::new(),
         })
         .await?
         .into_inner())

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{export, online, quickstart, registry, serve, token};
+use crate::commands::{backup, delivery, export, online, quickstart, registry, serve, token};
 
 /// Default server address of client commands.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -63,6 +63,10 @@ enum Command {
     Plan(registry::PlanArgs),
     /// Apply manifests atomically.
     Apply(registry::ApplyArgs),
+    /// List release tags (`apply --tag`) and the registry versions they name.
+    Tags(delivery::TagsArgs),
+    /// Apply an earlier registry version's definitions (number or tag) as a new version.
+    Rollback(delivery::RollbackArgs),
     /// List objects of a kind (entities, sources, views, services, all).
     List(registry::ListArgs),
     /// Describe one object: `describe view driver_stats@2`.
@@ -80,6 +84,11 @@ enum Command {
     /// Manage static tokens: `token create --name NAME --role ROLE --auth-file FILE`.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Back up a running server's data directory (online store, registry, watermarks, push
+    /// log) into a new directory (role admin).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new data directory (no server needed).
+    Restore(backup::RestoreArgs),
 }
 
 /// Parses arguments, runs the command, and maps errors to exit code 1 with one message.
@@ -97,24 +106,36 @@ pub fn run() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(*args).await,
             Command::Plan(args) => registry::plan(args).await,
-            Command::Apply(args) => registry::apply(args).await,
-            Command::List(args) => registry::list(args).await,
-            Command::Describe(args) => registry::describe(args).await,
-            Command::Materialize(args) => online::materialize(args).await,
-            Command::MaterializeIncremental(args) => online::materialize_incremental(args).await,
-            Command::Get(args) => online::get(args).await,
-            Command::Export(args) => export::run(args).await,
-            Command::Quickstart(args) => quickstart::run(args).await,
-            Command::Token(command) => token::run(command),
+            other => run_command(other).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {}", output::error_message(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs every command but `plan` (whose exit code tells whether anything changes).
+async fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve::run(*args).await,
+        Command::Plan(_) => Ok(()),
+        Command::Tags(args) => delivery::tags(args).await,
+        Command::Rollback(args) => delivery::rollback(args).await,
+        Command::Apply(args) => registry::apply(args).await,
+        Command::List(args) => registry::list(args).await,
+        Command::Describe(args) => registry::describe(args).await,
+        Command::Materialize(args) => online::materialize(args).await,
+        Command::MaterializeIncremental(args) => online::materialize_incremental(args).await,
+        Command::Get(args) => online::get(args).await,
+        Command::Export(args) => export::run(args).await,
+        Command::Quickstart(args) => quickstart::run(args).await,
+        Command::Token(command) => token::run(command),
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args),
     }
 }

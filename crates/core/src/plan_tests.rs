@@ -378,3 +378,31 @@ fn applies_record_each_view_versions_data_generation() {
     let again = applied(&broken, &typed, false).expect("same manifests");
     assert_eq!(again, broken);
 }
+
+#[test]
+fn declaring_an_old_state_again_returns_to_its_definitions() {
+    let v1 = base();
+    assert!(
+        plan(&v1, v1.declared(), &NoSchemaCheck, 2)
+            .expect("plan")
+            .is_empty()
+    );
+    let v2 = applied(&v1, &EXAMPLE.replace("ttl: 2h", "ttl: 3h"), false).expect("apply");
+    assert_eq!(
+        v2.view("driver_stats").expect("view").ttl,
+        3 * 3_600_000_000
+    );
+    // Rolling back: v1's definitions as a new registry version, history kept.
+    let (v3, changes) =
+        apply(&v2, v1.declared(), Some(2), false, &NoSchemaCheck, 3).expect("roll back");
+    assert_eq!(v3.version, 3);
+    assert!(!changes.is_empty());
+    let view = v3.view("driver_stats").expect("view");
+    let old = v1.view("driver_stats").expect("view");
+    assert_eq!((view.ttl, &view.fingerprint), (old.ttl, &old.fingerprint));
+    assert_eq!(view.version, 3, "a new object version, not a rewrite");
+    assert_eq!(
+        v3.view("driver_stats@2").expect("v2 stays").ttl,
+        3 * 3_600_000_000
+    );
+}

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{Kind, Metadata, ResolvedService, ResolvedView, Spec, split_pin};
+use crate::model::{Declared, Kind, Metadata, ResolvedService, ResolvedView, Spec, split_pin};
 use crate::types::Micros;
 
 /// One immutable version of an object.
@@ -132,6 +132,22 @@ impl RegistryState {
             .service
             .as_ref()
             .ok_or_else(|| Error::Corrupt(format!("service `{reference}` has no resolved form")))
+    }
+
+    /// The definitions live in this state, as if declared again: applying them to a later
+    /// state returns to this state's definitions (a rollback), through the same plan.
+    pub fn declared(&self) -> Vec<Declared> {
+        self.objects
+            .values()
+            .filter_map(|history| {
+                history.live().map(|version| Declared {
+                    name: history.name.clone(),
+                    spec: version.spec.clone(),
+                    metadata: history.metadata.clone(),
+                    origin: history.origin.clone(),
+                })
+            })
+            .collect()
     }
 
     /// The exact view version a service item was fixed to.

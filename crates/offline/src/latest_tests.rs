@@ -227,6 +227,11 @@ fn interrupted_push_log_writes_are_removed_and_nothing_else() {
     assert!(look_alike_dir.exists() && note.exists());
     let log = crate::files::push_log_files(&log_dir).expect("log");
     assert_eq!(log.len(), 1, "the committed file stays");
+    // What a backup copies: the committed file only, relative to the data directory.
+    let committed = store.committed_push_log().expect("list");
+    assert_eq!(committed.len(), 1);
+    assert_eq!(dir.path().join(&committed[0]), log[0]);
+    assert!(committed[0].starts_with("offline"));
 }
 
 #[tokio::test]

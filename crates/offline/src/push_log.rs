@@ -82,6 +82,30 @@ impl OfflineStore {
         Ok(removed)
     }
 
+    /// Every committed push-log file of every view and generation (what the join reads;
+    /// writes in progress are hidden `.tmp` files and left out), as paths relative to the data
+    /// directory. Committed files never change again, so a backup may link or copy them while
+    /// pushes go on.
+    pub fn committed_push_log(&self) -> Result<Vec<std::path::PathBuf>> {
+        let root = self.data_dir.join("offline");
+        let mut files = Vec::new();
+        for view_dir in real_entries(&root)? {
+            if !view_dir
+                .file_type()
+                .map_err(|e| Error::io(&root, e))?
+                .is_dir()
+            {
+                continue;
+            }
+            for file in crate::files::push_log_files(&view_dir.path())? {
+                if let Ok(relative) = file.strip_prefix(&self.data_dir) {
+                    files.push(relative.to_path_buf());
+                }
+            }
+        }
+        Ok(files)
+    }
+
     /// `(micros, seq)` greater than any name this store gave before.
     fn next_push_name(&self) -> (i64, u64) {
         let now = chrono::Utc::now().timestamp_micros().max(0);

@@ -50,6 +50,7 @@ mod reader;
 mod row_codec;
 mod stats;
 mod store;
+mod tags;
 mod validate;
 
 #[cfg(test)]

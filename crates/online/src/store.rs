@@ -95,17 +95,27 @@ impl RocksStore {
                     format!("not a version: {:?}", String::from_utf8_lossy(&head)),
                 )
             })?;
-        let key = state_key(version);
-        let json = self
-            .db
-            .get_pinned_cf(cf, &key)
-            .map_err(Error::storage("read the registry state"))?
+        self.registry_state(version)?
             .ok_or_else(|| {
                 Error::corrupt(
                     "registry",
                     format!("head is {version} but no state is stored"),
                 )
-            })?;
+            })
+            .map(Some)
+    }
+
+    /// The registry state saved as `version`, None if there is none.
+    pub fn registry_state(&self, version: u64) -> Result<Option<RegistryState>> {
+        let cf = self.cf(CF_REGISTRY)?;
+        let key = state_key(version);
+        let Some(json) = self
+            .db
+            .get_pinned_cf(cf, &key)
+            .map_err(Error::storage("read the registry state"))?
+        else {
+            return Ok(None);
+        };
         let state: RegistryState = serde_json::from_slice(&json).map_err(|e| {
             Error::corrupt(format!("registry state version {version}"), e.to_string())
         })?;
@@ -122,6 +132,11 @@ impl RocksStore {
     /// `state/<version as 20-digit decimal>` -> JSON, plus `head` -> version (same decimal
     /// text). Keeps older states.
     pub fn save_registry(&self, state: &RegistryState) -> Result<()> {
+        self.save_registry_tagged(state, None)
+    }
+
+    /// Like [`RocksStore::save_registry`], naming the version `tag` in the same batch.
+    pub fn save_registry_tagged(&self, state: &RegistryState, tag: Option<&str>) -> Result<()> {
         let cf = self.cf(CF_REGISTRY)?;
         let json = serde_json::to_vec(state).map_err(|source| Error::SerializeRegistry {
             version: state.version,
@@ -131,6 +146,13 @@ impl RocksStore {
         let mut batch = WriteBatch::default();
         batch.put_cf(cf, &key, &json);
         batch.put_cf(cf, REGISTRY_HEAD, format!("{:020}", state.version));
+        if let Some(tag) = tag {
+            batch.put_cf(
+                cf,
+                crate::tags::tag_key(tag),
+                format!("{:020}", state.version),
+            );
+        }
         self.db
             .write_opt(batch, &synced())
             .map_err(Error::storage("write the registry state"))?;

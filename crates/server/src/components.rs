@@ -10,13 +10,15 @@ use quiver_proto::v1;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
+use crate::backup::Backups;
 use crate::error::{Error, Result};
 use crate::limits::as_usize;
 use crate::metrics::{Health, Metrics, StateCollector};
 use crate::options::ServerOptions;
 use crate::transport::Router;
 use crate::{
-    export, flight, jobs, jobs_svc, offline_svc, online_svc, push, registry, registry_svc, uploads,
+    admin_svc, export, flight, jobs, jobs_svc, offline_svc, online_svc, push, registry,
+    registry_svc, uploads,
 };
 
 /// The server's parts, each owning what it needs; services get the parts they use.
@@ -27,6 +29,7 @@ pub(crate) struct Components {
     pusher: Arc<push::Pusher>,
     exporter: Arc<export::Exporter>,
     pub(crate) materializer: Arc<jobs::Materializer>,
+    backups: Arc<Backups>,
     metrics: Arc<Metrics>,
 }
 
@@ -62,7 +65,15 @@ impl Components {
             data_dir = %options.data_dir.display(),
             "storage opened"
         );
+        let backups = Arc::new(Backups::open(
+            &options.data_dir,
+            Arc::clone(&store),
+            Arc::clone(&offline),
+            Arc::clone(&registry),
+            Arc::clone(&options.clock),
+        )?);
         Ok(Components {
+            backups,
             pusher: Arc::new(push::Pusher::new(Arc::clone(&store), Arc::clone(&offline))),
             exporter: Arc::new(export::Exporter::new(
                 Arc::clone(&registry),
@@ -144,6 +155,12 @@ impl Components {
                 v1::offline_service_server::OfflineServiceServer::new(
                     offline_svc::OfflineService::new(Arc::clone(&self.exporter)),
                 )
+                .max_decoding_message_size(control),
+            )
+            .add_service(
+                v1::admin_service_server::AdminServiceServer::new(admin_svc::AdminService::new(
+                    Arc::clone(&self.backups),
+                ))
                 .max_decoding_message_size(control),
             )
             .add_service(

@@ -9,8 +9,10 @@
 //! mapping); request paths read definitions from the in-memory registry snapshot
 //! ([`registry::Registry::snapshot`]), never from storage.
 
+pub mod admin_svc;
 mod audit;
 pub mod auth;
+pub mod backup;
 pub mod bounded;
 mod components;
 pub mod error;
@@ -193,7 +195,7 @@ fn open_auth(
 }
 
 /// The health service's names: the server as a whole (`""`) and each Quiver service.
-fn health_names() -> [&'static str; 5] {
+fn health_names() -> [&'static str; 6] {
     use tonic::server::NamedService;
     [
         "",
@@ -201,6 +203,7 @@ fn health_names() -> [&'static str; 5] {
         <v1::online_service_server::OnlineServiceServer<online_svc::OnlineService>>::NAME,
         <v1::offline_service_server::OfflineServiceServer<offline_svc::OfflineService>>::NAME,
         <v1::job_service_server::JobServiceServer<jobs_svc::JobService>>::NAME,
+        <v1::admin_service_server::AdminServiceServer<admin_svc::AdminService>>::NAME,
     ]
 }
 

@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use quiver_core::RegistryState;
 use quiver_core::manifest::{ManifestFile, parse_manifests};
+use quiver_core::model::Declared;
 use quiver_core::plan::{self, Plan};
 use quiver_core::types::Micros;
 use quiver_offline::ParquetSchemaCheck;
@@ -12,10 +13,40 @@ use quiver_online::RocksStore;
 
 use crate::error::{Error, Result};
 
+/// The definitions an apply declares.
+#[derive(Debug)]
+pub enum Definitions {
+    /// Manifest files, as `quiver apply -f` sends them.
+    Manifests(Vec<ManifestFile>),
+    /// The definitions live at an earlier registry version, given by number or by tag
+    /// (`quiver rollback --to`).
+    Version(VersionRef),
+}
+
+/// A registry version by number or by release tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionRef {
+    Number(u64),
+    Tag(String),
+}
+
+impl VersionRef {
+    /// `42` is a version number, anything else a tag name.
+    pub fn parse(text: &str) -> VersionRef {
+        match text.parse() {
+            Ok(number) => VersionRef::Number(number),
+            Err(_) => VersionRef::Tag(text.to_string()),
+        }
+    }
+}
+
 /// What an apply asks for, validated on receipt.
 #[derive(Debug)]
 pub struct ApplyRequest {
-    pub manifests: Vec<ManifestFile>,
+    pub definitions: Definitions,
+    /// A release tag naming the registry version the apply creates (or the current one when
+    /// nothing changes).
+    pub tag: Option<String>,
     /// The registry version the client planned against, if it wants that checked.
     pub expected_version: Option<u64>,
     /// Apply breaking changes.
@@ -91,7 +122,10 @@ impl Registry {
         let store = Arc::clone(&self.store);
         let check = self.schema_check.clone();
         let (next, plan) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let declared = parse_manifests(&request.manifests)?;
+            let declared = match &request.definitions {
+                Definitions::Manifests(manifests) => parse_manifests(manifests)?,
+                Definitions::Version(version) => declared_at(&store, version)?,
+            };
             let (mut next, plan) = plan::apply(
                 &current,
                 declared,
@@ -100,9 +134,15 @@ impl Registry {
                 &check,
                 now,
             )?;
+            let tag = request.tag.as_deref();
+            if let Some(tag) = tag {
+                check_tag(&store, tag, (!plan.is_empty()).then_some(next.version))?;
+            }
             if !plan.is_empty() {
                 next.record_applier(&request.applied_by);
-                store.save_registry(&next)?;
+                store.save_registry_tagged(&next, tag)?;
+            } else if let Some(tag) = tag {
+                store.set_tag(tag, next.version)?;
             }
             Ok((next, plan))
         })
@@ -120,6 +160,22 @@ impl Registry {
         Ok((version, plan))
     }
 
+    /// Every release tag, the registry version it names and when that version was applied
+    /// (blocking: reads storage).
+    pub fn tags_with_times(&self) -> Result<Vec<(String, u64, Micros)>> {
+        self.store
+            .tags()?
+            .into_iter()
+            .map(|(name, version)| {
+                let applied_at = self
+                    .store
+                    .registry_state(version)?
+                    .map_or(0, |state| state.updated_at);
+                Ok((name, version, applied_at))
+            })
+            .collect()
+    }
+
     fn swap(&self, state: RegistryState) {
         let state = Arc::new(state);
         match self.current.write() {
@@ -127,4 +183,59 @@ impl Registry {
             Err(poisoned) => *poisoned.into_inner() = state,
         }
     }
+}
+
+/// The definitions live at registry version `version`.
+fn declared_at(store: &RocksStore, version: &VersionRef) -> Result<Vec<Declared>> {
+    let number = match version {
+        VersionRef::Number(number) => *number,
+        VersionRef::Tag(name) => store.tag(name)?.ok_or_else(|| Error::NotFound {
+            what: "tag",
+            name: name.clone(),
+        })?,
+    };
+    let state = store
+        .registry_state(number)?
+        .ok_or_else(|| Error::NotFound {
+            what: "registry version",
+            name: number.to_string(),
+        })?;
+    Ok(state.declared())
+}
+
+/// A tag name is 1 to 128 of `A-Z a-z 0-9 . _ -`, not a number (numbers are versions); an
+/// existing tag may only be given again for the version it names: tags never move. `creates`
+/// is the version the apply creates (None: it changes nothing and tags the current one).
+fn check_tag(store: &RocksStore, tag: &str, creates: Option<u64>) -> Result<()> {
+    let valid = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && tag.parse::<u64>().is_err();
+    if !valid {
+        return Err(Error::invalid(
+            "tag",
+            format!(
+                "`{tag}` is not a tag name: use 1 to 128 letters, digits, `.`, `_` or `-`, \
+                 not a plain number (numbers name registry versions)"
+            ),
+        ));
+    }
+    match store.tag(tag)? {
+        Some(named) if creates.is_some() || named != current_version(store)? => {
+            Err(Error::FailedPrecondition(format!(
+                "tag `{tag}` already names registry version {named}; tags never move, choose \
+                 another name"
+            )))
+        }
+        None if creates.is_none() && current_version(store)? == 0 => Err(
+            Error::FailedPrecondition("the registry is empty: there is no version to tag".into()),
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn current_version(store: &RocksStore) -> Result<u64> {
+    Ok(store.load_registry()?.map_or(0, |state| state.version))
 }

@@ -14,7 +14,7 @@ use crate::audit::audited;
 use crate::auth::{Principal, principal};
 use crate::error::{Error, Result};
 use crate::options::Clock;
-use crate::registry::{ApplyRequest, Registry};
+use crate::registry::{ApplyRequest, Definitions, Registry, VersionRef};
 
 #[derive(Debug, Clone)]
 pub struct RegistryService {
@@ -124,7 +124,8 @@ impl RegistryService {
         principal: &Principal,
     ) -> Result<v1::ApplyResponse> {
         let request = ApplyRequest {
-            manifests: manifests(request.manifests)?,
+            definitions: Definitions::Manifests(manifests(request.manifests)?),
+            tag: non_empty(request.tag),
             expected_version: request.expected_version,
             force: request.force,
             applied_by: principal.name.clone(),
@@ -165,6 +166,51 @@ impl v1::registry_service_server::RegistryService for RegistryService {
         };
         let result = self.apply_inner(request, &principal).await;
         Ok(Response::new(audited(&principal, force, &objects, result)?))
+    }
+
+    async fn list_tags(
+        &self,
+        _request: Request<v1::ListTagsRequest>,
+    ) -> Result<Response<v1::ListTagsResponse>, Status> {
+        let registry = Arc::clone(&self.registry);
+        let tags = crate::run_blocking(move || registry.tags_with_times()).await?;
+        Ok(Response::new(v1::ListTagsResponse {
+            tags: tags
+                .into_iter()
+                .map(
+                    |(name, registry_version, applied_at_micros)| v1::ReleaseTag {
+                        name,
+                        registry_version,
+                        applied_at_micros,
+                    },
+                )
+                .collect(),
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<v1::RollbackRequest>,
+    ) -> Result<Response<v1::RollbackResponse>, Status> {
+        let principal = principal(&request)?.clone();
+        let request = request.into_inner();
+        if request.to.is_empty() {
+            return Err(Error::invalid("to", "give a registry version number or a tag").into());
+        }
+        let objects = format!("registry version {}", request.to);
+        let apply = ApplyRequest {
+            definitions: Definitions::Version(VersionRef::parse(&request.to)),
+            tag: non_empty(request.tag),
+            expected_version: request.expected_version,
+            force: request.force,
+            applied_by: principal.name.clone(),
+        };
+        let result = self.registry.apply(apply, self.clock.now()).await;
+        let (version, plan) = audited(&principal, "Rollback", &objects, result)?;
+        Ok(Response::new(v1::RollbackResponse {
+            registry_version: version,
+            changes: plan.changes.iter().map(change_to_proto).collect(),
+        }))
     }
 
     async fn get_object(
@@ -225,4 +271,8 @@ impl v1::registry_service_server::RegistryService for RegistryService {
                 .collect(),
         }))
     }
+}
+
+fn non_empty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
 }

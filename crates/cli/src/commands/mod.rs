@@ -1,5 +1,7 @@
 //! One module per group of subcommands.
 
+pub(crate) mod backup;
+pub(crate) mod delivery;
 pub(crate) mod export;
 pub(crate) mod file_roots;
 pub(crate) mod limits;

@@ -88,7 +88,7 @@ async fn walk_through(url: &str, dir: &std::path::Path, shape: DemoShape) -> Res
     let files = registry::manifest_files(&dir.join("features"))?;
 
     step("3. Plan and apply the manifests");
-    let (plan, applied) = registry::plan_and_apply(&mut clients, files, false).await?;
+    let (plan, applied) = registry::plan_and_apply(&mut clients, files, false, None).await?;
     println!("{}", registry::render_changes(&plan.changes));
     let version = applied.map_or(plan.base_version, |a| a.registry_version);
     println!("Applied: registry version {version}.");

@@ -1,6 +1,7 @@
 //! `quiver plan | apply | list | describe`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use quiver_core::manifest::read_manifests;
@@ -18,8 +19,20 @@ pub(crate) struct PlanArgs {
     /// Manifest file or directory.
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
+    /// Exit 0 when there are no changes, 2 when there are, 1 on an error (for CI).
+    #[arg(long)]
+    detailed_exitcode: bool,
+    /// `text` (default) or `json`: one object with `base_version`, `breaking` and `changes`.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    format: PlanFormat,
     #[command(flatten)]
     server: ServerArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PlanFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, clap::Args)]
@@ -30,6 +43,10 @@ pub(crate) struct ApplyArgs {
     /// Apply breaking changes and deletions.
     #[arg(long)]
     force: bool,
+    /// Name the registry version this apply creates (the current one when nothing changes),
+    /// e.g. a release or commit; `quiver tags` lists them, `quiver rollback --to` returns.
+    #[arg(long)]
+    tag: Option<String>,
     #[command(flatten)]
     server: ServerArg,
 }
@@ -135,7 +152,7 @@ pub(crate) fn render_changes(changes: &[v1::Change]) -> String {
     out.join("\n")
 }
 
-pub(crate) async fn plan(args: PlanArgs) -> Result<()> {
+pub(crate) async fn plan(args: PlanArgs) -> Result<ExitCode> {
     let files = manifest_files(&args.file)?;
     let mut clients = connect(&args.server).await?;
     let plan = clients
@@ -143,12 +160,22 @@ pub(crate) async fn plan(args: PlanArgs) -> Result<()> {
         .plan(v1::PlanRequest { manifests: files })
         .await?
         .into_inner();
-    println!("Plan against registry version {}:", plan.base_version);
-    println!("{}", render_changes(&plan.changes));
-    if plan.breaking {
-        println!("Breaking changes: `quiver apply --force` is needed to apply them.");
+    match args.format {
+        PlanFormat::Text => {
+            println!("Plan against registry version {}:", plan.base_version);
+            println!("{}", render_changes(&plan.changes));
+            if plan.breaking {
+                println!("Breaking changes: `quiver apply --force` is needed to apply them.");
+            }
+        }
+        PlanFormat::Json => println!("{}", super::delivery::plan_json(&plan)),
     }
-    Ok(())
+    let changed = !plan.changes.is_empty();
+    Ok(ExitCode::from(if args.detailed_exitcode && changed {
+        2
+    } else {
+        0
+    }))
 }
 
 /// Plans, then applies against the planned registry version (a concurrent apply in between
@@ -158,6 +185,7 @@ pub(crate) async fn plan_and_apply(
     clients: &mut Clients,
     files: Vec<v1::ManifestFile>,
     force: bool,
+    tag: Option<String>,
 ) -> Result<(v1::PlanResponse, Option<v1::ApplyResponse>)> {
     let plan = clients
         .registry
@@ -166,7 +194,7 @@ pub(crate) async fn plan_and_apply(
         })
         .await?
         .into_inner();
-    if plan.changes.is_empty() {
+    if plan.changes.is_empty() && tag.is_none() {
         return Ok((plan, None));
     }
     let applied = clients
@@ -175,24 +203,35 @@ pub(crate) async fn plan_and_apply(
             manifests: files,
             expected_version: Some(plan.base_version),
             force,
+            tag: tag.unwrap_or_default(),
         })
         .await?
         .into_inner();
-    Ok((plan, Some(applied)))
+    Ok((plan, (!applied.changes.is_empty()).then_some(applied)))
 }
 
 pub(crate) async fn apply(args: ApplyArgs) -> Result<()> {
     let files = manifest_files(&args.file)?;
     let mut clients = connect(&args.server).await?;
-    match plan_and_apply(&mut clients, files, args.force).await? {
-        (plan, None) => println!(
-            "No changes: registry version {} matches the manifests.",
-            plan.base_version
-        ),
+    let tag = args.tag.clone();
+    let (version, changes) = match plan_and_apply(&mut clients, files, args.force, args.tag).await?
+    {
+        (plan, None) => {
+            println!(
+                "No changes: registry version {} matches the manifests.",
+                plan.base_version
+            );
+            (plan.base_version, false)
+        }
         (_, Some(applied)) => {
             println!("{}", render_changes(&applied.changes));
             println!("Applied: registry version {}.", applied.registry_version);
+            (applied.registry_version, true)
         }
+    };
+    if let Some(tag) = tag {
+        let what = if changes { "it" } else { "the current version" };
+        println!("Tagged {what} (registry version {version}) `{tag}`.");
     }
     Ok(())
 }

@@ -37,6 +37,7 @@ pub fn required_role(path: &str) -> Access {
         | "/quiver.v1.RegistryService/GetObject"
         | "/quiver.v1.RegistryService/ListObjects"
         | "/quiver.v1.RegistryService/ListVersions"
+        | "/quiver.v1.RegistryService/ListTags"
         | "/quiver.v1.OnlineService/GetOnlineFeatures"
         | "/quiver.v1.OnlineService/Echo"
         | "/quiver.v1.JobService/WatchJob"
@@ -45,7 +46,9 @@ pub fn required_role(path: &str) -> Access {
         "/quiver.v1.OnlineService/Push"
         | "/quiver.v1.JobService/StartMaterialization"
         | "/quiver.v1.JobService/CancelJob" => Writer,
-        "/quiver.v1.RegistryService/Apply" => Admin,
+        "/quiver.v1.RegistryService/Apply"
+        | "/quiver.v1.RegistryService/Rollback"
+        | "/quiver.v1.AdminService/Backup" => Admin,
         // Flight serves exports: label uploads (DoPut) and results (DoGet) are reads.
         p if p.starts_with(FLIGHT) => Reader,
         _ => Admin,
@@ -209,7 +212,12 @@ mod tests {
                 for method in &service.method {
                     let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
                     count += 1;
-                    let admin_on_purpose = path == "/quiver.v1.RegistryService/Apply";
+                    let admin_on_purpose = [
+                        "/quiver.v1.RegistryService/Apply",
+                        "/quiver.v1.RegistryService/Rollback",
+                        "/quiver.v1.AdminService/Backup",
+                    ]
+                    .contains(&path.as_str());
                     assert!(
                         admin_on_purpose || required_role(&path) != Access::Needs(Role::Admin),
                         "{path} needs a role in required_role"
