@@ -7,6 +7,7 @@
 //! - `gen`: driver-style Parquet data and label sets (see `data.rs`).
 
 mod data;
+mod soak;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     Online(OnlineArgs),
     Gen(data::GenArgs),
+    /// Mixed reads and pushes for a bounded time, per window (see `soak.rs`).
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -226,6 +229,7 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Online(args) => online(args).await,
             Command::Gen(args) => data::generate(&args),
+            Command::Soak(args) => soak::soak(args).await,
         }
     })
 }

@@ -369,3 +369,58 @@ async fn materialization_failures_are_counted() -> anyhow::Result<()> {
     server.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn every_call_gets_a_request_id_back() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut clients = server.clients().await?;
+    let list = || v1::ListObjectsRequest { kind: 0 };
+    // The client's id, when short and printable, is kept.
+    let mut request = tonic::Request::new(list());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "trace-42".parse()?);
+    let response = clients.registry.list_objects(request).await?;
+    assert_eq!(
+        response
+            .metadata()
+            .get("x-request-id")
+            .map(|v| v.to_str())
+            .transpose()?,
+        Some("trace-42")
+    );
+    // Otherwise (none, or too long) the server makes one: 16 hex digits, new per call.
+    let mut ids = Vec::new();
+    for given in [None, Some("x".repeat(65))] {
+        let mut request = tonic::Request::new(list());
+        if let Some(given) = given {
+            request
+                .metadata_mut()
+                .insert("x-request-id", given.parse()?);
+        }
+        let response = clients.registry.list_objects(request).await?;
+        let id = response
+            .metadata()
+            .get("x-request-id")
+            .map(|v| v.to_str())
+            .transpose()?;
+        let id = id
+            .ok_or_else(|| anyhow::anyhow!("no request id"))?
+            .to_string();
+        assert!(
+            id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "{id}"
+        );
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+    // Errors carry it too.
+    let refused = clients
+        .online
+        .get_online_features(v1::GetOnlineFeaturesRequest::default())
+        .await
+        .expect_err("no selector");
+    assert!(refused.metadata().get("x-request-id").is_some());
+    server.stop().await?;
+    Ok(())
+}

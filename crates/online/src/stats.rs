@@ -9,17 +9,19 @@ use rocksdb::statistics::Ticker;
 use rocksdb::{WriteBatch, properties};
 
 use crate::error::{Error, Result};
-use crate::store::{CF_META, CF_ONLINE, RocksStore};
+use crate::store::{CF_META, CF_ONLINE, CF_REGISTRY, RocksStore};
 
 /// RocksDB's figures for the online rows, read at scrape time.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StoreStats {
     /// Estimated bytes of live data in the online column family.
     pub live_data_bytes: u64,
-    /// Bytes in the online column family's memtables (active and immutable).
+    /// Bytes in the memtables (active and immutable) of every column family.
     pub memtable_bytes: u64,
     /// Bytes compaction still has to rewrite to reach its target shape.
     pub pending_compaction_bytes: u64,
+    /// Bytes held by the online block cache (up to its capacity; part of the RSS).
+    pub block_cache_bytes: u64,
     /// Block cache hits and misses since the store was opened (every column family).
     pub block_cache_hits: u64,
     pub block_cache_misses: u64,
@@ -36,17 +38,22 @@ impl StoreStats {
 impl RocksStore {
     /// RocksDB's figures now (properties and statistics tickers: memory reads, no I/O).
     pub fn stats(&self) -> Result<StoreStats> {
-        let cf = self.cf(CF_ONLINE)?;
-        let property = |name: &properties::PropName| {
+        let property = |cf: &'static str, name: &properties::PropName| {
             self.db
-                .property_int_value_cf(cf, name)
+                .property_int_value_cf(self.cf(cf)?, name)
                 .map(Option::unwrap_or_default)
                 .map_err(Error::storage("read a store property"))
         };
+        let mut memtable_bytes = 0;
+        for cf in [CF_ONLINE, CF_REGISTRY, CF_META] {
+            memtable_bytes += property(cf, properties::CUR_SIZE_ALL_MEM_TABLES)?;
+        }
+        let property = |name| property(CF_ONLINE, name);
         Ok(StoreStats {
             live_data_bytes: property(properties::ESTIMATE_LIVE_DATA_SIZE)?,
-            memtable_bytes: property(properties::CUR_SIZE_ALL_MEM_TABLES)?,
+            memtable_bytes,
             pending_compaction_bytes: property(properties::ESTIMATE_PENDING_COMPACTION_BYTES)?,
+            block_cache_bytes: property(properties::BLOCK_CACHE_USAGE)?,
             block_cache_hits: self.options.get_ticker_count(Ticker::BlockCacheHit),
             block_cache_misses: self.options.get_ticker_count(Ticker::BlockCacheMiss),
         })

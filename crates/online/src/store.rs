@@ -23,6 +23,8 @@ pub(crate) const CF_META: &str = "meta";
 const REGISTRY_HEAD: &[u8] = b"head";
 const ONLINE_BLOCK_CACHE_BYTES: usize = 256 << 20;
 const N_STRIPES: usize = 1024;
+/// Memtable size of the small `meta` column family.
+const META_WRITE_BUFFER_BYTES: usize = 4 << 20;
 
 /// RocksDB storage of one data directory: online rows, registry states and watermarks.
 /// `Send + Sync`; share it behind an `Arc`.
@@ -275,10 +277,15 @@ fn small_cf_options() -> Options {
     options
 }
 
-/// `meta` merges by maximum (the newest event per view, see `stats`).
+/// `meta` merges by maximum (the newest event per view, see `stats`): one merge per online
+/// write. A key's operands are folded at write time past a few (so a read merges at most
+/// that many), and a small write buffer flushes often (so merged entries do not pile up in
+/// memory, and the shared WAL can be recycled).
 fn meta_options() -> Options {
     let mut options = small_cf_options();
     options.set_merge_operator_associative("quiver.max_i64", crate::stats::merge_max);
+    options.set_max_successive_merges(32);
+    options.set_write_buffer_size(META_WRITE_BUFFER_BYTES);
     options
 }
 

@@ -15,9 +15,11 @@ pub(crate) fn audited<T>(
     objects: &str,
     result: Result<T>,
 ) -> Result<T> {
+    let request_id = crate::transport::request_id();
     match &result {
         Ok(_) => tracing::info!(
             target: "quiver::audit",
+            %request_id,
             principal = principal.name,
             role = %principal.role,
             call,
@@ -26,6 +28,7 @@ pub(crate) fn audited<T>(
         ),
         Err(error) => tracing::info!(
             target: "quiver::audit",
+            %request_id,
             principal = principal.name,
             role = %principal.role,
             call,

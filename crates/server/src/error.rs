@@ -89,11 +89,12 @@ impl From<Error> for Status {
         let code = error.code();
         let message = match code {
             ErrorCode::Internal => {
-                tracing::error!(%error, "internal error");
-                "internal error; see the server log".to_string()
+                let request_id = crate::transport::request_id();
+                tracing::error!(%error, %request_id, "internal error");
+                format!("internal error; see the server log (request id {request_id})")
             }
             ErrorCode::Unavailable | ErrorCode::ResourceExhausted => {
-                tracing::warn!(%error, "request failed");
+                tracing::warn!(%error, request_id = %crate::transport::request_id(), "request failed");
                 error.to_string()
             }
             ErrorCode::NotFound
@@ -103,7 +104,7 @@ impl From<Error> for Status {
             | ErrorCode::Unauthenticated
             | ErrorCode::PermissionDenied
             | ErrorCode::Cancelled => {
-                tracing::info!(%error, "request refused");
+                tracing::info!(%error, request_id = %crate::transport::request_id(), "request refused");
                 error.to_string()
             }
         };

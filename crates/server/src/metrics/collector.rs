@@ -34,6 +34,7 @@ pub(crate) struct StateCollector {
     live_data: IntGauge,
     memtables: IntGauge,
     pending_compaction: IntGauge,
+    block_cache: IntGauge,
     cache_hit_ratio: Gauge,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
@@ -99,11 +100,15 @@ impl StateCollector {
             )?,
             memtables: int_gauge(
                 "quiver_rocksdb_memtable_bytes",
-                "Memtable bytes of the online store.",
+                "Memtable bytes of the store (every column family).",
             )?,
             pending_compaction: int_gauge(
                 "quiver_rocksdb_pending_compaction_bytes",
                 "Bytes compaction still has to rewrite.",
+            )?,
+            block_cache: int_gauge(
+                "quiver_rocksdb_block_cache_bytes",
+                "Bytes held by the online store's block cache (bounded by its capacity).",
             )?,
             cache_hit_ratio: Gauge::new(
                 "quiver_rocksdb_block_cache_hit_ratio",
@@ -177,6 +182,7 @@ impl StateCollector {
                 self.memtables.set(stats.memtable_bytes as i64);
                 self.pending_compaction
                     .set(stats.pending_compaction_bytes as i64);
+                self.block_cache.set(stats.block_cache_bytes as i64);
                 self.cache_hit_ratio
                     .set(stats.block_cache_hit_ratio().unwrap_or(0.0));
                 // Counters follow RocksDB's tickers, which only grow.
@@ -192,7 +198,7 @@ impl StateCollector {
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 13] {
+    fn collectors(&self) -> [&dyn Collector; 14] {
         [
             &self.materialization_runs,
             &self.newest_event_age,
@@ -204,6 +210,7 @@ impl StateCollector {
             &self.live_data,
             &self.memtables,
             &self.pending_compaction,
+            &self.block_cache,
             &self.cache_hit_ratio,
             &self.cache_hits,
             &self.cache_misses,
