@@ -277,14 +277,14 @@ fn small_cf_options() -> Options {
     options
 }
 
-/// `meta` merges by maximum (the newest event per view, see `stats`): one merge per online
-/// write. A key's operands are folded at write time past a few (so a read merges at most
-/// that many), and a small write buffer flushes often (so merged entries do not pile up in
-/// memory, and the shared WAL can be recycled).
+/// `meta` merges by maximum (the newest event per view, see `stats`): one merge operand per
+/// online write. A small write buffer flushes often, and a flush folds a key's operands into
+/// one entry, so operands neither pile up in memory nor make a read (a scrape) long.
+/// (Folding at write time with `max_successive_merges` was measured and not kept: pushes
+/// slowed from ~700 to ~160 per second over a 10-minute soak, benches/README.md.)
 fn meta_options() -> Options {
     let mut options = small_cf_options();
     options.set_merge_operator_associative("quiver.max_i64", crate::stats::merge_max);
-    options.set_max_successive_merges(32);
     options.set_write_buffer_size(META_WRITE_BUFFER_BYTES);
     options
 }
