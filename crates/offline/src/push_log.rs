@@ -56,17 +56,8 @@ impl OfflineStore {
     /// forever). Reads two directory levels, follows no symlink. Call it before serving:
     /// an append in flight would lose its temporary file. Returns how many were removed.
     pub fn remove_interrupted_appends(&self) -> Result<usize> {
-        let root = self.data_dir.join("offline");
         let mut removed = 0;
-        for view_dir in real_entries(&root)? {
-            if !view_dir
-                .file_type()
-                .map_err(|e| Error::io(&root, e))?
-                .is_dir()
-            {
-                continue;
-            }
-            let dir = view_dir.path();
+        for dir in self.push_log_dirs()? {
             for entry in real_entries(&dir)? {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
@@ -87,23 +78,28 @@ impl OfflineStore {
     /// directory. Committed files never change again, so a backup may link or copy them while
     /// pushes go on.
     pub fn committed_push_log(&self) -> Result<Vec<std::path::PathBuf>> {
-        let root = self.data_dir.join("offline");
         let mut files = Vec::new();
-        for view_dir in real_entries(&root)? {
-            if !view_dir
-                .file_type()
-                .map_err(|e| Error::io(&root, e))?
-                .is_dir()
-            {
-                continue;
-            }
-            for file in crate::files::push_log_files(&view_dir.path())? {
+        for dir in self.push_log_dirs()? {
+            for file in crate::files::push_log_files(&dir)? {
                 if let Ok(relative) = file.strip_prefix(&self.data_dir) {
                     files.push(relative.to_path_buf());
                 }
             }
         }
         Ok(files)
+    }
+
+    /// The push-log directory of every view and data generation (`offline/*/`, symlinks not
+    /// followed).
+    fn push_log_dirs(&self) -> Result<Vec<std::path::PathBuf>> {
+        let root = self.data_dir.join("offline");
+        let mut dirs = Vec::new();
+        for entry in real_entries(&root)? {
+            if entry.file_type().map_err(|e| Error::io(&root, e))?.is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+        Ok(dirs)
     }
 
     /// `(micros, seq)` greater than any name this store gave before.

@@ -126,7 +126,8 @@ pub(crate) type Router = tonic::transport::server::Router<
     >,
 >;
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+/// The future of a boxed tower service (this layer's and the metrics layer's).
+pub(crate) type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 impl<S, B> Service<Request<B>> for TransportRules<S>
 where

@@ -5,7 +5,6 @@
 //! dropped before a status (the client went away) counts as `CANCELLED`.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,6 +20,7 @@ use tonic::{Code, Status};
 
 use super::Metrics;
 use crate::error::{Error, Result};
+use crate::transport::BoxFuture;
 
 /// Arrow Flight's methods (arrow-flight ships no descriptor set to read them from).
 const FLIGHT_METHODS: [&str; 10] = [
@@ -162,8 +162,6 @@ pub(crate) struct RpcMetrics<S> {
     inner: S,
     metrics: Arc<Metrics>,
 }
-
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = std::result::Result<T, E>> + Send>>;
 
 impl<S, B> Service<Request<B>> for RpcMetrics<S>
 where
