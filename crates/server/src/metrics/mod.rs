@@ -2,13 +2,13 @@
 //! collector) and the HTTP endpoint that serves them with the health probes.
 //!
 //! Recording on a request path touches no lock shared between requests: the labelled
-//! children a thread uses are resolved once and kept in that thread's cache ([`local`]), so
+//! children a thread uses are resolved once and kept in that thread's cache (`local.rs`), so
 //! a record is a hash lookup in thread-local memory and atomic adds. Label values are bounded:
 //! gRPC method names from a fixed table (anything else is `unknown`), code names, registry
 //! names (views) and fixed words; never an entity key or a value.
 //!
 //! Figures that are cheaper to read than to keep up to date (freshness, RocksDB, registry
-//! version, readiness) are computed at scrape time by [`collector::StateCollector`].
+//! version, readiness) are computed at scrape time by `collector::StateCollector`.
 
 mod collector;
 mod http;
