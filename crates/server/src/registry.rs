@@ -136,7 +136,7 @@ impl Registry {
             )?;
             let tag = request.tag.as_deref();
             if let Some(tag) = tag {
-                check_tag(&store, tag, (!plan.is_empty()).then_some(next.version))?;
+                check_tag(&store, tag, next.version, !plan.is_empty())?;
             }
             if !plan.is_empty() {
                 next.record_applier(&request.applied_by);
@@ -204,9 +204,10 @@ fn declared_at(store: &RocksStore, version: &VersionRef) -> Result<Vec<Declared>
 }
 
 /// A tag name is 1 to 128 of `A-Z a-z 0-9 . _ -`, not a number (numbers are versions); an
-/// existing tag may only be given again for the version it names: tags never move. `creates`
-/// is the version the apply creates (None: it changes nothing and tags the current one).
-fn check_tag(store: &RocksStore, tag: &str, creates: Option<u64>) -> Result<()> {
+/// existing tag may only be given again for the version it names: tags never move.
+/// `version` is the one the tag would name: the version the apply creates (`created`), or the
+/// current one when the apply changes nothing.
+fn check_tag(store: &RocksStore, tag: &str, version: u64, created: bool) -> Result<()> {
     let valid = !tag.is_empty()
         && tag.len() <= 128
         && tag
@@ -223,19 +224,13 @@ fn check_tag(store: &RocksStore, tag: &str, creates: Option<u64>) -> Result<()> 
         ));
     }
     match store.tag(tag)? {
-        Some(named) if creates.is_some() || named != current_version(store)? => {
-            Err(Error::FailedPrecondition(format!(
-                "tag `{tag}` already names registry version {named}; tags never move, choose \
+        Some(named) if created || named != version => Err(Error::FailedPrecondition(format!(
+            "tag `{tag}` already names registry version {named}; tags never move, choose \
                  another name"
-            )))
-        }
-        None if creates.is_none() && current_version(store)? == 0 => Err(
-            Error::FailedPrecondition("the registry is empty: there is no version to tag".into()),
-        ),
+        ))),
+        None if version == 0 => Err(Error::FailedPrecondition(
+            "the registry is empty: there is no version to tag".into(),
+        )),
         _ => Ok(()),
     }
-}
-
-fn current_version(store: &RocksStore) -> Result<u64> {
-    Ok(store.load_registry()?.map_or(0, |state| state.version))
 }
