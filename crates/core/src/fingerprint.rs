@@ -23,7 +23,12 @@ fn hash<T: Serialize>(kind: Kind, meaning: &T) -> String {
     let json = serde_json::to_vec(meaning).unwrap_or_default();
     hasher.update(&json);
     let digest = hasher.finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&digest[..16])
+}
+
+/// Lower-case hex of `bytes` (digests, tokens, fingerprints).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn entity(spec: &EntitySpec) -> String {

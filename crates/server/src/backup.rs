@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use quiver_core::fingerprint::hex;
 use quiver_offline::OfflineStore;
 use quiver_online::RocksStore;
 use quiver_proto::v1;
@@ -224,10 +225,6 @@ fn read_full(file: &mut std::fs::File, buffer: &mut [u8]) -> std::io::Result<usi
         }
     }
     Ok(filled)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Every regular file under `dir`, relative and '/'-separated, sorted.

@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
+use quiver_core::fingerprint::hex;
 use quiver_proto::v1;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -237,10 +238,6 @@ fn copy_hashed(from: &Path, to: &Path) -> Result<(u64, String)> {
     }
     target.sync_all()?;
     Ok((size, hex(&hasher.finalize())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

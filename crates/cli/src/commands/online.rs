@@ -320,11 +320,7 @@ pub(crate) fn value_json(value: &Value) -> serde_json::Value {
             .map(serde_json::Value::Number)
             .unwrap_or(serde_json::Value::Null),
         Value::String(v) => v.clone().into(),
-        Value::Bytes(v) => v
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-            .into(),
+        Value::Bytes(v) => quiver_core::fingerprint::hex(v).into(),
         Value::Timestamp(v) => quiver_core::types::format_rfc3339(*v).into(),
         Value::List(items) => items.iter().map(value_json).collect::<Vec<_>>().into(),
     }
