@@ -37,6 +37,10 @@ pub(crate) struct ConfigFile {
     pub log_format: Option<LogFormat>,
     /// HTTP address of `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`).
     pub metrics_addr: Option<SocketAddr>,
+    /// OTLP/gRPC endpoint for a span per RPC (`--otlp-endpoint`, builds with `otel`).
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of traces starting here that are sampled (`--otlp-sample-ratio`).
+    pub otlp_sample_ratio: Option<f64>,
     /// Seconds a shutdown waits for calls in flight (`--shutdown-grace`).
     pub shutdown_grace: Option<u64>,
     /// Where server-side exports are written (`--export-dir`).

@@ -9,6 +9,7 @@ mod commands;
 mod config;
 pub mod demo;
 mod output;
+mod telemetry;
 
 use std::process::ExitCode;
 

@@ -30,6 +30,7 @@ pub mod push;
 pub mod registry;
 pub mod registry_svc;
 mod reload;
+mod rpc_span;
 pub mod tls;
 mod transport;
 pub mod uploads;
@@ -120,7 +121,8 @@ async fn serve_grpc(
     let tls = options.tls.as_ref().map(tls::TlsConfig::open).transpose()?;
     let components = Components::open(&options, Arc::clone(metrics), shutdown.child_token())?;
     metrics.register_state(components.state_collector(&options, Arc::clone(health))?)?;
-    let (router, reporter) = health_and_reflection(&options.limits, auth.clone(), metrics).await?;
+    let (router, reporter) =
+        health_and_reflection(&options.limits, auth.clone(), metrics, options.rpc_spans).await?;
     let router = components.router(router, &options, auth);
     health.set_ready();
     tracing::info!(%addr, tls = tls.is_some(), "serving gRPC and Arrow Flight");
@@ -228,6 +230,7 @@ async fn health_and_reflection(
     limits: &Limits,
     auth: Option<Arc<auth::Authenticator>>,
     metrics: &Arc<Metrics>,
+    rpc_spans: bool,
 ) -> Result<(transport::Router, tonic_health::server::HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all_serving(&reporter, true).await;
@@ -240,6 +243,7 @@ async fn health_and_reflection(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .layer(metrics::rpc::RpcMetricsLayer {
             metrics: Arc::clone(metrics),
+            spans: rpc_spans,
         })
         .layer(transport::TransportLayer {
             timeout: limits.request_timeout,

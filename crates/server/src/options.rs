@@ -41,6 +41,9 @@ pub struct ServerOptions {
     pub limits: Limits,
     /// How long a shutdown waits for calls in flight before cutting them.
     pub shutdown_grace: std::time::Duration,
+    /// A tracing span per RPC (target `quiver::rpc`; off by default, it costs throughput),
+    /// which joins the caller's trace and is exported over OTLP in builds with `otel`.
+    pub rpc_spans: bool,
 }
 
 /// The default of [`ServerOptions::shutdown_grace`].
@@ -57,6 +60,7 @@ impl ServerOptions {
             tls: None,
             limits: Limits::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            rpc_spans: false,
         }
     }
 }

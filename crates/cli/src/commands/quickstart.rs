@@ -30,7 +30,7 @@ fn step(title: &str) {
 }
 
 pub(crate) async fn run(args: QuickstartArgs) -> Result<()> {
-    crate::commands::serve::init_tracing("warn", crate::config::LogFormat::Text);
+    crate::telemetry::init_logs("warn", crate::config::LogFormat::Text);
     let dir = std::path::absolute(&args.dir)?;
     if dir.exists() {
         if !dir.join(MARKER).exists() && std::fs::read_dir(&dir)?.next().is_some() {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::file_roots::FileRootsArgs;
 use crate::commands::serve_security::SecurityArgs;
 use crate::config::{ConfigFile, DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_LOG, LogFormat};
+use crate::telemetry::{self, TraceArgs};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -48,23 +49,8 @@ pub(crate) struct ServeArgs {
     files: FileRootsArgs,
     #[command(flatten)]
     limits: super::limits::LimitSettings,
-}
-
-pub(crate) fn init_tracing(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(true)
-            .try_init(),
-    };
+    #[command(flatten)]
+    trace: TraceArgs,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<()> {
@@ -72,13 +58,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),
     };
-    init_tracing(
+    let telemetry = telemetry::init(
         args.log
             .as_deref()
             .or(file.log.as_deref())
             .unwrap_or(DEFAULT_LOG),
         args.log_format.or(file.log_format).unwrap_or_default(),
-    );
+        &args.trace.clone().or(&file),
+    )?;
     let data_dir = args
         .data_dir
         .or(file.data_dir.clone())
@@ -122,8 +109,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     if let Some(seconds) = args.shutdown_grace.or(file.shutdown_grace) {
         options.shutdown_grace = std::time::Duration::from_secs(seconds);
     }
-    quiver_server::serve_with(listener, metrics_listener, shutdown, options).await?;
-    Ok(())
+    options.rpc_spans = telemetry.exports_traces();
+    let served = quiver_server::serve_with(listener, metrics_listener, shutdown, options).await;
+    telemetry.shutdown().await;
+    Ok(served?)
 }
 
 async fn wait_for_signal() {

@@ -250,6 +250,11 @@ impl Metrics {
         self.methods.index(path)
     }
 
+    /// The `(service, method)` label values of a [`Self::method_index`].
+    pub(crate) fn method_name(&self, index: u16) -> (&str, &str) {
+        self.methods.name(index)
+    }
+
     /// Counts the entity rows and values (by status) of an answered online read.
     pub(crate) fn record_online_read(&self, response: &v1::GetOnlineFeaturesResponse) {
         let mut counts = vec![[0u64; 4]; response.views.len()];

@@ -11,12 +11,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::future::Either;
 use http_body::{Frame, SizeHint};
 use prost::Message;
 use tonic::body::Body;
 use tonic::codegen::Service;
 use tonic::codegen::http::{HeaderMap, Request, Response};
 use tonic::{Code, Status};
+use tracing::Instrument;
 
 use super::Metrics;
 use crate::error::{Error, Result};
@@ -117,6 +119,8 @@ struct Call {
     method: u16,
     started: Instant,
     recorded: bool,
+    /// The call's span when the server opens one per RPC; ends here, with the status.
+    span: Option<tracing::Span>,
 }
 
 impl Call {
@@ -125,6 +129,9 @@ impl Call {
             self.recorded = true;
             self.metrics
                 .record_rpc(self.method, code, self.started.elapsed());
+            if let Some(span) = self.span.take() {
+                crate::rpc_span::finish(&span, code);
+            }
         }
     }
 }
@@ -144,6 +151,8 @@ fn status_code(headers: &HeaderMap) -> Option<Code> {
 #[derive(Debug, Clone)]
 pub(crate) struct RpcMetricsLayer {
     pub(crate) metrics: Arc<Metrics>,
+    /// Open a span per call ([`crate::rpc_span`]).
+    pub(crate) spans: bool,
 }
 
 impl<S> tower_layer::Layer<S> for RpcMetricsLayer {
@@ -153,6 +162,7 @@ impl<S> tower_layer::Layer<S> for RpcMetricsLayer {
         RpcMetrics {
             inner,
             metrics: Arc::clone(&self.metrics),
+            spans: self.spans,
         }
     }
 }
@@ -161,6 +171,7 @@ impl<S> tower_layer::Layer<S> for RpcMetricsLayer {
 pub(crate) struct RpcMetrics<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    spans: bool,
 }
 
 impl<S, B> Service<Request<B>> for RpcMetrics<S>
@@ -178,15 +189,31 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let mut call = Call {
-            method: self.metrics.method_index(request.uri().path()),
-            metrics: Arc::clone(&self.metrics),
-            started: Instant::now(),
-            recorded: false,
+        let started = Instant::now();
+        let method = self.metrics.method_index(request.uri().path());
+        let span = self.spans.then(|| {
+            let (service, name) = self.metrics.method_name(method);
+            crate::rpc_span::start(service, name, &request)
+        });
+        let future = match &span {
+            None => Either::Left(self.inner.call(request)),
+            Some(span) => {
+                let _entered = span.enter();
+                Either::Right(self.inner.call(request).instrument(span.clone()))
+            }
         };
-        let future = self.inner.call(request);
+        let mut call = Call {
+            method,
+            metrics: Arc::clone(&self.metrics),
+            started,
+            recorded: false,
+            span,
+        };
         Box::pin(async move {
             let response = future.await?;
+            if let Some(span) = &call.span {
+                crate::rpc_span::record_request_id(span, response.headers());
+            }
             if let Some(code) = status_code(response.headers()) {
                 call.finish(code);
                 return Ok(response);
