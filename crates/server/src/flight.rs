@@ -29,8 +29,6 @@ use arrow_flight::{
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use prost::Message;
-use quiver_proto::v1;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::audit::{audited, describe_selector};
@@ -121,15 +119,6 @@ fn metadata_json(metadata: &[(String, String)]) -> String {
     serde_json::Value::Object(object).to_string()
 }
 
-fn decode_request(bytes: &[u8], field: &str) -> Result<v1::ExportRequest> {
-    v1::ExportRequest::decode(bytes).map_err(|e| {
-        Error::invalid(
-            field,
-            format!("not a serialized quiver.v1.ExportRequest: {e}"),
-        )
-    })
-}
-
 /// The record batches of a DoPut, counted against `reservation` as they arrive (bytes of
 /// each message before decoding, rows of each batch). A table with a schema and no batch (an
 /// empty table) keeps its schema as one empty batch, so it exports 0 rows; an upload without
@@ -195,7 +184,7 @@ impl FlightService for FlightExport {
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = principal(&request)?.clone();
         let descriptor = request.into_inner();
-        let export_request = decode_request(&descriptor.cmd, "descriptor.cmd")?;
+        let export_request = crate::flight_command::decode(&descriptor.cmd, "descriptor.cmd")?;
         let export_request = ExportRequest::from_wire(&export_request)?.authorize(&principal)?;
         let objects = describe_selector(&export_request.selector);
         let prepared = self.exporter.prepare(&export_request).await;
@@ -227,7 +216,7 @@ impl FlightService for FlightExport {
                 name: id.to_string(),
             })?,
             None => {
-                let request = decode_request(&ticket, "ticket")?;
+                let request = crate::flight_command::decode(&ticket, "ticket")?;
                 let request = ExportRequest::from_wire(&request)?.authorize(&principal)?;
                 let objects = describe_selector(&request.selector);
                 let prepared = self.exporter.prepare(&request).await;

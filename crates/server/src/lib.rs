@@ -18,6 +18,7 @@ mod components;
 pub mod error;
 pub mod export;
 pub mod flight;
+mod flight_command;
 pub mod jobs;
 pub mod jobs_svc;
 pub mod limits;

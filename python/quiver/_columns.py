@@ -1,0 +1,122 @@
+"""Conversions between Arrow (and what converts to it: pandas, polars, dicts of lists, lists
+of dicts) and the columnar ``quiver.v1.Column`` of the online and push APIs."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Mapping, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from quiver.v1 import types_pb2
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def to_table(data: Any, what: str) -> pa.Table:
+    """``data`` as an Arrow table: a pyarrow Table or RecordBatch, a pandas or polars
+    DataFrame, a dict of columns, or a list of row dicts."""
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, Mapping):
+        return pa.table({name: list(values) if not isinstance(values, (pa.Array, pa.ChunkedArray))
+                         else values for name, values in data.items()})
+    if isinstance(data, list):
+        if not data:
+            raise ValueError(f"{what} is empty: give at least one row")
+        names: List[str] = list(data[0].keys())
+        return pa.table({name: [row.get(name) for row in data] for name in names})
+    module = type(data).__module__
+    if module.startswith("pandas"):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if module.startswith("polars"):
+        return data.to_arrow()
+    raise TypeError(f"{what}: expected a pyarrow Table, pandas or polars DataFrame, a dict of "
+                    f"columns or a list of row dicts, not {type(data).__name__}")
+
+
+def column_from_arrow(array: Any) -> types_pb2.Column:
+    """One Arrow column as a ``Column`` (nulls kept in ``nulls``)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    kind = array.type
+    column = types_pb2.Column()
+    if array.null_count:
+        column.nulls.extend(array.is_null().to_pylist())
+    if pa.types.is_dictionary(kind):
+        return column_from_arrow(array.dictionary_decode())
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        offsets = array.offsets
+        base = offsets[0].as_py() if len(offsets) else 0
+        column.list_values.offsets.extend(o - base for o in offsets.to_pylist())
+        inner = array.values.slice(base, (offsets[-1].as_py() - base) if len(offsets) else 0)
+        column.list_values.values.CopyFrom(column_from_arrow(inner))
+        return column
+    if pa.types.is_timestamp(kind):
+        micros = pc.cast(array.cast(pa.timestamp("us", tz=kind.tz)), pa.int64())
+        column.timestamp_values.micros.extend(_filled(micros, 0))
+    elif pa.types.is_boolean(kind):
+        column.bool_values.values.extend(_filled(array, False))
+    elif pa.types.is_int32(kind) or pa.types.is_int16(kind) or pa.types.is_int8(kind):
+        column.int32_values.values.extend(_filled(array, 0))
+    elif pa.types.is_integer(kind):
+        column.int64_values.values.extend(_filled(array.cast(pa.int64()), 0))
+    elif pa.types.is_float32(kind) or pa.types.is_float16(kind):
+        column.float_values.values.extend(_filled(array.cast(pa.float32()), 0.0))
+    elif pa.types.is_float64(kind):
+        column.double_values.values.extend(_filled(array, 0.0))
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        column.string_values.values.extend(_filled(array, ""))
+    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        column.bytes_values.values.extend(_filled(array, b""))
+    else:
+        raise TypeError(f"cannot send a column of Arrow type {kind}: use int32/int64, float32/"
+                        "float64, bool, string, binary, timestamp or list<float32>")
+    return column
+
+
+def _filled(array: pa.Array, placeholder: Any) -> List[Any]:
+    if array.null_count:
+        array = pc.fill_null(array, pa.scalar(placeholder, array.type))
+    return array.to_pylist()
+
+
+def named_columns(table: pa.Table) -> List[types_pb2.NamedColumn]:
+    return [types_pb2.NamedColumn(name=name, column=column_from_arrow(table.column(name)))
+            for name in table.column_names]
+
+
+def column_to_arrow(column: types_pb2.Column) -> pa.Array:
+    """A ``Column`` as an Arrow array of its natural type (timestamps UTC micros)."""
+    which = column.WhichOneof("values")
+    nulls: Optional[List[bool]] = list(column.nulls) or None
+    if which == "list_values":
+        inner = column_to_arrow(column.list_values.values)
+        offsets = pa.array(list(column.list_values.offsets), pa.int32())
+        mask = pa.array(nulls, pa.bool_()) if nulls else None
+        return pa.ListArray.from_arrays(offsets, inner, mask=mask)
+    kinds = {
+        "bool_values": pa.bool_(), "int32_values": pa.int32(), "int64_values": pa.int64(),
+        "float_values": pa.float32(), "double_values": pa.float64(),
+        "string_values": pa.string(), "bytes_values": pa.binary(),
+    }
+    if which == "timestamp_values":
+        values: Iterable[Any] = column.timestamp_values.micros
+        kind = TIMESTAMP
+    elif which in kinds:
+        values = getattr(column, which).values
+        kind = kinds[which]
+    else:  # an empty column (no values at all)
+        return pa.array([None] * len(nulls or []), pa.null())
+    items = list(values)
+    if nulls:
+        items = [None if null else value for value, null in zip(items, nulls)]
+    if kind == TIMESTAMP:
+        return pa.array(items, pa.int64()).cast(TIMESTAMP)
+    return pa.array(items, kind)
+
+
+def columns_to_dict(table: pa.Table) -> Dict[str, List[Any]]:
+    return {name: table.column(name).to_pylist() for name in table.column_names}
