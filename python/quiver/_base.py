@@ -22,7 +22,7 @@ from quiver.v1 import jobs_pb2, online_pb2, registry_pb2, types_pb2
 DEFAULT_SERVER = "http://127.0.0.1:50051"
 Time = Union[dt.datetime, str, int]
 
-KINDS = {
+KINDS: Dict[str, "registry_pb2.ObjectKind"] = {
     "entity": registry_pb2.OBJECT_KIND_ENTITY,
     "source": registry_pb2.OBJECT_KIND_SOURCE,
     "feature_view": registry_pb2.OBJECT_KIND_FEATURE_VIEW,
@@ -227,7 +227,7 @@ class RegistryObject:
             applied_by=obj.applied_by)
 
 
-def kind_number(kind: str) -> int:
+def kind_number(kind: str) -> "registry_pb2.ObjectKind":
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: use one of {sorted(KINDS)}")
     return KINDS[kind]
