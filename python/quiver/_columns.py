@@ -21,8 +21,10 @@ def to_table(data: Any, what: str) -> pa.Table:
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
     if isinstance(data, Mapping):
-        return pa.table({name: list(values) if not isinstance(values, (pa.Array, pa.ChunkedArray))
-                         else values for name, values in data.items()})
+        # Arrow arrays and anything array-like (numpy, pandas) keep their dtype.
+        return pa.table({name: values if isinstance(values, (pa.Array, pa.ChunkedArray))
+                         or hasattr(values, "__array__") else list(values)
+                         for name, values in data.items()})
     if isinstance(data, list):
         if not data:
             raise ValueError(f"{what} is empty: give at least one row")
