@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -48,6 +49,7 @@ class Client:
         self._registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._flight: Optional[flight.FlightClient] = None
+        self._flight_lock = threading.Lock()
         self._push_targets: Dict[str, Tuple[str, Dict[str, Any]]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -66,11 +68,12 @@ class Client:
         raise AssertionError("unreachable")
 
     def _flight_client(self) -> flight.FlightClient:
-        if self._flight is None:
-            s = self._settings
-            kwargs = {"tls_root_certs": s.root_certificates} if s.root_certificates else {}
-            self._flight = flight.FlightClient(s.flight_location, **kwargs)
-        return self._flight
+        with self._flight_lock:  # one Flight connection, made on first use, from any thread
+            if self._flight is None:
+                s = self._settings
+                kwargs = {"tls_root_certs": s.root_certificates} if s.root_certificates else {}
+                self._flight = flight.FlightClient(s.flight_location, **kwargs)
+            return self._flight
 
     def _flight_options(self) -> flight.FlightCallOptions:
         headers = [(k.encode(), v.encode()) for k, v in self._settings.metadata]

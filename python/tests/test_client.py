@@ -135,7 +135,7 @@ def test_materialize_reports_progress(server):
         assert again["state"] == "SUCCEEDED"
 
 
-def test_async_client_matches_the_sync_one(server):
+def test_async_client_matches_the_sync_one(server, project):
     async def run():
         async with quiver.AsyncClient(server.url) as client:
             response = await client.get_online_features(service="model",
@@ -145,12 +145,37 @@ def test_async_client_matches_the_sync_one(server):
                 await client.get_feature_service("nope")
             job = await client.get_historical_features(entity_df=labels(), service="model")
             table = await asyncio.to_thread(job.to_arrow)
+            plan = await client.plan(project / "features")
+            assert plan.get("changes", []) == []
+            pushed = await client.push("user_source", {
+                "user_id": [800], "event_timestamp": [T0 + dt.timedelta(days=5)],
+                **{name: [None] for name in FEATURES}})
+            assert pushed["views"][0]["view"] == "user_features"
+            again = await client.get_online_features(service="model",
+                                                     entity_rows=[{"user_id": 800}])
+            assert again.statuses["f_int64"] == ["NULL_VALUE"]
+            done = await client.materialize_incremental(T0 + dt.timedelta(days=1))
+            assert done["state"] == "SUCCEEDED"
             return response.to_dict(), [v.name for v in views], table.num_rows
 
     values, views, rows = asyncio.run(run())
     with quiver.Client(server.url) as client:
         sync = client.get_online_features(service="model", entity_rows=[{"user_id": 1}])
     assert values == sync.to_dict() and views == ["user_features"] and rows == 4
+
+
+def test_one_client_serves_many_threads(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with quiver.Client(server.url) as client:
+        def read(key):
+            online = client.get_online_features(service="model", entity_rows=[{"user_id": key}])
+            training = client.get_historical_features(entity_df=labels(), service="model")
+            return online.to_dict()["f_int64"][0], training.to_arrow().num_rows
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(read, [1, 2] * 8))
+    assert results == [(11, 4), (-7, 4)] * 8
 
 
 def labels() -> pa.Table:
