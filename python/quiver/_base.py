@@ -104,7 +104,7 @@ def micros(value: Time, what: str) -> int:
 
 def online_request(features: Any, service: Optional[str], entities: Any,
                    full_names: bool, expected_fingerprint: Optional[str]):
-    """The request and the entity table it was built from. As in Feast, ``features`` may
+    """The request and the entity keys it was built from. As in Feast, ``features`` may
     also be a feature service (from ``get_feature_service``)."""
     if isinstance(features, RegistryObject) and features.kind == "feature_service":
         features, service = None, service or f"{features.name}@{features.version}"
@@ -112,15 +112,28 @@ def online_request(features: Any, service: Optional[str], entities: Any,
         raise ValueError("give exactly one of features=[...] and service='name[@N]'")
     if isinstance(features, str):
         raise TypeError("features= is a list of 'view:feature' references")
-    table = _columns.to_table(entities, "entity_rows")
+    entity_columns = _entity_columns(entities)
     request = online_pb2.GetOnlineFeaturesRequest(
-        entities=_columns.named_columns(table), full_names=full_names,
+        entities=entity_columns[1], full_names=full_names,
         expected_fingerprint=expected_fingerprint or "")
     if service is not None:
         request.feature_service = service
     else:
         request.features.CopyFrom(types_pb2.FeatureRefs(refs=list(features or [])))
-    return request, table
+    return request, entity_columns[0]
+
+
+def _entity_columns(entities: Any) -> Tuple[Any, List[types_pb2.NamedColumn]]:
+    """(the keys as given, as Python lists or an Arrow table; the wire columns). Lists of
+    plain Python keys skip Arrow, which costs more than the rest of a small read."""
+    plain = _columns.python_columns(entities)
+    if plain is not None:
+        wire = {name: _columns.column_from_python(values) for name, values in plain.items()}
+        if all(column is not None for column in wire.values()):
+            return plain, [types_pb2.NamedColumn(name=name, column=column)
+                           for name, column in wire.items()]
+    table = _columns.to_table(entities, "entity_rows")
+    return table, _columns.named_columns(table)
 
 
 _SCALARS = {

@@ -85,6 +85,50 @@ def _filled(array: pa.Array, placeholder: Any) -> List[Any]:
     return array.to_pylist()
 
 
+_PY_KINDS = ((bool, "bool_values"), (int, "int64_values"), (float, "double_values"),
+             (str, "string_values"), (bytes, "bytes_values"))
+
+
+def python_columns(data: Any) -> Optional[Dict[str, List[Any]]]:
+    """Entity rows as plain columns when they are a list of dicts or a dict of lists of one
+    Python scalar type each (the common case: no Arrow on the way); None otherwise."""
+    if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
+        names = list(data[0].keys())
+        return {name: [row.get(name) for row in data] for name in names}
+    if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+        return dict(data)
+    return None
+
+
+def column_from_python(values: List[Any]) -> Optional[types_pb2.Column]:
+    """A ``Column`` of Python scalars of one type (None = null); None when they are not."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    for kind, field_name in _PY_KINDS:
+        if all(type(v) is kind for v in present):
+            placeholder = kind()
+            column = types_pb2.Column()
+            getattr(column, field_name).values.extend(
+                placeholder if v is None else v for v in values)
+            if len(present) < len(values):
+                column.nulls.extend(v is None for v in values)
+            return column
+    return None
+
+
+def column_to_python(column: types_pb2.Column) -> List[Any]:
+    """A ``Column`` as Python values (None for nulls), as ``column_to_arrow(...).to_pylist()``
+    gives them, without building Arrow arrays for the scalar types."""
+    which = column.WhichOneof("values")
+    if which in (None, "list_values", "timestamp_values"):
+        return column_to_arrow(column).to_pylist()
+    values = list(getattr(column, which).values)
+    if column.nulls:
+        return [None if null else value for value, null in zip(values, column.nulls)]
+    return values
+
+
 def named_columns(table: pa.Table) -> List[types_pb2.NamedColumn]:
     return [types_pb2.NamedColumn(name=name, column=column_from_arrow(table.column(name)))
             for name in table.column_names]

@@ -4,7 +4,7 @@ view served, and the exact service version that answered."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import pyarrow as pa
 
@@ -32,7 +32,8 @@ class OnlineResponse:
     ``event_timestamps`` each view's served event time per row (``None`` when no row).
     """
 
-    def __init__(self, entities: pa.Table, response: online_pb2.GetOnlineFeaturesResponse):
+    def __init__(self, entities: Union[pa.Table, Dict[str, List[Any]]],
+                 response: online_pb2.GetOnlineFeaturesResponse):
         self._entities = entities
         self._response = response
         self.feature_service: Optional[str] = response.feature_service or None
@@ -64,13 +65,23 @@ class OnlineResponse:
         }
 
     def to_arrow(self) -> pa.Table:
-        columns = {name: self._entities.column(name) for name in self._entities.column_names}
+        entities = self._entities
+        columns: Dict[str, Any] = (
+            {name: entities.column(name) for name in entities.column_names}
+            if isinstance(entities, pa.Table) else {name: pa.array(values)
+                                                    for name, values in entities.items()})
         for feature in self._response.features:
             columns[feature.name] = _columns.column_to_arrow(feature.values)
         return pa.table(columns)
 
     def to_dict(self) -> Dict[str, List[Any]]:
-        return _columns.columns_to_dict(self.to_arrow())
+        entities = self._entities
+        out: Dict[str, List[Any]] = (
+            _columns.columns_to_dict(entities) if isinstance(entities, pa.Table)
+            else {name: list(values) for name, values in entities.items()})
+        for feature in self._response.features:
+            out[feature.name] = _columns.column_to_python(feature.values)
+        return out
 
     def to_pandas(self) -> Any:
         return self.to_arrow().to_pandas()
@@ -85,7 +96,10 @@ class OnlineResponse:
         return pl.from_arrow(self.to_arrow())
 
     def __len__(self) -> int:
-        return self._entities.num_rows
+        entities = self._entities
+        if isinstance(entities, pa.Table):
+            return entities.num_rows
+        return len(next(iter(entities.values()), []))
 
     def __repr__(self) -> str:
         service = (f"{self.feature_service}@{self.feature_service_version}"

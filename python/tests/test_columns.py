@@ -52,3 +52,14 @@ def test_times_are_microseconds_in_utc():
     assert _base.micros(dt.datetime(1970, 1, 1, 0, 0, 2), "t") == 2_000_000
     with pytest.raises(TypeError):
         _base.micros(True, "t")
+
+
+def test_plain_python_keys_take_the_short_path_and_mean_the_same():
+    values = [1, None, 3]
+    short = _columns.column_from_python(values)
+    assert short == _columns.column_from_arrow(pa.array(values, pa.int64()))
+    assert _columns.column_to_python(short) == values
+    assert _columns.column_from_python([1, "a"]) is None  # mixed: the Arrow path decides
+    assert _columns.column_from_python([None]) is None
+    assert _columns.python_columns([{"k": 1}, {"k": 2}]) == {"k": [1, 2]}
+    assert _columns.python_columns(pa.table({"k": [1]})) is None
