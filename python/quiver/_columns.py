@@ -166,3 +166,22 @@ def column_to_arrow(column: types_pb2.Column) -> pa.Array:
 
 def columns_to_dict(table: pa.Table) -> Dict[str, List[Any]]:
     return {name: table.column(name).to_pylist() for name in table.column_names}
+
+
+class Frames:
+    """``to_pandas``/``to_df``/``to_polars`` for anything with a ``to_arrow``."""
+
+    def to_arrow(self) -> pa.Table:
+        raise NotImplementedError
+
+    def to_pandas(self) -> Any:
+        return self.to_arrow().to_pandas()
+
+    def to_df(self) -> Any:
+        """Feast's name for :meth:`to_pandas`."""
+        return self.to_pandas()
+
+    def to_polars(self) -> Any:
+        import polars as pl  # optional extra: quiver-client[polars]
+
+        return pl.from_arrow(self.to_arrow())

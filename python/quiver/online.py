@@ -23,7 +23,7 @@ def _time(micros: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=micros)
 
 
-class OnlineResponse:
+class OnlineResponse(_columns.Frames):
     """Feature values for the requested entity rows, in request order.
 
     ``to_dict()`` has Feast's shape (column name -> list), the join keys first; a value whose
@@ -82,18 +82,6 @@ class OnlineResponse:
         for feature in self._response.features:
             out[feature.name] = _columns.column_to_python(feature.values)
         return out
-
-    def to_pandas(self) -> Any:
-        return self.to_arrow().to_pandas()
-
-    def to_df(self) -> Any:
-        """Feast's name for :meth:`to_pandas`."""
-        return self.to_pandas()
-
-    def to_polars(self) -> Any:
-        import polars as pl  # optional extra: quiver-client[polars]
-
-        return pl.from_arrow(self.to_arrow())
 
     def __len__(self) -> int:
         entities = self._entities

@@ -58,7 +58,7 @@ def upload_labels(client: flight.FlightClient, options: flight.FlightCallOptions
     return name
 
 
-class TrainingJob:
+class TrainingJob(_columns.Frames):
     """A planned training set. Nothing is read until ``to_arrow``/``to_pandas``/
     ``to_polars``/``to_parquet``/``batches``; each of them runs the join once more (the
     server's tickets are single-use), except the first, which uses the planned one."""
@@ -114,18 +114,6 @@ class TrainingJob:
 
     def to_arrow(self) -> pa.Table:
         return pa.Table.from_batches(list(self.batches()), schema=self.schema)
-
-    def to_pandas(self) -> Any:
-        return self.to_arrow().to_pandas()
-
-    def to_df(self) -> Any:
-        """Feast's name for :meth:`to_pandas`."""
-        return self.to_pandas()
-
-    def to_polars(self) -> Any:
-        import polars as pl  # optional extra: quiver-client[polars]
-
-        return pl.from_arrow(self.to_arrow())
 
     def to_parquet(self, path: Any) -> int:
         """Writes the rows to a Parquet file batch by batch (bounded memory, the export's
