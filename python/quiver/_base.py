@@ -84,6 +84,14 @@ class Settings:
                 ("grpc.max_send_message_length", 256 << 20)]
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def from_micros(micros: int) -> dt.datetime:
+    """Microseconds since the epoch as a UTC datetime."""
+    return EPOCH + dt.timedelta(microseconds=micros)
+
+
 def micros(value: Time, what: str) -> int:
     """A time as microseconds since the epoch: a datetime (naive = UTC), an RFC 3339 string
     or an int of microseconds."""
@@ -96,7 +104,7 @@ def micros(value: Time, what: str) -> int:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.timezone.utc)
-        delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+        delta = value - EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     raise TypeError(f"{what}: expected a datetime, an RFC 3339 string or micros, "
                     f"not {type(value).__name__}")
@@ -182,6 +190,15 @@ def conform(table: pa.Table, schema: Dict[str, pa.DataType]) -> pa.Table:
     return table
 
 
+def push_target(name: str, view: Optional[RegistryObject],
+                views: List[RegistryObject]) -> Tuple[str, Dict[str, pa.DataType]]:
+    """How a push to ``name`` is addressed and typed: to the view itself when ``view`` is
+    it, else to the source ``name``, typed by the views among ``views`` that read it."""
+    if view is not None:
+        return "feature_view", push_schema([view])
+    return "source", push_schema([v for v in views if v.spec.get("source_name") == name])
+
+
 def push_request(target_kind: str, name: str, df: Any, to: Any,
                  schema: Dict[str, pa.DataType]) -> online_pb2.PushRequest:
     # Feast passes an enum (PushMode.ONLINE): its name works here too.
@@ -233,8 +250,7 @@ class RegistryObject:
             kind=KIND_NAMES.get(obj.kind, "unknown"), name=obj.name, version=obj.version,
             latest_version=obj.latest_version, fingerprint=obj.fingerprint,
             registry_version=obj.registry_version,
-            created_at=dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-            + dt.timedelta(microseconds=obj.created_at_micros),
+            created_at=from_micros(obj.created_at_micros),
             spec=json.loads(obj.spec_json) if obj.spec_json else {},
             description=obj.description, owner=obj.owner, tags=dict(obj.tags),
             applied_by=obj.applied_by)

@@ -10,9 +10,9 @@ import grpc
 
 from quiver import _base, errors
 from quiver._base import RegistryObject, Settings, Time
-from quiver.client import Client, Progress, _print_progress
+from quiver.client import Progress, _print_progress
 from quiver.online import OnlineResponse
-from quiver.training import TrainingJob
+from quiver.training import FlightConnection, TrainingJob
 from quiver.v1 import (jobs_pb2, jobs_pb2_grpc, online_pb2_grpc, registry_pb2,
                        registry_pb2_grpc)
 
@@ -34,8 +34,8 @@ class AsyncClient:
         self._online = online_pb2_grpc.OnlineServiceStub(self._channel)
         self._registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
-        # Flight is synchronous: a sync client (its gRPC channel unused) runs it in threads.
-        self._sync = Client(url, token, tls_ca, timeout, retries)
+        # Flight is synchronous: its calls run in worker threads.
+        self._flight = FlightConnection(self._settings)
         self._push_targets: Dict[str, Tuple[str, Dict[str, Any]]] = {}
 
     async def _call(self, method: Any, request: Any, idempotent: bool = False) -> Any:
@@ -53,7 +53,7 @@ class AsyncClient:
 
     async def close(self) -> None:
         await self._channel.close()
-        self._sync.close()
+        self._flight.close()
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -73,23 +73,32 @@ class AsyncClient:
     async def push(self, view_or_source: str, df: Any, to: Any = "online") -> Dict[str, Any]:
         if view_or_source not in self._push_targets:
             try:
-                views, kind = [await self.get_feature_view(view_or_source)], "feature_view"
+                view: Optional[RegistryObject] = await self.get_feature_view(view_or_source)
             except errors.NotFound:
-                views = [v for v in await self.list_feature_views()
-                         if v.spec.get("source_name") == view_or_source]
-                kind = "source"
-            self._push_targets[view_or_source] = (kind, _base.push_schema(views))
+                view = None
+            views = [view] if view else await self.list_feature_views()
+            self._push_targets[view_or_source] = _base.push_target(view_or_source, view, views)
         kind, schema = self._push_targets[view_or_source]
         request = _base.push_request(kind, view_or_source, df, to, schema)
         return _base.to_dict(await self._call(self._online.Push, request))
 
     async def get_historical_features(self, entity_df: Any = None,
-                                      features: Optional[Sequence[str]] = None,
-                                      **kwargs: Any) -> TrainingJob:
+                                      features: Optional[Sequence[str]] = None, *,
+                                      service: Optional[str] = None, full_names: bool = False,
+                                      as_known_at: bool = False,
+                                      timestamp_column: Optional[str] = None,
+                                      expected_fingerprint: Optional[str] = None,
+                                      start: Optional[Time] = None,
+                                      end: Optional[Time] = None) -> TrainingJob:
         """As :meth:`quiver.Client.get_historical_features`; read the returned job with
         ``await asyncio.to_thread(job.to_pandas)`` (or stream ``job.batches()``)."""
-        return await asyncio.to_thread(self._sync.get_historical_features, entity_df,
-                                       features, **kwargs)
+        return await asyncio.to_thread(
+            self._flight.historical, entity_df, service,
+            list(features) if features is not None else None,
+            full_names=full_names, as_known_at=as_known_at, timestamp_column=timestamp_column,
+            expected_fingerprint=expected_fingerprint,
+            start_micros=_base.micros(start, "start") if start is not None else None,
+            end_micros=_base.micros(end, "end") if end is not None else None)
 
     async def materialize(self, start: Optional[Time] = None, end: Optional[Time] = None,
                     views: Optional[Sequence[str]] = None, progress: Progress = False,

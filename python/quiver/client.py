@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import grpc
-import pyarrow.flight as flight
-
 from quiver import _base, errors
 from quiver._base import RegistryObject, Settings, Time
 from quiver.online import OnlineResponse
-from quiver.training import TrainingJob, export_request, upload_labels
+from quiver.training import FlightConnection, TrainingJob
 from quiver.v1 import (jobs_pb2, jobs_pb2_grpc, online_pb2_grpc, registry_pb2,
                        registry_pb2_grpc)
 
@@ -48,8 +45,7 @@ class Client:
         self._online = online_pb2_grpc.OnlineServiceStub(self._channel)
         self._registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
-        self._flight: Optional[flight.FlightClient] = None
-        self._flight_lock = threading.Lock()
+        self._flight = FlightConnection(self._settings)
         self._push_targets: Dict[str, Tuple[str, Dict[str, Any]]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -67,22 +63,9 @@ class Client:
                 raise errors.from_rpc_error(e) from None
         raise AssertionError("unreachable")
 
-    def _flight_client(self) -> flight.FlightClient:
-        with self._flight_lock:  # one Flight connection, made on first use, from any thread
-            if self._flight is None:
-                s = self._settings
-                kwargs = {"tls_root_certs": s.root_certificates} if s.root_certificates else {}
-                self._flight = flight.FlightClient(s.flight_location, **kwargs)
-            return self._flight
-
-    def _flight_options(self) -> flight.FlightCallOptions:
-        headers = [(k.encode(), v.encode()) for k, v in self._settings.metadata]
-        return flight.FlightCallOptions(headers=headers, timeout=self._settings.timeout)
-
     def close(self) -> None:
         self._channel.close()
-        if self._flight is not None:
-            self._flight.close()
+        self._flight.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -115,12 +98,11 @@ class Client:
         """Whether ``name`` is a view or a source, and the types of its columns (cached)."""
         if name not in self._push_targets:
             try:
-                views, kind = [self.get_feature_view(name)], "feature_view"
+                view: Optional[RegistryObject] = self.get_feature_view(name)
             except errors.NotFound:
-                views = [v for v in self.list_feature_views()
-                         if v.spec.get("source_name") == name]
-                kind = "source"
-            self._push_targets[name] = (kind, _base.push_schema(views))
+                view = None
+            views = [view] if view else self.list_feature_views()
+            self._push_targets[name] = _base.push_target(name, view, views)
         return self._push_targets[name]
 
     # -- training --------------------------------------------------------------------------
@@ -136,15 +118,12 @@ class Client:
         """A point-in-time correct training set for the labels in ``entity_df`` (a DataFrame,
         an Arrow table or a local Parquet path; join keys and ``event_timestamp``), or with
         no labels every row in ``[start, end)``. Returns a job to read it from."""
-        client, options = self._flight_client(), self._flight_options()
-        upload = upload_labels(client, options, entity_df) if entity_df is not None else None
-        command = export_request(
-            service, list(features) if features is not None else None,
-            labels_upload=upload, full_names=full_names, as_known_at=as_known_at,
-            timestamp_column=timestamp_column, expected_fingerprint=expected_fingerprint,
+        return self._flight.historical(
+            entity_df, service, list(features) if features is not None else None,
+            full_names=full_names, as_known_at=as_known_at, timestamp_column=timestamp_column,
+            expected_fingerprint=expected_fingerprint,
             start_micros=_base.micros(start, "start") if start is not None else None,
             end_micros=_base.micros(end, "end") if end is not None else None)
-        return TrainingJob(client, options, command)
 
     # -- materialization -------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import pyarrow as pa
 
-from quiver import _columns
+from quiver import _base, _columns
 from quiver.v1 import online_pb2
 
 STATUS_NAMES = {
@@ -17,10 +17,6 @@ STATUS_NAMES = {
     online_pb2.FEATURE_STATUS_NOT_FOUND: "NOT_FOUND",
     online_pb2.FEATURE_STATUS_OUTSIDE_MAX_AGE: "OUTSIDE_MAX_AGE",
 }
-
-
-def _time(micros: int) -> dt.datetime:
-    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=micros)
 
 
 class OnlineResponse(_columns.Frames):
@@ -40,7 +36,7 @@ class OnlineResponse(_columns.Frames):
         self.feature_service_version: Optional[int] = (
             response.feature_service_version if response.feature_service else None)
         self.fingerprint: Optional[str] = response.fingerprint or None
-        self.served_at: dt.datetime = _time(response.served_at_micros)
+        self.served_at: dt.datetime = _base.from_micros(response.served_at_micros)
         self.views: Dict[str, Dict[str, Any]] = {
             view.name: {"version": view.version, "fingerprint": view.fingerprint}
             for view in response.views
@@ -59,7 +55,7 @@ class OnlineResponse(_columns.Frames):
     @property
     def event_timestamps(self) -> Dict[str, List[Optional[dt.datetime]]]:
         return {
-            view.name: [_time(t) if found else None
+            view.name: [_base.from_micros(t) if found else None
                         for t, found in zip(view.event_timestamps, view.found)]
             for view in self._response.views
         }

@@ -4,6 +4,7 @@ is planned by GetFlightInfo and streamed back by DoGet as record batches."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
-from quiver import _columns
+from quiver import _base, _columns
 from quiver.errors import from_flight_error
 from quiver.v1 import offline_pb2, types_pb2
 
@@ -130,3 +131,37 @@ class TrainingJob(_columns.Frames):
 
     def __repr__(self) -> str:
         return f"TrainingJob({self.feature_service or 'features'}, columns={self.schema.names})"
+
+
+class FlightConnection:
+    """The Arrow Flight side of a client (sync or asyncio): one connection, made on first use
+    under a lock, so one client serves many threads."""
+
+    def __init__(self, settings: "_base.Settings") -> None:
+        self._settings = settings
+        self._client: Optional[flight.FlightClient] = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> flight.FlightClient:
+        with self._lock:
+            if self._client is None:
+                s = self._settings
+                kwargs = {"tls_root_certs": s.root_certificates} if s.root_certificates else {}
+                self._client = flight.FlightClient(s.flight_location, **kwargs)
+            return self._client
+
+    def _options(self) -> flight.FlightCallOptions:
+        headers = [(k.encode(), v.encode()) for k, v in self._settings.metadata]
+        return flight.FlightCallOptions(headers=headers, timeout=self._settings.timeout)
+
+    def historical(self, entity_df: Any, service: Optional[str], features: Optional[list],
+                   **fields: Any) -> TrainingJob:
+        """Uploads the labels (if any), plans the export and returns the job to read."""
+        client, options = self._connect(), self._options()
+        upload = upload_labels(client, options, entity_df) if entity_df is not None else None
+        command = export_request(service, features, labels_upload=upload, **fields)
+        return TrainingJob(client, options, command)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
