@@ -14,6 +14,7 @@ pub mod fingerprint;
 pub mod lineage;
 pub mod manifest;
 pub mod model;
+pub mod monitoring;
 pub mod online_read;
 pub mod plan;
 pub mod properties;

@@ -14,6 +14,7 @@ use crate::model::{
     Declared, EntitySpec, Feature, FeatureServiceSpec, FeatureViewSpec, JoinKey, Kind, Metadata,
     ServiceItem, SourceSpec, Spec, valid_name,
 };
+use crate::monitoring::{Band, DriftMetric, MonitoringSpec};
 use crate::types::{KeyType, ValueType, parse_duration};
 
 /// One manifest file: its path (absolute, used to resolve relative Parquet paths) and text.
@@ -158,6 +159,8 @@ struct RawView {
     online: Option<bool>,
     features: Vec<RawTyped>,
     #[serde(default)]
+    monitoring: Option<RawMonitoring>,
+    #[serde(default)]
     description: String,
     #[serde(default)]
     owner: String,
@@ -171,11 +174,22 @@ struct RawService {
     name: String,
     features: Vec<RawItem>,
     #[serde(default)]
+    monitoring: Option<RawMonitoring>,
+    #[serde(default)]
     description: String,
     #[serde(default)]
     owner: String,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMonitoring {
+    #[serde(default)]
+    drift: BTreeMap<String, Band>,
+    #[serde(default)]
+    max_staleness: Option<serde_norway::Value>,
 }
 
 #[derive(Deserialize)]
@@ -379,7 +393,8 @@ impl Document<'_> {
                 ),
             }
         }
-        let metadata = metadata(raw.description, raw.owner, raw.tags);
+        let mut metadata = metadata(raw.description, raw.owner, raw.tags);
+        metadata.monitoring = self.monitoring(raw.monitoring, true);
         let spec = FeatureViewSpec {
             entities: raw.entities,
             source: raw.source,
@@ -392,19 +407,57 @@ impl Document<'_> {
 
     /// A view's `ttl` (a duration like `2h`, or a number of seconds); absent = 0, unbounded.
     fn ttl(&mut self, ttl: Option<&serde_norway::Value>) -> i64 {
-        let ttl_text = match ttl {
+        self.duration("ttl", ttl, "0 (unbounded)")
+    }
+
+    fn duration(&mut self, field: &str, value: Option<&serde_norway::Value>, zero: &str) -> i64 {
+        let text = match value {
             None => "0".to_string(),
             Some(serde_norway::Value::Number(n)) => n.to_string(),
             Some(serde_norway::Value::String(s)) => s.clone(),
             Some(other) => format!("{other:?}"),
         };
-        parse_duration(&ttl_text).unwrap_or_else(|| {
+        parse_duration(&text).unwrap_or_else(|| {
             self.push(
-                "ttl",
-                format!("invalid duration `{ttl_text}`; write it like `2h`, `30m`, `7d` or `0` (unbounded)"),
+                field,
+                format!("invalid duration `{text}`; write it like `2h`, `30m`, `7d` or `{zero}`"),
             );
             0
         })
+    }
+
+    /// A view's or service's `monitoring:` block (`max_staleness` on views only).
+    fn monitoring(&mut self, raw: Option<RawMonitoring>, view: bool) -> MonitoringSpec {
+        let Some(raw) = raw else {
+            return MonitoringSpec::default();
+        };
+        let mut spec = MonitoringSpec::default();
+        for (name, band) in raw.drift {
+            let field = format!("monitoring.drift.{name}");
+            match DriftMetric::parse(&name) {
+                None => self.push(
+                    &field,
+                    format!("unknown drift metric `{name}`; use psi, ks, js or null_rate"),
+                ),
+                Some(metric) => match band.problem() {
+                    Some(problem) => self.push(&field, problem),
+                    None => {
+                        spec.drift.insert(metric, band);
+                    }
+                },
+            }
+        }
+        if let Some(value) = raw.max_staleness {
+            if !view {
+                self.push(
+                    "monitoring.max_staleness",
+                    "freshness is a view's setting; declare `max_staleness` on the view",
+                );
+            }
+            let micros = self.duration("monitoring.max_staleness", Some(&value), "0 (no bound)");
+            spec.max_staleness = (micros > 0).then_some(micros);
+        }
+        spec
     }
 
     fn service(&mut self, value: serde_norway::Value) -> Parsed {
@@ -424,7 +477,8 @@ impl Document<'_> {
                 alias: item.alias,
             })
             .collect();
-        let metadata = metadata(raw.description, raw.owner, raw.tags);
+        let mut metadata = metadata(raw.description, raw.owner, raw.tags);
+        metadata.monitoring = self.monitoring(raw.monitoring, false);
         Ok((
             raw.name,
             Spec::FeatureService(FeatureServiceSpec { items }),
@@ -438,6 +492,7 @@ fn metadata(description: String, owner: String, tags: BTreeMap<String, String>) 
         description,
         owner,
         tags,
+        monitoring: MonitoringSpec::default(),
     }
 }
 
@@ -488,6 +543,48 @@ mod tests {
         };
         assert_eq!(view.ttl, 7_200_000_000);
         assert!(view.online);
+    }
+
+    #[test]
+    fn monitoring_blocks_parse_and_bad_ones_name_the_field() {
+        let view = "kind: FeatureView\nname: v\nsource: s\nfeatures: [{name: f, type: float64}]\n";
+        let objects = parse(&format!(
+            "{view}monitoring:\n  max_staleness: 2h\n  drift: {{psi: {{warn: 0.2, alert: 0.4}}}}\n"
+        ))
+        .expect("parses");
+        let monitoring = &objects[0].metadata.monitoring;
+        assert_eq!(monitoring.max_staleness, Some(7_200_000_000));
+        assert_eq!(monitoring.drift[&DriftMetric::Psi].alert, 0.4);
+        for (block, field, message) in [
+            (
+                "drift: {psx: {warn: 1, alert: 2}}",
+                "monitoring.drift.psx",
+                "use psi, ks",
+            ),
+            (
+                "drift: {ks: {warn: 3, alert: 2}}",
+                "monitoring.drift.ks",
+                "must not be above",
+            ),
+            (
+                "max_staleness: soon",
+                "monitoring.max_staleness",
+                "invalid duration",
+            ),
+        ] {
+            let err = parse(&format!("{view}monitoring: {{{block}}}\n")).expect_err(block);
+            let text = err.to_string();
+            assert!(
+                text.contains(field) && text.contains(message),
+                "{block}: {text}"
+            );
+        }
+        let service = "kind: FeatureService\nname: s\nfeatures: [{view: v}]\nmonitoring: {max_staleness: 1h}\n";
+        let text = parse(service).expect_err("service staleness").to_string();
+        assert!(
+            text.contains("declare `max_staleness` on the view"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::monitoring::MonitoringSpec;
 use crate::types::{KeyType, Micros, ValueType};
 
 /// The four kinds of registry object.
@@ -60,7 +61,7 @@ impl std::fmt::Display for Kind {
     }
 }
 
-/// Descriptions, owners and tags: they never change an object's meaning or version.
+/// Descriptions, owners, tags and monitoring settings: they never change an object's meaning or version.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -69,6 +70,9 @@ pub struct Metadata {
     pub owner: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Drift thresholds and freshness bound (`monitoring:`), see [`crate::monitoring`].
+    #[serde(default, skip_serializing_if = "MonitoringSpec::is_empty")]
+    pub monitoring: MonitoringSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

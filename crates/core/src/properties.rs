@@ -9,7 +9,7 @@ use crate::types::format_duration;
 /// Property path -> display value.
 pub type Properties = BTreeMap<String, String>;
 
-const METADATA_PREFIXES: [&str; 3] = ["description", "owner", "tags."];
+const METADATA_PREFIXES: [&str; 4] = ["description", "owner", "tags.", "monitoring."];
 
 pub fn is_metadata(property: &str) -> bool {
     METADATA_PREFIXES.iter().any(|p| property.starts_with(p))
@@ -90,6 +90,7 @@ pub fn properties(
     for (k, v) in &metadata.tags {
         props.insert(format!("tags.{k}"), v.clone());
     }
+    props.extend(metadata.monitoring.properties());
     props
 }
 

@@ -1,0 +1,364 @@
+//! Arrow columns -> accumulators -> a [`Profile`]. One pass, memory bounded by the sketches
+//! (a few tens of KiB per feature) whatever the number of rows.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Float64Type, TimeUnit};
+use quiver_core::types::{Micros, ScalarType, ValueType};
+
+use crate::categorical::CategoricalAcc;
+use crate::error::{Error, Result};
+use crate::numeric::NumericAcc;
+use crate::profile::{FeatureProfile, Origin, PROFILE_FORMAT, Profile, Subject, Summary};
+
+/// One column to profile: where it is in the batches and what it is.
+#[derive(Debug, Clone)]
+pub struct ColumnSpec {
+    /// The column name in the record batches (also the feature's name in the profile).
+    pub column: String,
+    /// The view version it comes from (`name@N`).
+    pub view: String,
+    pub value_type: ValueType,
+}
+
+/// Profiles record batches column by column.
+#[derive(Debug)]
+pub struct ProfileBuilder {
+    rows: u64,
+    columns: Vec<(ColumnSpec, Column)>,
+}
+
+#[derive(Debug)]
+struct Column {
+    count: u64,
+    nulls: u64,
+    acc: Acc,
+}
+
+#[derive(Debug)]
+enum Acc {
+    Numeric(NumericAcc),
+    Categorical(CategoricalAcc),
+    Boolean {
+        trues: u64,
+        falses: u64,
+    },
+    List {
+        lengths: NumericAcc,
+        elements: Option<NumericAcc>,
+    },
+}
+
+fn is_numeric(scalar: ScalarType) -> bool {
+    !matches!(
+        scalar,
+        ScalarType::Bool | ScalarType::String | ScalarType::Bytes
+    )
+}
+
+impl ProfileBuilder {
+    pub fn new(columns: Vec<ColumnSpec>) -> Self {
+        let columns = columns
+            .into_iter()
+            .map(|spec| {
+                let t = spec.value_type;
+                let acc = match (t.list, t.scalar) {
+                    (true, scalar) => Acc::List {
+                        lengths: NumericAcc::default(),
+                        elements: is_numeric(scalar).then(NumericAcc::default),
+                    },
+                    (false, ScalarType::Bool) => Acc::Boolean {
+                        trues: 0,
+                        falses: 0,
+                    },
+                    (false, ScalarType::String | ScalarType::Bytes) => {
+                        Acc::Categorical(CategoricalAcc::default())
+                    }
+                    (false, _) => Acc::Numeric(NumericAcc::default()),
+                };
+                let column = Column {
+                    count: 0,
+                    nulls: 0,
+                    acc,
+                };
+                (spec, column)
+            })
+            .collect();
+        ProfileBuilder { rows: 0, columns }
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Adds every row of `batch`; each profiled column must be in it.
+    pub fn add_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        for (spec, column) in &mut self.columns {
+            let array = batch
+                .column_by_name(&spec.column)
+                .ok_or_else(|| Error::Column {
+                    column: spec.column.clone(),
+                    message: "not in the rows being profiled".into(),
+                })?;
+            column.add(spec, array)?;
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    pub fn finish(
+        self,
+        subject: Subject,
+        origin: Origin,
+        window: Option<(Micros, Micros)>,
+        created_at: Micros,
+    ) -> Profile {
+        let features = self
+            .columns
+            .into_iter()
+            .map(|(spec, column)| FeatureProfile {
+                feature: spec.column,
+                view: spec.view,
+                value_type: spec.value_type.to_string(),
+                count: column.count,
+                nulls: column.nulls,
+                summary: column.acc.finish(),
+            })
+            .collect();
+        Profile {
+            format: PROFILE_FORMAT,
+            id: 0,
+            subject,
+            created_at,
+            window,
+            origin,
+            rows: self.rows,
+            features,
+        }
+    }
+}
+
+impl Acc {
+    fn finish(self) -> Summary {
+        match self {
+            Acc::Numeric(acc) => Summary::Numeric(acc.finish()),
+            Acc::Categorical(acc) => Summary::Categorical(acc.finish()),
+            Acc::Boolean { trues, falses } => Summary::Boolean {
+                true_count: trues,
+                false_count: falses,
+            },
+            Acc::List { lengths, elements } => Summary::List {
+                lengths: lengths.finish(),
+                elements: elements.map(NumericAcc::finish),
+            },
+        }
+    }
+}
+
+impl Column {
+    fn add(&mut self, spec: &ColumnSpec, array: &ArrayRef) -> Result<()> {
+        self.count += array.len() as u64;
+        self.nulls += array.logical_null_count() as u64;
+        let bad = |message: String| Error::Column {
+            column: spec.column.clone(),
+            message,
+        };
+        match &mut self.acc {
+            Acc::Numeric(acc) => {
+                let values = as_f64(array).map_err(bad)?;
+                values
+                    .as_primitive::<Float64Type>()
+                    .iter()
+                    .flatten()
+                    .for_each(|v| acc.add(v));
+            }
+            Acc::Boolean { trues, falses } => {
+                let values = cast(array, &DataType::Boolean).map_err(|e| bad(e.to_string()))?;
+                for v in values.as_boolean().iter().flatten() {
+                    *if v { &mut *trues } else { &mut *falses } += 1;
+                }
+            }
+            Acc::Categorical(acc) => {
+                if spec.value_type.scalar == ScalarType::Bytes {
+                    let values = cast(array, &DataType::Binary).map_err(|e| bad(e.to_string()))?;
+                    values
+                        .as_binary::<i32>()
+                        .iter()
+                        .flatten()
+                        .for_each(|v| acc.add(&hex(v)));
+                } else {
+                    let values = cast(array, &DataType::Utf8).map_err(|e| bad(e.to_string()))?;
+                    values
+                        .as_string::<i32>()
+                        .iter()
+                        .flatten()
+                        .for_each(|v| acc.add(v));
+                }
+            }
+            Acc::List { lengths, elements } => {
+                add_lists(array, lengths, elements.as_mut()).map_err(bad)?
+            }
+        }
+        Ok(())
+    }
+}
+
+fn add_lists(
+    array: &ArrayRef,
+    lengths: &mut NumericAcc,
+    elements: Option<&mut NumericAcc>,
+) -> std::result::Result<(), String> {
+    let item = match array.data_type() {
+        DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => item,
+        other => return Err(format!("expected a list, found {other}")),
+    };
+    let target = match elements.is_some() {
+        true => DataType::Float64,
+        false => item.data_type().clone(),
+    };
+    let as_list = DataType::List(Arc::new(Field::new_list_field(
+        if matches!(item.data_type(), DataType::Timestamp(_, _)) {
+            DataType::Int64
+        } else {
+            target
+        },
+        true,
+    )));
+    let list = cast(array, &as_list).map_err(|e| e.to_string())?;
+    let list = list.as_list::<i32>();
+    let mut elements = elements;
+    for i in 0..list.len() {
+        if list.is_null(i) {
+            continue;
+        }
+        let values = list.value(i);
+        lengths.add(values.len() as f64);
+        if let Some(acc) = elements.as_deref_mut() {
+            let values = as_f64(&values)?;
+            values
+                .as_primitive::<Float64Type>()
+                .iter()
+                .flatten()
+                .for_each(|v| acc.add(v));
+        }
+    }
+    Ok(())
+}
+
+/// Any integer, float or timestamp (as micros) column as Float64.
+fn as_f64(array: &ArrayRef) -> std::result::Result<ArrayRef, String> {
+    let array = match array.data_type() {
+        DataType::Timestamp(_, _) => {
+            let micros = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))
+                .map_err(|e| e.to_string())?;
+            cast(&micros, &DataType::Int64).map_err(|e| e.to_string())?
+        }
+        _ => Arc::clone(array),
+    };
+    cast(&array, &DataType::Float64).map_err(|e| e.to_string())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{BooleanArray, Float32Array, ListArray, StringArray};
+    use arrow::datatypes::Float32Type;
+
+    fn spec(column: &str, value_type: &str) -> ColumnSpec {
+        ColumnSpec {
+            column: column.into(),
+            view: "v@1".into(),
+            value_type: ValueType::parse(value_type).expect("type"),
+        }
+    }
+
+    #[test]
+    fn every_type_is_summarised_and_nulls_counted() {
+        let batch = RecordBatch::try_from_iter([
+            (
+                "f",
+                Arc::new(Float32Array::from(vec![Some(1.5), None, Some(3.5)])) as ArrayRef,
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from(vec![Some("a"), Some("a"), None])),
+            ),
+            (
+                "b",
+                Arc::new(BooleanArray::from(vec![
+                    Some(true),
+                    Some(false),
+                    Some(true),
+                ])),
+            ),
+            (
+                "l",
+                Arc::new(ListArray::from_iter_primitive::<Float32Type, _, _>(vec![
+                    Some(vec![Some(1.0), Some(2.0)]),
+                    None,
+                    Some(vec![Some(4.0)]),
+                ])),
+            ),
+        ])
+        .expect("batch");
+        let mut builder = ProfileBuilder::new(vec![
+            spec("f", "float32"),
+            spec("s", "string"),
+            spec("b", "bool"),
+            spec("l", "list<float32>"),
+        ]);
+        builder.add_batch(&batch).expect("add");
+        builder.add_batch(&batch).expect("add twice");
+        let subject = Subject {
+            kind: "view".into(),
+            name: "v".into(),
+            version: 1,
+            fingerprint: "x".into(),
+            views: vec!["v@1".into()],
+        };
+        let profile = builder.finish(subject, Origin::OnDemand, None, 0);
+        assert_eq!(profile.rows, 6);
+        let f = profile.feature("f").expect("f");
+        assert_eq!((f.count, f.nulls), (6, 2));
+        let Summary::Numeric(n) = &f.summary else {
+            panic!("numeric")
+        };
+        assert_eq!((n.min, n.max, n.mean), (Some(1.5), Some(3.5), Some(2.5)));
+        let Summary::Categorical(c) = &profile.feature("s").expect("s").summary else {
+            panic!("categorical")
+        };
+        assert_eq!(
+            (c.count, c.top[0].value.as_str(), c.top[0].count),
+            (4, "a", 4)
+        );
+        let b = profile.feature("b").expect("b");
+        assert!(matches!(
+            b.summary,
+            Summary::Boolean {
+                true_count: 4,
+                false_count: 2
+            }
+        ));
+        let l = profile.feature("l").expect("l");
+        let Summary::List {
+            lengths,
+            elements: Some(e),
+        } = &l.summary
+        else {
+            panic!("list")
+        };
+        assert_eq!(
+            (l.nulls, lengths.mean, e.count, e.max),
+            (2, Some(1.5), 6, Some(4.0))
+        );
+        let json = serde_json::to_string(&profile).expect("json");
+        let back: Profile = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, profile);
+    }
+}
