@@ -6,8 +6,16 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["types", "registry", "online", "jobs", "offline", "admin"]
-        .map(|name| root.join(format!("quiver/v1/{name}.proto")));
+    let files = [
+        "types",
+        "registry",
+        "online",
+        "jobs",
+        "offline",
+        "admin",
+        "monitoring",
+    ]
+    .map(|name| root.join(format!("quiver/v1/{name}.proto")));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -9,6 +9,7 @@ mod limits;
 mod lineage;
 mod materialize;
 mod metrics;
+mod monitoring;
 mod offline;
 mod online;
 mod registry;

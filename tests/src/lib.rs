@@ -73,6 +73,7 @@ pub struct Clients {
     pub online: v1::online_service_client::OnlineServiceClient<AuthChannel>,
     pub jobs: v1::job_service_client::JobServiceClient<AuthChannel>,
     pub offline: v1::offline_service_client::OfflineServiceClient<AuthChannel>,
+    pub monitoring: v1::monitoring_service_client::MonitoringServiceClient<AuthChannel>,
     pub channel: AuthChannel,
     /// The channel without credentials (for raw calls and clients generic over `Channel`).
     pub plain: Channel,
@@ -90,6 +91,9 @@ impl Clients {
                 .max_decoding_message_size(limit),
             jobs: v1::job_service_client::JobServiceClient::new(channel.clone()),
             offline: v1::offline_service_client::OfflineServiceClient::new(channel.clone()),
+            monitoring: v1::monitoring_service_client::MonitoringServiceClient::new(
+                channel.clone(),
+            ),
             channel,
             plain,
         })

@@ -54,6 +54,7 @@ pub(crate) struct Clients {
     pub online: v1::online_service_client::OnlineServiceClient<AuthChannel>,
     pub jobs: v1::job_service_client::JobServiceClient<AuthChannel>,
     pub offline: v1::offline_service_client::OfflineServiceClient<AuthChannel>,
+    pub monitoring: v1::monitoring_service_client::MonitoringServiceClient<AuthChannel>,
     pub channel: AuthChannel,
 }
 
@@ -96,6 +97,8 @@ pub(crate) async fn connect(server: &ServerArg) -> Result<Clients> {
             .max_encoding_message_size(limit),
         jobs: v1::job_service_client::JobServiceClient::new(channel.clone()),
         offline: v1::offline_service_client::OfflineServiceClient::new(channel.clone()),
+        monitoring: v1::monitoring_service_client::MonitoringServiceClient::new(channel.clone())
+            .max_decoding_message_size(limit),
         channel,
     })
 }

@@ -15,7 +15,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{backup, delivery, export, online, quickstart, registry, serve, token};
+use crate::commands::{
+    backup, delivery, export, monitor, online, quickstart, registry, serve, token,
+};
 
 /// Default server address of client commands.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -80,6 +82,12 @@ enum Command {
     Get(online::GetArgs),
     /// Export point-in-time correct training data.
     Export(export::ExportArgs),
+    /// Profile a view's or service's features over a window (`--view V|--service S --start
+    /// T1 --end T2`), or print a stored profile (`profile show ID`, `profile list`).
+    Profile(monitor::ProfileArgs),
+    /// Score drift of a service's or view's features between a reference and a current
+    /// profile (`export:PATH`, `profile:ID` or `window:T1..T2`).
+    Drift(monitor::DriftArgs),
     /// Create a demo project, serve it embedded and walk through every step.
     Quickstart(quickstart::QuickstartArgs),
     /// Manage static tokens: `token create --name NAME --role ROLE --auth-file FILE`.
@@ -134,6 +142,8 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         Command::MaterializeIncremental(args) => online::materialize_incremental(args).await,
         Command::Get(args) => online::get(args).await,
         Command::Export(args) => export::run(args).await,
+        Command::Profile(args) => monitor::profile(args).await,
+        Command::Drift(args) => monitor::drift(args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::Token(command) => token::run(command),
         Command::Backup(args) => backup::backup(args).await,

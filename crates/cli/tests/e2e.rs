@@ -247,7 +247,14 @@ fn materialize_get_json_and_export() {
         "{flight_metadata:?}"
     );
     assert!(server_metadata.remove("quiver.labels").is_some());
+    // Each export has its own reference profile.
+    let flight_profile = flight_metadata.remove("quiver.profile_id");
+    let server_profile = server_metadata.remove("quiver.profile_id");
+    assert!(
+        flight_profile.is_some() && server_profile.is_some() && flight_profile != server_profile
+    );
     assert_eq!(flight_metadata, server_metadata);
+    monitoring_commands(&server, &flight_out, &end);
     let temp_files: Vec<_> = std::fs::read_dir(dir.path())
         .expect("read dir")
         .filter_map(|e| e.ok())
@@ -255,6 +262,64 @@ fn materialize_get_json_and_export() {
         .collect();
     assert!(temp_files.is_empty(), "{temp_files:?}");
     server.stop();
+}
+
+/// `quiver profile` and `quiver drift` against the demo data and a training export.
+fn monitoring_commands(server: &ServerProcess, export: &std::path::Path, end: &str) {
+    let window = ["--start", "2020-01-01T00:00:00Z", "--end", end];
+    let mut args = vec!["profile", "--service", "driver_model", "--format", "json"];
+    args.extend(window);
+    let json: serde_json::Value = serde_json::from_str(&ok(server.quiver(&args))).expect("json");
+    let features = json.as_array().expect("one object per feature");
+    let conv = features
+        .iter()
+        .find(|f| f["feature"] == "driver_stats__conv_rate")
+        .expect("conv_rate profiled");
+    for field in ["count", "nulls", "min", "max", "mean", "stddev"] {
+        assert!(conv[field].is_number(), "{field}: {conv}");
+    }
+    let id = conv["profile_id"].as_u64().expect("id").to_string();
+    let shown = ok(server.quiver(&["profile", "show", &id]));
+    assert!(
+        shown.contains(&format!("profile {id} of service driver_model")),
+        "{shown}"
+    );
+    assert!(shown.contains("driver_stats__conv_rate"), "{shown}");
+    let reference = format!("export:{}", export.display());
+    let current = format!("window:2020-01-01T00:00:00Z..{end}");
+    let drift = ok(server.quiver(&[
+        "drift",
+        "--service",
+        "driver_model",
+        "--reference",
+        &reference,
+        "--current",
+        &current,
+        "--format",
+        "json",
+    ]));
+    let rows: serde_json::Value = serde_json::from_str(&drift).expect("json");
+    let rows = rows.as_array().expect("one object per feature and metric");
+    assert!(!rows.is_empty());
+    for row in rows {
+        for field in ["feature", "metric", "score", "threshold", "status"] {
+            assert!(!row[field].is_null() || field == "score", "{field}: {row}");
+        }
+    }
+    let bad = server.quiver(&[
+        "drift",
+        "--service",
+        "driver_model",
+        "--reference",
+        "x",
+        "--current",
+        &current,
+    ]);
+    assert!(
+        !bad.status.success() && text(&bad).contains("export:PATH, profile:ID or window:T1..T2"),
+        "{}",
+        text(&bad)
+    );
 }
 
 /// The `quiver.*` key-value metadata in a Parquet file's footer.

@@ -16,8 +16,10 @@ use crate::profile::{FeatureProfile, Origin, PROFILE_FORMAT, Profile, Subject, S
 /// One column to profile: where it is in the batches and what it is.
 #[derive(Debug, Clone)]
 pub struct ColumnSpec {
-    /// The column name in the record batches (also the feature's name in the profile).
+    /// The column name in the record batches.
     pub column: String,
+    /// The feature's name in the profile (`prefix__feature`, whatever the column is called).
+    pub name: String,
     /// The view version it comes from (`name@N`).
     pub view: String,
     pub value_type: ValueType,
@@ -119,7 +121,7 @@ impl ProfileBuilder {
             .columns
             .into_iter()
             .map(|(spec, column)| FeatureProfile {
-                feature: spec.column,
+                feature: spec.name,
                 view: spec.view,
                 value_type: spec.value_type.to_string(),
                 count: column.count,
@@ -273,6 +275,7 @@ mod tests {
     fn spec(column: &str, value_type: &str) -> ColumnSpec {
         ColumnSpec {
             column: column.into(),
+            name: column.into(),
             view: "v@1".into(),
             value_type: ValueType::parse(value_type).expect("type"),
         }

@@ -46,6 +46,7 @@ pub mod keys;
 
 mod error;
 mod online;
+mod profiles;
 mod reader;
 mod row_codec;
 mod stats;

@@ -17,8 +17,8 @@ use crate::metrics::{Health, Metrics, StateCollector};
 use crate::options::ServerOptions;
 use crate::transport::Router;
 use crate::{
-    admin_svc, export, flight, jobs, jobs_svc, offline_svc, online_svc, push, registry,
-    registry_svc, uploads,
+    admin_svc, export, flight, jobs, jobs_svc, monitor, monitoring_svc, offline_svc, online_svc,
+    push, registry, registry_svc, uploads,
 };
 
 /// The server's parts, each owning what it needs; services get the parts they use.
@@ -30,6 +30,7 @@ pub(crate) struct Components {
     exporter: Arc<export::Exporter>,
     pub(crate) materializer: Arc<jobs::Materializer>,
     backups: Arc<Backups>,
+    monitor: Arc<monitor::Monitor>,
     metrics: Arc<Metrics>,
 }
 
@@ -72,8 +73,15 @@ impl Components {
             Arc::clone(&registry),
             Arc::clone(&options.clock),
         )?);
+        let monitor = Arc::new(monitor::Monitor::open(
+            Arc::clone(&registry),
+            Arc::clone(&offline),
+            Arc::clone(&store),
+            Arc::clone(&options.clock),
+        )?);
         Ok(Components {
             backups,
+            monitor: Arc::clone(&monitor),
             pusher: Arc::new(push::Pusher::new(Arc::clone(&store), Arc::clone(&offline))),
             exporter: Arc::new(export::Exporter::new(
                 Arc::clone(&registry),
@@ -81,6 +89,7 @@ impl Components {
                 Arc::new(uploads::Uploads::new(&options.limits)),
                 roots.exports,
                 Arc::clone(&metrics),
+                monitor,
             )),
             materializer: Arc::new(jobs::Materializer::new(
                 Arc::clone(&store),
@@ -162,6 +171,13 @@ impl Components {
                     Arc::clone(&self.backups),
                 ))
                 .max_decoding_message_size(control),
+            )
+            .add_service(
+                v1::monitoring_service_server::MonitoringServiceServer::new(
+                    monitoring_svc::MonitoringService::new(Arc::clone(&self.monitor)),
+                )
+                .max_decoding_message_size(control)
+                .max_encoding_message_size(data),
             )
             .add_service(
                 FlightServiceServer::new(flight::FlightExport::new(

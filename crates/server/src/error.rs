@@ -13,6 +13,8 @@ pub enum Error {
     Online(#[from] quiver_online::Error),
     #[error(transparent)]
     Offline(#[from] quiver_offline::Error),
+    #[error(transparent)]
+    Monitor(#[from] quiver_monitor::Error),
     #[error("invalid argument `{field}`: {message}")]
     InvalidArgument { field: String, message: String },
     #[error("{0}")]
@@ -52,6 +54,7 @@ impl Error {
             Error::Protocol(e) => e.code(),
             Error::Online(e) => e.code(),
             Error::Offline(e) => e.code(),
+            Error::Monitor(e) => e.code(),
             Error::InvalidArgument { .. } => ErrorCode::InvalidArgument,
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Error::NotFound { .. } => ErrorCode::NotFound,

@@ -4,6 +4,9 @@
 
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use quiver_core::RegistryState;
 use quiver_core::selection::{Selection, Selector};
 use quiver_offline::{JoinOutput, JoinRequest, LabelInput, OfflineStore, OutputFile, Roots};
@@ -13,6 +16,7 @@ use quiver_proto::v1;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::metrics::{ExportRecorder, Metrics, Sink};
+use crate::monitor::{ExportProfiler, Monitor};
 use crate::registry::Registry;
 use crate::uploads::Uploads;
 
@@ -149,15 +153,18 @@ pub struct Exporter {
     /// The export directory: server-side exports are written only under it.
     exports: Roots,
     metrics: Arc<Metrics>,
+    /// Profiles every export's rows (the model's reference profile).
+    monitor: Arc<Monitor>,
 }
 
 impl Exporter {
-    pub fn new(
+    pub(crate) fn new(
         registry: Arc<Registry>,
         offline: Arc<OfflineStore>,
         uploads: Arc<Uploads>,
         exports: Roots,
         metrics: Arc<Metrics>,
+        monitor: Arc<Monitor>,
     ) -> Self {
         Exporter {
             registry,
@@ -165,6 +172,7 @@ impl Exporter {
             uploads,
             exports,
             metrics,
+            monitor,
         }
     }
 
@@ -196,7 +204,17 @@ impl Exporter {
         let registry: Arc<RegistryState> = self.registry.snapshot();
         let selection = Selection::resolve(&registry, &request.selector)?;
         let mut metadata = metadata(&selection, request);
-        let output = match &request.input {
+        // Entity-less reads name columns by feature; joins by the requested output names.
+        let full_names = request.full_names && matches!(request.input, ExportInput::Labels { .. });
+        let destination = request
+            .output_path
+            .clone()
+            .unwrap_or_else(|| "flight".into());
+        let profiler = self
+            .monitor
+            .export_profiler(&selection, full_names, destination);
+        metadata.push(("quiver.profile_id".into(), profiler.id().to_string()));
+        let mut output = match &request.input {
             ExportInput::Labels {
                 labels,
                 timestamp_column,
@@ -232,8 +250,43 @@ impl Exporter {
                 self.offline.read_range(selected, *start, *end).await?
             }
         };
+        output.stream = profiled(output.stream, profiler);
         Ok(PreparedExport { output, metadata })
     }
+}
+
+/// `stream`, with every batch also fed to `profiler`; at its end the profile is stored. A
+/// failed stream stores none; a profile that cannot be built or stored is logged, never fails
+/// the export.
+fn profiled(
+    stream: BoxStream<'static, quiver_offline::Result<RecordBatch>>,
+    profiler: ExportProfiler,
+) -> BoxStream<'static, quiver_offline::Result<RecordBatch>> {
+    futures::stream::unfold(
+        (stream, Some(profiler)),
+        |(mut stream, mut profiler)| async move {
+            match stream.next().await {
+                Some(Ok(batch)) => {
+                    if let Some(Err(error)) = profiler.as_mut().map(|p| p.add(&batch)) {
+                        tracing::warn!(%error, "export profile dropped");
+                        profiler = None;
+                    }
+                    Some((Ok(batch), (stream, profiler)))
+                }
+                Some(Err(e)) => Some((Err(e), (stream, None))),
+                None => {
+                    if let Some(Err(error)) = match profiler {
+                        Some(p) => Some(p.finish().await),
+                        None => None,
+                    } {
+                        tracing::warn!(%error, "export profile not stored");
+                    }
+                    None
+                }
+            }
+        },
+    )
+    .boxed()
 }
 
 /// The metadata every export carries: version, service, views and options.

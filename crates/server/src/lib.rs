@@ -23,6 +23,8 @@ pub mod jobs;
 pub mod jobs_svc;
 pub mod limits;
 pub mod metrics;
+mod monitor;
+pub mod monitoring_svc;
 pub mod offline_svc;
 pub mod online_read;
 pub mod online_svc;
@@ -198,7 +200,7 @@ fn open_auth(
 }
 
 /// The health service's names: the server as a whole (`""`) and each Quiver service.
-fn health_names() -> [&'static str; 6] {
+fn health_names() -> [&'static str; 7] {
     use tonic::server::NamedService;
     [
         "",
@@ -207,6 +209,9 @@ fn health_names() -> [&'static str; 6] {
         <v1::offline_service_server::OfflineServiceServer<offline_svc::OfflineService>>::NAME,
         <v1::job_service_server::JobServiceServer<jobs_svc::JobService>>::NAME,
         <v1::admin_service_server::AdminServiceServer<admin_svc::AdminService>>::NAME,
+        <v1::monitoring_service_server::MonitoringServiceServer<
+            monitoring_svc::MonitoringService,
+        >>::NAME,
     ]
 }
 

@@ -5,6 +5,8 @@ pub(crate) mod delivery;
 pub(crate) mod export;
 pub(crate) mod file_roots;
 pub(crate) mod limits;
+pub(crate) mod monitor;
+mod monitor_format;
 pub(crate) mod online;
 pub(crate) mod quickstart;
 pub(crate) mod registry;

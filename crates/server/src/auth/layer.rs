@@ -42,7 +42,11 @@ pub fn required_role(path: &str) -> Access {
         | "/quiver.v1.OnlineService/Echo"
         | "/quiver.v1.JobService/WatchJob"
         | "/quiver.v1.JobService/GetJob"
-        | "/quiver.v1.OfflineService/ExportTrainingData" => Reader,
+        | "/quiver.v1.OfflineService/ExportTrainingData"
+        | "/quiver.v1.MonitoringService/ComputeProfile"
+        | "/quiver.v1.MonitoringService/GetProfile"
+        | "/quiver.v1.MonitoringService/ListProfiles"
+        | "/quiver.v1.MonitoringService/ComputeDrift" => Reader,
         "/quiver.v1.OnlineService/Push"
         | "/quiver.v1.JobService/StartMaterialization"
         | "/quiver.v1.JobService/CancelJob" => Writer,

@@ -1,0 +1,293 @@
+//! Profiles and drift through the server: figures against a slow reference over the same rows,
+//! known shifts found with the right status and none on the unshifted feature, thresholds from
+//! the manifest, the export's reference profile, and the errors.
+
+use quiver_integration_tests::{Clients, TestServer, apply, export_to_end};
+use quiver_proto::v1;
+use v1::feature_profile::Summary;
+
+use super::fixture::{MANIFEST, TestRow, setup};
+
+const T0: i64 = 1_800_000_000_000_000;
+const SECOND: i64 = 1_000_000;
+/// Window A is [T0, T0 + N s), window B the N seconds after it.
+const N: i64 = 2_000;
+
+/// A: a = i % 100, b = i % 100 (every 7th null), s alternates x, y. B: the same a; b shifted
+/// by 50; s cycles x, y, z (a new category).
+fn rows() -> Vec<TestRow> {
+    let a = (0..N).map(|i| TestRow {
+        user_id: i % 10,
+        event_ts: T0 + i * SECOND,
+        created_ts: T0 + i * SECOND,
+        a: i % 100,
+        b: (i % 7 != 0).then_some((i % 100) as f64),
+        s: ["x", "y"][(i % 2) as usize].into(),
+    });
+    let b = (0..N).map(|i| TestRow {
+        user_id: i % 10,
+        event_ts: T0 + (N + i) * SECOND,
+        created_ts: T0 + (N + i) * SECOND,
+        a: i % 100,
+        b: (i % 7 != 0).then_some((i % 100) as f64 + 50.0),
+        s: ["x", "y", "z"][(i % 3) as usize].into(),
+    });
+    a.chain(b).collect()
+}
+
+fn window(start: i64, end: i64) -> Option<v1::ProfileSource> {
+    Some(v1::ProfileSource {
+        source: Some(v1::profile_source::Source::Window(v1::TimeWindow {
+            start_micros: start,
+            end_micros: end,
+        })),
+    })
+}
+
+fn stored(id: u64) -> Option<v1::ProfileSource> {
+    Some(v1::ProfileSource {
+        source: Some(v1::profile_source::Source::ProfileId(id)),
+    })
+}
+
+async fn drift(
+    clients: &mut Clients,
+    reference: Option<v1::ProfileSource>,
+    current: Option<v1::ProfileSource>,
+) -> Result<v1::ComputeDriftResponse, tonic::Status> {
+    let request = v1::ComputeDriftRequest {
+        subject: Some(v1::compute_drift_request::Subject::Service("model".into())),
+        reference,
+        current,
+    };
+    Ok(clients
+        .monitoring
+        .compute_drift(request)
+        .await?
+        .into_inner())
+}
+
+/// (feature, metric) -> status name.
+fn statuses(report: &v1::ComputeDriftResponse) -> Vec<(String, String, v1::DriftStatus)> {
+    report
+        .scores
+        .iter()
+        .map(|s| {
+            let status = v1::DriftStatus::try_from(s.status).unwrap_or_default();
+            (s.feature.clone(), s.metric.clone(), status)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_window_profile_matches_a_slow_reference() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut clients = server.clients().await?;
+    let rows = rows();
+    setup(&server, &mut clients, &rows, "0").await?;
+    let request = v1::ComputeProfileRequest {
+        subject: Some(v1::compute_profile_request::Subject::View("stats".into())),
+        start_micros: T0,
+        end_micros: T0 + N * SECOND,
+    };
+    let profile = clients
+        .monitoring
+        .compute_profile(request)
+        .await?
+        .into_inner();
+    let profile = profile
+        .profile
+        .ok_or_else(|| anyhow::anyhow!("no profile"))?;
+    assert_eq!(
+        (profile.subject_kind.as_str(), profile.rows),
+        ("view", N as u64)
+    );
+    let in_window: Vec<&TestRow> = rows
+        .iter()
+        .filter(|r| r.event_ts < T0 + N * SECOND)
+        .collect();
+    let values: Vec<f64> = in_window.iter().filter_map(|r| r.b).collect();
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
+    let b = profile.features.iter().find(|f| f.feature == "stats__b");
+    let b = b.ok_or_else(|| anyhow::anyhow!("no stats__b"))?;
+    assert_eq!((b.count, b.nulls), (N as u64, (N as u64).div_ceil(7)));
+    let Some(Summary::Numeric(n)) = &b.summary else {
+        anyhow::bail!("b is numeric: {b:?}")
+    };
+    assert_eq!((n.min, n.max), (Some(0.0), Some(99.0)));
+    assert!((n.mean.unwrap_or(0.0) - mean).abs() < 1e-9);
+    assert!((n.stddev.unwrap_or(0.0) - var.sqrt()).abs() < 1e-9);
+    let s = profile.features.iter().find(|f| f.feature == "stats__s");
+    let Some(Summary::Categorical(c)) = s.and_then(|s| s.summary.as_ref()) else {
+        anyhow::bail!("s is categorical")
+    };
+    let top: Vec<(&str, u64)> = c.top.iter().map(|i| (i.value.as_str(), i.count)).collect();
+    assert_eq!(top, vec![("x", N as u64 / 2), ("y", N as u64 / 2)]);
+    assert_eq!(c.distinct, 2.0);
+    // Stored: the same profile comes back by id.
+    let again = clients
+        .monitoring
+        .get_profile(v1::GetProfileRequest { id: profile.id })
+        .await?;
+    assert_eq!(again.into_inner().profile, Some(profile));
+    Ok(())
+}
+
+#[tokio::test]
+async fn drift_finds_the_injected_shifts_and_follows_the_manifest() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut clients = server.clients().await?;
+    setup(&server, &mut clients, &rows(), "0").await?;
+    let (a, b) = (T0, T0 + N * SECOND);
+    let report = drift(&mut clients, window(a, b), window(b, b + N * SECOND)).await?;
+    use v1::DriftStatus::{Alert, Ok as Fine};
+    let got = statuses(&report);
+    for (feature, metric, status) in [
+        ("stats__a", "psi", Fine),
+        ("stats__a", "ks", Fine),
+        ("stats__a", "null_rate", Fine),
+        ("stats__b", "psi", Alert),
+        ("stats__b", "ks", Alert),
+        ("stats__b", "null_rate", Fine),
+        ("stats__s", "js", Alert),
+        ("stats__s", "null_rate", Fine),
+    ] {
+        let found = got.iter().find(|(f, m, _)| f == feature && m == metric);
+        assert_eq!(
+            found.map(|g| g.2),
+            Some(status),
+            "{feature} {metric}: {got:?}"
+        );
+    }
+    assert_eq!(report.status, Alert as i32);
+    // The same window against itself (stored profile vs a fresh one): nothing drifts.
+    let same = drift(
+        &mut clients,
+        stored(report.reference_profile_id),
+        window(a, b),
+    )
+    .await?;
+    assert!(statuses(&same).iter().all(|s| s.2 == Fine), "{same:?}");
+
+    // Thresholds declared on the view apply without a new version.
+    let with = MANIFEST.replace("TTL", "0").replace(
+        "{name: s, type: string}]\n",
+        "{name: s, type: string}]\nmonitoring: {drift: {psi: {warn: 100, alert: 200}}}\n",
+    );
+    std::fs::write(server.path("repo/features.yaml"), with)?;
+    apply(&mut clients, &server.path("repo"), false).await?;
+    let relaxed = drift(
+        &mut clients,
+        stored(report.reference_profile_id),
+        stored(report.current_profile_id),
+    )
+    .await?;
+    let psi = relaxed
+        .scores
+        .iter()
+        .find(|s| s.feature == "stats__b" && s.metric == "psi");
+    let psi = psi.ok_or_else(|| anyhow::anyhow!("no psi"))?;
+    assert_eq!((psi.warn, psi.status), (100.0, Fine as i32), "{psi:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_export_stores_its_reference_profile() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut clients = server.clients().await?;
+    setup(&server, &mut clients, &rows(), "0").await?;
+    let labels = server.path("repo/labels.parquet");
+    let label_rows = super::fixture::labels(10, T0 + N * SECOND - 1)?;
+    quiver_integration_tests::write_parquet(&labels, &[label_rows])?;
+    let request = v1::ExportRequest {
+        selector: Some(v1::export_request::Selector::FeatureService("model".into())),
+        labels_path: labels.to_string_lossy().into_owned(),
+        output_path: "train.parquet".into(),
+        ..Default::default()
+    };
+    let done = export_to_end(&mut clients, request).await?;
+    let id: u64 = done
+        .metadata
+        .get("quiver.profile_id")
+        .map_or(Ok(0), |v| v.parse())?;
+    let profile = clients
+        .monitoring
+        .get_profile(v1::GetProfileRequest { id })
+        .await?;
+    let profile = profile
+        .into_inner()
+        .profile
+        .ok_or_else(|| anyhow::anyhow!("none"))?;
+    assert_eq!((profile.origin.as_str(), profile.rows), ("export", 10));
+    assert_eq!(
+        (profile.subject_kind.as_str(), profile.subject_name.as_str()),
+        ("service", "model")
+    );
+    // The last row before the label time of user u is row N - 10 + u: a = (N - 10 + u) % 100.
+    let a = profile.features.iter().find(|f| f.feature == "stats__a");
+    let Some(Summary::Numeric(n)) = a.and_then(|f| f.summary.as_ref()) else {
+        anyhow::bail!("a is numeric")
+    };
+    assert_eq!((n.min, n.max), (Some(90.0), Some(99.0)));
+    let listed = clients
+        .monitoring
+        .list_profiles(v1::ListProfilesRequest {
+            name: "model".into(),
+            limit: 0,
+        })
+        .await?
+        .into_inner()
+        .profiles;
+    assert_eq!(listed.iter().map(|p| p.id).collect::<Vec<_>>(), vec![id]);
+    assert!(listed[0].features.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_field() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut clients = server.clients().await?;
+    setup(&server, &mut clients, &rows(), "0").await?;
+    let none = clients
+        .monitoring
+        .compute_profile(v1::ComputeProfileRequest::default())
+        .await;
+    let status = none.err().ok_or_else(|| anyhow::anyhow!("accepted"))?;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("subject"), "{}", status.message());
+    let missing = clients
+        .monitoring
+        .get_profile(v1::GetProfileRequest { id: 999 })
+        .await;
+    assert_eq!(missing.err().map(|s| s.code()), Some(tonic::Code::NotFound));
+    let empty = drift(&mut clients, window(T0, T0), window(T0, T0 + 1)).await;
+    let status = empty.err().ok_or_else(|| anyhow::anyhow!("accepted"))?;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("reference"),
+        "{}",
+        status.message()
+    );
+    // A profile of the view is not a profile of the service.
+    let request = v1::ComputeProfileRequest {
+        subject: Some(v1::compute_profile_request::Subject::View("stats".into())),
+        start_micros: T0,
+        end_micros: T0 + SECOND,
+    };
+    let view = clients
+        .monitoring
+        .compute_profile(request)
+        .await?
+        .into_inner();
+    let id = view.profile.map(|p| p.id).unwrap_or_default();
+    let other = drift(&mut clients, stored(id), window(T0, T0 + SECOND)).await;
+    let status = other.err().ok_or_else(|| anyhow::anyhow!("accepted"))?;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("not of service `model`"),
+        "{}",
+        status.message()
+    );
+    Ok(())
+}
