@@ -291,3 +291,119 @@ async fn bad_requests_name_the_field() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// One HTTP request's body, answered 200 (the alert webhook's receiver).
+async fn receive_one(listener: tokio::net::TcpListener) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut socket, _) = listener.accept().await?;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut buf).await?;
+        anyhow::ensure!(n > 0, "connection closed early");
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_string)
+                })
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await?;
+                return Ok(body.to_string());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_scheduled_check_exports_gauges_and_posts_the_alert() -> anyhow::Result<()> {
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", hook.local_addr()?);
+    let received = tokio::spawn(receive_one(hook));
+    let clock = quiver_integration_tests::ManualClock::new(T0 + 2 * N * SECOND);
+    let server = TestServer::start_with(tempfile::tempdir()?, clock, |o| {
+        o.monitoring_interval = std::time::Duration::from_millis(100);
+        o.alert_webhook = Some(url);
+    })
+    .await?;
+    let mut clients = server.clients().await?;
+    setup(&server, &mut clients, &rows(), "0").await?;
+    let scheduled = MANIFEST.replace("TTL", "0").replace(
+        "features: [{view: stats}]\n",
+        "features: [{view: stats}]\nmonitoring: {schedule: {every: 1h, window: 2000s}}\n",
+    );
+    std::fs::write(server.path("repo/features.yaml"), scheduled)?;
+    apply(&mut clients, &server.path("repo"), false).await?;
+    // The reference: a training export over window A.
+    let labels = server.path("repo/labels.parquet");
+    quiver_integration_tests::write_parquet(
+        &labels,
+        &[super::fixture::labels(10, T0 + N * SECOND - 1)?],
+    )?;
+    let request = v1::ExportRequest {
+        selector: Some(v1::export_request::Selector::FeatureService("model".into())),
+        labels_path: labels.to_string_lossy().into_owned(),
+        output_path: "train.parquet".into(),
+        ..Default::default()
+    };
+    export_to_end(&mut clients, request).await?;
+    let series =
+        r#"quiver_drift_status{feature="stats__s",kind="service",metric="js",name="model"} 2"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, metrics) = server.http_get("/metrics").await?;
+        if metrics.contains(series) {
+            assert!(
+                metrics.contains(
+                    r#"quiver_drift_checks_total{kind="service",name="model",outcome="ok"} 1"#
+                ),
+                "{metrics}"
+            );
+            assert!(
+                metrics.contains(
+                    "quiver_drift_check_timestamp_seconds{kind=\"service\",name=\"model\"}"
+                ),
+                "{metrics}"
+            );
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no drift gauge: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let body = tokio::time::timeout(std::time::Duration::from_secs(30), received).await???;
+    let alert: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(
+        (alert["status"].as_str(), alert["name"].as_str()),
+        (Some("ALERT"), Some("model"))
+    );
+    // The reference is 10 label rows (a and b in 90..99, s in x, y): window B's a, b and s
+    // all differ from it; its null rate (1 in 10 against 1 in 7) stays under the WARN bound.
+    let alerted: Vec<(&str, &str)> = alert["alerts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| Some((x["feature"].as_str()?, x["metric"].as_str()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        alerted.contains(&("stats__s", "js")) && alerted.contains(&("stats__b", "psi")),
+        "{alert}"
+    );
+    assert!(
+        alerted.iter().all(|(_, metric)| *metric != "null_rate"),
+        "{alert}"
+    );
+    Ok(())
+}

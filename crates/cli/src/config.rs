@@ -43,6 +43,10 @@ pub(crate) struct ConfigFile {
     pub otlp_sample_ratio: Option<f64>,
     /// Seconds a shutdown waits for calls in flight (`--shutdown-grace`).
     pub shutdown_grace: Option<u64>,
+    /// Seconds between looks for due scheduled drift checks (`--monitoring-interval`).
+    pub monitoring_interval: Option<u64>,
+    /// URL scheduled drift ALERTs are POSTed to (`--alert-webhook`).
+    pub alert_webhook: Option<String>,
     /// Where server-side exports are written (`--export-dir`).
     pub export_dir: Option<PathBuf>,
     /// Where label tables may be read by path (`--labels-root`).

@@ -39,10 +39,15 @@ features:
   - {name: vehicle_type, type: string}
   - {name: embedding, type: list<float32>}
 owner: quickstart@example.com
+monitoring:
+  max_staleness: 2h
 ---
 kind: FeatureService
 name: driver_model
 features: [{view: driver_stats, features: [conv_rate, acc_rate, avg_daily_trips, vehicle_type]}]
+# Every hour the server scores the last day of data against the latest training export.
+monitoring:
+  schedule: {every: 1h, window: 24h, reference: latest_export}
 "#;
 
 /// Shape of the generated data.

@@ -123,7 +123,7 @@ fn query_until(prometheus: &str, query: &str, accept: impl Fn(f64) -> bool) -> f
 fn prometheus_scrapes_freshness_and_request_metrics_from_a_live_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let features = project(dir.path());
-    let server = start_server(dir.path(), &[]);
+    let server = start_server(dir.path(), &["--monitoring-interval", "1"]);
     let metrics_addr = server.metrics_addr.clone().expect("metrics address");
     // The probes answer while storage opens ("starting"), then "ready".
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -161,8 +161,16 @@ fn prometheus_scrapes_freshness_and_request_metrics_from_a_live_server() {
         "train.parquet",
     ]));
 
-    // The exposition: valid for promtool, and exactly the families deploy/metrics.txt lists.
-    let (status, text) = http_get(&metrics_addr, "/metrics");
+    // The exposition: valid for promtool, and exactly the families deploy/metrics.txt lists
+    // (the scheduled drift check's gauges once its next look finds the export's profile).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, text) = loop {
+        let (status, text) = http_get(&metrics_addr, "/metrics");
+        if text.contains("quiver_drift_status{") || Instant::now() > deadline {
+            break (status, text);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(status, 200);
     let mut promtool = Command::new(prometheus_tool("promtool"))
         .args(["check", "metrics"])

@@ -14,7 +14,10 @@ use crate::model::{
     Declared, EntitySpec, Feature, FeatureServiceSpec, FeatureViewSpec, JoinKey, Kind, Metadata,
     ServiceItem, SourceSpec, Spec, valid_name,
 };
-use crate::monitoring::{Band, DriftMetric, MonitoringSpec};
+use crate::monitoring::{Band, DriftMetric, MonitoringSpec, Schedule, ScheduleReference};
+
+/// The shortest `monitoring.schedule.every`.
+const MIN_SCHEDULE: i64 = 60_000_000;
 use crate::types::{KeyType, ValueType, parse_duration};
 
 /// One manifest file: its path (absolute, used to resolve relative Parquet paths) and text.
@@ -190,6 +193,18 @@ struct RawMonitoring {
     drift: BTreeMap<String, Band>,
     #[serde(default)]
     max_staleness: Option<serde_norway::Value>,
+    #[serde(default)]
+    schedule: Option<RawSchedule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    every: serde_norway::Value,
+    #[serde(default)]
+    window: Option<serde_norway::Value>,
+    #[serde(default)]
+    reference: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -457,7 +472,41 @@ impl Document<'_> {
             let micros = self.duration("monitoring.max_staleness", Some(&value), "0 (no bound)");
             spec.max_staleness = (micros > 0).then_some(micros);
         }
+        spec.schedule = raw.schedule.and_then(|raw| self.schedule(raw));
         spec
+    }
+
+    fn schedule(&mut self, raw: RawSchedule) -> Option<Schedule> {
+        let every = self.duration("monitoring.schedule.every", Some(&raw.every), "1h");
+        if every < MIN_SCHEDULE {
+            self.push(
+                "monitoring.schedule.every",
+                "a scheduled check runs at most once a minute; write `every: 1m` or more",
+            );
+        }
+        let window = match raw.window {
+            None => every,
+            Some(w) => self.duration("monitoring.schedule.window", Some(&w), "1h"),
+        };
+        if window <= 0 {
+            self.push(
+                "monitoring.schedule.window",
+                "the window must be longer than 0, like `1h`",
+            );
+        }
+        let text = raw.reference.unwrap_or_else(|| "latest_export".into());
+        let Some(reference) = ScheduleReference::parse(&text) else {
+            self.push(
+                "monitoring.schedule.reference",
+                format!("unknown reference `{text}`; use `latest_export` or `profile:ID`"),
+            );
+            return None;
+        };
+        Some(Schedule {
+            every,
+            window,
+            reference,
+        })
     }
 
     fn service(&mut self, value: serde_norway::Value) -> Parsed {

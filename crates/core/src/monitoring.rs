@@ -10,6 +10,7 @@
 //!     ks: {warn: 0.1, alert: 0.2}
 //!     js: {warn: 0.05, alert: 0.1}
 //!     null_rate: {warn: 0.05, alert: 0.1}
+//!   schedule: {every: 1h, window: 1h, reference: latest_export}   # or profile:ID
 //! ```
 //!
 //! A metric's thresholds come from the service, else from the feature's view, else from
@@ -129,11 +130,51 @@ pub struct MonitoringSpec {
     /// Views only: the newest event is STALE when older than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_staleness: Option<Micros>,
+    /// A drift check the server runs in the background.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+}
+
+/// `schedule: {every: 1h, window: 1h, reference: latest_export}`: every `every`, the server
+/// profiles the last `window` of data and scores it against the reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub every: Micros,
+    pub window: Micros,
+    pub reference: ScheduleReference,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleReference {
+    /// The newest stored profile of a training export of the subject.
+    LatestExport,
+    /// A stored profile.
+    Profile(u64),
+}
+
+impl ScheduleReference {
+    pub fn parse(text: &str) -> Option<ScheduleReference> {
+        match text.split_once(':') {
+            None if text == "latest_export" => Some(ScheduleReference::LatestExport),
+            Some(("profile", id)) => id.parse().ok().map(ScheduleReference::Profile),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ScheduleReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScheduleReference::LatestExport => f.write_str("latest_export"),
+            ScheduleReference::Profile(id) => write!(f, "profile:{id}"),
+        }
+    }
 }
 
 impl MonitoringSpec {
     pub fn is_empty(&self) -> bool {
-        self.drift.is_empty() && self.max_staleness.is_none()
+        self.drift.is_empty() && self.max_staleness.is_none() && self.schedule.is_none()
     }
 
     /// Plan properties: `monitoring.drift.psi` = `warn 0.1, alert 0.25`, ...
@@ -150,7 +191,18 @@ impl MonitoringSpec {
                 crate::types::format_duration(s),
             )
         });
-        drift.chain(staleness)
+        let schedule = self.schedule.as_ref().map(|s| {
+            (
+                "monitoring.schedule".to_string(),
+                format!(
+                    "every {}, window {}, reference {}",
+                    crate::types::format_duration(s.every),
+                    crate::types::format_duration(s.window),
+                    s.reference
+                ),
+            )
+        });
+        drift.chain(staleness).chain(schedule)
     }
 }
 
@@ -201,6 +253,7 @@ mod tests {
         let spec = |warn| MonitoringSpec {
             drift: [(DriftMetric::Ks, Band { warn, alert: 0.9 })].into(),
             max_staleness: None,
+            schedule: None,
         };
         let (service, view) = (spec(0.3), spec(0.4));
         assert_eq!(

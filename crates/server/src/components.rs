@@ -31,6 +31,7 @@ pub(crate) struct Components {
     pub(crate) materializer: Arc<jobs::Materializer>,
     backups: Arc<Backups>,
     monitor: Arc<monitor::Monitor>,
+    pub(crate) drift_checks: Arc<monitor::DriftChecks>,
     metrics: Arc<Metrics>,
 }
 
@@ -79,8 +80,14 @@ impl Components {
             Arc::clone(&store),
             Arc::clone(&options.clock),
         )?);
+        let drift_checks = Arc::new(monitor::DriftChecks::new(
+            Arc::clone(&monitor),
+            options.alert_webhook.clone(),
+        )?);
+        metrics.register(drift_checks.collectors())?;
         Ok(Components {
             backups,
+            drift_checks,
             monitor: Arc::clone(&monitor),
             pusher: Arc::new(push::Pusher::new(Arc::clone(&store), Arc::clone(&offline))),
             exporter: Arc::new(export::Exporter::new(

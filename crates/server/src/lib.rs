@@ -128,6 +128,9 @@ async fn serve_grpc(
         health_and_reflection(&options.limits, auth.clone(), metrics, options.rpc_spans).await?;
     let router = components.router(router, &options, auth);
     health.set_ready();
+    let _checks = components
+        .drift_checks
+        .spawn(options.monitoring_interval, shutdown.child_token());
     tracing::info!(%addr, tls = tls.is_some(), "serving gRPC and Arrow Flight");
     let (token, draining) = (shutdown.clone(), Arc::clone(health));
     let stopped = async move {

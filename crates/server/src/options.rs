@@ -44,7 +44,14 @@ pub struct ServerOptions {
     /// A tracing span per RPC (target `quiver::rpc`; off by default, it costs throughput),
     /// which joins the caller's trace and is exported over OTLP in builds with `otel`.
     pub rpc_spans: bool,
+    /// How often the server looks for due scheduled drift checks (`monitoring.schedule`).
+    pub monitoring_interval: std::time::Duration,
+    /// Where a scheduled drift check that ends in ALERT is POSTed as JSON (none: no POST).
+    pub alert_webhook: Option<String>,
 }
+
+/// The default of [`ServerOptions::monitoring_interval`].
+pub const DEFAULT_MONITORING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The default of [`ServerOptions::shutdown_grace`].
 pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -61,6 +68,8 @@ impl ServerOptions {
             limits: Limits::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             rpc_spans: false,
+            monitoring_interval: DEFAULT_MONITORING_INTERVAL,
+            alert_webhook: None,
         }
     }
 }

@@ -34,6 +34,14 @@ pub(crate) struct ServeArgs {
     /// second signal exits at once. [default: 30]
     #[arg(long, env = "QUIVER_SHUTDOWN_GRACE", value_name = "SECONDS")]
     shutdown_grace: Option<u64>,
+    /// Seconds between looks for due scheduled drift checks (`monitoring.schedule` in
+    /// manifests). [default: 10]
+    #[arg(long, env = "QUIVER_MONITORING_INTERVAL", value_name = "SECONDS")]
+    monitoring_interval: Option<u64>,
+    /// URL a scheduled drift check that ends in ALERT is POSTed to as JSON (retried, never
+    /// on a request path); off when not given.
+    #[arg(long, env = "QUIVER_ALERT_WEBHOOK", value_name = "URL")]
+    alert_webhook: Option<String>,
     /// YAML config file (see deploy/quiver.example.yaml).
     #[arg(long, env = "QUIVER_CONFIG")]
     config: Option<PathBuf>,
@@ -108,6 +116,20 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     options.limits = args.limits.or(file.limits.unwrap_or_default()).limits();
     if let Some(seconds) = args.shutdown_grace.or(file.shutdown_grace) {
         options.shutdown_grace = std::time::Duration::from_secs(seconds);
+    }
+    if let Some(seconds) = args.monitoring_interval.or(file.monitoring_interval) {
+        anyhow::ensure!(
+            seconds > 0,
+            "--monitoring-interval must be at least 1 second"
+        );
+        options.monitoring_interval = std::time::Duration::from_secs(seconds);
+    }
+    options.alert_webhook = args.alert_webhook.or(file.alert_webhook);
+    if let Some(url) = &options.alert_webhook {
+        anyhow::ensure!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "--alert-webhook `{url}` must be an http:// or https:// URL"
+        );
     }
     options.rpc_spans = telemetry.exports_traces();
     let served = quiver_server::serve_with(listener, metrics_listener, shutdown, options).await;

@@ -28,6 +28,8 @@ pub(crate) struct StateCollector {
     newest_event_age: GaugeVec,
     watermark_age: GaugeVec,
     ttl: GaugeVec,
+    max_staleness: GaugeVec,
+    stale: GaugeVec,
     registry_version: IntGauge,
     ready: IntGauge,
     build_info: GaugeVec,
@@ -85,6 +87,14 @@ impl StateCollector {
                 "quiver_view_ttl_seconds",
                 "The view's TTL (values older are OUTSIDE_MAX_AGE online); absent for views without one.",
             )?,
+            max_staleness: view_gauge(
+                "quiver_view_max_staleness_seconds",
+                "The view's declared freshness bound (`monitoring.max_staleness`); absent for views without one.",
+            )?,
+            stale: view_gauge(
+                "quiver_view_stale",
+                "1 when the newest event written online is older than `monitoring.max_staleness` (or none was written), else 0; only for online views with a bound.",
+            )?,
             registry_version: int_gauge(
                 "quiver_registry_version",
                 "The registry version being served.",
@@ -140,13 +150,29 @@ impl StateCollector {
         let now = self.clock.now();
         let age = |micros: i64| (now.saturating_sub(micros)) as f64 / 1e6;
         let state = self.registry.snapshot();
-        for gauge in [&self.newest_event_age, &self.watermark_age, &self.ttl] {
+        for gauge in [
+            &self.newest_event_age,
+            &self.watermark_age,
+            &self.ttl,
+            &self.max_staleness,
+            &self.stale,
+        ] {
             gauge.reset();
         }
         self.registry_version.set(state.version as i64);
-        for (_, version) in state.list(Kind::FeatureView) {
+        for (history, version) in state.list(Kind::FeatureView) {
             let Some(view) = &version.view else { continue };
             let name = [view.name.as_str()];
+            let bound = history
+                .metadata
+                .monitoring
+                .max_staleness
+                .filter(|_| view.online);
+            if let Some(bound) = bound {
+                self.max_staleness
+                    .with_label_values(&name)
+                    .set(bound as f64 / 1e6);
+            }
             for outcome in super::OUTCOMES {
                 self.materialization_runs
                     .with_label_values(&[view.name.as_str(), outcome]);
@@ -159,6 +185,12 @@ impl StateCollector {
                 self.store.watermark(view),
             ) {
                 (Ok(newest), Ok(watermark)) => {
+                    if let Some(bound) = bound {
+                        let stale = newest.is_none_or(|n| now.saturating_sub(n) > bound);
+                        self.stale
+                            .with_label_values(&name)
+                            .set(f64::from(u8::from(stale)));
+                    }
                     if let Some(newest) = newest {
                         self.newest_event_age
                             .with_label_values(&name)
@@ -198,12 +230,14 @@ impl StateCollector {
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 14] {
+    fn collectors(&self) -> [&dyn Collector; 16] {
         [
             &self.materialization_runs,
             &self.newest_event_age,
             &self.watermark_age,
             &self.ttl,
+            &self.max_staleness,
+            &self.stale,
             &self.registry_version,
             &self.ready,
             &self.build_info,

@@ -209,6 +209,17 @@ impl Metrics {
         self.registry.register(Box::new(state)).map_err(internal)
     }
 
+    /// Registers families kept up to date elsewhere (the scheduled drift checks').
+    pub(crate) fn register(
+        &self,
+        collectors: Vec<Box<dyn prometheus::core::Collector>>,
+    ) -> Result<()> {
+        for collector in collectors {
+            self.registry.register(collector).map_err(internal)?;
+        }
+        Ok(())
+    }
+
     /// The materialization run counter, for the state collector to create every view's
     /// series and expose it (it is not in the registry otherwise).
     pub(crate) fn materialization_runs(&self) -> IntCounterVec {

@@ -3,7 +3,9 @@
 //! RocksDB, and compares two of them with the thresholds the registry declares.
 
 mod drift;
+mod schedule;
 mod subject;
+mod webhook;
 pub(crate) mod wire;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::registry::Registry;
 use crate::run_blocking;
 
 pub(crate) use drift::ProfileSource;
+pub(crate) use schedule::DriftChecks;
 pub(crate) use subject::SubjectRef;
 
 /// Most profiles one ListProfiles returns.
@@ -151,6 +154,26 @@ impl Monitor {
         })
         .await?;
         Ok(found)
+    }
+
+    /// The newest stored profile of a training export of `subject`.
+    pub(crate) async fn latest_export_profile(&self, subject: &SubjectRef) -> Result<Option<u64>> {
+        let store = Arc::clone(&self.store);
+        let (kind, name) = (subject.kind().to_string(), subject.name().to_string());
+        run_blocking(move || {
+            let found = store.profiles(1, |json| {
+                parse(json).is_ok_and(|p| {
+                    p.subject.kind == kind
+                        && p.subject.name == name
+                        && matches!(p.origin, Origin::Export { .. })
+                })
+            })?;
+            Ok(found
+                .first()
+                .map(|json| parse(json).map(|p| p.id))
+                .transpose()?)
+        })
+        .await
     }
 
     /// A profiler for the rows of a training export of `selection` with `full_names`: the
