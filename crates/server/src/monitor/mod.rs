@@ -168,10 +168,10 @@ impl Monitor {
                         && matches!(p.origin, Origin::Export { .. })
                 })
             })?;
-            Ok(found
+            found
                 .first()
                 .map(|json| parse(json).map(|p| p.id))
-                .transpose()?)
+                .transpose()
         })
         .await
     }
