@@ -563,6 +563,9 @@ fn quickstart_runs_every_step() {
         "NOT_FOUND",
         "PRESENT",
         "Exported 1000 rows",
+        "of service driver_model (on_demand)",
+        "driver_stats__conv_rate",
+        "against reference profile",
     ] {
         assert!(
             stdout.contains(needle),

@@ -206,7 +206,7 @@ fn source(flag: &str, text: &str) -> Result<v1::ProfileSource> {
 }
 
 /// The reference profile an export names in its Parquet metadata (`quiver.profile_id`).
-fn export_profile_id(path: &Path) -> Result<u64> {
+pub(crate) fn export_profile_id(path: &Path) -> Result<u64> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot open the export {}", path.display()))?;
     let reader = parquet::file::reader::SerializedFileReader::new(file)

@@ -1,5 +1,5 @@
 //! `quiver quickstart`: a demo project served by an embedded server, walked through every
-//! step: apply, list, materialize, online lookup, training export.
+//! step: apply, list, materialize, online lookup, training export, profile and drift.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -137,6 +137,65 @@ async fn walk_through(url: &str, dir: &std::path::Path, shape: DemoShape) -> Res
         "Exported {rows} rows to {} in {:.2} s.",
         out.display(),
         started.elapsed().as_secs_f64()
+    );
+    monitoring(&mut clients, &out, start, end).await
+}
+
+/// Step 7: a profile of the served features, and their drift against the export's profile.
+async fn monitoring(
+    clients: &mut Clients,
+    export: &std::path::Path,
+    start: i64,
+    end: i64,
+) -> Result<()> {
+    step("7. Monitoring: profile the features, score drift against the training export");
+    let (from, to) = (format_rfc3339(start), format_rfc3339(end));
+    println!("quiver profile --service driver_model --start {from} --end {to}");
+    let request = v1::ComputeProfileRequest {
+        subject: Some(v1::compute_profile_request::Subject::Service(
+            "driver_model".into(),
+        )),
+        start_micros: start,
+        end_micros: end,
+    };
+    let profile = clients
+        .monitoring
+        .compute_profile(request)
+        .await?
+        .into_inner();
+    if let Some(profile) = &profile.profile {
+        println!("{}", super::monitor_format::profile_table(profile));
+    }
+    println!(
+        "\nquiver drift --service driver_model --reference export:{} --current window:{from}..{to}",
+        export.display()
+    );
+    let source = |source| {
+        Some(v1::ProfileSource {
+            source: Some(source),
+        })
+    };
+    let request = v1::ComputeDriftRequest {
+        subject: Some(v1::compute_drift_request::Subject::Service(
+            "driver_model".into(),
+        )),
+        reference: source(v1::profile_source::Source::ProfileId(
+            super::monitor::export_profile_id(export)?,
+        )),
+        current: source(v1::profile_source::Source::Window(v1::TimeWindow {
+            start_micros: start,
+            end_micros: end,
+        })),
+    };
+    let report = clients
+        .monitoring
+        .compute_drift(request)
+        .await?
+        .into_inner();
+    println!("{}", super::monitor_format::drift_table(&report));
+    println!(
+        "\nThe server repeats this check every hour (`monitoring.schedule` in the manifest) and \
+         exports the scores to Prometheus (quiver_drift_score, quiver_drift_status)."
     );
     Ok(())
 }
