@@ -407,3 +407,50 @@ async fn a_scheduled_check_exports_gauges_and_posts_the_alert() -> anyhow::Resul
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn pushes_are_checked_against_the_views_expectations() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut clients = server.clients().await?;
+    setup(&server, &mut clients, &rows()[..10], "0").await?;
+    let declare = |policy: &str| {
+        MANIFEST.replace("TTL", "0").replace(
+            "{name: s, type: string}]\n",
+            &format!(
+                "{{name: s, type: string}}]\nmonitoring: {{on_violation: {policy}, expectations: {{b: {{max: 100}}, s: {{allowed: [x, y]}}}}}}\n"
+            ),
+        )
+    };
+    std::fs::write(server.path("repo/features.yaml"), declare("reject"))?;
+    apply(&mut clients, &server.path("repo"), false).await?;
+    let mut pushed: Vec<TestRow> = rows()[..3].to_vec();
+    pushed[1].b = Some(150.0);
+    let refused = clients
+        .online
+        .push(super::online::push_request(&pushed))
+        .await;
+    let status = refused.err().ok_or_else(|| anyhow::anyhow!("accepted"))?;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("columns.b[1]") && status.message().contains("`max`"),
+        "{}",
+        status.message()
+    );
+    // Under `warn` the same push is written and its violation counted.
+    std::fs::write(server.path("repo/features.yaml"), declare("warn"))?;
+    apply(&mut clients, &server.path("repo"), false).await?;
+    pushed[2].s = "q".into();
+    clients
+        .online
+        .push(super::online::push_request(&pushed))
+        .await?;
+    let (_, metrics) = server.http_get("/metrics").await?;
+    for line in [
+        r#"quiver_validation_violations_total{feature="b",policy="reject",rule="max",view="stats"} 1"#,
+        r#"quiver_validation_violations_total{feature="b",policy="warn",rule="max",view="stats"} 1"#,
+        r#"quiver_validation_violations_total{feature="s",policy="warn",rule="allowed",view="stats"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    Ok(())
+}

@@ -41,6 +41,10 @@ features:
 owner: quickstart@example.com
 monitoring:
   max_staleness: 2h
+  # Checked on every push; `on_violation: reject` would refuse a violating push.
+  expectations:
+    conv_rate: {not_null: true, min: 0, max: 1}
+    vehicle_type: {allowed: [sedan, suv, van, bike]}
 ---
 kind: FeatureService
 name: driver_model

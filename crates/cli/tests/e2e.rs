@@ -563,7 +563,7 @@ fn quickstart_runs_every_step() {
         "NOT_FOUND",
         "PRESENT",
         "Exported 1000 rows",
-        "of service driver_model (on_demand)",
+        "of service driver_model@1 (on_demand)",
         "driver_stats__conv_rate",
         "against reference profile",
     ] {

@@ -10,6 +10,7 @@
 //! process), see [`fingerprint`].
 
 pub mod error;
+pub mod expectations;
 pub mod fingerprint;
 pub mod lineage;
 pub mod manifest;

@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Problem, Result};
+use crate::expectations::{Expectation, OnViolation};
 use crate::model::{
     Declared, EntitySpec, Feature, FeatureServiceSpec, FeatureViewSpec, JoinKey, Kind, Metadata,
     ServiceItem, SourceSpec, Spec, valid_name,
@@ -195,6 +196,10 @@ struct RawMonitoring {
     max_staleness: Option<serde_norway::Value>,
     #[serde(default)]
     schedule: Option<RawSchedule>,
+    #[serde(default)]
+    expectations: BTreeMap<String, Expectation>,
+    #[serde(default)]
+    on_violation: Option<OnViolation>,
 }
 
 #[derive(Deserialize)]
@@ -409,7 +414,7 @@ impl Document<'_> {
             }
         }
         let mut metadata = metadata(raw.description, raw.owner, raw.tags);
-        metadata.monitoring = self.monitoring(raw.monitoring, true);
+        metadata.monitoring = self.monitoring(raw.monitoring, Some(&features));
         let spec = FeatureViewSpec {
             entities: raw.entities,
             source: raw.source,
@@ -441,8 +446,14 @@ impl Document<'_> {
         })
     }
 
-    /// A view's or service's `monitoring:` block (`max_staleness` on views only).
-    fn monitoring(&mut self, raw: Option<RawMonitoring>, view: bool) -> MonitoringSpec {
+    /// A view's (with its `features`) or service's `monitoring:` block; `max_staleness` and
+    /// expectations are views' settings.
+    fn monitoring(
+        &mut self,
+        raw: Option<RawMonitoring>,
+        features: Option<&[Feature]>,
+    ) -> MonitoringSpec {
+        let view = features.is_some();
         let Some(raw) = raw else {
             return MonitoringSpec::default();
         };
@@ -473,6 +484,24 @@ impl Document<'_> {
             spec.max_staleness = (micros > 0).then_some(micros);
         }
         spec.schedule = raw.schedule.and_then(|raw| self.schedule(raw));
+        if !view && (!raw.expectations.is_empty() || raw.on_violation.is_some()) {
+            self.push(
+                "monitoring.expectations",
+                "expectations are a view's setting; declare them on the view",
+            );
+        }
+        for (name, expectation) in raw.expectations {
+            let field = format!("monitoring.expectations.{name}");
+            let feature = features.into_iter().flatten().find(|f| f.name == name);
+            match feature.map(|f| expectation.problem(f.value_type)) {
+                None if view => self.push(&field, format!("the view has no feature `{name}`")),
+                Some(Some(problem)) => self.push(&field, problem),
+                _ => {
+                    spec.expectations.insert(name, expectation);
+                }
+            }
+        }
+        spec.on_violation = raw.on_violation.unwrap_or_default();
         spec
     }
 
@@ -527,7 +556,7 @@ impl Document<'_> {
             })
             .collect();
         let mut metadata = metadata(raw.description, raw.owner, raw.tags);
-        metadata.monitoring = self.monitoring(raw.monitoring, false);
+        metadata.monitoring = self.monitoring(raw.monitoring, None);
         Ok((
             raw.name,
             Spec::FeatureService(FeatureServiceSpec { items }),

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::expectations::{Expectation, OnViolation};
 use crate::types::Micros;
 
 /// The drift scores Quiver computes (see docs/MONITORING.md for their definitions).
@@ -133,6 +134,16 @@ pub struct MonitoringSpec {
     /// A drift check the server runs in the background.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
+    /// Views only: rules per feature, checked on push ([`crate::expectations`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub expectations: BTreeMap<String, Expectation>,
+    /// What a push that breaks an expectation gets.
+    #[serde(default, skip_serializing_if = "is_warn")]
+    pub on_violation: OnViolation,
+}
+
+fn is_warn(policy: &OnViolation) -> bool {
+    *policy == OnViolation::Warn
 }
 
 /// `schedule: {every: 1h, window: 1h, reference: latest_export}`: every `every`, the server
@@ -174,7 +185,11 @@ impl std::fmt::Display for ScheduleReference {
 
 impl MonitoringSpec {
     pub fn is_empty(&self) -> bool {
-        self.drift.is_empty() && self.max_staleness.is_none() && self.schedule.is_none()
+        self.drift.is_empty()
+            && self.max_staleness.is_none()
+            && self.schedule.is_none()
+            && self.expectations.is_empty()
+            && self.on_violation == OnViolation::Warn
     }
 
     /// Plan properties: `monitoring.drift.psi` = `warn 0.1, alert 0.25`, ...
@@ -202,7 +217,21 @@ impl MonitoringSpec {
                 ),
             )
         });
-        drift.chain(staleness).chain(schedule)
+        let expectations = self
+            .expectations
+            .iter()
+            .map(|(feature, e)| (format!("monitoring.expectations.{feature}"), e.describe()));
+        let policy = (!self.expectations.is_empty()).then(|| {
+            (
+                "monitoring.on_violation".to_string(),
+                self.on_violation.name().to_string(),
+            )
+        });
+        drift
+            .chain(staleness)
+            .chain(schedule)
+            .chain(expectations)
+            .chain(policy)
     }
 }
 
@@ -254,6 +283,7 @@ mod tests {
             drift: [(DriftMetric::Ks, Band { warn, alert: 0.9 })].into(),
             max_staleness: None,
             schedule: None,
+            ..MonitoringSpec::default()
         };
         let (service, view) = (spec(0.3), spec(0.4));
         assert_eq!(

@@ -125,6 +125,7 @@ impl Components {
             Arc::clone(&options.clock),
             health,
             self.metrics.materialization_runs(),
+            self.metrics.violations(),
         )
     }
 

@@ -17,6 +17,15 @@ pub enum Error {
     Monitor(#[from] quiver_monitor::Error),
     #[error("invalid argument `{field}`: {message}")]
     InvalidArgument { field: String, message: String },
+    /// A push that breaks an expectation of a view that rejects such pushes.
+    #[error("invalid argument `{field}`: {message}")]
+    Violation {
+        field: String,
+        message: String,
+        view: String,
+        feature: String,
+        rule: &'static str,
+    },
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{what} `{name}` not found")]
@@ -55,7 +64,7 @@ impl Error {
             Error::Online(e) => e.code(),
             Error::Offline(e) => e.code(),
             Error::Monitor(e) => e.code(),
-            Error::InvalidArgument { .. } => ErrorCode::InvalidArgument,
+            Error::InvalidArgument { .. } | Error::Violation { .. } => ErrorCode::InvalidArgument,
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Error::NotFound { .. } => ErrorCode::NotFound,
             Error::Unauthenticated(_) => ErrorCode::Unauthenticated,

@@ -30,6 +30,7 @@ pub mod online_read;
 pub mod online_svc;
 pub mod options;
 pub mod push;
+mod push_rules;
 pub mod registry;
 pub mod registry_svc;
 mod reload;

@@ -209,12 +209,33 @@ impl v1::online_service_server::OnlineService for OnlineService {
         let request = request.into_inner();
         let bytes = prost::Message::encoded_len(&request);
         let by = principal.clone();
+        let metrics = Arc::clone(&self.metrics);
         let result = crate::run_blocking(move || {
-            let batch = PushBatch::from_wire(request, &registry, received_at, &limits)?;
+            let batch = PushBatch::from_wire(request, &registry, received_at, &limits);
+            let batch = batch.inspect_err(|e| {
+                if let crate::error::Error::Violation {
+                    view,
+                    feature,
+                    rule,
+                    ..
+                } = e
+                {
+                    metrics
+                        .record_violations("reject", [(view.as_str(), feature.as_str(), *rule, 1)]);
+                }
+            })?;
             batch
                 .view_names()
                 .try_for_each(|view| by.check_view(view))?;
-            Ok((batch.n_rows, pusher.push_blocking(&batch)?))
+            let pushed = pusher.push_blocking(&batch)?;
+            metrics.record_violations(
+                "warn",
+                batch
+                    .violations
+                    .iter()
+                    .map(|((v, f, r), n)| (v.as_str(), f.as_str(), r.name(), *n)),
+            );
+            Ok((batch.n_rows, pushed))
         })
         .await;
         let (n_rows, pushed) = audited(&principal, "Push", &target, result)?;

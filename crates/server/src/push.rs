@@ -13,7 +13,7 @@ use std::sync::Arc;
 use prost::Message;
 use quiver_core::semantics::{invalid_time_message, is_valid_time};
 use quiver_core::value::Row;
-use quiver_core::{RegistryState, ResolvedView};
+use quiver_core::{Kind, RegistryState, ResolvedView};
 use quiver_offline::{OfflineStore, push_log_batch};
 use quiver_online::RocksStore;
 use quiver_proto::convert::{
@@ -23,6 +23,7 @@ use quiver_proto::v1;
 
 use crate::error::{Error, Result};
 use crate::limits::{Limits, check};
+use crate::push_rules::{RuleCheck, Violations};
 
 /// Rows converted from the wire columns at a time.
 pub const CHUNK_ROWS: usize = 8_192;
@@ -36,6 +37,8 @@ pub struct PushBatch {
     pub online: bool,
     pub offline: bool,
     pub n_rows: u64,
+    /// Expectations broken by the rows (under `on_violation: warn`: written anyway).
+    pub(crate) violations: Violations,
 }
 
 /// What a push wrote for one view.
@@ -78,19 +81,33 @@ impl PushBatch {
             limits.max_push_rows,
             "--max-push-rows",
         )?;
-        let batch = PushBatch {
+        let mut batch = PushBatch {
             views,
             columns: request.columns,
             received_at,
             online,
             offline,
             n_rows: n_rows as u64,
+            violations: Violations::new(),
         };
+        let mut violations = Violations::new();
         for view in &batch.views {
+            let spec = registry
+                .history(Kind::FeatureView, &view.name)
+                .map(|h| &h.metadata.monitoring);
+            let mut rules = spec.and_then(|spec| RuleCheck::new(view, spec));
             for range in batch.chunks() {
-                batch.rows(view, range)?;
+                let first = range.start;
+                let rows = batch.rows(view, range)?;
+                if let Some(rules) = &mut rules {
+                    rules.rows(&rows, first, &mut violations)?;
+                }
+            }
+            if let Some(rules) = rules {
+                rules.finish(n_rows, &mut violations)?;
             }
         }
+        batch.violations = violations;
         Ok(batch)
     }
 

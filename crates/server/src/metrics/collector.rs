@@ -25,6 +25,8 @@ pub(crate) struct StateCollector {
     /// `quiver_materialization_runs_total`, so that every view's outcomes exist from 0 (a
     /// series born at 1 shows no `increase()`, and the first failure would go unseen).
     materialization_runs: IntCounterVec,
+    /// `quiver_validation_violations_total`, created at 0 for every declared rule.
+    violations: IntCounterVec,
     newest_event_age: GaugeVec,
     watermark_age: GaugeVec,
     ttl: GaugeVec,
@@ -61,6 +63,7 @@ impl StateCollector {
         clock: Arc<dyn Clock>,
         health: Arc<Health>,
         materialization_runs: IntCounterVec,
+        violations: IntCounterVec,
     ) -> Result<StateCollector> {
         let view_gauge = |name: &str, help: &str| {
             GaugeVec::new(Opts::new(name, help), &["view"]).map_err(internal)
@@ -137,6 +140,7 @@ impl StateCollector {
             .map_err(internal)?,
             scraping: std::sync::Mutex::new(()),
             materialization_runs,
+            violations,
             registry,
             store,
             clock,
@@ -163,11 +167,19 @@ impl StateCollector {
         for (history, version) in state.list(Kind::FeatureView) {
             let Some(view) = &version.view else { continue };
             let name = [view.name.as_str()];
-            let bound = history
-                .metadata
-                .monitoring
-                .max_staleness
-                .filter(|_| view.online);
+            let monitoring = &history.metadata.monitoring;
+            for (feature, expectation) in &monitoring.expectations {
+                for rule in expectation.rules() {
+                    let policy = monitoring.on_violation.name();
+                    self.violations.with_label_values(&[
+                        view.name.as_str(),
+                        feature,
+                        rule.name(),
+                        policy,
+                    ]);
+                }
+            }
+            let bound = monitoring.max_staleness.filter(|_| view.online);
             if let Some(bound) = bound {
                 self.max_staleness
                     .with_label_values(&name)
@@ -230,9 +242,10 @@ impl StateCollector {
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 16] {
+    fn collectors(&self) -> [&dyn Collector; 17] {
         [
             &self.materialization_runs,
+            &self.violations,
             &self.newest_event_age,
             &self.watermark_age,
             &self.ttl,

@@ -55,6 +55,7 @@ pub struct Metrics {
     online_values: IntCounterVec,
     push_rows: IntCounterVec,
     push_skipped_older: IntCounterVec,
+    violations: IntCounterVec,
     push_bytes: IntCounter,
     materialization_runs: IntCounterVec,
     materialization_rows: IntCounterVec,
@@ -132,6 +133,15 @@ impl Metrics {
                 "Pushed rows not written online because a newer row was stored, per view.",
                 &["view"],
             )?,
+            // Exposed by the state collector, which creates each declared rule's series.
+            violations: IntCounterVec::new(
+                Opts::new(
+                    "quiver_validation_violations_total",
+                    "Pushed values that broke a feature expectation, per view, feature, rule and policy (warn: written anyway; reject: the push was refused).",
+                ),
+                &["view", "feature", "rule", "policy"],
+            )
+            .map_err(internal)?,
             push_bytes: {
                 let bytes = IntCounter::new(
                     "quiver_push_bytes_total",
@@ -320,6 +330,25 @@ impl Metrics {
                     handles.skipped_older.inc_by(view.skipped_older);
                 },
             );
+        }
+    }
+
+    /// The violation counter, for the state collector to create each declared rule's series
+    /// at 0 (a series born at 1 shows no `increase()`).
+    pub(crate) fn violations(&self) -> IntCounterVec {
+        self.violations.clone()
+    }
+
+    /// Counts broken expectations: each of `violations` (view, feature, rule) under `policy`.
+    pub(crate) fn record_violations<'a>(
+        &self,
+        policy: &str,
+        violations: impl IntoIterator<Item = (&'a str, &'a str, &'a str, u64)>,
+    ) {
+        for (view, feature, rule, n) in violations {
+            self.violations
+                .with_label_values(&[view, feature, rule, policy])
+                .inc_by(n);
         }
     }
 
