@@ -1,4 +1,4 @@
-//! `quiver.v1.MonitoringService`: profiles and drift (see [`crate::monitor`]).
+//! `quiver.v1.MonitoringService`: profiles and drift (the `monitor` module does the work).
 
 use std::sync::Arc;
 
