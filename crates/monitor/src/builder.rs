@@ -110,15 +110,9 @@ impl ProfileBuilder {
         Ok(())
     }
 
-    pub fn finish(
-        self,
-        subject: Subject,
-        origin: Origin,
-        window: Option<(Micros, Micros)>,
-        created_at: Micros,
-    ) -> Profile {
-        let features = self
-            .columns
+    /// Every column's figures, in the order the columns were given.
+    pub fn into_features(self) -> Vec<FeatureProfile> {
+        self.columns
             .into_iter()
             .map(|(spec, column)| FeatureProfile {
                 feature: spec.name,
@@ -128,7 +122,17 @@ impl ProfileBuilder {
                 nulls: column.nulls,
                 summary: column.acc.finish(),
             })
-            .collect();
+            .collect()
+    }
+
+    pub fn finish(
+        self,
+        subject: Subject,
+        origin: Origin,
+        window: Option<(Micros, Micros)>,
+        created_at: Micros,
+    ) -> Profile {
+        let rows = self.rows;
         Profile {
             format: PROFILE_FORMAT,
             id: 0,
@@ -136,8 +140,8 @@ impl ProfileBuilder {
             created_at,
             window,
             origin,
-            rows: self.rows,
-            features,
+            rows,
+            features: self.into_features(),
         }
     }
 }

@@ -92,8 +92,7 @@ impl Monitor {
                 builder.add_batch(&batch?)?;
             }
             rows += builder.rows();
-            let part = builder.finish(resolved.subject.clone(), Origin::OnDemand, None, 0);
-            features.extend(part.features);
+            features.extend(builder.into_features());
         }
         let profile = Profile {
             format: quiver_monitor::profile::PROFILE_FORMAT,
@@ -161,17 +160,16 @@ impl Monitor {
         let store = Arc::clone(&self.store);
         let (kind, name) = (subject.kind().to_string(), subject.name().to_string());
         run_blocking(move || {
-            let found = store.profiles(1, |json| {
-                parse(json).is_ok_and(|p| {
+            let mut found = None;
+            store.profiles(1, |json| {
+                found = parse(json).ok().filter(|p| {
                     p.subject.kind == kind
                         && p.subject.name == name
                         && matches!(p.origin, Origin::Export { .. })
-                })
+                });
+                found.is_some()
             })?;
-            found
-                .first()
-                .map(|json| parse(json).map(|p| p.id))
-                .transpose()
+            Ok(found.map(|p| p.id))
         })
         .await
     }
