@@ -182,9 +182,16 @@ async fn one_backup_runs_at_a_time() -> anyhow::Result<()> {
     let server = TestServer::start_in(tempfile::tempdir()?, ManualClock::new(T0)).await?;
     let mut clients = server.clients().await?;
     setup(&server, &mut clients, &[row(0)], "0").await?;
-    // One push-log file per push: more files than the stream buffers.
+    // 16 pushes of 1 MiB of random hex each: the backup (push-log files and online rows,
+    // about 16 MiB after compression) is far more than everything that buffers between the
+    // file reader and the client (4 MiB of chunks, the HTTP/2 windows and send buffers), so
+    // the stream stays open until the client reads it.
     for id in 1..=16 {
-        clients.online.push(push_request(&[row(id)])).await?;
+        let mut big = row(id);
+        let mut bytes = vec![0u8; 1 << 19];
+        rand::fill(&mut bytes[..]);
+        big.s = quiver_core::fingerprint::hex(&bytes);
+        clients.online.push(push_request(&[big])).await?;
     }
     let mut admin = v1::admin_service_client::AdminServiceClient::new(clients.channel);
     // The first stream is open and not read to its end: a second is refused.

@@ -363,8 +363,21 @@ async fn an_apply_whose_client_gives_up_still_agrees_with_storage() -> anyhow::R
         let mut apply_client = clients.registry.clone();
         let call = apply_client.apply(request);
         let _ = tokio::time::timeout(std::time::Duration::from_micros(micros), call).await;
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let served = served_version(&mut clients, &dir).await?;
+        // The same apply again, waited for: applies run one at a time, so it answers after
+        // the abandoned one ended (or never arrived), with the version being served.
+        let again = v1::ApplyRequest {
+            manifests: manifests(&dir)?,
+            expected_version: None,
+            force: false,
+            tag: String::new(),
+        };
+        let served = clients
+            .registry
+            .apply(again)
+            .await?
+            .into_inner()
+            .registry_version;
+        assert_eq!(served, served_version(&mut clients, &dir).await?);
         let (data, clock) = server.stop().await?;
         server = TestServer::start_in(data, clock).await?;
         let mut clients = server.clients().await?;

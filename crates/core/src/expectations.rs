@@ -107,7 +107,7 @@ fn text(value: &Value) -> Option<String> {
         Value::String(s) => Some(s.clone()),
         Value::Int32(v) => Some(v.to_string()),
         Value::Int64(v) => Some(v.to_string()),
-        Value::Bytes(b) => Some(b.iter().map(|x| format!("{x:02x}")).collect()),
+        Value::Bytes(b) => Some(crate::fingerprint::hex(b)),
         _ => None,
     }
 }

@@ -28,7 +28,13 @@ fn hash<T: Serialize>(kind: Kind, meaning: &T) -> String {
 
 /// Lower-case hex of `bytes` (digests, tokens, fingerprints).
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 pub fn entity(spec: &EntitySpec) -> String {
@@ -95,6 +101,14 @@ pub fn service(items: &[ResolvedItem]) -> String {
 mod tests {
     use super::*;
     use crate::types::{KeyType, ScalarType, ValueType};
+
+    #[test]
+    fn hex_is_two_lower_case_digits_per_byte() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&bytes), expected);
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn fingerprints_are_pinned() {

@@ -193,7 +193,7 @@ impl Column {
                         .as_binary::<i32>()
                         .iter()
                         .flatten()
-                        .for_each(|v| acc.add(&hex(v)));
+                        .for_each(|v| acc.add(&quiver_core::fingerprint::hex(v)));
                 } else {
                     let values = cast(array, &DataType::Utf8).map_err(|e| bad(e.to_string()))?;
                     values
@@ -264,10 +264,6 @@ fn as_f64(array: &ArrayRef) -> std::result::Result<ArrayRef, String> {
         _ => Arc::clone(array),
     };
     cast(&array, &DataType::Float64).map_err(|e| e.to_string())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
