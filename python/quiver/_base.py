@@ -295,14 +295,18 @@ JOB_STATES = {
 
 def job_summary(job: jobs_pb2.Job) -> Dict[str, Any]:
     """A job as a plain dict: ``id``, ``state``, ``rows_scanned``, ``keys_written``,
-    ``views`` (per view: ``view``, ``version``, ``state``, ``rows_scanned``, ``keys_written``),
-    ``error``."""
+    ``views`` (per view: ``view``, ``version``, ``state``, ``rows_scanned``, ``keys_written``,
+    ``profile_id`` (None until the run's profile is stored) and ``violations``, a list of
+    ``{"feature", "rule", "count"}`` over the rows scanned), ``error``."""
     return {
         "id": job.id, "state": JOB_STATES.get(job.state, "UNSPECIFIED"),
         "rows_scanned": job.rows_scanned, "keys_written": job.keys_written,
         "elapsed_seconds": job.elapsed_micros / 1e6, "error": job.error,
         "views": [{"view": v.view, "version": v.version,
                    "state": JOB_STATES.get(v.state, "UNSPECIFIED"),
-                   "rows_scanned": v.rows_scanned, "keys_written": v.keys_written}
+                   "rows_scanned": v.rows_scanned, "keys_written": v.keys_written,
+                   "profile_id": v.profile_id or None,
+                   "violations": [{"feature": r.feature, "rule": r.rule, "count": r.count}
+                                  for r in v.violations]}
                   for v in job.views],
     }

@@ -130,6 +130,9 @@ def test_materialize_reports_progress(server):
         job = client.materialize(T0 - dt.timedelta(days=2), "2026-01-02T00:00:00Z",
                                  views=["user_features"], progress=seen.append)
         assert job["state"] == "SUCCEEDED" and job["rows_scanned"] == 4
+        # The run's profile is stored: it profiles the 4 rows scanned.
+        (view,) = job["views"]
+        assert view["profile_id"] is not None and view["violations"] == []
         assert seen and seen[-1]["state"] == "SUCCEEDED"
         again = client.materialize_incremental(T0 + dt.timedelta(days=1))
         assert again["state"] == "SUCCEEDED"

@@ -454,3 +454,197 @@ async fn pushes_are_checked_against_the_views_expectations() -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// The expectations of the next test, and an independent count of what they catch in `rows`:
+/// (feature, rule) -> values that break it (each value once, for its first broken rule).
+const EXPECTATIONS: &str = "monitoring: {expectations: {a: {min: 1}, b: {not_null: true, max: 120, max_null_fraction: 0.1}, s: {allowed: [x, y]}}}\n";
+
+fn expected_violations(rows: &[TestRow]) -> Vec<(String, String, u64)> {
+    let count = |pred: &dyn Fn(&TestRow) -> bool| rows.iter().filter(|r| pred(r)).count() as u64;
+    let nulls = count(&|r| r.b.is_none());
+    vec![
+        ("a".into(), "min".into(), count(&|r| r.a < 1)),
+        (
+            "b".into(),
+            "max".into(),
+            count(&|r| r.b.is_some_and(|b| b > 120.0)),
+        ),
+        (
+            "b".into(),
+            "max_null_fraction".into(),
+            u64::from(nulls as f64 / rows.len() as f64 > 0.1),
+        ),
+        ("b".into(), "not_null".into(), nulls),
+        (
+            "s".into(),
+            "allowed".into(),
+            count(&|r| r.s != "x" && r.s != "y"),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn materialization_and_profiles_count_expectation_violations() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut clients = server.clients().await?;
+    let rows = rows();
+    setup(&server, &mut clients, &rows, "0").await?;
+    let manifest = MANIFEST.replace("TTL", "0").replace(
+        "{name: s, type: string}]\n",
+        &format!("{{name: s, type: string}}]\n{EXPECTATIONS}"),
+    );
+    std::fs::write(server.path("repo/features.yaml"), manifest)?;
+    apply(&mut clients, &server.path("repo"), false).await?;
+    let expected = expected_violations(&rows);
+    assert!(
+        expected.iter().all(|(_, _, n)| *n > 0),
+        "every rule is broken somewhere: {expected:?}"
+    );
+
+    // A run over every row: its report and its stored profile count what was scanned.
+    let job = super::fixture::materialize(&mut clients, T0, T0 + 2 * N * SECOND).await?;
+    let view = &job.views[0];
+    assert_eq!(view.rows_scanned, 2 * N as u64);
+    let mut got: Vec<(String, String, u64)> = view
+        .violations
+        .iter()
+        .map(|v| (v.feature.clone(), v.rule.clone(), v.count))
+        .collect();
+    got.sort();
+    assert_eq!(got, expected);
+    assert_ne!(view.profile_id, 0);
+    let profile = clients
+        .monitoring
+        .get_profile(v1::GetProfileRequest {
+            id: view.profile_id,
+        })
+        .await?
+        .into_inner()
+        .profile
+        .ok_or_else(|| anyhow::anyhow!("no profile"))?;
+    assert_eq!(
+        (profile.origin.as_str(), profile.rows, profile.has_window),
+        ("materialization", 2 * N as u64, true)
+    );
+    assert_eq!(
+        (profile.window_start_micros, profile.window_end_micros),
+        (T0, T0 + 2 * N * SECOND)
+    );
+    assert_eq!(profile.origin_detail, job.id);
+    let b = profile.features.iter().find(|f| f.feature == "stats__b");
+    let b = b.ok_or_else(|| anyhow::anyhow!("no stats__b"))?;
+    assert_eq!(b.nulls, expected[3].2);
+    assert_eq!(b.violations.get("max"), Some(&expected[1].2));
+    // A feature without expectations has no violation counts.
+    let metrics = server.http_get("/metrics").await?.1;
+    for (feature, rule, n) in &expected {
+        let line = format!(
+            r#"quiver_materialization_violations_total{{feature="{feature}",rule="{rule}",view="stats"}} {n}"#
+        );
+        assert!(metrics.contains(&line), "{line} missing");
+    }
+
+    // An on-demand profile of window A counts A's rows only.
+    let request = v1::ComputeProfileRequest {
+        subject: Some(v1::compute_profile_request::Subject::Service(
+            "model".into(),
+        )),
+        start_micros: T0,
+        end_micros: T0 + N * SECOND,
+    };
+    let profile = clients
+        .monitoring
+        .compute_profile(request)
+        .await?
+        .into_inner();
+    let profile = profile
+        .profile
+        .ok_or_else(|| anyhow::anyhow!("no profile"))?;
+    let in_a: Vec<TestRow> = rows
+        .iter()
+        .filter(|r| r.event_ts < T0 + N * SECOND)
+        .cloned()
+        .collect();
+    let mut got: Vec<(String, String, u64)> = profile
+        .features
+        .iter()
+        .flat_map(|f| {
+            let feature = f.feature.trim_start_matches("stats__").to_string();
+            f.violations
+                .iter()
+                .map(move |(rule, n)| (feature.clone(), rule.clone(), *n))
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, expected_violations(&in_a));
+    Ok(())
+}
+
+#[tokio::test]
+async fn profiles_past_the_retention_go_except_the_drift_references() -> anyhow::Result<()> {
+    let clock = quiver_integration_tests::ManualClock::new(T0);
+    let server = TestServer::start_in(tempfile::tempdir()?, std::sync::Arc::clone(&clock)).await?;
+    let mut clients = server.clients().await?;
+    setup(&server, &mut clients, &rows(), "0").await?;
+    let labels = server.path("repo/labels.parquet");
+    let label_rows = super::fixture::labels(10, T0 + N * SECOND - 1)?;
+    quiver_integration_tests::write_parquet(&labels, &[label_rows])?;
+    // Two exports of `model` (profiles 1 and 2), then window profiles of the view and the
+    // service (3 and 4).
+    for output in ["one.parquet", "two.parquet"] {
+        let request = v1::ExportRequest {
+            selector: Some(v1::export_request::Selector::FeatureService("model".into())),
+            labels_path: labels.to_string_lossy().into_owned(),
+            output_path: output.into(),
+            ..Default::default()
+        };
+        export_to_end(&mut clients, request).await?;
+    }
+    use v1::compute_profile_request::Subject as S;
+    for subject in [S::View("stats".into()), S::Service("model".into())] {
+        let request = v1::ComputeProfileRequest {
+            subject: Some(subject),
+            start_micros: T0,
+            end_micros: T0 + N * SECOND,
+        };
+        clients.monitoring.compute_profile(request).await?;
+    }
+    let ids = |profiles: Vec<v1::Profile>| profiles.iter().map(|p| p.id).collect::<Vec<_>>();
+    let list = v1::ListProfilesRequest {
+        name: String::new(),
+        limit: 0,
+    };
+    let listed = clients.monitoring.list_profiles(list.clone()).await?;
+    assert_eq!(ids(listed.into_inner().profiles), vec![4, 3, 2, 1]);
+
+    // 91 days later (past the default 90), the restarted server prunes at start: the newest
+    // export profile of `model` and the newest profile of all stay.
+    let (data, clock) = server.stop().await?;
+    clock.set(T0 + 91 * 86_400 * SECOND);
+    let server = TestServer::start_in(data, clock).await?;
+    let mut clients = server.clients().await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let listed = clients.monitoring.list_profiles(list.clone()).await?;
+        let left = ids(listed.into_inner().profiles);
+        if left == vec![4, 2] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "left: {left:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A new profile gets a new id, never a removed one.
+    let request = v1::ComputeProfileRequest {
+        subject: Some(S::View("stats".into())),
+        start_micros: T0,
+        end_micros: T0 + N * SECOND,
+    };
+    let profile = clients
+        .monitoring
+        .compute_profile(request)
+        .await?
+        .into_inner();
+    assert_eq!(profile.profile.map(|p| p.id), Some(5));
+    server.stop().await?;
+    Ok(())
+}

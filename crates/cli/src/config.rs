@@ -47,6 +47,8 @@ pub(crate) struct ConfigFile {
     pub monitoring_interval: Option<u64>,
     /// URL scheduled drift ALERTs are POSTed to (`--alert-webhook`).
     pub alert_webhook: Option<String>,
+    /// Days stored profiles are kept, 0 for ever (`--profile-retention-days`).
+    pub profile_retention_days: Option<u64>,
     /// Where server-side exports are written (`--export-dir`).
     pub export_dir: Option<PathBuf>,
     /// Where label tables may be read by path (`--labels-root`).

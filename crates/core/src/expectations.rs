@@ -120,25 +120,23 @@ impl Expectation {
             return self.not_null.then_some(Rule::NotNull);
         }
         if let Value::List(items) = value {
-            let len = items.len() as u64;
-            if let Some(bounds) = self.list_length
-                && (bounds.min.is_some_and(|m| len < u64::from(m))
-                    || bounds.max.is_some_and(|m| len > u64::from(m)))
-            {
-                return Some(Rule::ListLength);
+            if let Some(rule) = self.length_rule(items.len() as u64) {
+                return Some(rule);
             }
-            return items.iter().find_map(|item| self.bounds(item));
+            return items
+                .iter()
+                .find_map(|item| number(item).and_then(|v| self.number_rule(v)));
         }
-        if let (Some(allowed), Some(text)) = (&self.allowed, text(value))
-            && !allowed.contains(&text)
+        if self.allowed.is_some()
+            && let Some(rule) = text(value).and_then(|text| self.text_rule(&text))
         {
-            return Some(Rule::Allowed);
+            return Some(rule);
         }
-        self.bounds(value)
+        number(value).and_then(|v| self.number_rule(v))
     }
 
-    fn bounds(&self, value: &Value) -> Option<Rule> {
-        let v = number(value)?;
+    /// `min`/`max` on a number (a timestamp as micros, a list element): NaN breaks both.
+    pub fn number_rule(&self, v: f64) -> Option<Rule> {
         if self.min.is_some_and(|m| v.is_nan() || v < m) {
             return Some(Rule::Min);
         }
@@ -146,6 +144,22 @@ impl Expectation {
             return Some(Rule::Max);
         }
         None
+    }
+
+    /// `allowed` on the text of a string, an integer or bytes (lowercase hex).
+    pub fn text_rule(&self, text: &str) -> Option<Rule> {
+        match &self.allowed {
+            Some(allowed) if !allowed.iter().any(|a| a == text) => Some(Rule::Allowed),
+            _ => None,
+        }
+    }
+
+    /// `list_length` on the length of a non-null list.
+    pub fn length_rule(&self, len: u64) -> Option<Rule> {
+        let bounds = self.list_length?;
+        (bounds.min.is_some_and(|m| len < u64::from(m))
+            || bounds.max.is_some_and(|m| len > u64::from(m)))
+        .then_some(Rule::ListLength)
     }
 
     /// Whether `nulls` of `rows` respects `max_null_fraction`.

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Float64Type, TimeUnit};
+use quiver_core::expectations::Expectation;
 use quiver_core::types::{Micros, ScalarType, ValueType};
 
 use crate::categorical::CategoricalAcc;
 use crate::error::{Error, Result};
 use crate::numeric::NumericAcc;
 use crate::profile::{FeatureProfile, Origin, PROFILE_FORMAT, Profile, Subject, Summary};
+use crate::rules::RuleCounts;
 
 /// One column to profile: where it is in the batches and what it is.
 #[derive(Debug, Clone)]
@@ -23,6 +25,9 @@ pub struct ColumnSpec {
     /// The view version it comes from (`name@N`).
     pub view: String,
     pub value_type: ValueType,
+    /// The feature's expectations, when its view declares any: the profile counts their
+    /// violations.
+    pub expectation: Option<Expectation>,
 }
 
 /// Profiles record batches column by column.
@@ -37,6 +42,7 @@ struct Column {
     count: u64,
     nulls: u64,
     acc: Acc,
+    rules: Option<RuleCounts>,
 }
 
 #[derive(Debug)]
@@ -84,6 +90,7 @@ impl ProfileBuilder {
                     count: 0,
                     nulls: 0,
                     acc,
+                    rules: spec.expectation.clone().map(RuleCounts::new),
                 };
                 (spec, column)
             })
@@ -121,6 +128,10 @@ impl ProfileBuilder {
                 count: column.count,
                 nulls: column.nulls,
                 summary: column.acc.finish(),
+                violations: column
+                    .rules
+                    .map(|rules| rules.finish(column.nulls, column.count))
+                    .unwrap_or_default(),
             })
             .collect()
     }
@@ -171,6 +182,9 @@ impl Column {
             column: spec.column.clone(),
             message,
         };
+        if let Some(rules) = &mut self.rules {
+            rules.add(array, spec.value_type).map_err(bad)?;
+        }
         match &mut self.acc {
             Acc::Numeric(acc) => {
                 let values = as_f64(array).map_err(bad)?;
@@ -211,16 +225,13 @@ impl Column {
     }
 }
 
-fn add_lists(
-    array: &ArrayRef,
-    lengths: &mut NumericAcc,
-    elements: Option<&mut NumericAcc>,
-) -> std::result::Result<(), String> {
+/// Any list column as a `List` (of Float64 when `numbers`; timestamps as micros).
+pub(crate) fn as_list(array: &ArrayRef, numbers: bool) -> std::result::Result<ArrayRef, String> {
     let item = match array.data_type() {
         DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => item,
         other => return Err(format!("expected a list, found {other}")),
     };
-    let target = match elements.is_some() {
+    let target = match numbers {
         true => DataType::Float64,
         false => item.data_type().clone(),
     };
@@ -232,7 +243,15 @@ fn add_lists(
         },
         true,
     )));
-    let list = cast(array, &as_list).map_err(|e| e.to_string())?;
+    cast(array, &as_list).map_err(|e| e.to_string())
+}
+
+fn add_lists(
+    array: &ArrayRef,
+    lengths: &mut NumericAcc,
+    elements: Option<&mut NumericAcc>,
+) -> std::result::Result<(), String> {
+    let list = as_list(array, elements.is_some())?;
     let list = list.as_list::<i32>();
     let mut elements = elements;
     for i in 0..list.len() {
@@ -254,7 +273,7 @@ fn add_lists(
 }
 
 /// Any integer, float or timestamp (as micros) column as Float64.
-fn as_f64(array: &ArrayRef) -> std::result::Result<ArrayRef, String> {
+pub(crate) fn as_f64(array: &ArrayRef) -> std::result::Result<ArrayRef, String> {
     let array = match array.data_type() {
         DataType::Timestamp(_, _) => {
             let micros = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))
@@ -278,6 +297,7 @@ mod tests {
             name: column.into(),
             view: "v@1".into(),
             value_type: ValueType::parse(value_type).expect("type"),
+            expectation: None,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod drift;
 pub mod error;
 pub mod numeric;
 pub mod profile;
+mod rules;
 
 pub use builder::{ColumnSpec, ProfileBuilder};
 pub use drift::{DriftReport, DriftRow, RowStatus, compare};

@@ -2,6 +2,8 @@
 //! Persisted as JSON (`format` 1); sketches are the DataSketches serial formats (KLL, HLL),
 //! readable by the Java, C++ and Python libraries.
 
+use std::collections::BTreeMap;
+
 use quiver_core::types::Micros;
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +80,10 @@ pub struct FeatureProfile {
     pub count: u64,
     pub nulls: u64,
     pub summary: Summary,
+    /// Values that broke each declared expectation rule (by rule name; every declared rule,
+    /// from 0). Empty when the view declares no expectations for the feature.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub violations: BTreeMap<String, u64>,
 }
 
 impl FeatureProfile {

@@ -1,6 +1,7 @@
 //! The point-in-time join against the reference implementation, edge cases and errors.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
@@ -257,7 +258,7 @@ async fn ties_ttl_bounds_and_push_log_follow_the_rules() {
         .expect("push");
     assert_eq!(notes(&store, &view, labels, false).await[4], s("pushed"));
     let latest: Vec<Row> = store
-        .scan_latest(&view, 0, i64::MAX, Default::default())
+        .scan_latest(&view, 0, i64::MAX, Arc::new(AtomicU64::new(0)))
         .await
         .expect("scan")
         .flatten()

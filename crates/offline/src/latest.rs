@@ -31,15 +31,16 @@ const ROWS_PER_CHUNK: usize = 8192;
 
 impl OfflineStore {
     /// Materialization scan: per key, the latest row of the view's data (source Parquet and
-    /// push log) with `start <= event_ts < end`. `scanned` grows by the number of rows in
-    /// range as they are read. The result iterates over chunks of at most 8192 rows, in no
-    /// particular key order; rows carry all of the view's features in definition order.
+    /// push log) with `start <= event_ts < end`. `observer` sees every row in range as it is
+    /// read (an `AtomicU64` counts them). The result iterates over chunks of at most 8192
+    /// rows, in no particular key order; rows carry all of the view's features in definition
+    /// order.
     pub async fn scan_latest(
         &self,
         view: &ResolvedView,
         start: i64,
         end: i64,
-        scanned: Arc<AtomicU64>,
+        observer: Arc<dyn ScanObserver>,
     ) -> Result<LatestRows> {
         let features: Vec<&Feature> = view.features.iter().collect();
         let spec = Arc::new(ScanSpec::new(view, &features, start, end));
@@ -51,7 +52,7 @@ impl OfflineStore {
             move |unit, spec| {
                 let mut reducer = LatestReducer::new(spec, &key_types)?;
                 read_unit(unit, spec, &mut |batch| {
-                    scanned.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    observer.observe(&batch);
                     reducer.push(&batch)
                 })?;
                 reducer.finish()
@@ -75,6 +76,20 @@ impl OfflineStore {
             spec,
             offset: 0,
         })
+    }
+}
+
+/// Sees the rows a scan reads, batch by batch, from the scan's parallel units (so at the same
+/// time from several threads). Batches have the view's keys, `event_timestamp`,
+/// `created_timestamp` when the source has one, and the features under their names.
+pub trait ScanObserver: Send + Sync {
+    fn observe(&self, batch: &RecordBatch);
+}
+
+/// Counts the rows.
+impl ScanObserver for AtomicU64 {
+    fn observe(&self, batch: &RecordBatch) {
+        self.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
     }
 }
 

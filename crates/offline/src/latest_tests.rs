@@ -37,7 +37,7 @@ async fn scan_latest_case(fixture: &Fixture) {
             let scanned = Arc::new(AtomicU64::new(0));
             let latest = fixture
                 .store
-                .scan_latest(view, start, end, Arc::clone(&scanned))
+                .scan_latest(view, start, end, scanned.clone())
                 .await
                 .expect("scan");
             let n_rows = latest.n_rows();

@@ -64,7 +64,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 pub use error::{Error, Result};
 pub use join::{JoinOutput, JoinRequest, JoinStats};
 pub use labels::LabelInput;
-pub use latest::LatestRows;
+pub use latest::{LatestRows, ScanObserver};
 pub use parquet_writer::{write_export, write_parquet};
 pub use push_log::push_log_batch;
 pub use roots::{OutputFile, Roots};

@@ -137,7 +137,7 @@ async fn perf_scan_latest_and_join_at_target_scale() {
     let scanned = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let latest = store
-        .scan_latest(&view, i64::MIN, i64::MAX, Arc::clone(&scanned))
+        .scan_latest(&view, i64::MIN, i64::MAX, scanned.clone())
         .await
         .expect("scan");
     let reduced = started.elapsed();

@@ -40,6 +40,18 @@ impl RocksStore {
             .unwrap_or(0))
     }
 
+    /// Removes profiles `ids` (durably, in one batch); ids not stored are ignored.
+    pub fn delete_profiles(&self, ids: &[u64]) -> Result<()> {
+        let cf = self.cf(CF_META)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        for id in ids {
+            batch.delete_cf(cf, profile_key(*id));
+        }
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(Error::storage("delete profiles"))
+    }
+
     /// Stored profiles, newest first, that `keep` accepts, at most `limit`.
     pub fn profiles(
         &self,
@@ -91,5 +103,9 @@ mod tests {
         assert_eq!(all, vec![b"p10".to_vec(), b"p2".to_vec(), b"p1".to_vec()]);
         let some = store.profiles(1, |v| v != b"p10").expect("list");
         assert_eq!(some, vec![b"p2".to_vec()]);
+        store.delete_profiles(&[2, 3]).expect("delete");
+        let left = store.profiles(10, |_| true).expect("list");
+        assert_eq!(left, vec![b"p10".to_vec(), b"p1".to_vec()]);
+        assert_eq!(store.last_profile_id().expect("last"), 10);
     }
 }

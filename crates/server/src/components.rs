@@ -83,6 +83,9 @@ impl Components {
         let drift_checks = Arc::new(monitor::DriftChecks::new(
             Arc::clone(&monitor),
             options.alert_webhook.clone(),
+            options
+                .profile_retention
+                .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
         )?);
         metrics.register(drift_checks.collectors())?;
         Ok(Components {
@@ -96,13 +99,10 @@ impl Components {
                 Arc::new(uploads::Uploads::new(&options.limits)),
                 roots.exports,
                 Arc::clone(&metrics),
-                monitor,
+                Arc::clone(&monitor),
             )),
             materializer: Arc::new(jobs::Materializer::new(
-                Arc::clone(&store),
-                offline,
-                Arc::clone(&registry),
-                Arc::clone(&options.clock),
+                monitor,
                 jobs_shutdown,
                 options.limits.max_concurrent_jobs,
                 Arc::clone(&metrics),

@@ -47,6 +47,17 @@ fn job_to_proto(report: JobReport) -> v1::Job {
             state: state_to_proto(v.state) as i32,
             rows_scanned: v.rows_scanned,
             keys_written: v.keys_written,
+            profile_id: v.profile.as_ref().map_or(0, |p| p.id),
+            violations: v
+                .profile
+                .into_iter()
+                .flat_map(|p| p.violations)
+                .map(|(feature, rule, count)| v1::RuleViolations {
+                    feature,
+                    rule,
+                    count,
+                })
+                .collect(),
         })
         .collect();
     v1::Job {

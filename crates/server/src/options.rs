@@ -48,10 +48,17 @@ pub struct ServerOptions {
     pub monitoring_interval: std::time::Duration,
     /// Where a scheduled drift check that ends in ALERT is POSTed as JSON (none: no POST).
     pub alert_webhook: Option<String>,
+    /// How long stored profiles are kept (None: forever); see `monitor::retention` for the
+    /// ones drift checks still need, which stay.
+    pub profile_retention: Option<std::time::Duration>,
 }
 
 /// The default of [`ServerOptions::monitoring_interval`].
 pub const DEFAULT_MONITORING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The default of [`ServerOptions::profile_retention`]: 90 days.
+pub const DEFAULT_PROFILE_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(90 * 24 * 3600);
 
 /// The default of [`ServerOptions::shutdown_grace`].
 pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -70,6 +77,7 @@ impl ServerOptions {
             rpc_spans: false,
             monitoring_interval: DEFAULT_MONITORING_INTERVAL,
             alert_webhook: None,
+            profile_retention: Some(DEFAULT_PROFILE_RETENTION),
         }
     }
 }

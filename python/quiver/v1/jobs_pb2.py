@@ -25,33 +25,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14quiver/v1/jobs.proto\x12\tquiver.v1\"k\n\x1bStartMaterializationRequest\x12\r\n\x05views\x18\x01 \x03(\t\x12\x14\n\x0cstart_micros\x18\x02 \x01(\x03\x12\x12\n\nend_micros\x18\x03 \x01(\x03\x12\x13\n\x0bincremental\x18\x04 \x01(\x08\";\n\x1cStartMaterializationResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.quiver.v1.Job\"\xa7\x01\n\x0cViewProgress\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x14\n\x0cstart_micros\x18\x03 \x01(\x03\x12\x12\n\nend_micros\x18\x04 \x01(\x03\x12\"\n\x05state\x18\x05 \x01(\x0e\x32\x13.quiver.v1.JobState\x12\x14\n\x0crows_scanned\x18\x06 \x01(\x04\x12\x14\n\x0ckeys_written\x18\x07 \x01(\x04\"\xcb\x01\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.quiver.v1.JobState\x12&\n\x05views\x18\x03 \x03(\x0b\x32\x17.quiver.v1.ViewProgress\x12\x14\n\x0crows_scanned\x18\x04 \x01(\x04\x12\x14\n\x0ckeys_written\x18\x05 \x01(\x04\x12\x19\n\x11started_at_micros\x18\x06 \x01(\x03\x12\x16\n\x0e\x65lapsed_micros\x18\x07 \x01(\x03\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"0\n\x11\x43\x61ncelJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.quiver.v1.Job\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"-\n\x0eGetJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.quiver.v1.Job*\x84\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_RUNNING\x10\x01\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x02\x12\x14\n\x10JOB_STATE_FAILED\x10\x03\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x04\x32\xb6\x02\n\nJobService\x12g\n\x14StartMaterialization\x12&.quiver.v1.StartMaterializationRequest\x1a\'.quiver.v1.StartMaterializationResponse\x12\x38\n\x08WatchJob\x12\x1a.quiver.v1.WatchJobRequest\x1a\x0e.quiver.v1.Job0\x01\x12\x46\n\tCancelJob\x12\x1b.quiver.v1.CancelJobRequest\x1a\x1c.quiver.v1.CancelJobResponse\x12=\n\x06GetJob\x12\x18.quiver.v1.GetJobRequest\x1a\x19.quiver.v1.GetJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14quiver/v1/jobs.proto\x12\tquiver.v1\"k\n\x1bStartMaterializationRequest\x12\r\n\x05views\x18\x01 \x03(\t\x12\x14\n\x0cstart_micros\x18\x02 \x01(\x03\x12\x12\n\nend_micros\x18\x03 \x01(\x03\x12\x13\n\x0bincremental\x18\x04 \x01(\x08\";\n\x1cStartMaterializationResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.quiver.v1.Job\"\xea\x01\n\x0cViewProgress\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x14\n\x0cstart_micros\x18\x03 \x01(\x03\x12\x12\n\nend_micros\x18\x04 \x01(\x03\x12\"\n\x05state\x18\x05 \x01(\x0e\x32\x13.quiver.v1.JobState\x12\x14\n\x0crows_scanned\x18\x06 \x01(\x04\x12\x14\n\x0ckeys_written\x18\x07 \x01(\x04\x12\x12\n\nprofile_id\x18\x08 \x01(\x04\x12-\n\nviolations\x18\t \x03(\x0b\x32\x19.quiver.v1.RuleViolations\">\n\x0eRuleViolations\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"\xcb\x01\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.quiver.v1.JobState\x12&\n\x05views\x18\x03 \x03(\x0b\x32\x17.quiver.v1.ViewProgress\x12\x14\n\x0crows_scanned\x18\x04 \x01(\x04\x12\x14\n\x0ckeys_written\x18\x05 \x01(\x04\x12\x19\n\x11started_at_micros\x18\x06 \x01(\x03\x12\x16\n\x0e\x65lapsed_micros\x18\x07 \x01(\x03\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"0\n\x11\x43\x61ncelJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.quiver.v1.Job\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"-\n\x0eGetJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.quiver.v1.Job*\x84\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_RUNNING\x10\x01\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x02\x12\x14\n\x10JOB_STATE_FAILED\x10\x03\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x04\x32\xb6\x02\n\nJobService\x12g\n\x14StartMaterialization\x12&.quiver.v1.StartMaterializationRequest\x1a\'.quiver.v1.StartMaterializationResponse\x12\x38\n\x08WatchJob\x12\x1a.quiver.v1.WatchJobRequest\x1a\x0e.quiver.v1.Job0\x01\x12\x46\n\tCancelJob\x12\x1b.quiver.v1.CancelJobRequest\x1a\x1c.quiver.v1.CancelJobResponse\x12=\n\x06GetJob\x12\x18.quiver.v1.GetJobRequest\x1a\x19.quiver.v1.GetJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quiver.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=771
-  _globals['_JOBSTATE']._serialized_end=903
+  _globals['_JOBSTATE']._serialized_start=902
+  _globals['_JOBSTATE']._serialized_end=1034
   _globals['_STARTMATERIALIZATIONREQUEST']._serialized_start=35
   _globals['_STARTMATERIALIZATIONREQUEST']._serialized_end=142
   _globals['_STARTMATERIALIZATIONRESPONSE']._serialized_start=144
   _globals['_STARTMATERIALIZATIONRESPONSE']._serialized_end=203
   _globals['_VIEWPROGRESS']._serialized_start=206
-  _globals['_VIEWPROGRESS']._serialized_end=373
-  _globals['_JOB']._serialized_start=376
-  _globals['_JOB']._serialized_end=579
-  _globals['_WATCHJOBREQUEST']._serialized_start=581
-  _globals['_WATCHJOBREQUEST']._serialized_end=610
-  _globals['_CANCELJOBREQUEST']._serialized_start=612
-  _globals['_CANCELJOBREQUEST']._serialized_end=642
-  _globals['_CANCELJOBRESPONSE']._serialized_start=644
-  _globals['_CANCELJOBRESPONSE']._serialized_end=692
-  _globals['_GETJOBREQUEST']._serialized_start=694
-  _globals['_GETJOBREQUEST']._serialized_end=721
-  _globals['_GETJOBRESPONSE']._serialized_start=723
-  _globals['_GETJOBRESPONSE']._serialized_end=768
-  _globals['_JOBSERVICE']._serialized_start=906
-  _globals['_JOBSERVICE']._serialized_end=1216
+  _globals['_VIEWPROGRESS']._serialized_end=440
+  _globals['_RULEVIOLATIONS']._serialized_start=442
+  _globals['_RULEVIOLATIONS']._serialized_end=504
+  _globals['_JOB']._serialized_start=507
+  _globals['_JOB']._serialized_end=710
+  _globals['_WATCHJOBREQUEST']._serialized_start=712
+  _globals['_WATCHJOBREQUEST']._serialized_end=741
+  _globals['_CANCELJOBREQUEST']._serialized_start=743
+  _globals['_CANCELJOBREQUEST']._serialized_end=773
+  _globals['_CANCELJOBRESPONSE']._serialized_start=775
+  _globals['_CANCELJOBRESPONSE']._serialized_end=823
+  _globals['_GETJOBREQUEST']._serialized_start=825
+  _globals['_GETJOBREQUEST']._serialized_end=852
+  _globals['_GETJOBRESPONSE']._serialized_start=854
+  _globals['_GETJOBRESPONSE']._serialized_end=899
+  _globals['_JOBSERVICE']._serialized_start=1037
+  _globals['_JOBSERVICE']._serialized_end=1347
 # @@protoc_insertion_point(module_scope)

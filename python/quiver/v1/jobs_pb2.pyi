@@ -40,7 +40,7 @@ class StartMaterializationResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ViewProgress(_message.Message):
-    __slots__ = ("view", "version", "start_micros", "end_micros", "state", "rows_scanned", "keys_written")
+    __slots__ = ("view", "version", "start_micros", "end_micros", "state", "rows_scanned", "keys_written", "profile_id", "violations")
     VIEW_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     START_MICROS_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,8 @@ class ViewProgress(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     ROWS_SCANNED_FIELD_NUMBER: _ClassVar[int]
     KEYS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
     view: str
     version: int
     start_micros: int
@@ -55,7 +57,19 @@ class ViewProgress(_message.Message):
     state: JobState
     rows_scanned: int
     keys_written: int
-    def __init__(self, view: _Optional[str] = ..., version: _Optional[int] = ..., start_micros: _Optional[int] = ..., end_micros: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., rows_scanned: _Optional[int] = ..., keys_written: _Optional[int] = ...) -> None: ...
+    profile_id: int
+    violations: _containers.RepeatedCompositeFieldContainer[RuleViolations]
+    def __init__(self, view: _Optional[str] = ..., version: _Optional[int] = ..., start_micros: _Optional[int] = ..., end_micros: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., rows_scanned: _Optional[int] = ..., keys_written: _Optional[int] = ..., profile_id: _Optional[int] = ..., violations: _Optional[_Iterable[_Union[RuleViolations, _Mapping]]] = ...) -> None: ...
+
+class RuleViolations(_message.Message):
+    __slots__ = ("feature", "rule", "count")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    rule: str
+    count: int
+    def __init__(self, feature: _Optional[str] = ..., rule: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "state", "views", "rows_scanned", "keys_written", "started_at_micros", "elapsed_micros", "error")

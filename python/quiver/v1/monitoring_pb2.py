@@ -25,15 +25,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aquiver/v1/monitoring.proto\x12\tquiver.v1\"o\n\x15\x43omputeProfileRequest\x12\x0e\n\x04view\x18\x01 \x01(\tH\x00\x12\x11\n\x07service\x18\x02 \x01(\tH\x00\x12\x14\n\x0cstart_micros\x18\x03 \x01(\x03\x12\x12\n\nend_micros\x18\x04 \x01(\x03\x42\t\n\x07subject\"=\n\x16\x43omputeProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.quiver.v1.Profile\"\x1f\n\x11GetProfileRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"9\n\x12GetProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.quiver.v1.Profile\"2\n\x13ListProfilesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"<\n\x14ListProfilesResponse\x12$\n\x08profiles\x18\x01 \x03(\x0b\x32\x12.quiver.v1.Profile\"\xcf\x02\n\x07Profile\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x14\n\x0csubject_kind\x18\x02 \x01(\t\x12\x14\n\x0csubject_name\x18\x03 \x01(\t\x12\x17\n\x0fsubject_version\x18\x04 \x01(\r\x12\x1b\n\x13subject_fingerprint\x18\x05 \x01(\t\x12\r\n\x05views\x18\x06 \x03(\t\x12\x19\n\x11\x63reated_at_micros\x18\x07 \x01(\x03\x12\x12\n\nhas_window\x18\x08 \x01(\x08\x12\x1b\n\x13window_start_micros\x18\t \x01(\x03\x12\x19\n\x11window_end_micros\x18\n \x01(\x03\x12\x0e\n\x06origin\x18\x0b \x01(\t\x12\x15\n\rorigin_detail\x18\x0c \x01(\t\x12\x0c\n\x04rows\x18\r \x01(\x04\x12+\n\x08\x66\x65\x61tures\x18\x0e \x03(\x0b\x32\x19.quiver.v1.FeatureProfile\"\xa6\x02\n\x0e\x46\x65\x61tureProfile\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0c\n\x04view\x18\x02 \x01(\t\x12\x12\n\nvalue_type\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\x12\r\n\x05nulls\x18\x05 \x01(\x04\x12,\n\x07numeric\x18\x06 \x01(\x0b\x32\x19.quiver.v1.NumericSummaryH\x00\x12\x34\n\x0b\x63\x61tegorical\x18\x07 \x01(\x0b\x32\x1d.quiver.v1.CategoricalSummaryH\x00\x12,\n\x07\x62oolean\x18\x08 \x01(\x0b\x32\x19.quiver.v1.BooleanSummaryH\x00\x12&\n\x04list\x18\t \x01(\x0b\x32\x16.quiver.v1.ListSummaryH\x00\x42\t\n\x07summary\"\x8b\x02\n\x0eNumericSummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x12\n\nnon_finite\x18\x02 \x01(\x04\x12\x10\n\x03min\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04mean\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x13\n\x06stddev\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12&\n\tquantiles\x18\x07 \x03(\x0b\x32\x13.quiver.v1.Quantile\x12*\n\thistogram\x18\x08 \x03(\x0b\x32\x17.quiver.v1.HistogramBin\x12\x12\n\nkll_sketch\x18\t \x01(\x0c\x42\x06\n\x04_minB\x06\n\x04_maxB\x07\n\x05_meanB\t\n\x07_stddev\"\'\n\x08Quantile\x12\x0c\n\x04rank\x18\x01 \x01(\x01\x12\r\n\x05value\x18\x02 \x01(\x01\";\n\x0cHistogramBin\x12\r\n\x05lower\x18\x01 \x01(\x01\x12\r\n\x05upper\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"m\n\x12\x43\x61tegoricalSummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x10\n\x08\x64istinct\x18\x02 \x01(\x01\x12\"\n\x03top\x18\x03 \x03(\x0b\x32\x15.quiver.v1.ValueCount\x12\x12\n\nhll_sketch\x18\x04 \x01(\x0c\"*\n\nValueCount\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"9\n\x0e\x42ooleanSummary\x12\x12\n\ntrue_count\x18\x01 \x01(\x04\x12\x13\n\x0b\x66\x61lse_count\x18\x02 \x01(\x04\"f\n\x0bListSummary\x12*\n\x07lengths\x18\x01 \x01(\x0b\x32\x19.quiver.v1.NumericSummary\x12+\n\x08\x65lements\x18\x02 \x01(\x0b\x32\x19.quiver.v1.NumericSummary\"\x9b\x01\n\x13\x43omputeDriftRequest\x12\x0e\n\x04view\x18\x01 \x01(\tH\x00\x12\x11\n\x07service\x18\x02 \x01(\tH\x00\x12+\n\treference\x18\x03 \x01(\x0b\x32\x18.quiver.v1.ProfileSource\x12)\n\x07\x63urrent\x18\x04 \x01(\x0b\x32\x18.quiver.v1.ProfileSourceB\t\n\x07subject\"X\n\rProfileSource\x12\x14\n\nprofile_id\x18\x01 \x01(\x04H\x00\x12\'\n\x06window\x18\x02 \x01(\x0b\x32\x15.quiver.v1.TimeWindowH\x00\x42\x08\n\x06source\"6\n\nTimeWindow\x12\x14\n\x0cstart_micros\x18\x01 \x01(\x03\x12\x12\n\nend_micros\x18\x02 \x01(\x03\"\xb2\x01\n\x14\x43omputeDriftResponse\x12\x1c\n\x14reference_profile_id\x18\x01 \x01(\x04\x12\x1a\n\x12\x63urrent_profile_id\x18\x02 \x01(\x04\x12%\n\x06scores\x18\x03 \x03(\x0b\x32\x15.quiver.v1.DriftScore\x12\x11\n\tunmatched\x18\x04 \x03(\t\x12&\n\x06status\x18\x05 \x01(\x0e\x32\x16.quiver.v1.DriftStatus\"\x9e\x01\n\nDriftScore\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0c\n\x04view\x18\x02 \x01(\t\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\x12\n\x05score\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04warn\x18\x05 \x01(\x01\x12\r\n\x05\x61lert\x18\x06 \x01(\x01\x12&\n\x06status\x18\x07 \x01(\x0e\x32\x16.quiver.v1.DriftStatusB\x08\n\x06_score*\x89\x01\n\x0b\x44riftStatus\x12\x1c\n\x18\x44RIFT_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44RIFT_STATUS_OK\x10\x01\x12\x15\n\x11\x44RIFT_STATUS_WARN\x10\x02\x12\x16\n\x12\x44RIFT_STATUS_ALERT\x10\x03\x12\x18\n\x14\x44RIFT_STATUS_NO_DATA\x10\x04\x32\xd7\x02\n\x11MonitoringService\x12U\n\x0e\x43omputeProfile\x12 .quiver.v1.ComputeProfileRequest\x1a!.quiver.v1.ComputeProfileResponse\x12I\n\nGetProfile\x12\x1c.quiver.v1.GetProfileRequest\x1a\x1d.quiver.v1.GetProfileResponse\x12O\n\x0cListProfiles\x12\x1e.quiver.v1.ListProfilesRequest\x1a\x1f.quiver.v1.ListProfilesResponse\x12O\n\x0c\x43omputeDrift\x12\x1e.quiver.v1.ComputeDriftRequest\x1a\x1f.quiver.v1.ComputeDriftResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aquiver/v1/monitoring.proto\x12\tquiver.v1\"o\n\x15\x43omputeProfileRequest\x12\x0e\n\x04view\x18\x01 \x01(\tH\x00\x12\x11\n\x07service\x18\x02 \x01(\tH\x00\x12\x14\n\x0cstart_micros\x18\x03 \x01(\x03\x12\x12\n\nend_micros\x18\x04 \x01(\x03\x42\t\n\x07subject\"=\n\x16\x43omputeProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.quiver.v1.Profile\"\x1f\n\x11GetProfileRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"9\n\x12GetProfileResponse\x12#\n\x07profile\x18\x01 \x01(\x0b\x32\x12.quiver.v1.Profile\"2\n\x13ListProfilesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"<\n\x14ListProfilesResponse\x12$\n\x08profiles\x18\x01 \x03(\x0b\x32\x12.quiver.v1.Profile\"\xcf\x02\n\x07Profile\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x14\n\x0csubject_kind\x18\x02 \x01(\t\x12\x14\n\x0csubject_name\x18\x03 \x01(\t\x12\x17\n\x0fsubject_version\x18\x04 \x01(\r\x12\x1b\n\x13subject_fingerprint\x18\x05 \x01(\t\x12\r\n\x05views\x18\x06 \x03(\t\x12\x19\n\x11\x63reated_at_micros\x18\x07 \x01(\x03\x12\x12\n\nhas_window\x18\x08 \x01(\x08\x12\x1b\n\x13window_start_micros\x18\t \x01(\x03\x12\x19\n\x11window_end_micros\x18\n \x01(\x03\x12\x0e\n\x06origin\x18\x0b \x01(\t\x12\x15\n\rorigin_detail\x18\x0c \x01(\t\x12\x0c\n\x04rows\x18\r \x01(\x04\x12+\n\x08\x66\x65\x61tures\x18\x0e \x03(\x0b\x32\x19.quiver.v1.FeatureProfile\"\x98\x03\n\x0e\x46\x65\x61tureProfile\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0c\n\x04view\x18\x02 \x01(\t\x12\x12\n\nvalue_type\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\x12\r\n\x05nulls\x18\x05 \x01(\x04\x12,\n\x07numeric\x18\x06 \x01(\x0b\x32\x19.quiver.v1.NumericSummaryH\x00\x12\x34\n\x0b\x63\x61tegorical\x18\x07 \x01(\x0b\x32\x1d.quiver.v1.CategoricalSummaryH\x00\x12,\n\x07\x62oolean\x18\x08 \x01(\x0b\x32\x19.quiver.v1.BooleanSummaryH\x00\x12&\n\x04list\x18\t \x01(\x0b\x32\x16.quiver.v1.ListSummaryH\x00\x12=\n\nviolations\x18\n \x03(\x0b\x32).quiver.v1.FeatureProfile.ViolationsEntry\x1a\x31\n\x0fViolationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x42\t\n\x07summary\"\x8b\x02\n\x0eNumericSummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x12\n\nnon_finite\x18\x02 \x01(\x04\x12\x10\n\x03min\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04mean\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x13\n\x06stddev\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12&\n\tquantiles\x18\x07 \x03(\x0b\x32\x13.quiver.v1.Quantile\x12*\n\thistogram\x18\x08 \x03(\x0b\x32\x17.quiver.v1.HistogramBin\x12\x12\n\nkll_sketch\x18\t \x01(\x0c\x42\x06\n\x04_minB\x06\n\x04_maxB\x07\n\x05_meanB\t\n\x07_stddev\"\'\n\x08Quantile\x12\x0c\n\x04rank\x18\x01 \x01(\x01\x12\r\n\x05value\x18\x02 \x01(\x01\";\n\x0cHistogramBin\x12\r\n\x05lower\x18\x01 \x01(\x01\x12\r\n\x05upper\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"m\n\x12\x43\x61tegoricalSummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x10\n\x08\x64istinct\x18\x02 \x01(\x01\x12\"\n\x03top\x18\x03 \x03(\x0b\x32\x15.quiver.v1.ValueCount\x12\x12\n\nhll_sketch\x18\x04 \x01(\x0c\"*\n\nValueCount\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"9\n\x0e\x42ooleanSummary\x12\x12\n\ntrue_count\x18\x01 \x01(\x04\x12\x13\n\x0b\x66\x61lse_count\x18\x02 \x01(\x04\"f\n\x0bListSummary\x12*\n\x07lengths\x18\x01 \x01(\x0b\x32\x19.quiver.v1.NumericSummary\x12+\n\x08\x65lements\x18\x02 \x01(\x0b\x32\x19.quiver.v1.NumericSummary\"\x9b\x01\n\x13\x43omputeDriftRequest\x12\x0e\n\x04view\x18\x01 \x01(\tH\x00\x12\x11\n\x07service\x18\x02 \x01(\tH\x00\x12+\n\treference\x18\x03 \x01(\x0b\x32\x18.quiver.v1.ProfileSource\x12)\n\x07\x63urrent\x18\x04 \x01(\x0b\x32\x18.quiver.v1.ProfileSourceB\t\n\x07subject\"X\n\rProfileSource\x12\x14\n\nprofile_id\x18\x01 \x01(\x04H\x00\x12\'\n\x06window\x18\x02 \x01(\x0b\x32\x15.quiver.v1.TimeWindowH\x00\x42\x08\n\x06source\"6\n\nTimeWindow\x12\x14\n\x0cstart_micros\x18\x01 \x01(\x03\x12\x12\n\nend_micros\x18\x02 \x01(\x03\"\xb2\x01\n\x14\x43omputeDriftResponse\x12\x1c\n\x14reference_profile_id\x18\x01 \x01(\x04\x12\x1a\n\x12\x63urrent_profile_id\x18\x02 \x01(\x04\x12%\n\x06scores\x18\x03 \x03(\x0b\x32\x15.quiver.v1.DriftScore\x12\x11\n\tunmatched\x18\x04 \x03(\t\x12&\n\x06status\x18\x05 \x01(\x0e\x32\x16.quiver.v1.DriftStatus\"\x9e\x01\n\nDriftScore\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0c\n\x04view\x18\x02 \x01(\t\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\x12\n\x05score\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04warn\x18\x05 \x01(\x01\x12\r\n\x05\x61lert\x18\x06 \x01(\x01\x12&\n\x06status\x18\x07 \x01(\x0e\x32\x16.quiver.v1.DriftStatusB\x08\n\x06_score*\x89\x01\n\x0b\x44riftStatus\x12\x1c\n\x18\x44RIFT_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44RIFT_STATUS_OK\x10\x01\x12\x15\n\x11\x44RIFT_STATUS_WARN\x10\x02\x12\x16\n\x12\x44RIFT_STATUS_ALERT\x10\x03\x12\x18\n\x14\x44RIFT_STATUS_NO_DATA\x10\x04\x32\xd7\x02\n\x11MonitoringService\x12U\n\x0e\x43omputeProfile\x12 .quiver.v1.ComputeProfileRequest\x1a!.quiver.v1.ComputeProfileResponse\x12I\n\nGetProfile\x12\x1c.quiver.v1.GetProfileRequest\x1a\x1d.quiver.v1.GetProfileResponse\x12O\n\x0cListProfiles\x12\x1e.quiver.v1.ListProfilesRequest\x1a\x1f.quiver.v1.ListProfilesResponse\x12O\n\x0c\x43omputeDrift\x12\x1e.quiver.v1.ComputeDriftRequest\x1a\x1f.quiver.v1.ComputeDriftResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quiver.v1.monitoring_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DRIFTSTATUS']._serialized_start=2395
-  _globals['_DRIFTSTATUS']._serialized_end=2532
+  _globals['_FEATUREPROFILE_VIOLATIONSENTRY']._loaded_options = None
+  _globals['_FEATUREPROFILE_VIOLATIONSENTRY']._serialized_options = b'8\001'
+  _globals['_DRIFTSTATUS']._serialized_start=2509
+  _globals['_DRIFTSTATUS']._serialized_end=2646
   _globals['_COMPUTEPROFILEREQUEST']._serialized_start=41
   _globals['_COMPUTEPROFILEREQUEST']._serialized_end=152
   _globals['_COMPUTEPROFILERESPONSE']._serialized_start=154
@@ -49,31 +51,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROFILE']._serialized_start=424
   _globals['_PROFILE']._serialized_end=759
   _globals['_FEATUREPROFILE']._serialized_start=762
-  _globals['_FEATUREPROFILE']._serialized_end=1056
-  _globals['_NUMERICSUMMARY']._serialized_start=1059
-  _globals['_NUMERICSUMMARY']._serialized_end=1326
-  _globals['_QUANTILE']._serialized_start=1328
-  _globals['_QUANTILE']._serialized_end=1367
-  _globals['_HISTOGRAMBIN']._serialized_start=1369
-  _globals['_HISTOGRAMBIN']._serialized_end=1428
-  _globals['_CATEGORICALSUMMARY']._serialized_start=1430
-  _globals['_CATEGORICALSUMMARY']._serialized_end=1539
-  _globals['_VALUECOUNT']._serialized_start=1541
-  _globals['_VALUECOUNT']._serialized_end=1583
-  _globals['_BOOLEANSUMMARY']._serialized_start=1585
-  _globals['_BOOLEANSUMMARY']._serialized_end=1642
-  _globals['_LISTSUMMARY']._serialized_start=1644
-  _globals['_LISTSUMMARY']._serialized_end=1746
-  _globals['_COMPUTEDRIFTREQUEST']._serialized_start=1749
-  _globals['_COMPUTEDRIFTREQUEST']._serialized_end=1904
-  _globals['_PROFILESOURCE']._serialized_start=1906
-  _globals['_PROFILESOURCE']._serialized_end=1994
-  _globals['_TIMEWINDOW']._serialized_start=1996
-  _globals['_TIMEWINDOW']._serialized_end=2050
-  _globals['_COMPUTEDRIFTRESPONSE']._serialized_start=2053
-  _globals['_COMPUTEDRIFTRESPONSE']._serialized_end=2231
-  _globals['_DRIFTSCORE']._serialized_start=2234
-  _globals['_DRIFTSCORE']._serialized_end=2392
-  _globals['_MONITORINGSERVICE']._serialized_start=2535
-  _globals['_MONITORINGSERVICE']._serialized_end=2878
+  _globals['_FEATUREPROFILE']._serialized_end=1170
+  _globals['_FEATUREPROFILE_VIOLATIONSENTRY']._serialized_start=1110
+  _globals['_FEATUREPROFILE_VIOLATIONSENTRY']._serialized_end=1159
+  _globals['_NUMERICSUMMARY']._serialized_start=1173
+  _globals['_NUMERICSUMMARY']._serialized_end=1440
+  _globals['_QUANTILE']._serialized_start=1442
+  _globals['_QUANTILE']._serialized_end=1481
+  _globals['_HISTOGRAMBIN']._serialized_start=1483
+  _globals['_HISTOGRAMBIN']._serialized_end=1542
+  _globals['_CATEGORICALSUMMARY']._serialized_start=1544
+  _globals['_CATEGORICALSUMMARY']._serialized_end=1653
+  _globals['_VALUECOUNT']._serialized_start=1655
+  _globals['_VALUECOUNT']._serialized_end=1697
+  _globals['_BOOLEANSUMMARY']._serialized_start=1699
+  _globals['_BOOLEANSUMMARY']._serialized_end=1756
+  _globals['_LISTSUMMARY']._serialized_start=1758
+  _globals['_LISTSUMMARY']._serialized_end=1860
+  _globals['_COMPUTEDRIFTREQUEST']._serialized_start=1863
+  _globals['_COMPUTEDRIFTREQUEST']._serialized_end=2018
+  _globals['_PROFILESOURCE']._serialized_start=2020
+  _globals['_PROFILESOURCE']._serialized_end=2108
+  _globals['_TIMEWINDOW']._serialized_start=2110
+  _globals['_TIMEWINDOW']._serialized_end=2164
+  _globals['_COMPUTEDRIFTRESPONSE']._serialized_start=2167
+  _globals['_COMPUTEDRIFTRESPONSE']._serialized_end=2345
+  _globals['_DRIFTSCORE']._serialized_start=2348
+  _globals['_DRIFTSCORE']._serialized_end=2506
+  _globals['_MONITORINGSERVICE']._serialized_start=2649
+  _globals['_MONITORINGSERVICE']._serialized_end=2992
 # @@protoc_insertion_point(module_scope)

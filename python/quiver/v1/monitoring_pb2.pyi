@@ -98,7 +98,14 @@ class Profile(_message.Message):
     def __init__(self, id: _Optional[int] = ..., subject_kind: _Optional[str] = ..., subject_name: _Optional[str] = ..., subject_version: _Optional[int] = ..., subject_fingerprint: _Optional[str] = ..., views: _Optional[_Iterable[str]] = ..., created_at_micros: _Optional[int] = ..., has_window: bool = ..., window_start_micros: _Optional[int] = ..., window_end_micros: _Optional[int] = ..., origin: _Optional[str] = ..., origin_detail: _Optional[str] = ..., rows: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureProfile, _Mapping]]] = ...) -> None: ...
 
 class FeatureProfile(_message.Message):
-    __slots__ = ("feature", "view", "value_type", "count", "nulls", "numeric", "categorical", "boolean", "list")
+    __slots__ = ("feature", "view", "value_type", "count", "nulls", "numeric", "categorical", "boolean", "list", "violations")
+    class ViolationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
     VALUE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +115,7 @@ class FeatureProfile(_message.Message):
     CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
     BOOLEAN_FIELD_NUMBER: _ClassVar[int]
     LIST_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
     feature: str
     view: str
     value_type: str
@@ -117,7 +125,8 @@ class FeatureProfile(_message.Message):
     categorical: CategoricalSummary
     boolean: BooleanSummary
     list: ListSummary
-    def __init__(self, feature: _Optional[str] = ..., view: _Optional[str] = ..., value_type: _Optional[str] = ..., count: _Optional[int] = ..., nulls: _Optional[int] = ..., numeric: _Optional[_Union[NumericSummary, _Mapping]] = ..., categorical: _Optional[_Union[CategoricalSummary, _Mapping]] = ..., boolean: _Optional[_Union[BooleanSummary, _Mapping]] = ..., list: _Optional[_Union[ListSummary, _Mapping]] = ...) -> None: ...
+    violations: _containers.ScalarMap[str, int]
+    def __init__(self, feature: _Optional[str] = ..., view: _Optional[str] = ..., value_type: _Optional[str] = ..., count: _Optional[int] = ..., nulls: _Optional[int] = ..., numeric: _Optional[_Union[NumericSummary, _Mapping]] = ..., categorical: _Optional[_Union[CategoricalSummary, _Mapping]] = ..., boolean: _Optional[_Union[BooleanSummary, _Mapping]] = ..., list: _Optional[_Union[ListSummary, _Mapping]] = ..., violations: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class NumericSummary(_message.Message):
     __slots__ = ("count", "non_finite", "min", "max", "mean", "stddev", "quantiles", "histogram", "kll_sketch")

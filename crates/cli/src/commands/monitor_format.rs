@@ -60,6 +60,10 @@ pub(crate) fn profile_json(p: &v1::Profile) -> Value {
             };
             if let (Some(object), Value::Object(extra)) = (object.as_object_mut(), extra) {
                 object.extend(extra);
+                if !f.violations.is_empty() {
+                    let violations: std::collections::BTreeMap<_, _> = f.violations.iter().collect();
+                    object.insert("violations".into(), json!(violations));
+                }
             }
             object
         })
@@ -183,7 +187,25 @@ pub(crate) fn profile_table(p: &v1::Profile) -> String {
     let header = [
         "FEATURE", "TYPE", "COUNT", "NULLS", "MIN", "MAX", "MEAN", "STDDEV", "P50", "NOTES",
     ];
-    format!("{head}\n{}", table(&header, &rows))
+    format!("{head}\n{}{}", table(&header, &rows), violations_lines(p))
+}
+
+/// `expectations:` then one line per feature with declared rules: each rule's violations.
+fn violations_lines(p: &v1::Profile) -> String {
+    let lines: Vec<String> = p
+        .features
+        .iter()
+        .filter(|f| !f.violations.is_empty())
+        .map(|f| {
+            let counts: std::collections::BTreeMap<_, _> = f.violations.iter().collect();
+            let counts: Vec<String> = counts.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            format!("  {}: {}", f.feature, counts.join(" "))
+        })
+        .collect();
+    match lines.is_empty() {
+        true => String::new(),
+        false => format!("\nexpectation violations:\n{}", lines.join("\n")),
+    }
 }
 
 pub(crate) fn profiles_table(profiles: &[v1::Profile]) -> String {

@@ -152,8 +152,12 @@ pub(crate) async fn run_job(
             if show {
                 for view in &last.views {
                     println!(
-                        "  {}@{}: {} source rows -> {} keys",
-                        view.view, view.version, view.rows_scanned, view.keys_written
+                        "  {}@{}: {} source rows -> {} keys{}",
+                        view.view,
+                        view.version,
+                        view.rows_scanned,
+                        view.keys_written,
+                        run_profile(view)
                     );
                 }
                 println!(
@@ -463,4 +467,22 @@ fn print_table(response: &v1::GetOnlineFeaturesResponse, rows: &[JsonRow]) {
         };
         println!("({service}views {})", views.join(", "));
     }
+}
+
+/// `, profile N` and the expectation violations among the scanned rows, if any.
+fn run_profile(view: &v1::ViewProgress) -> String {
+    let mut text = match view.profile_id {
+        0 => String::new(),
+        id => format!(", profile {id}"),
+    };
+    let broken: Vec<String> = view
+        .violations
+        .iter()
+        .filter(|v| v.count > 0)
+        .map(|v| format!("{} {}={}", v.feature, v.rule, v.count))
+        .collect();
+    if !broken.is_empty() {
+        text.push_str(&format!("; expectation violations: {}", broken.join(", ")));
+    }
+    text
 }

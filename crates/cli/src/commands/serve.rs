@@ -42,6 +42,10 @@ pub(crate) struct ServeArgs {
     /// on a request path); off when not given.
     #[arg(long, env = "QUIVER_ALERT_WEBHOOK", value_name = "URL")]
     alert_webhook: Option<String>,
+    /// Days stored profiles are kept; 0 keeps them all. Each view's and service's newest
+    /// training-export profile and profiles a schedule names are always kept. [default: 90]
+    #[arg(long, env = "QUIVER_PROFILE_RETENTION_DAYS", value_name = "DAYS")]
+    profile_retention_days: Option<u64>,
     /// YAML config file (see deploy/quiver.example.yaml).
     #[arg(long, env = "QUIVER_CONFIG")]
     config: Option<PathBuf>,
@@ -125,6 +129,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         options.monitoring_interval = std::time::Duration::from_secs(seconds);
     }
     options.alert_webhook = args.alert_webhook.or(file.alert_webhook);
+    if let Some(days) = args.profile_retention_days.or(file.profile_retention_days) {
+        options.profile_retention =
+            (days > 0).then(|| std::time::Duration::from_secs(days.saturating_mul(86_400)));
+    }
     if let Some(url) = &options.alert_webhook {
         anyhow::ensure!(
             url.starts_with("http://") || url.starts_with("https://"),

@@ -40,6 +40,15 @@ pub struct ViewReport {
     pub state: JobState,
     pub rows_scanned: u64,
     pub keys_written: u64,
+    /// The run's profile, once stored: its id and the violations (feature, rule, count).
+    pub profile: Option<RunProfile>,
+}
+
+/// What the profile of a view's run says about the rows scanned.
+#[derive(Debug, Clone, Default)]
+pub struct RunProfile {
+    pub id: u64,
+    pub violations: Vec<(String, String, u64)>,
 }
 
 #[derive(Debug)]
@@ -64,6 +73,7 @@ pub(super) struct ViewJob {
     pub(super) state: Mutex<JobState>,
     pub(super) scanned: Arc<AtomicU64>,
     pub(super) written: AtomicU64,
+    pub(super) profile: Mutex<Option<RunProfile>>,
 }
 
 impl ViewJob {
@@ -83,6 +93,7 @@ impl ViewJob {
             state: Mutex::new(JobState::Running),
             scanned: Arc::new(AtomicU64::new(0)),
             written: AtomicU64::new(0),
+            profile: Mutex::new(None),
         })
     }
 }
@@ -130,6 +141,7 @@ impl Job {
                     state: lock(&v.state),
                     rows_scanned: v.scanned.load(Ordering::Relaxed),
                     keys_written: v.written.load(Ordering::Relaxed),
+                    profile: lock(&v.profile),
                 })
                 .collect(),
             started_at: self.started_at,

@@ -28,10 +28,11 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use crate::limits::check;
 use crate::metrics::{Metrics, Outcome};
+use crate::monitor::{Monitor, RunProfiler};
 use crate::options::Clock;
 use crate::registry::Registry;
 use job::ViewJob;
-pub use job::{Job, JobReport, JobState, ViewReport};
+pub use job::{Job, JobReport, JobState, RunProfile, ViewReport};
 pub use request::{MaterializeRequest, Window};
 
 /// Rows per online write batch during materialization.
@@ -52,26 +53,26 @@ pub struct Materializer {
     next_id: AtomicU64,
     max_concurrent_jobs: u64,
     metrics: Arc<Metrics>,
+    monitor: Arc<Monitor>,
 }
 
 impl Materializer {
-    pub fn new(
-        store: Arc<RocksStore>,
-        offline: Arc<OfflineStore>,
-        registry: Arc<Registry>,
-        clock: Arc<dyn Clock>,
+    /// Jobs over the stores, registry and clock the monitor (which profiles each run) uses.
+    pub(crate) fn new(
+        monitor: Arc<Monitor>,
         shutdown: CancellationToken,
         max_concurrent_jobs: u64,
         metrics: Arc<Metrics>,
     ) -> Self {
         Materializer {
-            store,
-            offline,
-            registry,
-            clock,
+            store: Arc::clone(monitor.store()),
+            offline: Arc::clone(monitor.offline()),
+            registry: Arc::clone(monitor.registry()),
+            clock: Arc::clone(monitor.clock()),
             tasks: TaskTracker::new(),
             shutdown,
             metrics,
+            monitor,
             jobs: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(0),
             max_concurrent_jobs,
@@ -242,12 +243,16 @@ impl Materializer {
         if view_job.start >= view_job.end {
             return Ok(());
         }
-        let scan = self.offline.scan_latest(
+        let profiler = Arc::new(self.monitor.run_profiler(
             view,
-            view_job.start,
-            view_job.end,
+            &job.id,
+            (view_job.start, view_job.end),
             Arc::clone(&view_job.scanned),
-        );
+        )?);
+        let observer: Arc<dyn quiver_offline::ScanObserver> = profiler.clone();
+        let scan = self
+            .offline
+            .scan_latest(view, view_job.start, view_job.end, observer);
         let batches = tokio::select! {
             result = scan => result?,
             () = job.cancel.cancelled() => return Err(Error::Cancelled),
@@ -284,7 +289,40 @@ impl Materializer {
             written = view_job.written.load(Ordering::Relaxed),
             "view materialized"
         );
+        self.store_profile(view_job, &profiler).await;
         Ok(())
+    }
+
+    /// Stores the run's profile and counts its violations; a profile that cannot be stored
+    /// is logged, and the run (whose rows are written and synced) still succeeds.
+    async fn store_profile(&self, view_job: &ViewJob, profiler: &RunProfiler) {
+        let profile = match profiler.finish().await {
+            Ok(profile) => profile,
+            Err(error) => {
+                tracing::warn!(%error, "the materialization profile was not stored");
+                return;
+            }
+        };
+        // Profiles name features `view__feature`; reports and metrics, as on push, `feature`.
+        let prefix = format!("{}__", view_job.view.name);
+        let violations: Vec<(String, String, u64)> = profile
+            .features
+            .iter()
+            .flat_map(|f| {
+                let feature = f.feature.strip_prefix(&prefix).unwrap_or(&f.feature);
+                f.violations
+                    .iter()
+                    .map(move |(rule, n)| (feature.to_string(), rule.clone(), *n))
+            })
+            .collect();
+        self.metrics
+            .record_materialization_violations(&view_job.view.name, &violations);
+        if let Ok(mut slot) = view_job.profile.lock() {
+            *slot = Some(RunProfile {
+                id: profile.id,
+                violations,
+            });
+        }
     }
 }
 
@@ -303,21 +341,26 @@ mod tests {
 
     fn materializer(dir: &std::path::Path, max_jobs: u64) -> Result<Materializer> {
         let store = Arc::new(RocksStore::open(&dir.join("rocksdb"))?);
-        Ok(Materializer::new(
+        let offline = Arc::new(OfflineStore::new(
+            dir,
+            quiver_offline::Roots::none("a source root", "--source-root"),
+            quiver_offline::Roots::none("a labels root", "--labels-root"),
+        ));
+        let registry = Arc::new(Registry::open(
             Arc::clone(&store),
-            Arc::new(OfflineStore::new(
-                dir,
-                quiver_offline::Roots::none("a source root", "--source-root"),
-                quiver_offline::Roots::none("a labels root", "--labels-root"),
+            quiver_offline::ParquetSchemaCheck::new(quiver_offline::Roots::none(
+                "a source root",
+                "--source-root",
             )),
-            Arc::new(Registry::open(
-                store,
-                quiver_offline::ParquetSchemaCheck::new(quiver_offline::Roots::none(
-                    "a source root",
-                    "--source-root",
-                )),
-            )?),
+        )?);
+        let monitor = Arc::new(Monitor::open(
+            registry,
+            offline,
+            store,
             Arc::new(SystemClock),
+        )?);
+        Ok(Materializer::new(
+            monitor,
             CancellationToken::new(),
             max_jobs,
             Arc::new(crate::Metrics::new()?),
@@ -333,6 +376,7 @@ mod tests {
             state: Mutex::new(JobState::Running),
             scanned: Arc::new(AtomicU64::new(0)),
             written: AtomicU64::new(0),
+            profile: Mutex::new(None),
         }
     }
 

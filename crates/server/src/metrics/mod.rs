@@ -56,6 +56,7 @@ pub struct Metrics {
     push_rows: IntCounterVec,
     push_skipped_older: IntCounterVec,
     violations: IntCounterVec,
+    materialization_violations: IntCounterVec,
     push_bytes: IntCounter,
     materialization_runs: IntCounterVec,
     materialization_rows: IntCounterVec,
@@ -126,6 +127,12 @@ impl Metrics {
                 "quiver_push_rows_total",
                 "Pushed rows written, per view and store (online, offline).",
                 &["view", "store"],
+            )?,
+            materialization_violations: counter(
+                &registry,
+                "quiver_materialization_violations_total",
+                "Values scanned by materialization runs that broke a feature expectation, per view, feature and rule (each declared rule's series appears, at 0, with the view's first run).",
+                &["view", "feature", "rule"],
             )?,
             push_skipped_older: counter(
                 &registry,
@@ -349,6 +356,19 @@ impl Metrics {
             self.violations
                 .with_label_values(&[view, feature, rule, policy])
                 .inc_by(n);
+        }
+    }
+
+    /// Counts the violations (feature, rule, count) among the rows a run of `view` scanned.
+    pub(crate) fn record_materialization_violations(
+        &self,
+        view: &str,
+        violations: &[(String, String, u64)],
+    ) {
+        for (feature, rule, n) in violations {
+            self.materialization_violations
+                .with_label_values(&[view, feature.as_str(), rule.as_str()])
+                .inc_by(*n);
         }
     }
 

@@ -3,6 +3,8 @@
 //! RocksDB, and compares two of them with the thresholds the registry declares.
 
 mod drift;
+mod retention;
+mod run;
 mod schedule;
 mod subject;
 mod webhook;
@@ -12,6 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
+use quiver_core::Kind;
+use quiver_core::model::Feature;
+use quiver_core::registry::RegistryState;
+use quiver_core::selection::SelectedView;
 use quiver_core::types::Micros;
 use quiver_monitor::{ColumnSpec, Origin, Profile, ProfileBuilder};
 use quiver_offline::OfflineStore;
@@ -23,6 +29,7 @@ use crate::registry::Registry;
 use crate::run_blocking;
 
 pub(crate) use drift::ProfileSource;
+pub(crate) use run::RunProfiler;
 pub(crate) use schedule::DriftChecks;
 pub(crate) use subject::SubjectRef;
 
@@ -55,6 +62,22 @@ impl Monitor {
         })
     }
 
+    pub(crate) fn store(&self) -> &Arc<RocksStore> {
+        &self.store
+    }
+
+    pub(crate) fn offline(&self) -> &Arc<OfflineStore> {
+        &self.offline
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// A new profile id (ids are never reused, even when the profile is never stored).
     pub(crate) fn reserve_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
@@ -73,19 +96,12 @@ impl Monitor {
                 "the window is empty; give `start` < `end`",
             ));
         }
-        let resolved = subject.resolve(&self.registry.snapshot())?;
+        let registry = self.registry.snapshot();
+        let resolved = subject.resolve(&registry)?;
         let mut features = Vec::new();
         let mut rows = 0;
         for view in &resolved.selection.views {
-            let columns = view
-                .selected_features()
-                .map(|f| ColumnSpec {
-                    column: f.name.clone(),
-                    name: view.output_name(&f.name, true),
-                    view: view.view.pinned_name(),
-                    value_type: f.value_type,
-                })
-                .collect();
+            let columns = column_specs(&registry, view, |f| f.name.clone());
             let mut builder = ProfileBuilder::new(columns);
             let mut stream = self.offline.read_range(view, start, end).await?.stream;
             while let Some(batch) = stream.next().await {
@@ -182,16 +198,12 @@ impl Monitor {
         full_names: bool,
         path: String,
     ) -> ExportProfiler {
+        let registry = self.registry.snapshot();
         let columns = selection
             .views
             .iter()
             .flat_map(|view| {
-                view.selected_features().map(move |f| ColumnSpec {
-                    column: view.output_name(&f.name, full_names),
-                    name: view.output_name(&f.name, true),
-                    view: view.view.pinned_name(),
-                    value_type: f.value_type,
-                })
+                column_specs(&registry, view, |f| view.output_name(&f.name, full_names))
             })
             .collect();
         ExportProfiler {
@@ -202,6 +214,27 @@ impl Monitor {
             path,
         }
     }
+}
+
+/// The profiled columns of `view`'s selected features, named in the batches by `column`,
+/// each with the expectations the view declares for it.
+fn column_specs(
+    registry: &RegistryState,
+    view: &SelectedView,
+    column: impl Fn(&Feature) -> String,
+) -> Vec<ColumnSpec> {
+    let expectations = registry
+        .history(Kind::FeatureView, &view.view.name)
+        .map(|h| &h.metadata.monitoring.expectations);
+    view.selected_features()
+        .map(|f| ColumnSpec {
+            column: column(f),
+            name: view.output_name(&f.name, true),
+            view: view.view.pinned_name(),
+            value_type: f.value_type,
+            expectation: expectations.and_then(|e| e.get(&f.name)).cloned(),
+        })
+        .collect()
 }
 
 fn parse(json: &[u8]) -> Result<Profile> {

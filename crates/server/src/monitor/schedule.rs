@@ -2,7 +2,7 @@
 //! server runs the checks that are due, keeps each subject's latest result as Prometheus
 //! gauges, and POSTs an ALERT to the webhook. Runs in one background task, never on a
 //! request path; a check that cannot run (no reference yet, a failure) is retried at the next
-//! interval.
+//! interval. The same task applies the profile retention, at start and hourly.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,8 @@ use crate::error::{Error, Result};
 pub(crate) struct DriftChecks {
     monitor: Arc<Monitor>,
     webhook: Option<Webhook>,
+    /// `--profile-retention-days` in micros (None: profiles are kept forever).
+    retention: Option<Micros>,
     /// Subject (`service:name`) -> its last completed check.
     last: Mutex<HashMap<String, LastCheck>>,
     score: GaugeVec,
@@ -38,6 +40,9 @@ struct LastCheck {
     at: Micros,
     series: Vec<(String, &'static str)>,
 }
+
+/// How often the profile retention runs.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn internal(error: prometheus::Error) -> Error {
     Error::Internal(format!("metrics: {error}"))
@@ -54,7 +59,11 @@ fn status_value(status: RowStatus) -> f64 {
 }
 
 impl DriftChecks {
-    pub(crate) fn new(monitor: Arc<Monitor>, webhook: Option<String>) -> Result<DriftChecks> {
+    pub(crate) fn new(
+        monitor: Arc<Monitor>,
+        webhook: Option<String>,
+        retention: Option<Micros>,
+    ) -> Result<DriftChecks> {
         let labels = ["kind", "name", "feature", "metric"];
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             GaugeVec::new(Opts::new(name, help), labels).map_err(internal)
@@ -62,6 +71,7 @@ impl DriftChecks {
         Ok(DriftChecks {
             monitor,
             webhook: webhook.map(Webhook::new),
+            retention,
             last: Mutex::new(HashMap::new()),
             score: gauge(
                 "quiver_drift_score",
@@ -109,13 +119,32 @@ impl DriftChecks {
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut pruned: Option<std::time::Instant> = None;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = ticks.tick() => checks.run_due().await,
+                    _ = ticks.tick() => {
+                        checks.run_due().await;
+                        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                            checks.prune().await;
+                            pruned = Some(std::time::Instant::now());
+                        }
+                    }
                 }
             }
         })
+    }
+
+    /// Applies the profile retention, if any; a failure is logged and retried next time.
+    async fn prune(&self) {
+        let Some(retention) = self.retention else {
+            return;
+        };
+        match self.monitor.prune_profiles(retention).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed profiles past the retention"),
+            Err(error) => tracing::warn!(%error, "profile retention failed"),
+        }
     }
 
     /// Every subject with a schedule whose last check is older than its `every`.

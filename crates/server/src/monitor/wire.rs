@@ -66,6 +66,7 @@ fn feature(f: &quiver_monitor::FeatureProfile) -> v1::FeatureProfile {
         count: f.count,
         nulls: f.nulls,
         summary: Some(summary),
+        violations: f.violations.clone().into_iter().collect(),
     }
 }
 
