@@ -67,6 +67,25 @@ async fn drift(
         .into_inner())
 }
 
+/// A stored profile of `subject` over `[start, end)`, computed by the server.
+async fn profile_of(
+    clients: &mut Clients,
+    subject: v1::compute_profile_request::Subject,
+    start: i64,
+    end: i64,
+) -> anyhow::Result<v1::Profile> {
+    let request = v1::ComputeProfileRequest {
+        subject: Some(subject),
+        start_micros: start,
+        end_micros: end,
+    };
+    let response = clients.monitoring.compute_profile(request).await?;
+    response
+        .into_inner()
+        .profile
+        .ok_or_else(|| anyhow::anyhow!("no profile"))
+}
+
 /// (feature, metric) -> status name.
 fn statuses(report: &v1::ComputeDriftResponse) -> Vec<(String, String, v1::DriftStatus)> {
     report
@@ -85,19 +104,8 @@ async fn a_window_profile_matches_a_slow_reference() -> anyhow::Result<()> {
     let mut clients = server.clients().await?;
     let rows = rows();
     setup(&server, &mut clients, &rows, "0").await?;
-    let request = v1::ComputeProfileRequest {
-        subject: Some(v1::compute_profile_request::Subject::View("stats".into())),
-        start_micros: T0,
-        end_micros: T0 + N * SECOND,
-    };
-    let profile = clients
-        .monitoring
-        .compute_profile(request)
-        .await?
-        .into_inner();
-    let profile = profile
-        .profile
-        .ok_or_else(|| anyhow::anyhow!("no profile"))?;
+    let stats = v1::compute_profile_request::Subject::View("stats".into());
+    let profile = profile_of(&mut clients, stats, T0, T0 + N * SECOND).await?;
     assert_eq!(
         (profile.subject_kind.as_str(), profile.rows),
         ("view", N as u64)
@@ -270,17 +278,8 @@ async fn bad_requests_name_the_field() -> anyhow::Result<()> {
         status.message()
     );
     // A profile of the view is not a profile of the service.
-    let request = v1::ComputeProfileRequest {
-        subject: Some(v1::compute_profile_request::Subject::View("stats".into())),
-        start_micros: T0,
-        end_micros: T0 + SECOND,
-    };
-    let view = clients
-        .monitoring
-        .compute_profile(request)
-        .await?
-        .into_inner();
-    let id = view.profile.map(|p| p.id).unwrap_or_default();
+    let stats = v1::compute_profile_request::Subject::View("stats".into());
+    let id = profile_of(&mut clients, stats, T0, T0 + SECOND).await?.id;
     let other = drift(&mut clients, stored(id), window(T0, T0 + SECOND)).await;
     let status = other.err().ok_or_else(|| anyhow::anyhow!("accepted"))?;
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -545,21 +544,8 @@ async fn materialization_and_profiles_count_expectation_violations() -> anyhow::
     }
 
     // An on-demand profile of window A counts A's rows only.
-    let request = v1::ComputeProfileRequest {
-        subject: Some(v1::compute_profile_request::Subject::Service(
-            "model".into(),
-        )),
-        start_micros: T0,
-        end_micros: T0 + N * SECOND,
-    };
-    let profile = clients
-        .monitoring
-        .compute_profile(request)
-        .await?
-        .into_inner();
-    let profile = profile
-        .profile
-        .ok_or_else(|| anyhow::anyhow!("no profile"))?;
+    let model = v1::compute_profile_request::Subject::Service("model".into());
+    let profile = profile_of(&mut clients, model, T0, T0 + N * SECOND).await?;
     let in_a: Vec<TestRow> = rows
         .iter()
         .filter(|r| r.event_ts < T0 + N * SECOND)
@@ -602,12 +588,7 @@ async fn profiles_past_the_retention_go_except_the_drift_references() -> anyhow:
     }
     use v1::compute_profile_request::Subject as S;
     for subject in [S::View("stats".into()), S::Service("model".into())] {
-        let request = v1::ComputeProfileRequest {
-            subject: Some(subject),
-            start_micros: T0,
-            end_micros: T0 + N * SECOND,
-        };
-        clients.monitoring.compute_profile(request).await?;
+        profile_of(&mut clients, subject, T0, T0 + N * SECOND).await?;
     }
     let ids = |profiles: Vec<v1::Profile>| profiles.iter().map(|p| p.id).collect::<Vec<_>>();
     let list = v1::ListProfilesRequest {
@@ -634,17 +615,31 @@ async fn profiles_past_the_retention_go_except_the_drift_references() -> anyhow:
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // A new profile gets a new id, never a removed one.
-    let request = v1::ComputeProfileRequest {
-        subject: Some(S::View("stats".into())),
-        start_micros: T0,
-        end_micros: T0 + N * SECOND,
+    let profile = profile_of(&mut clients, S::View("stats".into()), T0, T0 + N * SECOND).await?;
+    assert_eq!(profile.id, 5);
+    server.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn runs_are_not_profiled_when_run_profiles_is_off() -> anyhow::Result<()> {
+    let clock = quiver_integration_tests::ManualClock::new(T0);
+    let server = TestServer::start_with(tempfile::tempdir()?, clock, |options| {
+        options.run_profiles = false;
+    })
+    .await?;
+    let mut clients = server.clients().await?;
+    setup(&server, &mut clients, &rows(), "0").await?;
+    let job = super::fixture::materialize(&mut clients, T0, T0 + N * SECOND).await?;
+    let view = &job.views[0];
+    assert_eq!((view.rows_scanned, view.profile_id), (N as u64, 0));
+    assert!(view.violations.is_empty());
+    let list = v1::ListProfilesRequest {
+        name: String::new(),
+        limit: 0,
     };
-    let profile = clients
-        .monitoring
-        .compute_profile(request)
-        .await?
-        .into_inner();
-    assert_eq!(profile.profile.map(|p| p.id), Some(5));
+    let listed = clients.monitoring.list_profiles(list).await?.into_inner();
+    assert!(listed.profiles.is_empty(), "{:?}", listed.profiles);
     server.stop().await?;
     Ok(())
 }

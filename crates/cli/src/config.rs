@@ -49,6 +49,8 @@ pub(crate) struct ConfigFile {
     pub alert_webhook: Option<String>,
     /// Days stored profiles are kept, 0 for ever (`--profile-retention-days`).
     pub profile_retention_days: Option<u64>,
+    /// false: materialization runs are not profiled (`--no-run-profiles`).
+    pub run_profiles: Option<bool>,
     /// Where server-side exports are written (`--export-dir`).
     pub export_dir: Option<PathBuf>,
     /// Where label tables may be read by path (`--labels-root`).

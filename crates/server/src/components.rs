@@ -102,6 +102,7 @@ impl Components {
                 Arc::clone(&monitor),
             )),
             materializer: Arc::new(jobs::Materializer::new(
+                options.run_profiles.then_some(Arc::clone(&monitor)),
                 monitor,
                 jobs_shutdown,
                 options.limits.max_concurrent_jobs,

@@ -51,6 +51,9 @@ pub struct ServerOptions {
     /// How long stored profiles are kept (None: forever); see `monitor::retention` for the
     /// ones drift checks still need, which stay.
     pub profile_retention: Option<std::time::Duration>,
+    /// Whether each materialization run stores a profile of the rows it scanned, with their
+    /// expectation violations (on by default; it costs run throughput, see benches/README.md).
+    pub run_profiles: bool,
 }
 
 /// The default of [`ServerOptions::monitoring_interval`].
@@ -78,6 +81,7 @@ impl ServerOptions {
             monitoring_interval: DEFAULT_MONITORING_INTERVAL,
             alert_webhook: None,
             profile_retention: Some(DEFAULT_PROFILE_RETENTION),
+            run_profiles: true,
         }
     }
 }

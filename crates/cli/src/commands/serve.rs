@@ -46,6 +46,10 @@ pub(crate) struct ServeArgs {
     /// training-export profile and profiles a schedule names are always kept. [default: 90]
     #[arg(long, env = "QUIVER_PROFILE_RETENTION_DAYS", value_name = "DAYS")]
     profile_retention_days: Option<u64>,
+    /// Do not profile materialization runs (nor count their expectation violations):
+    /// profiling every scanned row costs run throughput (see benches/README.md).
+    #[arg(long, env = "QUIVER_NO_RUN_PROFILES")]
+    no_run_profiles: bool,
     /// YAML config file (see deploy/quiver.example.yaml).
     #[arg(long, env = "QUIVER_CONFIG")]
     config: Option<PathBuf>,
@@ -129,6 +133,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         options.monitoring_interval = std::time::Duration::from_secs(seconds);
     }
     options.alert_webhook = args.alert_webhook.or(file.alert_webhook);
+    options.run_profiles = !args.no_run_profiles && file.run_profiles.unwrap_or(true);
     if let Some(days) = args.profile_retention_days.or(file.profile_retention_days) {
         options.profile_retention =
             (days > 0).then(|| std::time::Duration::from_secs(days.saturating_mul(86_400)));

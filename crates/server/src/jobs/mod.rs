@@ -53,12 +53,15 @@ pub struct Materializer {
     next_id: AtomicU64,
     max_concurrent_jobs: u64,
     metrics: Arc<Metrics>,
-    monitor: Arc<Monitor>,
+    /// Profiles each run's scanned rows (None: `run_profiles` is off).
+    profiler: Option<Arc<Monitor>>,
 }
 
 impl Materializer {
-    /// Jobs over the stores, registry and clock the monitor (which profiles each run) uses.
+    /// Jobs over the stores, registry and clock `monitor` uses; `profiler` (when given)
+    /// profiles each run.
     pub(crate) fn new(
+        profiler: Option<Arc<Monitor>>,
         monitor: Arc<Monitor>,
         shutdown: CancellationToken,
         max_concurrent_jobs: u64,
@@ -72,7 +75,7 @@ impl Materializer {
             tasks: TaskTracker::new(),
             shutdown,
             metrics,
-            monitor,
+            profiler,
             jobs: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(0),
             max_concurrent_jobs,
@@ -243,13 +246,19 @@ impl Materializer {
         if view_job.start >= view_job.end {
             return Ok(());
         }
-        let profiler = Arc::new(self.monitor.run_profiler(
-            view,
-            &job.id,
-            (view_job.start, view_job.end),
-            Arc::clone(&view_job.scanned),
-        )?);
-        let observer: Arc<dyn quiver_offline::ScanObserver> = profiler.clone();
+        let profiler = match &self.profiler {
+            Some(monitor) => Some(Arc::new(monitor.run_profiler(
+                view,
+                &job.id,
+                (view_job.start, view_job.end),
+                Arc::clone(&view_job.scanned),
+            )?)),
+            None => None,
+        };
+        let observer: Arc<dyn quiver_offline::ScanObserver> = match &profiler {
+            Some(profiler) => profiler.clone(),
+            None => view_job.scanned.clone(),
+        };
         let scan = self
             .offline
             .scan_latest(view, view_job.start, view_job.end, observer);
@@ -289,7 +298,9 @@ impl Materializer {
             written = view_job.written.load(Ordering::Relaxed),
             "view materialized"
         );
-        self.store_profile(view_job, &profiler).await;
+        if let Some(profiler) = &profiler {
+            self.store_profile(view_job, profiler).await;
+        }
         Ok(())
     }
 
@@ -360,6 +371,7 @@ mod tests {
             Arc::new(SystemClock),
         )?);
         Ok(Materializer::new(
+            Some(Arc::clone(&monitor)),
             monitor,
             CancellationToken::new(),
             max_jobs,
