@@ -117,6 +117,58 @@ impl ProfileBuilder {
         Ok(())
     }
 
+    /// Adds everything `other` (a builder of the same columns, fed other rows) saw, as if its
+    /// batches had been added here.
+    pub fn merge(&mut self, other: &ProfileBuilder) -> Result<()> {
+        if self.columns.len() != other.columns.len() {
+            return Err(Error::Column {
+                column: String::new(),
+                message: "merging profiles of different columns".into(),
+            });
+        }
+        self.rows += other.rows;
+        for ((spec, mine), (_, theirs)) in self.columns.iter_mut().zip(&other.columns) {
+            mine.count += theirs.count;
+            mine.nulls += theirs.nulls;
+            if let (Some(rules), Some(other_rules)) = (&mut mine.rules, &theirs.rules) {
+                rules.merge(other_rules);
+            }
+            match (&mut mine.acc, &theirs.acc) {
+                (Acc::Numeric(a), Acc::Numeric(b)) => a.merge(b),
+                (Acc::Categorical(a), Acc::Categorical(b)) => a.merge(b),
+                (
+                    Acc::Boolean { trues, falses },
+                    Acc::Boolean {
+                        trues: t,
+                        falses: f,
+                    },
+                ) => {
+                    *trues += t;
+                    *falses += f;
+                }
+                (
+                    Acc::List { lengths, elements },
+                    Acc::List {
+                        lengths: l,
+                        elements: e,
+                    },
+                ) => {
+                    lengths.merge(l);
+                    if let (Some(mine), Some(theirs)) = (elements.as_mut(), e) {
+                        mine.merge(theirs);
+                    }
+                }
+                _ => {
+                    return Err(Error::Column {
+                        column: spec.column.clone(),
+                        message: "merging accumulators of different types".into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every column's figures, in the order the columns were given.
     pub fn into_features(self) -> Vec<FeatureProfile> {
         self.columns
@@ -299,6 +351,84 @@ mod tests {
             value_type: ValueType::parse(value_type).expect("type"),
             expectation: None,
         }
+    }
+
+    /// The exact figures of each feature (moments to 9 decimals, counts, top values, HLL
+    /// estimate, violations); quantiles are left out (a merged KLL sketch may differ within
+    /// its rank error).
+    fn exact_figures(p: &Profile) -> Vec<String> {
+        p.features
+            .iter()
+            .map(|f| {
+                let summary = match &f.summary {
+                    Summary::Numeric(n) => format!(
+                        "{} {:?} {:?} {:.9} {:.9}",
+                        n.count,
+                        n.min,
+                        n.max,
+                        n.mean.unwrap_or(0.0),
+                        n.stddev.unwrap_or(0.0),
+                    ),
+                    Summary::Categorical(c) => format!("{} {} {:?}", c.count, c.distinct, c.top),
+                    Summary::Boolean {
+                        true_count,
+                        false_count,
+                    } => format!("{true_count} {false_count}"),
+                    Summary::List { lengths, .. } => format!("{} {:?}", lengths.count, lengths.max),
+                };
+                format!(
+                    "{} {} {} {summary} {:?}",
+                    f.feature, f.count, f.nulls, f.violations
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merged_builders_equal_one_builder_over_all_rows() {
+        let n = 5_000usize;
+        let floats: Vec<Option<f32>> = (0..n)
+            .map(|i| (i % 11 != 0).then_some((i % 97) as f32 * 0.5))
+            .collect();
+        let strings: Vec<Option<String>> = (0..n)
+            .map(|i| (i % 13 != 0).then(|| format!("c{}", i % 40)))
+            .collect();
+        let batch = RecordBatch::try_from_iter([
+            ("f", Arc::new(Float32Array::from(floats)) as ArrayRef),
+            ("s", Arc::new(StringArray::from(strings)) as ArrayRef),
+        ])
+        .expect("batch");
+        let mut checked = spec("f", "float32");
+        checked.expectation = Some(Expectation {
+            not_null: true,
+            max: Some(40.0),
+            ..Expectation::default()
+        });
+        let columns = vec![checked, spec("s", "string")];
+        let mut one = ProfileBuilder::new(columns.clone());
+        one.add_batch(&batch).expect("add");
+        let (mut left, mut right) = (
+            ProfileBuilder::new(columns.clone()),
+            ProfileBuilder::new(columns),
+        );
+        left.add_batch(&batch.slice(0, 1_234)).expect("add");
+        right
+            .add_batch(&batch.slice(1_234, n - 1_234))
+            .expect("add");
+        left.merge(&right).expect("merge");
+        let subject = Subject {
+            kind: "view".into(),
+            name: "v".into(),
+            version: 1,
+            fingerprint: "x".into(),
+            views: vec![],
+        };
+        let one = one.finish(subject.clone(), Origin::OnDemand, None, 0);
+        let merged = left.finish(subject, Origin::OnDemand, None, 0);
+        assert_eq!(merged.rows, n as u64);
+        assert_eq!(exact_figures(&merged), exact_figures(&one));
+        let violations = merged.feature("f").map(|f| f.violations.clone());
+        assert!(violations.is_some_and(|v| v["not_null"] > 0 && v["max"] > 0));
     }
 
     #[test]

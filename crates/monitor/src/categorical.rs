@@ -31,6 +31,21 @@ impl Default for CategoricalAcc {
 }
 
 impl CategoricalAcc {
+    /// Adds everything `other` saw (HLL union, frequent-items merge).
+    pub fn merge(&mut self, other: &CategoricalAcc) {
+        self.count += other.count;
+        if let (Some(hll), Some(theirs)) = (&mut self.hll, &other.hll)
+            && let Ok(mut union) = datasketches::hll::HllUnion::new(HLL_LG_K)
+        {
+            union.update(hll);
+            union.update(theirs);
+            *hll = union.to_sketch(HllType::Hll8);
+        }
+        if let (Some(frequent), Some(theirs)) = (&mut self.frequent, &other.frequent) {
+            frequent.merge(theirs);
+        }
+    }
+
     pub fn add(&mut self, value: &str) {
         self.count += 1;
         if let Some(hll) = &mut self.hll {

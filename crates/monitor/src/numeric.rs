@@ -60,6 +60,24 @@ impl NumericAcc {
         self.sketch.update(item);
     }
 
+    /// Adds everything `other` saw (Chan et al.'s pairwise update for the moments; the
+    /// sketches merge).
+    pub fn merge(&mut self, other: &NumericAcc) {
+        self.non_finite += other.non_finite;
+        if other.n == 0 {
+            return;
+        }
+        let n = self.n + other.n;
+        let delta = other.mean - self.mean;
+        self.mean += delta * other.n as f64 / n as f64;
+        self.m2 += other.m2 + delta * delta * (self.n as f64 * other.n as f64 / n as f64);
+        self.n = n;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        // Same k on both sides; a total weight past u64::MAX cannot be reached by counting rows.
+        let _ = self.sketch.merge(&other.sketch);
+    }
+
     pub fn finish(self) -> NumericSummary {
         let n = self.n;
         let has = n > 0;

@@ -107,6 +107,13 @@ impl RuleCounts {
         Ok(())
     }
 
+    /// Adds `other`'s counts (of the same expectations).
+    pub(crate) fn merge(&mut self, other: &RuleCounts) {
+        for (rule, n) in &other.counts {
+            self.bump(*rule, *n);
+        }
+    }
+
     fn count(&mut self, rule: Option<Rule>) {
         if let Some(rule) = rule {
             self.bump(rule, 1);

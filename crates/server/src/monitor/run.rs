@@ -15,7 +15,10 @@ use super::{Monitor, SubjectRef, column_specs};
 use crate::error::{Error, Result};
 
 /// Counts and profiles the rows one view's materialization scans (see
-/// [`Monitor::run_profiler`]). Scan units call it from several threads at once.
+/// [`Monitor::run_profiler`]). Scan units call it from several threads at once: each call
+/// takes a builder from the pool (a new one when all are busy), profiles its batch without a
+/// lock, and gives it back; the builders merge at the end. So profiling runs in parallel,
+/// with as many builders as scan units ran at once.
 #[derive(Debug)]
 pub(crate) struct RunProfiler {
     monitor: Arc<Monitor>,
@@ -23,8 +26,10 @@ pub(crate) struct RunProfiler {
     job: String,
     window: (Micros, Micros),
     scanned: Arc<AtomicU64>,
-    /// `Err` once a batch could not be profiled: the run goes on, without a profile.
-    builder: Mutex<std::result::Result<ProfileBuilder, String>>,
+    columns: Vec<quiver_monitor::ColumnSpec>,
+    /// Idle builders; `Err` once a batch could not be profiled (the run goes on, without a
+    /// profile) or the profile was stored.
+    pool: Mutex<std::result::Result<Vec<ProfileBuilder>, String>>,
 }
 
 impl Monitor {
@@ -39,7 +44,7 @@ impl Monitor {
     ) -> Result<RunProfiler> {
         let registry = self.registry.snapshot();
         let resolved = SubjectRef::View(view.pinned_name()).resolve(&registry)?;
-        let columns = resolved
+        let columns: Vec<_> = resolved
             .selection
             .views
             .iter()
@@ -51,7 +56,8 @@ impl Monitor {
             job: job.to_string(),
             window,
             scanned,
-            builder: Mutex::new(Ok(ProfileBuilder::new(columns))),
+            pool: Mutex::new(Ok(vec![ProfileBuilder::new(columns.clone())])),
+            columns,
         })
     }
 }
@@ -59,13 +65,19 @@ impl Monitor {
 impl ScanObserver for RunProfiler {
     fn observe(&self, batch: &RecordBatch) {
         self.scanned.observe(batch);
-        let Ok(mut builder) = self.builder.lock() else {
-            return;
+        let mut builder = match self.pool.lock().as_deref_mut() {
+            Ok(Ok(idle)) => idle
+                .pop()
+                .unwrap_or_else(|| ProfileBuilder::new(self.columns.clone())),
+            _ => return,
         };
-        if let Ok(b) = &mut *builder
-            && let Err(e) = b.add_batch(batch)
-        {
-            *builder = Err(e.to_string());
+        let added = builder.add_batch(batch);
+        if let Ok(pool) = &mut self.pool.lock().as_deref_mut() {
+            match (added, pool) {
+                (Ok(()), Ok(idle)) => idle.push(builder),
+                (Err(e), pool) => **pool = Err(e.to_string()),
+                (Ok(()), Err(_)) => {}
+            }
         }
     }
 }
@@ -73,15 +85,21 @@ impl ScanObserver for RunProfiler {
 impl RunProfiler {
     /// Stores the profile of every row observed (once: a second call fails).
     pub(crate) async fn finish(&self) -> Result<Profile> {
-        let builder = {
+        let builders = {
             let mut guard = self
-                .builder
+                .pool
                 .lock()
                 .map_err(|_| Error::Internal("run profiler poisoned".into()))?;
             std::mem::replace(&mut *guard, Err("the profile was already stored".into()))
         };
-        let builder =
-            builder.map_err(|e| Error::Internal(format!("profiling the scanned rows: {e}")))?;
+        let mut builders =
+            builders.map_err(|e| Error::Internal(format!("profiling the scanned rows: {e}")))?;
+        let mut builder = builders
+            .pop()
+            .unwrap_or_else(|| ProfileBuilder::new(self.columns.clone()));
+        for other in &builders {
+            builder.merge(other)?;
+        }
         let mut profile = builder.finish(
             self.subject.clone(),
             Origin::Materialization {
