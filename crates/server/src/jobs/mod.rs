@@ -246,15 +246,18 @@ impl Materializer {
         if view_job.start >= view_job.end {
             return Ok(());
         }
-        let profiler = match &self.profiler {
-            Some(monitor) => Some(Arc::new(monitor.run_profiler(
-                view,
-                &job.id,
-                (view_job.start, view_job.end),
-                Arc::clone(&view_job.scanned),
-            )?)),
-            None => None,
-        };
+        // A profiler that cannot be set up is logged; the run goes on without a profile.
+        let profiler = self.profiler.as_ref().and_then(|monitor| {
+            let window = (view_job.start, view_job.end);
+            let scanned = Arc::clone(&view_job.scanned);
+            match monitor.run_profiler(view, &job.id, window, scanned) {
+                Ok(profiler) => Some(Arc::new(profiler)),
+                Err(error) => {
+                    tracing::warn!(%error, "the materialization run is not profiled");
+                    None
+                }
+            }
+        });
         let observer: Arc<dyn quiver_offline::ScanObserver> = match &profiler {
             Some(profiler) => profiler.clone(),
             None => view_job.scanned.clone(),
