@@ -500,6 +500,12 @@ async fn materialization_and_profiles_count_expectation_violations() -> anyhow::
         "every rule is broken somewhere: {expected:?}"
     );
 
+    // Before any run, each declared rule's series exists at 0 (so `increase()` sees the
+    // first run's violations).
+    let metrics = server.http_get("/metrics").await?.1;
+    let line = r#"quiver_materialization_violations_total{feature="a",rule="min",view="stats"} 0"#;
+    assert!(metrics.contains(line), "{line} missing");
+
     // A run over every row: its report and its stored profile count what was scanned.
     let job = super::fixture::materialize(&mut clients, T0, T0 + 2 * N * SECOND).await?;
     let view = &job.views[0];

@@ -127,6 +127,7 @@ impl Components {
             health,
             self.metrics.materialization_runs(),
             self.metrics.violations(),
+            self.metrics.materialization_violations(),
         )
     }
 

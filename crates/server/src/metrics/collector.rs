@@ -27,6 +27,9 @@ pub(crate) struct StateCollector {
     materialization_runs: IntCounterVec,
     /// `quiver_validation_violations_total`, created at 0 for every declared rule.
     violations: IntCounterVec,
+    /// `quiver_materialization_violations_total` (registered by `Metrics`), created at 0 for
+    /// every declared rule of an online view.
+    run_violations: IntCounterVec,
     newest_event_age: GaugeVec,
     watermark_age: GaugeVec,
     ttl: GaugeVec,
@@ -64,6 +67,7 @@ impl StateCollector {
         health: Arc<Health>,
         materialization_runs: IntCounterVec,
         violations: IntCounterVec,
+        run_violations: IntCounterVec,
     ) -> Result<StateCollector> {
         let view_gauge = |name: &str, help: &str| {
             GaugeVec::new(Opts::new(name, help), &["view"]).map_err(internal)
@@ -141,6 +145,7 @@ impl StateCollector {
             scraping: std::sync::Mutex::new(()),
             materialization_runs,
             violations,
+            run_violations,
             registry,
             store,
             clock,
@@ -177,6 +182,13 @@ impl StateCollector {
                         rule.name(),
                         policy,
                     ]);
+                    if view.online {
+                        self.run_violations.with_label_values(&[
+                            view.name.as_str(),
+                            feature,
+                            rule.name(),
+                        ]);
+                    }
                 }
             }
             let bound = monitoring.max_staleness.filter(|_| view.online);

@@ -131,7 +131,7 @@ impl Metrics {
             materialization_violations: counter(
                 &registry,
                 "quiver_materialization_violations_total",
-                "Values scanned by materialization runs that broke a feature expectation, per view, feature and rule (each declared rule's series appears, at 0, with the view's first run).",
+                "Values scanned by materialization runs that broke a feature expectation, per view, feature and rule (each declared rule of an online view exists from 0).",
                 &["view", "feature", "rule"],
             )?,
             push_skipped_older: counter(
@@ -344,6 +344,12 @@ impl Metrics {
     /// at 0 (a series born at 1 shows no `increase()`).
     pub(crate) fn violations(&self) -> IntCounterVec {
         self.violations.clone()
+    }
+
+    /// `quiver_materialization_violations_total` (registered here), for the state collector
+    /// to create each declared rule's series of an online view at 0.
+    pub(crate) fn materialization_violations(&self) -> IntCounterVec {
+        self.materialization_violations.clone()
     }
 
     /// Counts broken expectations: each of `violations` (view, feature, rule) under `policy`.
