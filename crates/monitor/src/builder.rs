@@ -59,7 +59,8 @@ enum Acc {
     },
 }
 
-fn is_numeric(scalar: ScalarType) -> bool {
+/// Integers, floats and timestamps: what `min`/`max` and the numeric summary apply to.
+pub(crate) fn is_numeric(scalar: ScalarType) -> bool {
     !matches!(
         scalar,
         ScalarType::Bool | ScalarType::String | ScalarType::Bytes

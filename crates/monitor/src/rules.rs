@@ -38,10 +38,7 @@ impl RuleCounts {
         if self.rules.not_null {
             self.bump(Rule::NotNull, array.logical_null_count() as u64);
         }
-        let numeric = !matches!(
-            value_type.scalar,
-            ScalarType::Bool | ScalarType::String | ScalarType::Bytes
-        );
+        let numeric = crate::builder::is_numeric(value_type.scalar);
         let bounded = self.rules.min.is_some() || self.rules.max.is_some();
         if value_type.list {
             return self.add_lists(array, numeric && bounded);
