@@ -27,8 +27,8 @@ pub(crate) struct StateCollector {
     materialization_runs: IntCounterVec,
     /// `quiver_validation_violations_total`, created at 0 for every declared rule.
     violations: IntCounterVec,
-    /// `quiver_materialization_violations_total` (registered by `Metrics`), created at 0 for
-    /// every declared rule of an online view.
+    /// `quiver_materialization_violations_total`, created at 0 for every declared rule of an
+    /// online view.
     run_violations: IntCounterVec,
     newest_event_age: GaugeVec,
     watermark_age: GaugeVec,
@@ -254,10 +254,11 @@ impl StateCollector {
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 17] {
+    fn collectors(&self) -> [&dyn Collector; 18] {
         [
             &self.materialization_runs,
             &self.violations,
+            &self.run_violations,
             &self.newest_event_age,
             &self.watermark_age,
             &self.ttl,

@@ -128,12 +128,16 @@ impl Metrics {
                 "Pushed rows written, per view and store (online, offline).",
                 &["view", "store"],
             )?,
-            materialization_violations: counter(
-                &registry,
-                "quiver_materialization_violations_total",
-                "Values scanned by materialization runs that broke a feature expectation, per view, feature and rule (each declared rule of an online view exists from 0).",
+            // Exposed by the state collector, which creates each declared rule's series (in
+            // the same scrape: a family gathered on its own could come before the collector).
+            materialization_violations: IntCounterVec::new(
+                Opts::new(
+                    "quiver_materialization_violations_total",
+                    "Values scanned by materialization runs that broke a feature expectation, per view, feature and rule (each declared rule of an online view exists from 0).",
+                ),
                 &["view", "feature", "rule"],
-            )?,
+            )
+            .map_err(internal)?,
             push_skipped_older: counter(
                 &registry,
                 "quiver_push_skipped_older_rows_total",
@@ -346,8 +350,8 @@ impl Metrics {
         self.violations.clone()
     }
 
-    /// `quiver_materialization_violations_total` (registered here), for the state collector
-    /// to create each declared rule's series of an online view at 0.
+    /// `quiver_materialization_violations_total`, for the state collector to expose and to
+    /// create each declared rule's series of an online view at 0.
     pub(crate) fn materialization_violations(&self) -> IntCounterVec {
         self.materialization_violations.clone()
     }
