@@ -13,6 +13,7 @@ pub mod error;
 pub mod expectations;
 pub mod fingerprint;
 pub mod lineage;
+pub mod logging;
 pub mod manifest;
 pub mod model;
 pub mod monitoring;

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Problem, Result};
 use crate::expectations::{Expectation, OnViolation};
+use crate::logging::LoggingSpec;
 use crate::model::{
     Declared, EntitySpec, Feature, FeatureServiceSpec, FeatureViewSpec, JoinKey, Kind, Metadata,
     ServiceItem, SourceSpec, Spec, valid_name,
@@ -180,6 +181,8 @@ struct RawService {
     #[serde(default)]
     monitoring: Option<RawMonitoring>,
     #[serde(default)]
+    logging: Option<RawLogging>,
+    #[serde(default)]
     description: String,
     #[serde(default)]
     owner: String,
@@ -200,6 +203,14 @@ struct RawMonitoring {
     expectations: BTreeMap<String, Expectation>,
     #[serde(default)]
     on_violation: Option<OnViolation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    sample_rate: f64,
+    #[serde(default)]
+    expected_lag: Option<serde_norway::Value>,
 }
 
 #[derive(Deserialize)]
@@ -538,6 +549,16 @@ impl Document<'_> {
         })
     }
 
+    fn logging(&mut self, raw: RawLogging) -> LoggingSpec {
+        if let Some(problem) = LoggingSpec::rate_problem(raw.sample_rate) {
+            self.push("logging.sample_rate", problem);
+        }
+        LoggingSpec {
+            sample_rate: raw.sample_rate,
+            expected_lag: self.duration("logging.expected_lag", raw.expected_lag.as_ref(), "0"),
+        }
+    }
+
     fn service(&mut self, value: serde_norway::Value) -> Parsed {
         let raw: RawService = self.shape(value)?;
         if raw.features.is_empty() {
@@ -557,6 +578,7 @@ impl Document<'_> {
             .collect();
         let mut metadata = metadata(raw.description, raw.owner, raw.tags);
         metadata.monitoring = self.monitoring(raw.monitoring, None);
+        metadata.logging = raw.logging.map(|raw| self.logging(raw));
         Ok((
             raw.name,
             Spec::FeatureService(FeatureServiceSpec { items }),
@@ -571,6 +593,7 @@ fn metadata(description: String, owner: String, tags: BTreeMap<String, String>) 
         owner,
         tags,
         monitoring: MonitoringSpec::default(),
+        logging: None,
     }
 }
 
@@ -663,6 +686,28 @@ mod tests {
             text.contains("declare `max_staleness` on the view"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn service_logging_parses_and_bad_rates_name_the_field() {
+        let service = |block: &str| {
+            format!("kind: FeatureService\nname: s\nfeatures: [{{view: v}}]\nlogging: {block}\n")
+        };
+        let objects = parse(&service("{sample_rate: 0.25, expected_lag: 10m}")).unwrap();
+        let logging = objects[0].metadata.logging.unwrap();
+        assert_eq!(logging.sample_rate, 0.25);
+        assert_eq!(logging.expected_lag, 600_000_000);
+        for (block, message) in [
+            ("{sample_rate: 2}", "logging.sample_rate"),
+            (
+                "{sample_rate: 0.1, expected_lag: soon}",
+                "logging.expected_lag",
+            ),
+            ("{sample: 0.1}", "sample"),
+        ] {
+            let text = parse(&service(block)).expect_err(block).to_string();
+            assert!(text.contains(message), "{block}: {text}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::logging::LoggingSpec;
 use crate::monitoring::MonitoringSpec;
 use crate::types::{KeyType, Micros, ValueType};
 
@@ -61,7 +62,7 @@ impl std::fmt::Display for Kind {
     }
 }
 
-/// Descriptions, owners, tags and monitoring settings: they never change an object's meaning or version.
+/// Descriptions, owners, tags, monitoring and logging settings: they never change an object's meaning or version.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -73,6 +74,9 @@ pub struct Metadata {
     /// Drift thresholds and freshness bound (`monitoring:`), see [`crate::monitoring`].
     #[serde(default, skip_serializing_if = "MonitoringSpec::is_empty")]
     pub monitoring: MonitoringSpec,
+    /// Feature services only: served-row logging (`logging:`), see [`crate::logging`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<LoggingSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

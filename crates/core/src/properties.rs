@@ -9,7 +9,7 @@ use crate::types::format_duration;
 /// Property path -> display value.
 pub type Properties = BTreeMap<String, String>;
 
-const METADATA_PREFIXES: [&str; 4] = ["description", "owner", "tags.", "monitoring."];
+const METADATA_PREFIXES: [&str; 5] = ["description", "owner", "tags.", "monitoring.", "logging."];
 
 pub fn is_metadata(property: &str) -> bool {
     METADATA_PREFIXES.iter().any(|p| property.starts_with(p))
@@ -91,6 +91,7 @@ pub fn properties(
         props.insert(format!("tags.{k}"), v.clone());
     }
     props.extend(metadata.monitoring.properties());
+    props.extend(metadata.logging.iter().flat_map(|l| l.properties()));
     props
 }
 

@@ -41,6 +41,7 @@ mod range;
 mod roots;
 mod scan;
 mod schema_check;
+mod served_log;
 mod values;
 mod view_index;
 
@@ -69,6 +70,7 @@ pub use parquet_writer::{write_export, write_parquet};
 pub use push_log::push_log_batch;
 pub use roots::{OutputFile, Roots};
 pub use schema_check::ParquetSchemaCheck;
+pub use served_log::{SERVED_AT, SERVICE_VERSION, ServedLogDir, ServedLogFile};
 
 /// The offline store of one Quiver data directory.
 pub struct OfflineStore {

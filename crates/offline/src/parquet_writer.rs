@@ -137,17 +137,28 @@ pub(crate) fn write_file_durably(
 }
 
 /// A Parquet file being written under a temporary name; removed unless committed.
-struct DurableWriter {
+pub(crate) struct DurableWriter {
     path: PathBuf,
     temp: PathBuf,
     writer: Option<ArrowWriter<File>>,
     rows: u64,
     /// Whether the commit may replace an existing file at `path`.
-    replace: bool,
+    pub(crate) replace: bool,
 }
 
 impl DurableWriter {
     fn create(path: &Path, schema: SchemaRef, metadata: Vec<(String, String)>) -> Result<Self> {
+        Self::create_with(path, schema, metadata, None)
+    }
+
+    /// Like `create`, with row groups of at most `row_group_rows` rows (the writer buffers a
+    /// row group in memory until it is full).
+    pub(crate) fn create_with(
+        path: &Path,
+        schema: SchemaRef,
+        metadata: Vec<(String, String)>,
+        row_group_rows: Option<usize>,
+    ) -> Result<Self> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -158,7 +169,11 @@ impl DurableWriter {
         let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let temp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
         let file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
-        let properties = WriterProperties::builder()
+        let mut properties = WriterProperties::builder();
+        if let Some(rows) = row_group_rows {
+            properties = properties.set_max_row_group_row_count(Some(rows.max(1)));
+        }
+        let properties = properties
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_key_value_metadata(Some(
                 metadata
@@ -178,7 +193,19 @@ impl DurableWriter {
         })
     }
 
-    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Bytes written so far plus the row group buffered in memory (an estimate of the size).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.writer
+            .as_ref()
+            .map_or(0, |w| (w.bytes_written() + w.in_progress_size()) as u64)
+    }
+
+    /// Where the file appears once committed.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if let Some(writer) = &mut self.writer {
             writer
                 .write(batch)
@@ -188,7 +215,9 @@ impl DurableWriter {
         Ok(())
     }
 
-    fn commit(mut self) -> Result<u64> {
+    /// Closes, syncs and renames the file (a hard link when it must not replace), then syncs
+    /// its directory; returns the rows written.
+    pub(crate) fn commit(mut self) -> Result<u64> {
         let Some(writer) = self.writer.take() else {
             return Ok(0);
         };
