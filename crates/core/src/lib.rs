@@ -24,6 +24,7 @@ pub mod registry;
 mod resolve;
 pub mod selection;
 pub mod semantics;
+pub mod skew;
 pub mod types;
 pub mod value;
 

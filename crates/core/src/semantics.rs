@@ -73,6 +73,18 @@ impl FeatureStatus {
             FeatureStatus::OutsideMaxAge => "OUTSIDE_MAX_AGE",
         }
     }
+
+    /// The status named `name` ([`FeatureStatus::name`]).
+    pub fn parse(name: &str) -> Option<FeatureStatus> {
+        [
+            FeatureStatus::Present,
+            FeatureStatus::NullValue,
+            FeatureStatus::NotFound,
+            FeatureStatus::OutsideMaxAge,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
 }
 
 /// Whether a stored row with `event_ts` is still fresh at `now` for a view with `ttl`.

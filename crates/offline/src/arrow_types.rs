@@ -21,11 +21,11 @@ use quiver_core::types::{KeyType, ScalarType, ValueType};
 pub(crate) const UTC: &str = "UTC";
 
 /// `Timestamp(Microsecond, "UTC")`: the type of every instant Quiver outputs.
-pub(crate) fn timestamp_type() -> DataType {
+pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
 }
 
-pub(crate) fn key_type(key: KeyType) -> DataType {
+pub fn key_type(key: KeyType) -> DataType {
     match key {
         KeyType::Int64 => DataType::Int64,
         KeyType::Int32 => DataType::Int32,
@@ -47,7 +47,7 @@ pub(crate) fn scalar_type(scalar: ScalarType) -> DataType {
     }
 }
 
-pub(crate) fn value_type(value: ValueType) -> DataType {
+pub fn value_type(value: ValueType) -> DataType {
     let scalar = scalar_type(value.scalar);
     if value.list {
         DataType::List(Arc::new(Field::new_list_field(scalar, true)))

@@ -35,6 +35,9 @@ pub struct JoinRequest {
     pub full_names: bool,
     /// Also require `created_ts <= t` ("as known at t").
     pub as_known_at: bool,
+    /// After each view's features, `<prefix>.event_time`: the chosen row's event time (null
+    /// when none was chosen). Names never contain `.`, so it cannot collide.
+    pub event_times: bool,
 }
 
 /// A result table as a stream of batches in label (or file) order.
@@ -79,6 +82,8 @@ struct ViewPlan {
     /// Label column index and key type of each join key, in the view's key order.
     label_keys: Vec<(usize, KeyType)>,
     index: ViewIndex,
+    /// Whether the chosen rows' event times are output after the features.
+    event_times: bool,
 }
 
 impl OfflineStore {
@@ -100,6 +105,10 @@ impl OfflineStore {
                 let name = join_view.output_name(&feature.name, request.full_names);
                 output_fields.push(Field::new(name, value_type(feature.value_type), true));
             }
+            if request.event_times {
+                let name = format!("{}.event_time", join_view.prefix);
+                output_fields.push(Field::new(name, crate::arrow_types::timestamp_type(), true));
+            }
             selected.push(features);
         }
         let names = collisions(output_fields.iter().map(|f| f.name().as_str()));
@@ -120,9 +129,20 @@ impl OfflineStore {
                 Some((_, max_t)) => (i64::MIN, max_t.saturating_add(1)),
                 None => (0, 0),
             };
-            let index =
-                ViewIndex::build(self, view, features, (start, end), request.as_known_at).await?;
-            plans.push(ViewPlan { label_keys, index });
+            let index = ViewIndex::build(
+                self,
+                view,
+                features,
+                (start, end),
+                request.as_known_at,
+                request.event_times,
+            )
+            .await?;
+            plans.push(ViewPlan {
+                label_keys,
+                index,
+                event_times: request.event_times,
+            });
         }
         let stats = Arc::new(JoinStats::new(
             request.views.iter().map(|v| v.prefix.clone()),
@@ -191,6 +211,9 @@ fn join_batch(
             Ordering::Relaxed,
         );
         columns.extend(plan.index.gather(&chosen)?);
+        if plan.event_times {
+            columns.push(Arc::new(plan.index.event_times(&chosen)));
+        }
     }
     stats
         .label_rows

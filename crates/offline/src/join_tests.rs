@@ -29,6 +29,7 @@ fn request(fixture: &Fixture, labels: LabelInput, as_known_at: bool) -> JoinRequ
         ],
         full_names: false,
         as_known_at,
+        event_times: false,
     }
 }
 
@@ -204,6 +205,7 @@ async fn notes(
             views: vec![selected(view, &["note"], "d")],
             full_names: false,
             as_known_at,
+            event_times: false,
         })
         .await
         .expect("join");
@@ -305,6 +307,7 @@ async fn join_error(labels: RecordBatch, full_names: bool, twice: bool) -> Error
         views,
         full_names,
         as_known_at: false,
+        event_times: false,
     };
     // Refused before the stream starts, or (label times, checked per batch) while it streams.
     match store.point_in_time_join(request).await {
@@ -380,4 +383,51 @@ async fn bad_label_tables_are_invalid_arguments() {
             .to_string()
             .contains("collide: note")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_time_columns_name_the_chosen_rows() {
+    let fixture = Fixture::new(11);
+    let labels = concat_batches(&fixture.labels[0].schema(), &fixture.labels).expect("concat");
+    let mut join = request(&fixture, LabelInput::Batches(fixture.labels.clone()), true);
+    join.event_times = true;
+    let output = fixture.store.point_in_time_join(join).await.expect("join");
+    let out = collect(output).await;
+    let names: Vec<String> = out
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    assert_eq!(
+        names[5..],
+        [
+            "note",
+            "conv_rate",
+            "trips",
+            "driver_stats.event_time",
+            "tags",
+            "avg",
+            "city_stats.event_time"
+        ]
+    );
+    let driver_ids = labels.column(1).as_primitive::<Int32Type>();
+    let times = labels.column(3).as_primitive::<TimestampMillisecondType>();
+    let events = out
+        .column(8)
+        .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+    let mut found = 0;
+    for row in 0..labels.num_rows() {
+        let t = times.is_valid(row).then(|| times.value(row) * 1_000);
+        let key = driver_ids
+            .is_valid(row)
+            .then(|| KeyValue::Int64(i64::from(driver_ids.value(row))));
+        let chosen = key
+            .zip(t)
+            .and_then(|(key, t)| reference_join(&fixture.driver_rows, &[key], t, DRIVER_TTL, true));
+        let actual = events.is_valid(row).then(|| events.value(row));
+        assert_eq!(actual, chosen.map(|r| r.event_ts), "label row {row}");
+        found += usize::from(chosen.is_some());
+    }
+    assert!(found > 50, "{found}");
 }

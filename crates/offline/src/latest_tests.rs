@@ -126,6 +126,7 @@ async fn training_sets_are_written_with_metadata() {
             views: vec![selected(&fixture.driver, &["conv_rate"], "drivers")],
             full_names: true,
             as_known_at: false,
+            event_times: false,
         })
         .await
         .expect("join");

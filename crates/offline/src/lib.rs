@@ -72,6 +72,13 @@ pub use roots::{OutputFile, Roots};
 pub use schema_check::ParquetSchemaCheck;
 pub use served_log::{SERVED_AT, SERVICE_VERSION, ServedLogDir, ServedLogFile};
 
+/// Quiver's canonical Arrow types and column builders, for crates that build Quiver-shaped
+/// data (the server's served-row log).
+pub mod arrow_values {
+    pub use crate::arrow_types::{key_type, timestamp_type, value_type};
+    pub use crate::values::{key_column, value_at, value_column};
+}
+
 /// The offline store of one Quiver data directory.
 pub struct OfflineStore {
     data_dir: PathBuf,

@@ -183,6 +183,7 @@ async fn perf_scan_latest_and_join_at_target_scale() {
             )],
             full_names: false,
             as_known_at: false,
+            event_times: false,
         })
         .await
         .expect("join");

@@ -17,7 +17,7 @@ use quiver_core::value::{KeyValue, Value};
 use crate::arrow_types::{UTC, scalar_type};
 
 /// The value at `row` of a column in a canonical type (see `arrow_types`).
-pub(crate) fn value_at(array: &dyn Array, row: usize) -> Value {
+pub fn value_at(array: &dyn Array, row: usize) -> Value {
     if array.is_null(row) {
         return Value::Null;
     }
@@ -56,7 +56,7 @@ pub(crate) fn key_at(array: &dyn Array, row: usize) -> KeyValue {
 }
 
 /// Builds a key column; `Err(row)` names the first row whose key has another type.
-pub(crate) fn key_column<'a>(
+pub fn key_column<'a>(
     key: KeyType,
     values: impl ExactSizeIterator<Item = &'a KeyValue>,
 ) -> Result<ArrayRef, usize> {
@@ -106,7 +106,7 @@ pub(crate) fn key_column<'a>(
 }
 
 /// Builds a column of `value_type`; `Err(row)` names the first value that does not fit.
-pub(crate) fn value_column<'a>(
+pub fn value_column<'a>(
     value_type: ValueType,
     values: impl ExactSizeIterator<Item = &'a Value>,
 ) -> Result<ArrayRef, usize> {

@@ -35,6 +35,8 @@ pub(crate) struct ViewIndex {
     order: Vec<u32>,
     /// `event_ts` of `order[i]`.
     events: Vec<i64>,
+    /// `event_ts` by row id (rows without a slot included), kept only when asked for.
+    row_events: Option<Vec<i64>>,
     /// `created_ts` of `order[i]`, kept only for as-known-at joins of sources that have it.
     created: Option<Vec<Option<i64>>>,
     features: Vec<ArrayRef>,
@@ -51,6 +53,7 @@ impl ViewIndex {
         features: &[&Feature],
         (start, end): (i64, i64),
         as_known_at: bool,
+        keep_events: bool,
     ) -> Result<ViewIndex> {
         let spec = Arc::new(ScanSpec::new(view, features, start, end));
         // An empty range (no label has a time) reads nothing.
@@ -75,7 +78,14 @@ impl ViewIndex {
         let name = view.name.clone();
         let features: Vec<Feature> = features.iter().map(|f| (*f).clone()).collect();
         tokio::task::spawn_blocking(move || {
-            index_rows(&spec, per_unit, &features, &name, ttl, as_known_at)
+            index_rows(
+                &spec,
+                per_unit,
+                &features,
+                &name,
+                ttl,
+                (as_known_at, keep_events),
+            )
         })
         .await?
     }
@@ -116,6 +126,14 @@ impl ViewIndex {
             }
         }
         None
+    }
+
+    /// The event times of the `chosen` rows (null where nothing was chosen).
+    pub(crate) fn event_times(&self, chosen: &UInt32Array) -> TimestampMicrosecondArray {
+        let events = chosen
+            .iter()
+            .map(|row| row.and_then(|row| Some(*self.row_events.as_ref()?.get(row as usize)?)));
+        TimestampMicrosecondArray::from_iter(events).with_timezone(crate::arrow_types::UTC)
     }
 
     /// The feature columns gathered at `chosen` (null where nothing was chosen).
@@ -177,7 +195,7 @@ fn index_rows(
     features: &[Feature],
     view: &str,
     ttl: i64,
-    as_known_at: bool,
+    (as_known_at, keep_events): (bool, bool),
 ) -> Result<ViewIndex> {
     // Column-major, so each column's pieces are freed as soon as it is concatenated.
     let mut columns: Vec<Vec<ArrayRef>> = vec![Vec::new(); spec.schema.fields().len()];
@@ -194,7 +212,7 @@ fn index_rows(
             u32::MAX - 1
         )));
     }
-    let (keys, slots, times) = key_rows(spec, &columns, n_rows)?;
+    let (keys, slots, mut times) = key_rows(spec, &columns, n_rows)?;
     for column in columns.iter_mut().take(spec.first_feature_index()) {
         column.clear();
     }
@@ -206,6 +224,7 @@ fn index_rows(
         (true, Some(created)) => Some(order.iter().map(|r| created[*r as usize]).collect()),
         _ => None,
     };
+    let row_events = keep_events.then(|| std::mem::take(&mut times.events));
     drop(times);
     let feature_columns = concat_features(spec, &mut columns, features)?;
     Ok(ViewIndex {
@@ -213,6 +232,7 @@ fn index_rows(
         starts,
         order,
         events: sorted_events,
+        row_events,
         created: sorted_created,
         features: feature_columns,
         feature_types: features

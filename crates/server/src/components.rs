@@ -18,7 +18,7 @@ use crate::options::ServerOptions;
 use crate::transport::Router;
 use crate::{
     admin_svc, export, flight, jobs, jobs_svc, monitor, monitoring_svc, offline_svc, online_svc,
-    push, registry, registry_svc, uploads,
+    push, registry, registry_svc, served_log, uploads,
 };
 
 /// The server's parts, each owning what it needs; services get the parts they use.
@@ -32,6 +32,7 @@ pub(crate) struct Components {
     backups: Arc<Backups>,
     monitor: Arc<monitor::Monitor>,
     pub(crate) drift_checks: Arc<monitor::DriftChecks>,
+    pub(crate) served_log: Arc<served_log::ServedLog>,
     metrics: Arc<Metrics>,
 }
 
@@ -88,7 +89,15 @@ impl Components {
                 .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
         )?);
         metrics.register(drift_checks.collectors())?;
+        let served_log = Arc::new(served_log::ServedLog::open(
+            &options.data_dir,
+            &options.served_log,
+            Arc::clone(&registry),
+            Arc::clone(&options.clock),
+        )?);
+        metrics.register(served_log.collectors())?;
         Ok(Components {
+            served_log,
             backups,
             drift_checks,
             monitor: Arc::clone(&monitor),
@@ -156,6 +165,7 @@ impl Components {
                         Arc::clone(&self.registry),
                         Arc::clone(&self.store),
                         Arc::clone(&self.pusher),
+                        Arc::clone(&self.served_log),
                         Arc::clone(&options.clock),
                         options.limits.clone(),
                         Arc::clone(&self.metrics),

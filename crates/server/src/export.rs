@@ -236,6 +236,7 @@ impl Exporter {
                         views: selection.views,
                         full_names: request.full_names,
                         as_known_at: request.as_known_at,
+                        event_times: false,
                     })
                     .await?
             }

@@ -35,6 +35,7 @@ pub mod registry;
 pub mod registry_svc;
 mod reload;
 mod rpc_span;
+mod served_log;
 pub mod tls;
 mod transport;
 pub mod uploads;
@@ -49,6 +50,7 @@ use components::Components;
 pub use error::{Error, Result};
 pub use metrics::{Health, Metrics};
 pub use options::{Clock, FileRoots, Limits, ServerOptions, SystemClock};
+pub use served_log::ServedLogOptions;
 
 /// Runs blocking work (RocksDB reads, writes and syncs, file I/O, large conversions) on the
 /// blocking pool, never on the async workers.
@@ -171,6 +173,12 @@ async fn serve_grpc(
     }
     tracing::info!("stopped serving; waiting for background jobs");
     components.materializer.shutdown().await;
+    let served_log = Arc::clone(&components.served_log);
+    run_blocking(move || {
+        served_log.shutdown();
+        Ok(())
+    })
+    .await?;
     components.store.sync()?;
     tracing::info!("storage synced; bye");
     Ok(())

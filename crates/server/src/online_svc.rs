@@ -20,6 +20,7 @@ use crate::online_read::{OnlineRead, ViewRead};
 use crate::options::Clock;
 use crate::push::{PushBatch, Pushed, Pusher};
 use crate::registry::Registry;
+use crate::served_log::ServedLog;
 
 /// Largest GetOnlineFeatures request (encoded bytes) answered on the async worker when all of
 /// its rows are in memory; larger ones convert and read on the blocking pool.
@@ -30,16 +31,18 @@ pub struct OnlineService {
     registry: Arc<Registry>,
     store: Arc<RocksStore>,
     pusher: Arc<Pusher>,
+    served_log: Arc<ServedLog>,
     clock: Arc<dyn Clock>,
     limits: Arc<Limits>,
     metrics: Arc<Metrics>,
 }
 
 impl OnlineService {
-    pub fn new(
+    pub(crate) fn new(
         registry: Arc<Registry>,
         store: Arc<RocksStore>,
         pusher: Arc<Pusher>,
+        served_log: Arc<ServedLog>,
         clock: Arc<dyn Clock>,
         limits: Limits,
         metrics: Arc<Metrics>,
@@ -48,6 +51,7 @@ impl OnlineService {
             registry,
             store,
             pusher,
+            served_log,
             clock,
             limits: Arc::new(limits),
             metrics,
@@ -55,15 +59,20 @@ impl OnlineService {
     }
 
     /// One registry snapshot serves the whole request: resolution and reading alike.
+    /// With a `request_id`, the served rows are offered to the served-row log.
     fn get(
         &self,
         request: &v1::GetOnlineFeaturesRequest,
         lookup: bool,
+        request_id: Option<Arc<str>>,
     ) -> Result<v1::GetOnlineFeaturesResponse> {
         let registry = self.registry.snapshot();
         let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
         let now = self.clock.now();
         let views = read.execute(&self.store, &registry, now, lookup)?;
+        if let Some(id) = request_id {
+            self.served_log.record(&registry, &read, &views, id, now);
+        }
         Ok(response(read, views, now))
     }
 
@@ -76,12 +85,16 @@ impl OnlineService {
         let registry = self.registry.snapshot();
         let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
         let now = self.clock.now();
+        let request_id = crate::transport::request_id();
         if let Some(views) = read.execute_from_memory(&self.store, &registry, now)? {
+            self.served_log
+                .record(&registry, &read, &views, request_id, now);
             return Ok(response(read, views, now));
         }
-        let store = Arc::clone(&self.store);
+        let (store, served_log) = (Arc::clone(&self.store), Arc::clone(&self.served_log));
         crate::run_blocking(move || {
             let views = read.execute(&store, &registry, now, true)?;
+            served_log.record(&registry, &read, &views, request_id, now);
             Ok(response(read, views, now))
         })
         .await
@@ -189,8 +202,8 @@ impl v1::online_service_server::OnlineService for OnlineService {
         let response = if prost::Message::encoded_len(&request) <= INLINE_READ_BYTES {
             self.get_small(&request).await?
         } else {
-            let service = self.clone();
-            crate::run_blocking(move || service.get(&request, true)).await?
+            let (service, id) = (self.clone(), crate::transport::request_id());
+            crate::run_blocking(move || service.get(&request, true, Some(id))).await?
         };
         self.metrics.record_online_read(&response);
         Ok(Response::new(response))
@@ -249,6 +262,6 @@ impl v1::online_service_server::OnlineService for OnlineService {
         request: Request<v1::GetOnlineFeaturesRequest>,
     ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
         check_scope(&request)?;
-        Ok(Response::new(self.get(request.get_ref(), false)?))
+        Ok(Response::new(self.get(request.get_ref(), false, None)?))
     }
 }

@@ -54,6 +54,8 @@ pub struct ServerOptions {
     /// Whether each materialization run stores a profile of the rows it scanned, with their
     /// expectation violations (on by default; it costs run throughput, see benches/README.md).
     pub run_profiles: bool,
+    /// Served-row logging: the default sample rate, the bounds and the rotation.
+    pub served_log: crate::served_log::ServedLogOptions,
 }
 
 /// The default of [`ServerOptions::monitoring_interval`].
@@ -82,6 +84,7 @@ impl ServerOptions {
             alert_webhook: None,
             profile_retention: Some(DEFAULT_PROFILE_RETENTION),
             run_profiles: true,
+            served_log: crate::served_log::ServedLogOptions::default(),
         }
     }
 }

@@ -480,6 +480,6 @@ fn histogram(
     Ok(histogram)
 }
 
-fn internal(error: prometheus::Error) -> Error {
+pub(crate) fn internal(error: prometheus::Error) -> Error {
     Error::Internal(format!("metrics: {error}"))
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::webhook::Webhook;
 use super::{Monitor, ProfileSource, SubjectRef};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The scheduled checks of one server and their gauges.
 #[derive(Debug)]
@@ -44,9 +44,7 @@ struct LastCheck {
 /// How often the profile retention runs.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-fn internal(error: prometheus::Error) -> Error {
-    Error::Internal(format!("metrics: {error}"))
-}
+use crate::metrics::internal;
 
 /// The gauge value of a status: 0 OK, 1 WARN, 2 ALERT, -1 no data.
 fn status_value(status: RowStatus) -> f64 {

@@ -1,0 +1,107 @@
+//! The served-row log's metric families. Drops on the request path are counted through a
+//! per-thread cache of children (as `metrics::local` does), so counting takes no lock shared
+//! between requests.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use prometheus::core::Collector;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
+
+use crate::error::Result;
+use crate::metrics::internal;
+
+/// Why a sampled row was not logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drop {
+    /// The queue to the writer held `--served-log-queue-rows` rows already.
+    QueueFull,
+    /// Over `--served-log-max-bytes-per-second`.
+    RateLimit,
+    /// The rows could not be encoded or written (logged as an error).
+    Error,
+}
+
+impl Drop {
+    fn name(self) -> &'static str {
+        match self {
+            Drop::QueueFull => "queue_full",
+            Drop::RateLimit => "rate_limit",
+            Drop::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct LogMetrics {
+    id: u64,
+    pub(crate) rows: IntCounterVec,
+    pub(crate) bytes: IntCounterVec,
+    dropped: IntCounterVec,
+    pub(crate) queued: IntGauge,
+}
+
+thread_local! {
+    static DROPS: RefCell<HashMap<(u64, String), IntCounter>> = RefCell::new(HashMap::new());
+}
+
+impl LogMetrics {
+    pub(crate) fn new() -> Result<LogMetrics> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).map_err(internal)
+        };
+        Ok(LogMetrics {
+            id: rand::random(),
+            rows: counter(
+                "quiver_served_log_rows_total",
+                "Served rows written to the served-row log, per feature service.",
+                &["service"],
+            )?,
+            bytes: counter(
+                "quiver_served_log_bytes_total",
+                "Bytes of served-row log files rotated (durable), per feature service.",
+                &["service"],
+            )?,
+            dropped: counter(
+                "quiver_served_log_dropped_rows_total",
+                "Sampled served rows not logged, per feature service and reason: queue_full, rate_limit, error.",
+                &["service", "reason"],
+            )?,
+            queued: IntGauge::new(
+                "quiver_served_log_queue_rows",
+                "Sampled rows waiting for the served-row log writer.",
+            )
+            .map_err(internal)?,
+        })
+    }
+
+    pub(crate) fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.rows.clone()),
+            Box::new(self.bytes.clone()),
+            Box::new(self.dropped.clone()),
+            Box::new(self.queued.clone()),
+        ]
+    }
+
+    /// Counts `rows` dropped for `reason`; for queue_full (the request path) through the
+    /// thread's cache.
+    pub(crate) fn dropped(&self, service: &str, reason: Drop, rows: usize) {
+        if reason != Drop::QueueFull {
+            self.dropped
+                .with_label_values(&[service, reason.name()])
+                .inc_by(rows as u64);
+            return;
+        }
+        DROPS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some(counter) = cache.get(&(self.id, service.to_string())) {
+                counter.inc_by(rows as u64);
+                return;
+            }
+            let counter = self.dropped.with_label_values(&[service, reason.name()]);
+            counter.inc_by(rows as u64);
+            cache.insert((self.id, service.to_string()), counter);
+        });
+    }
+}
