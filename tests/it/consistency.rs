@@ -14,9 +14,9 @@ use rand::{Rng, SeedableRng};
 use super::fixture::{TestRow, materialize, setup};
 use super::online::read_a;
 
-const HOUR: i64 = 3_600_000_000;
-const T: i64 = 1_800_000_000_000_000;
-const TTL_HOURS: i64 = 3;
+pub(super) const HOUR: i64 = 3_600_000_000;
+pub(super) const T: i64 = 1_800_000_000_000_000;
+pub(super) const TTL_HOURS: i64 = 3;
 
 /// The reference: a plain scan for the greatest (event, created) among candidates.
 fn reference(rows: &[TestRow], user_id: i64, t: i64) -> Option<i64> {
@@ -26,7 +26,7 @@ fn reference(rows: &[TestRow], user_id: i64, t: i64) -> Option<i64> {
         .map(|r| r.a)
 }
 
-fn generated() -> Vec<TestRow> {
+pub(super) fn generated() -> Vec<TestRow> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut rows = Vec::new();
     for user_id in 0..300i64 {

@@ -14,4 +14,5 @@ mod offline;
 mod online;
 mod registry;
 mod security;
+mod skew;
 mod tls;

@@ -59,6 +59,8 @@ pub(crate) struct ConfigFile {
     pub source_roots: Option<Vec<PathBuf>>,
     /// Limit settings, keyed like their flags (`max_push_rows: 1000000`).
     pub limits: Option<crate::commands::limits::LimitSettings>,
+    /// Served-row log settings (`served_log: {sample_rate: 0.01, retention_days: 30}`).
+    pub served_log: Option<crate::commands::serve_log::ServedLogSettings>,
 }
 
 impl ConfigFile {

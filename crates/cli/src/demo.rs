@@ -52,6 +52,9 @@ features: [{view: driver_stats, features: [conv_rate, acc_rate, avg_daily_trips,
 # Every hour the server scores the last day of data against the latest training export.
 monitoring:
   schedule: {every: 1h, window: 24h, reference: latest_export}
+# Log what is served (every driver here; production services sample a fraction of keys), so
+# that `quiver skew` can check served values against the training join.
+logging: {sample_rate: 1.0}
 "#;
 
 /// Shape of the generated data.

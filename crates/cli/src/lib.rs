@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    backup, delivery, export, monitor, online, quickstart, registry, serve, token,
+    backup, delivery, export, monitor, online, quickstart, registry, serve, skew, token,
 };
 
 /// Default server address of client commands.
@@ -88,6 +88,11 @@ enum Command {
     /// Score drift of a service's or view's features between a reference and a current
     /// profile (`export:PATH`, `profile:ID` or `window:T1..T2`).
     Drift(monitor::DriftArgs),
+    /// Compare what a feature service served (its served-row log) with the point-in-time
+    /// join recomputed at each row's served_at: mismatches per feature and cause.
+    Skew(skew::SkewArgs),
+    /// Read a feature service's served-row log: `logs --service S --start T1 --end T2`.
+    Logs(skew::LogsArgs),
     /// Create a demo project, serve it embedded and walk through every step.
     Quickstart(quickstart::QuickstartArgs),
     /// Manage static tokens: `token create --name NAME --role ROLE --auth-file FILE`.
@@ -144,6 +149,8 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Export(args) => export::run(args).await,
         Command::Profile(args) => monitor::profile(args).await,
         Command::Drift(args) => monitor::drift(args).await,
+        Command::Skew(args) => skew::skew(args).await,
+        Command::Logs(args) => skew::logs(args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::Token(command) => token::run(command),
         Command::Backup(args) => backup::backup(args).await,

@@ -693,8 +693,8 @@ mod tests {
         let service = |block: &str| {
             format!("kind: FeatureService\nname: s\nfeatures: [{{view: v}}]\nlogging: {block}\n")
         };
-        let objects = parse(&service("{sample_rate: 0.25, expected_lag: 10m}")).unwrap();
-        let logging = objects[0].metadata.logging.unwrap();
+        let objects = parse(&service("{sample_rate: 0.25, expected_lag: 10m}")).expect("parses");
+        let logging = objects[0].metadata.logging.expect("logging");
         assert_eq!(logging.sample_rate, 0.25);
         assert_eq!(logging.expected_lag, 600_000_000);
         for (block, message) in [

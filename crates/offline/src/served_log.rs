@@ -17,6 +17,7 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, new_null
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
 use chrono::{DateTime, NaiveDate};
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{Error, Result};
@@ -168,6 +169,46 @@ impl ServedLogDir {
             }
         }
         Ok(())
+    }
+
+    /// The rows of `files` served in `[start, end)`, reading only the time column.
+    pub fn count(&self, files: &[PathBuf], (start, end): (i64, i64)) -> Result<u64> {
+        let mut rows = 0u64;
+        for path in files {
+            let file = File::open(path).map_err(|e| Error::io(path, e))?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| Error::parquet(path, e))?;
+            let Some(index) = builder.schema().index_of(SERVED_AT).ok() else {
+                continue;
+            };
+            let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+            let reader = builder
+                .with_projection(mask)
+                .with_batch_size(64 * 1024)
+                .build()
+                .map_err(|e| Error::parquet(path, e))?;
+            for batch in reader {
+                let batch = batch?;
+                let Some(served) = batch
+                    .column(0)
+                    .as_primitive_opt::<TimestampMicrosecondType>()
+                else {
+                    continue;
+                };
+                rows += served
+                    .iter()
+                    .flatten()
+                    .filter(|t| *t >= start && *t < end)
+                    .count() as u64;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The service version a log file holds, from its name.
+    pub fn file_version(path: &Path) -> Option<u32> {
+        let name = path.file_stem()?.to_str()?;
+        name.split('-').nth(1)?.strip_prefix('v')?.parse().ok()
     }
 
     /// One schema for `files` (their columns merged by name; a column missing from a file is
@@ -323,7 +364,7 @@ mod tests {
             fields.push(Field::new(name, DataType::Utf8, true));
             columns.push(Arc::new(StringArray::from(vec![Some("x"); served.len()])));
         }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("test")
     }
 
     fn write(
@@ -335,31 +376,31 @@ mod tests {
         let b = batch(i64::from(version), served, extra);
         let mut file = dir
             .create("svc", version, served[0], b.schema(), vec![])
-            .unwrap();
-        file.write(&b).unwrap();
+            .expect("test");
+        file.write(&b).expect("test");
         file
     }
 
     #[test]
     fn files_appear_when_committed_and_read_back_by_range_and_version() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().expect("test");
         let dir = ServedLogDir::new(tmp.path());
         let day2 = DAY + 5;
-        write(&dir, 1, &[10, 20, 30], None).commit().unwrap();
+        write(&dir, 1, &[10, 20, 30], None).commit().expect("test");
         write(&dir, 2, &[day2, day2 + 1], Some("new_feature"))
             .commit()
-            .unwrap();
+            .expect("test");
         let pending = write(&dir, 2, &[day2 + 2], None);
         // Uncommitted: not listed; a crash leaves the temporary, removed at start.
-        let files = dir.files("svc", 0, i64::MAX).unwrap();
+        let files = dir.files("svc", 0, i64::MAX).expect("test");
         assert_eq!(files.len(), 2);
         assert!(files[0].to_string_lossy().contains("date=1970-01-01"));
         assert!(files[1].to_string_lossy().contains("date=1970-01-02"));
         std::mem::forget(pending);
-        assert_eq!(dir.remove_unfinished().unwrap(), 1);
+        assert_eq!(dir.remove_unfinished().expect("test"), 1);
         // The range prunes day partitions, then rows.
-        assert_eq!(dir.files("svc", day2, i64::MAX).unwrap().len(), 1);
-        let schema = dir.schema(&files).unwrap();
+        assert_eq!(dir.files("svc", day2, i64::MAX).expect("test").len(), 1);
+        let schema = dir.schema(&files).expect("test");
         assert_eq!(schema.fields().len(), 3);
         let mut seen = Vec::new();
         dir.read(&files, &schema, (20, day2 + 1), None, &mut |b| {
@@ -368,17 +409,23 @@ mod tests {
             assert_eq!(b.num_columns(), 3);
             Ok(true)
         })
-        .unwrap();
+        .expect("test");
         assert_eq!(seen, vec![20, 30, day2]);
         let mut rows = 0;
         dir.read(&files, &schema, (0, i64::MAX), Some(2), &mut |b| {
             rows += b.num_rows();
             Ok(true)
         })
-        .unwrap();
+        .expect("test");
         assert_eq!(rows, 2);
+        assert_eq!(dir.count(&files, (20, day2 + 1)).expect("test"), 3);
+        let versions: Vec<_> = files
+            .iter()
+            .map(|f| ServedLogDir::file_version(f))
+            .collect();
+        assert_eq!(versions, [Some(1), Some(2)]);
         // Retention drops whole days that ended before the cutoff.
-        assert_eq!(dir.remove_before(DAY).unwrap(), 1);
-        assert_eq!(dir.files("svc", 0, i64::MAX).unwrap().len(), 1);
+        assert_eq!(dir.remove_before(DAY).expect("test"), 1);
+        assert_eq!(dir.files("svc", 0, i64::MAX).expect("test").len(), 1);
     }
 }

@@ -95,7 +95,7 @@ impl Components {
             Arc::clone(&registry),
             Arc::clone(&options.clock),
         )?);
-        metrics.register(served_log.collectors())?;
+        metrics.register(served_log.collectors(Arc::clone(&registry)))?;
         Ok(Components {
             served_log,
             backups,
@@ -194,7 +194,11 @@ impl Components {
             )
             .add_service(
                 v1::monitoring_service_server::MonitoringServiceServer::new(
-                    monitoring_svc::MonitoringService::new(Arc::clone(&self.monitor)),
+                    monitoring_svc::MonitoringService::new(
+                        Arc::clone(&self.monitor),
+                        Arc::clone(&self.served_log),
+                        options.limits.max_skew_rows,
+                    ),
                 )
                 .max_decoding_message_size(control)
                 .max_encoding_message_size(data),

@@ -41,6 +41,8 @@ pub struct Limits {
     pub flight_ticket_ttl: Duration,
     /// Most materialization jobs running at once (and one per view at a time, always).
     pub max_concurrent_jobs: u64,
+    /// Most logged rows one skew report compares without a `sample`.
+    pub max_skew_rows: u64,
     /// Most concurrent HTTP/2 streams (RPCs) per connection.
     pub max_concurrent_streams: u32,
     /// Longest a request handler may run before it is stopped (`DEADLINE_EXCEEDED`); streamed
@@ -65,6 +67,7 @@ impl Default for Limits {
             max_flight_tickets: 16,
             flight_ticket_ttl: Duration::from_secs(600),
             max_concurrent_jobs: 4,
+            max_skew_rows: 1_000_000,
             max_concurrent_streams: 256,
             request_timeout: Duration::from_secs(600),
         }

@@ -9,6 +9,8 @@ use crate::audit::audited;
 use crate::auth::{Principal, principal};
 use crate::error::{Error, Result};
 use crate::monitor::{Monitor, ProfileSource, SubjectRef, wire};
+use crate::served_log::{ServedLog, SkewReport, SkewRequest};
+use tokio_stream::StreamExt;
 
 /// ListProfiles without a limit.
 const DEFAULT_LIST: usize = 50;
@@ -16,11 +18,59 @@ const DEFAULT_LIST: usize = 50;
 #[derive(Debug, Clone)]
 pub struct MonitoringService {
     monitor: Arc<Monitor>,
+    served_log: Arc<ServedLog>,
+    max_skew_rows: u64,
 }
 
 impl MonitoringService {
-    pub(crate) fn new(monitor: Arc<Monitor>) -> Self {
-        MonitoringService { monitor }
+    pub(crate) fn new(
+        monitor: Arc<Monitor>,
+        served_log: Arc<ServedLog>,
+        max_skew_rows: u64,
+    ) -> Self {
+        MonitoringService {
+            monitor,
+            served_log,
+            max_skew_rows,
+        }
+    }
+}
+
+fn skew_to_wire(report: SkewReport) -> v1::ComputeSkewResponse {
+    use quiver_core::skew::SkewCause;
+    let features = report
+        .features
+        .into_iter()
+        .map(|f| v1::FeatureSkew {
+            value_differs: f.cause_count(SkewCause::ValueDiffers),
+            online_present_offline_null: f.cause_count(SkewCause::OnlinePresentOfflineNull),
+            online_null_offline_present: f.cause_count(SkewCause::OnlineNullOfflinePresent),
+            outside_max_age_offline_value: f.cause_count(SkewCause::OutsideMaxAgeOfflineValue),
+            feature: f.feature,
+            compared: f.compared,
+            matches: f.matches,
+            mismatches: f.mismatches,
+            expected: f.expected,
+            examples: f
+                .examples
+                .into_iter()
+                .map(|e| v1::SkewExample {
+                    cause: e.cause.name().to_string(),
+                    expected: e.expected,
+                    key: e.key,
+                    served_at_micros: e.served_at,
+                    online: e.online,
+                    offline: e.offline,
+                })
+                .collect(),
+        })
+        .collect();
+    v1::ComputeSkewResponse {
+        feature_service: report.service,
+        rows: report.rows,
+        service_versions: report.versions,
+        expected_lag_micros: report.expected_lag,
+        features,
     }
 }
 
@@ -139,5 +189,68 @@ impl v1::monitoring_service_server::MonitoringService for MonitoringService {
         let objects = format!("{}:{}", subject.kind(), subject.name());
         let (reference, current, report) = audited(principal, "ComputeDrift", &objects, result)?;
         Ok(Response::new(wire::drift(&reference, &current, &report)))
+    }
+
+    async fn compute_skew(
+        &self,
+        request: Request<v1::ComputeSkewRequest>,
+    ) -> Result<Response<v1::ComputeSkewResponse>, Status> {
+        let principal = principal(&request)?;
+        let wire = request.get_ref();
+        principal.check_service(&wire.feature_service)?;
+        let skew = SkewRequest::new(
+            wire.feature_service.clone(),
+            (wire.start_micros, wire.end_micros),
+            wire.sample,
+            wire.expected_lag_micros,
+            self.monitor.clock().now(),
+        )?;
+        let report = self
+            .served_log
+            .skew(
+                self.monitor.registry(),
+                self.monitor.offline(),
+                skew,
+                self.max_skew_rows,
+            )
+            .await;
+        let objects = format!("service:{}", wire.feature_service);
+        let report = audited(principal, "ComputeSkew", &objects, report)?;
+        Ok(Response::new(skew_to_wire(report)))
+    }
+
+    type ReadServedLogStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<v1::ReadServedLogResponse, Status>> + Send>,
+    >;
+
+    async fn read_served_log(
+        &self,
+        request: Request<v1::ReadServedLogRequest>,
+    ) -> Result<Response<Self::ReadServedLogStream>, Status> {
+        let principal = principal(&request)?;
+        let wire = request.get_ref();
+        principal.check_service(&wire.feature_service)?;
+        // Known services only: a name never reaches the file system unchecked.
+        self.monitor
+            .registry()
+            .snapshot()
+            .get(
+                quiver_core::model::Kind::FeatureService,
+                &wire.feature_service,
+            )
+            .map_err(Error::from)?;
+        let chunks = self.served_log.read_ipc(
+            wire.feature_service.clone(),
+            (wire.start_micros, wire.end_micros),
+            wire.version,
+        );
+        let objects = format!("service:{}", wire.feature_service);
+        let chunks = audited(principal, "ReadServedLog", &objects, chunks)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|chunk| {
+            chunk
+                .map(|arrow_ipc| v1::ReadServedLogResponse { arrow_ipc })
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -263,3 +263,89 @@ class DriftScore(_message.Message):
     alert: float
     status: DriftStatus
     def __init__(self, feature: _Optional[str] = ..., view: _Optional[str] = ..., metric: _Optional[str] = ..., score: _Optional[float] = ..., warn: _Optional[float] = ..., alert: _Optional[float] = ..., status: _Optional[_Union[DriftStatus, str]] = ...) -> None: ...
+
+class ComputeSkewRequest(_message.Message):
+    __slots__ = ("feature_service", "start_micros", "end_micros", "sample", "expected_lag_micros")
+    FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    START_MICROS_FIELD_NUMBER: _ClassVar[int]
+    END_MICROS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_LAG_MICROS_FIELD_NUMBER: _ClassVar[int]
+    feature_service: str
+    start_micros: int
+    end_micros: int
+    sample: int
+    expected_lag_micros: int
+    def __init__(self, feature_service: _Optional[str] = ..., start_micros: _Optional[int] = ..., end_micros: _Optional[int] = ..., sample: _Optional[int] = ..., expected_lag_micros: _Optional[int] = ...) -> None: ...
+
+class ComputeSkewResponse(_message.Message):
+    __slots__ = ("feature_service", "rows", "service_versions", "expected_lag_micros", "features")
+    FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_LAG_MICROS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    feature_service: str
+    rows: int
+    service_versions: _containers.RepeatedScalarFieldContainer[int]
+    expected_lag_micros: int
+    features: _containers.RepeatedCompositeFieldContainer[FeatureSkew]
+    def __init__(self, feature_service: _Optional[str] = ..., rows: _Optional[int] = ..., service_versions: _Optional[_Iterable[int]] = ..., expected_lag_micros: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureSkew, _Mapping]]] = ...) -> None: ...
+
+class FeatureSkew(_message.Message):
+    __slots__ = ("feature", "compared", "matches", "mismatches", "expected", "value_differs", "online_present_offline_null", "online_null_offline_present", "outside_max_age_offline_value", "examples")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    MISMATCHES_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    VALUE_DIFFERS_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_PRESENT_OFFLINE_NULL_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_NULL_OFFLINE_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    OUTSIDE_MAX_AGE_OFFLINE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    compared: int
+    matches: int
+    mismatches: int
+    expected: int
+    value_differs: int
+    online_present_offline_null: int
+    online_null_offline_present: int
+    outside_max_age_offline_value: int
+    examples: _containers.RepeatedCompositeFieldContainer[SkewExample]
+    def __init__(self, feature: _Optional[str] = ..., compared: _Optional[int] = ..., matches: _Optional[int] = ..., mismatches: _Optional[int] = ..., expected: _Optional[int] = ..., value_differs: _Optional[int] = ..., online_present_offline_null: _Optional[int] = ..., online_null_offline_present: _Optional[int] = ..., outside_max_age_offline_value: _Optional[int] = ..., examples: _Optional[_Iterable[_Union[SkewExample, _Mapping]]] = ...) -> None: ...
+
+class SkewExample(_message.Message):
+    __slots__ = ("cause", "expected", "key", "served_at_micros", "online", "offline")
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SERVED_AT_MICROS_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    cause: str
+    expected: bool
+    key: str
+    served_at_micros: int
+    online: str
+    offline: str
+    def __init__(self, cause: _Optional[str] = ..., expected: bool = ..., key: _Optional[str] = ..., served_at_micros: _Optional[int] = ..., online: _Optional[str] = ..., offline: _Optional[str] = ...) -> None: ...
+
+class ReadServedLogRequest(_message.Message):
+    __slots__ = ("feature_service", "start_micros", "end_micros", "version")
+    FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    START_MICROS_FIELD_NUMBER: _ClassVar[int]
+    END_MICROS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    feature_service: str
+    start_micros: int
+    end_micros: int
+    version: int
+    def __init__(self, feature_service: _Optional[str] = ..., start_micros: _Optional[int] = ..., end_micros: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ReadServedLogResponse(_message.Message):
+    __slots__ = ("arrow_ipc",)
+    ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    arrow_ipc: bytes
+    def __init__(self, arrow_ipc: _Optional[bytes] = ...) -> None: ...

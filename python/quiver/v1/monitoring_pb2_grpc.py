@@ -60,6 +60,16 @@ class MonitoringServiceStub(object):
                 request_serializer=quiver_dot_v1_dot_monitoring__pb2.ComputeDriftRequest.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_monitoring__pb2.ComputeDriftResponse.FromString,
                 _registered_method=True)
+        self.ComputeSkew = channel.unary_unary(
+                '/quiver.v1.MonitoringService/ComputeSkew',
+                request_serializer=quiver_dot_v1_dot_monitoring__pb2.ComputeSkewRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_monitoring__pb2.ComputeSkewResponse.FromString,
+                _registered_method=True)
+        self.ReadServedLog = channel.unary_stream(
+                '/quiver.v1.MonitoringService/ReadServedLog',
+                request_serializer=quiver_dot_v1_dot_monitoring__pb2.ReadServedLogRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_monitoring__pb2.ReadServedLogResponse.FromString,
+                _registered_method=True)
 
 
 class MonitoringServiceServicer(object):
@@ -100,6 +110,22 @@ class MonitoringServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ComputeSkew(self, request, context):
+        """Compares the values a feature service served (its served-row log) with the
+        point-in-time join recomputed at each row's served_at, feature by feature.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadServedLog(self, request, context):
+        """The logged served rows of a feature service in [start_micros, end_micros), as an Arrow
+        IPC stream split over the messages (concatenate `arrow_ipc` in order).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MonitoringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +148,16 @@ def add_MonitoringServiceServicer_to_server(servicer, server):
                     servicer.ComputeDrift,
                     request_deserializer=quiver_dot_v1_dot_monitoring__pb2.ComputeDriftRequest.FromString,
                     response_serializer=quiver_dot_v1_dot_monitoring__pb2.ComputeDriftResponse.SerializeToString,
+            ),
+            'ComputeSkew': grpc.unary_unary_rpc_method_handler(
+                    servicer.ComputeSkew,
+                    request_deserializer=quiver_dot_v1_dot_monitoring__pb2.ComputeSkewRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_monitoring__pb2.ComputeSkewResponse.SerializeToString,
+            ),
+            'ReadServedLog': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadServedLog,
+                    request_deserializer=quiver_dot_v1_dot_monitoring__pb2.ReadServedLogRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_monitoring__pb2.ReadServedLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -237,6 +273,60 @@ class MonitoringService(object):
             '/quiver.v1.MonitoringService/ComputeDrift',
             quiver_dot_v1_dot_monitoring__pb2.ComputeDriftRequest.SerializeToString,
             quiver_dot_v1_dot_monitoring__pb2.ComputeDriftResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ComputeSkew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.MonitoringService/ComputeSkew',
+            quiver_dot_v1_dot_monitoring__pb2.ComputeSkewRequest.SerializeToString,
+            quiver_dot_v1_dot_monitoring__pb2.ComputeSkewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadServedLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/quiver.v1.MonitoringService/ReadServedLog',
+            quiver_dot_v1_dot_monitoring__pb2.ReadServedLogRequest.SerializeToString,
+            quiver_dot_v1_dot_monitoring__pb2.ReadServedLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 /// A duration setting: `30s`, `10m`, `1h`, `1d12h`, `500ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct DurationSetting(Duration);
+pub(crate) struct DurationSetting(pub(crate) Duration);
 
 impl FromStr for DurationSetting {
     type Err = String;
@@ -102,6 +102,8 @@ limit_settings! {
     flight_ticket_ttl: DurationSetting => "QUIVER_FLIGHT_TICKET_TTL", duration;
     /// Most materialization jobs running at once [default: 4].
     max_concurrent_jobs: u64 => "QUIVER_MAX_CONCURRENT_JOBS", same;
+    /// Most logged rows a skew report compares without `--sample` [default: 1000000].
+    max_skew_rows: u64 => "QUIVER_MAX_SKEW_ROWS", same;
     /// Most concurrent HTTP/2 streams per connection [default: 256].
     max_concurrent_streams: u32 => "QUIVER_MAX_CONCURRENT_STREAMS", same;
     /// Longest a request may run before DEADLINE_EXCEEDED [default: 10m].

@@ -11,6 +11,8 @@ pub(crate) mod online;
 pub(crate) mod quickstart;
 pub(crate) mod registry;
 pub(crate) mod serve;
+pub(crate) mod serve_log;
 pub(crate) mod serve_security;
+pub(crate) mod skew;
 pub(crate) mod token;
 pub(crate) mod upload;

@@ -66,6 +66,8 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     limits: super::limits::LimitSettings,
     #[command(flatten)]
+    served_log: super::serve_log::ServedLogSettings,
+    #[command(flatten)]
     trace: TraceArgs,
 }
 
@@ -122,6 +124,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     options.auth = args.security.auth()?;
     options.tls = args.security.tls();
     options.limits = args.limits.or(file.limits.unwrap_or_default()).limits();
+    options.served_log = args.served_log.options(file.served_log)?;
     if let Some(seconds) = args.shutdown_grace.or(file.shutdown_grace) {
         options.shutdown_grace = std::time::Duration::from_secs(seconds);
     }

@@ -46,7 +46,9 @@ pub fn required_role(path: &str) -> Access {
         | "/quiver.v1.MonitoringService/ComputeProfile"
         | "/quiver.v1.MonitoringService/GetProfile"
         | "/quiver.v1.MonitoringService/ListProfiles"
-        | "/quiver.v1.MonitoringService/ComputeDrift" => Reader,
+        | "/quiver.v1.MonitoringService/ComputeDrift"
+        | "/quiver.v1.MonitoringService/ComputeSkew"
+        | "/quiver.v1.MonitoringService/ReadServedLog" => Reader,
         "/quiver.v1.OnlineService/Push"
         | "/quiver.v1.JobService/StartMaterialization"
         | "/quiver.v1.JobService/CancelJob" => Writer,

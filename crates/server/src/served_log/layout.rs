@@ -156,10 +156,13 @@ impl Layout {
                         Error::Internal(format!("log value of another type at row {row}"))
                     })?;
                 columns.push(column);
-                let statuses = entries
-                    .iter()
-                    .flat_map(|e| e.views[v].features[f].1.iter().map(|s| s.name()));
-                columns.push(Arc::new(StringArray::from_iter_values(statuses)));
+                let mut statuses = StringBuilder::with_capacity(rows, rows * 8);
+                for entry in entries {
+                    for status in &entry.views[v].features[f].1 {
+                        statuses.append_value(status.name());
+                    }
+                }
+                columns.push(Arc::new(statuses.finish()));
             }
         }
         RecordBatch::try_new(Arc::clone(&self.schema), columns)

@@ -5,7 +5,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 
 use crate::error::Result;
@@ -75,13 +76,22 @@ impl LogMetrics {
         })
     }
 
-    pub(crate) fn collectors(&self) -> Vec<Box<dyn Collector>> {
-        vec![
+    /// One collector for the families; at each scrape it first creates the series of every
+    /// logged service at 0 (a series born at 1 shows no `increase()`).
+    pub(crate) fn collector(&self, logged: LoggedServices) -> Box<dyn Collector> {
+        let families: [Box<dyn Collector>; 4] = [
             Box::new(self.rows.clone()),
             Box::new(self.bytes.clone()),
             Box::new(self.dropped.clone()),
             Box::new(self.queued.clone()),
-        ]
+        ];
+        let descs = families.iter().flat_map(|f| f.desc()).cloned().collect();
+        Box::new(LogCollector {
+            metrics: self.clone(),
+            families,
+            descs,
+            logged,
+        })
     }
 
     /// Counts `rows` dropped for `reason`; for queue_full (the request path) through the
@@ -103,5 +113,34 @@ impl LogMetrics {
             counter.inc_by(rows as u64);
             cache.insert((self.id, service.to_string()), counter);
         });
+    }
+}
+
+/// The names of the services whose rows are logged now (asked at each scrape).
+pub(crate) type LoggedServices = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+
+struct LogCollector {
+    metrics: LogMetrics,
+    families: [Box<dyn Collector>; 4],
+    descs: Vec<Desc>,
+    logged: LoggedServices,
+}
+
+impl Collector for LogCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        for service in (self.logged)() {
+            self.metrics.rows.with_label_values(&[&service]);
+            self.metrics.bytes.with_label_values(&[&service]);
+            for reason in [Drop::QueueFull, Drop::RateLimit, Drop::Error] {
+                self.metrics
+                    .dropped
+                    .with_label_values(&[service.as_str(), reason.name()]);
+            }
+        }
+        self.families.iter().flat_map(|f| f.collect()).collect()
     }
 }

@@ -11,6 +11,8 @@
 mod entry;
 mod layout;
 mod metrics;
+mod read;
+mod skew;
 mod writer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +31,8 @@ use crate::error::{Error, Result};
 use crate::online_read::{OnlineRead, ViewRead};
 use crate::options::Clock;
 use crate::registry::Registry;
+
+pub(crate) use skew::{SkewReport, SkewRequest};
 
 /// The server's served-row log settings (the service's `logging:` block picks the rate).
 #[derive(Debug, Clone, PartialEq)]
@@ -125,8 +129,25 @@ impl ServedLog {
         &self.dir
     }
 
-    pub(crate) fn collectors(&self) -> Vec<Box<dyn Collector>> {
-        self.metrics.collectors()
+    /// The log's metric families; `registry` names the services logged (a `logging:` rate
+    /// above 0, or the default rate), whose series exist from 0.
+    pub(crate) fn collectors(&self, registry: Arc<Registry>) -> Vec<Box<dyn Collector>> {
+        let default_threshold = self.default_threshold;
+        let logged = move || {
+            let snapshot = registry.snapshot();
+            snapshot
+                .list(Kind::FeatureService)
+                .filter(|(history, _)| {
+                    history
+                        .metadata
+                        .logging
+                        .map_or(default_threshold, |l| sample_threshold(l.sample_rate))
+                        > 0
+                })
+                .map(|(history, _)| history.name.clone())
+                .collect()
+        };
+        vec![self.metrics.collector(Box::new(logged))]
     }
 
     /// On the request path: logs the sampled rows of a finished read of a feature service.

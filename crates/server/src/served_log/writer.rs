@@ -56,6 +56,9 @@ pub(crate) struct Writer {
 
 const DAY: i64 = 86_400_000_000;
 
+/// (service, version, UTC day): the rows of one log file.
+type GroupKey = (Arc<str>, u32, i64);
+
 impl Writer {
     pub(crate) fn new(
         dir: ServedLogDir,
@@ -125,7 +128,7 @@ impl Writer {
             .queued
             .set(self.queued.load(Ordering::Acquire) as i64);
         // Groups of one service version and day, in arrival order.
-        let mut groups: Vec<((Arc<str>, u32, i64), Vec<LogEntry>)> = Vec::new();
+        let mut groups: Vec<(GroupKey, Vec<LogEntry>)> = Vec::new();
         for entry in entries {
             if !self.within_rate(&entry) {
                 self.metrics
