@@ -138,6 +138,39 @@ async fn the_normal_path_shows_no_skew_across_ties_ttl_bounds_missing_keys_and_p
             .expect("event")
             .is_null(missing)
     );
+    let logged_nulls: usize = batches
+        .iter()
+        .map(|b| b.column_by_name("stats__a").map_or(0, |c| c.null_count()))
+        .sum();
+
+    // Quiver reads its own log as a source: a view over it profiles the served values.
+    let log_dir = server.path("data/served_log/model");
+    let manifest = format!(
+        "kind: Source\nname: model_log\nparquet: {}\nevent_time: served_at\n---\n\
+         kind: FeatureView\nname: served_stats\nentities: [user]\nsource: model_log\n\
+         online: false\nfeatures: [{{name: stats__a, type: int64}}]\n",
+        log_dir.display()
+    );
+    std::fs::write(server.path("repo/log.yaml"), manifest)?;
+    apply(&mut clients, &server.path("repo"), false).await?;
+    let request = v1::ComputeProfileRequest {
+        subject: Some(v1::compute_profile_request::Subject::View(
+            "served_stats".into(),
+        )),
+        start_micros: T - HOUR,
+        end_micros: T + HOUR,
+    };
+    let profile = clients
+        .monitoring
+        .compute_profile(request)
+        .await?
+        .into_inner();
+    let profile = profile
+        .profile
+        .ok_or_else(|| anyhow::anyhow!("no profile"))?;
+    assert_eq!(profile.rows, rows as u64);
+    assert_eq!(profile.features[0].nulls, logged_nulls as u64);
+    assert!(logged_nulls > 0);
     server.stop().await?;
     Ok(())
 }
