@@ -336,3 +336,81 @@ async fn the_log_loses_nothing_while_the_queue_has_room_and_counts_every_drop() 
     }
     Ok(())
 }
+
+/// The value of the series `name{labels}` as a float, if exported.
+fn gauge(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+}
+
+#[tokio::test]
+async fn a_scheduled_skew_check_exports_the_rate_of_the_report() -> anyhow::Result<()> {
+    let server = TestServer::start_with(
+        tempfile::tempdir()?,
+        quiver_integration_tests::ManualClock::new(T - 1),
+        |o| o.monitoring_interval = std::time::Duration::from_millis(50),
+    )
+    .await?;
+    let mut clients = server.clients().await?;
+    let dir = server.path("repo");
+    write_parquet(&dir.join("data/stats.parquet"), &[batch(&generated())?])?;
+    let manifest = MANIFEST.replace("TTL", &format!("{TTL_HOURS}h"))
+        + "logging: {sample_rate: 1.0, skew_check: {every: 1m, window: 1h}}\n";
+    std::fs::write(dir.join("features.yaml"), manifest)?;
+    apply(&mut clients, &dir, false).await?;
+    materialize(&mut clients, T - 100 * HOUR, T + 1).await?;
+    let mut online_only = push_request(&[pushed(6_000, 60), pushed(6_001, 61)]);
+    online_only.mode = v1::PushMode::Online as i32;
+    clients.online.push(online_only).await?;
+    server.clock.set(T);
+    let mut ids = ids();
+    ids.extend([6_000, 6_001]);
+    clients.online.get_online_features(get_request(ids)).await?;
+    // The next check is due a minute after the first (which ran at apply, before any read).
+    let now = T + 61_000_000;
+    server.clock.set(now);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let metrics = loop {
+        let (_, text) = server.http_get("/metrics").await?;
+        let at = gauge(
+            &text,
+            "quiver_skew_check_timestamp_seconds",
+            "service=\"model\"",
+        );
+        if at.is_some_and(|at| (at - now as f64 / 1e6).abs() < 1e-3) {
+            break text;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no check at {now}: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let report = clients
+        .monitoring
+        .compute_skew(v1::ComputeSkewRequest {
+            feature_service: "model".into(),
+            start_micros: now - HOUR,
+            end_micros: now + 1,
+            sample: 0,
+            expected_lag_micros: None,
+        })
+        .await?
+        .into_inner();
+    let compared: u64 = report.features.iter().map(|f| f.compared).sum();
+    let mismatched: u64 = report.features.iter().map(|f| f.mismatches).sum();
+    assert_eq!(mismatched, 6, "2 online-only keys x 3 features: {report:?}");
+    let rate = gauge(&metrics, "quiver_skew_rate", "service=\"model\"");
+    assert_eq!(rate, Some(mismatched as f64 / compared as f64));
+    let compared_gauge = gauge(&metrics, "quiver_skew_compared_values", "service=\"model\"");
+    assert_eq!(compared_gauge, Some(compared as f64));
+    let labels = "cause=\"online_present_offline_null\",feature=\"stats__a\",service=\"model\"";
+    assert_eq!(gauge(&metrics, "quiver_skew_mismatches", labels), Some(2.0));
+    let labels = "outcome=\"ok\",service=\"model\"";
+    let checks = gauge(&metrics, "quiver_skew_checks_total", labels);
+    assert!(checks.is_some_and(|n| n >= 1.0), "{metrics}");
+    server.stop().await?;
+    Ok(())
+}

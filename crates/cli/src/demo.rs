@@ -53,8 +53,11 @@ features: [{view: driver_stats, features: [conv_rate, acc_rate, avg_daily_trips,
 monitoring:
   schedule: {every: 1h, window: 24h, reference: latest_export}
 # Log what is served (every driver here; production services sample a fraction of keys), so
-# that `quiver skew` can check served values against the training join.
-logging: {sample_rate: 1.0}
+# that `quiver skew` can check served values against the training join; every hour the
+# server checks the last day and exports the skew rate to Prometheus.
+logging:
+  sample_rate: 1.0
+  skew_check: {every: 1h, window: 24h}
 "#;
 
 /// Shape of the generated data.

@@ -162,11 +162,13 @@ fn prometheus_scrapes_freshness_and_request_metrics_from_a_live_server() {
     ]));
 
     // The exposition: valid for promtool, and exactly the families deploy/metrics.txt lists
-    // (the scheduled drift check's gauges once its next look finds the export's profile).
+    // (the scheduled drift check's gauges once its next look finds the export's profile, and
+    // the scheduled skew check's).
     let deadline = Instant::now() + Duration::from_secs(30);
     let (status, text) = loop {
         let (status, text) = http_get(&metrics_addr, "/metrics");
-        if text.contains("quiver_drift_status{") || Instant::now() > deadline {
+        let checked = text.contains("quiver_drift_status{") && text.contains("quiver_skew_rate{");
+        if checked || Instant::now() > deadline {
             break (status, text);
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -6,6 +6,7 @@
 //! logging:
 //!   sample_rate: 0.05     # log the rows of 5 % of the entity keys, every request
 //!   expected_lag: 10m     # skew on rows younger than this at serving time is expected
+//!   skew_check: {every: 1h, window: 1h, sample: 10000}   # a scheduled skew report
 //! ```
 //!
 //! Sampling is by entity key: [`key_hash`] over the row's join keys decides, the same way in
@@ -25,7 +26,22 @@ pub struct LoggingSpec {
     /// offline data does not hold yet, is expected by construction (pushed online first).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub expected_lag: Micros,
+    /// A skew report the server runs in the background, exported as metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skew_check: Option<SkewCheck>,
 }
+
+/// `skew_check: {every: 1h, window: 1h, sample: 10000}`: every `every`, the skew report of
+/// the last `window` of the log, at most `sample` rows (0: all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkewCheck {
+    pub every: Micros,
+    pub window: Micros,
+    pub sample: u64,
+}
+
+/// The default `skew_check.sample`.
+pub const DEFAULT_SKEW_SAMPLE: u64 = 10_000;
 
 fn is_zero(micros: &Micros) -> bool {
     *micros == 0
@@ -49,11 +65,23 @@ impl LoggingSpec {
                 crate::types::format_duration(self.expected_lag),
             )
         });
+        let check = self.skew_check.map(|c| {
+            (
+                "logging.skew_check".to_string(),
+                format!(
+                    "every {}, window {}, sample {}",
+                    crate::types::format_duration(c.every),
+                    crate::types::format_duration(c.window),
+                    c.sample
+                ),
+            )
+        });
         std::iter::once((
             "logging.sample_rate".to_string(),
             self.sample_rate.to_string(),
         ))
         .chain(lag)
+        .chain(check)
     }
 }
 

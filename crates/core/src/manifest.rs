@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Problem, Result};
 use crate::expectations::{Expectation, OnViolation};
-use crate::logging::LoggingSpec;
+use crate::logging::{DEFAULT_SKEW_SAMPLE, LoggingSpec, SkewCheck};
 use crate::model::{
     Declared, EntitySpec, Feature, FeatureServiceSpec, FeatureViewSpec, JoinKey, Kind, Metadata,
     ServiceItem, SourceSpec, Spec, valid_name,
@@ -211,6 +211,18 @@ struct RawLogging {
     sample_rate: f64,
     #[serde(default)]
     expected_lag: Option<serde_norway::Value>,
+    #[serde(default)]
+    skew_check: Option<RawSkewCheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSkewCheck {
+    every: serde_norway::Value,
+    #[serde(default)]
+    window: Option<serde_norway::Value>,
+    #[serde(default)]
+    sample: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -556,6 +568,32 @@ impl Document<'_> {
         LoggingSpec {
             sample_rate: raw.sample_rate,
             expected_lag: self.duration("logging.expected_lag", raw.expected_lag.as_ref(), "0"),
+            skew_check: raw.skew_check.map(|raw| self.skew_check(raw)),
+        }
+    }
+
+    fn skew_check(&mut self, raw: RawSkewCheck) -> SkewCheck {
+        let every = self.duration("logging.skew_check.every", Some(&raw.every), "1h");
+        if every < MIN_SCHEDULE {
+            self.push(
+                "logging.skew_check.every",
+                "a scheduled check runs at most once a minute; write `every: 1m` or more",
+            );
+        }
+        let window = match raw.window {
+            None => every,
+            Some(w) => self.duration("logging.skew_check.window", Some(&w), "1h"),
+        };
+        if window <= 0 {
+            self.push(
+                "logging.skew_check.window",
+                "the window must be longer than 0, like `1h`",
+            );
+        }
+        SkewCheck {
+            every,
+            window,
+            sample: raw.sample.unwrap_or(DEFAULT_SKEW_SAMPLE),
         }
     }
 
@@ -693,10 +731,16 @@ mod tests {
         let service = |block: &str| {
             format!("kind: FeatureService\nname: s\nfeatures: [{{view: v}}]\nlogging: {block}\n")
         };
-        let objects = parse(&service("{sample_rate: 0.25, expected_lag: 10m}")).expect("parses");
+        let block = "{sample_rate: 0.25, expected_lag: 10m, skew_check: {every: 1h}}";
+        let objects = parse(&service(block)).expect("parses");
         let logging = objects[0].metadata.logging.expect("logging");
         assert_eq!(logging.sample_rate, 0.25);
         assert_eq!(logging.expected_lag, 600_000_000);
+        let check = logging.skew_check.expect("skew_check");
+        assert_eq!(
+            (check.every, check.window, check.sample),
+            (3_600_000_000, 3_600_000_000, 10_000)
+        );
         for (block, message) in [
             ("{sample_rate: 2}", "logging.sample_rate"),
             (
@@ -704,6 +748,10 @@ mod tests {
                 "logging.expected_lag",
             ),
             ("{sample: 0.1}", "sample"),
+            (
+                "{sample_rate: 0.1, skew_check: {every: 10s}}",
+                "logging.skew_check.every",
+            ),
         ] {
             let text = parse(&service(block)).expect_err(block).to_string();
             assert!(text.contains(message), "{block}: {text}");

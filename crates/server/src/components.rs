@@ -33,6 +33,7 @@ pub(crate) struct Components {
     monitor: Arc<monitor::Monitor>,
     pub(crate) drift_checks: Arc<monitor::DriftChecks>,
     pub(crate) served_log: Arc<served_log::ServedLog>,
+    pub(crate) skew_checks: Arc<served_log::SkewChecks>,
     metrics: Arc<Metrics>,
 }
 
@@ -96,8 +97,17 @@ impl Components {
             Arc::clone(&options.clock),
         )?);
         metrics.register(served_log.collectors(Arc::clone(&registry)))?;
+        let skew_checks = Arc::new(served_log::SkewChecks::new(
+            Arc::clone(&served_log),
+            Arc::clone(&registry),
+            Arc::clone(&offline),
+            Arc::clone(&options.clock),
+            options.limits.max_skew_rows,
+        )?);
+        metrics.register(skew_checks.collectors())?;
         Ok(Components {
             served_log,
+            skew_checks,
             backups,
             drift_checks,
             monitor: Arc::clone(&monitor),

@@ -134,6 +134,9 @@ async fn serve_grpc(
     let _checks = components
         .drift_checks
         .spawn(options.monitoring_interval, shutdown.child_token());
+    let _skew_checks = components
+        .skew_checks
+        .spawn(options.monitoring_interval, shutdown.child_token());
     tracing::info!(%addr, tls = tls.is_some(), "serving gRPC and Arrow Flight");
     let (token, draining) = (shutdown.clone(), Arc::clone(health));
     let stopped = async move {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use quiver_core::RegistryState;
 use quiver_core::semantics::FeatureStatus;
 use quiver_online::RocksStore;
 use quiver_proto::convert::values_to_column;
@@ -70,10 +71,10 @@ impl OnlineService {
         let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
         let now = self.clock.now();
         let views = read.execute(&self.store, &registry, now, lookup)?;
-        if let Some(id) = request_id {
-            self.served_log.record(&registry, &read, &views, id, now);
-        }
-        Ok(response(read, views, now))
+        Ok(match request_id {
+            Some(id) => respond_and_log(&self.served_log, &registry, read, views, (id, now)),
+            None => response(read, &views, now),
+        })
     }
 
     /// A small read: validated here, answered here when its rows are all in memory, else
@@ -87,15 +88,20 @@ impl OnlineService {
         let now = self.clock.now();
         let request_id = crate::transport::request_id();
         if let Some(views) = read.execute_from_memory(&self.store, &registry, now)? {
-            self.served_log
-                .record(&registry, &read, &views, request_id, now);
-            return Ok(response(read, views, now));
+            let call = (request_id, now);
+            return Ok(respond_and_log(
+                &self.served_log,
+                &registry,
+                read,
+                views,
+                call,
+            ));
         }
         let (store, served_log) = (Arc::clone(&self.store), Arc::clone(&self.served_log));
         crate::run_blocking(move || {
             let views = read.execute(&store, &registry, now, true)?;
-            served_log.record(&registry, &read, &views, request_id, now);
-            Ok(response(read, views, now))
+            let call = (request_id, now);
+            Ok(respond_and_log(&served_log, &registry, read, views, call))
         })
         .await
     }
@@ -128,7 +134,25 @@ fn status_to_proto(status: FeatureStatus) -> v1::FeatureStatus {
     }
 }
 
-fn response(read: OnlineRead, views: Vec<ViewRead>, now: i64) -> v1::GetOnlineFeaturesResponse {
+/// The response to `read`; the rows the service logs go to the served-row log, moved (not
+/// copied) when every row is logged.
+fn respond_and_log(
+    log: &ServedLog,
+    registry: &RegistryState,
+    mut read: OnlineRead,
+    views: Vec<ViewRead>,
+    (request_id, now): (Arc<str>, i64),
+) -> v1::GetOnlineFeaturesResponse {
+    let Some(sampled) = log.sample(registry, &read) else {
+        return response(read, &views, now);
+    };
+    let keys = std::mem::take(&mut read.keys);
+    let answer = response(read, &views, now);
+    log.record(sampled, keys, views, request_id, now);
+    answer
+}
+
+fn response(read: OnlineRead, views: &[ViewRead], now: i64) -> v1::GetOnlineFeaturesResponse {
     let mut response = v1::GetOnlineFeaturesResponse {
         served_at_micros: now,
         ..Default::default()
@@ -146,7 +170,7 @@ fn response(read: OnlineRead, views: Vec<ViewRead>, now: i64) -> v1::GetOnlineFe
         .zip(views)
         .enumerate()
     {
-        let features = view_read.features.into_iter().zip(&selected.positions);
+        let features = view_read.features.iter().zip(&selected.positions);
         for ((values, position), name) in features.zip(names) {
             response.features.push(v1::FeatureColumn {
                 name,
@@ -157,8 +181,8 @@ fn response(read: OnlineRead, views: Vec<ViewRead>, now: i64) -> v1::GetOnlineFe
                 )),
                 statuses: values
                     .statuses
-                    .into_iter()
-                    .map(|s| status_to_proto(s) as i32)
+                    .iter()
+                    .map(|s| status_to_proto(*s) as i32)
                     .collect(),
             });
         }
@@ -166,8 +190,8 @@ fn response(read: OnlineRead, views: Vec<ViewRead>, now: i64) -> v1::GetOnlineFe
             name: selected.view.name,
             version: selected.view.version,
             fingerprint: selected.view.fingerprint,
-            event_timestamps: view_read.event_timestamps,
-            found: view_read.found,
+            event_timestamps: view_read.event_timestamps.clone(),
+            found: view_read.found.clone(),
         });
     }
     response

@@ -1,14 +1,23 @@
-//! One request's sampled rows, taken from a finished online read on the request path: only
-//! the sampled rows are copied, nothing is encoded here (the writer thread does that).
+//! One request's sampled rows, taken from a finished online read on the request path. When
+//! every row is sampled, the read's keys and values move into the entry (no copy); otherwise
+//! only the sampled rows are copied. Nothing is encoded here (the writer thread does that).
 
 use std::sync::Arc;
 
 use quiver_core::logging::{is_sampled, key_hash};
-use quiver_core::semantics::FeatureStatus;
 use quiver_core::types::Micros;
 use quiver_core::value::{KeyValue, Value};
 
-use crate::online_read::{OnlineRead, ViewRead};
+use crate::online_read::{FeatureValues, OnlineRead, ViewRead};
+
+/// Which rows of a read are logged, decided before the response is built.
+#[derive(Debug)]
+pub(crate) struct Sampled {
+    pub(crate) service: Arc<str>,
+    pub(crate) version: u32,
+    /// `None`: every row.
+    pub(crate) rows: Option<Vec<usize>>,
+}
 
 /// The sampled rows of one GetOnlineFeatures call of a feature service.
 #[derive(Debug)]
@@ -17,27 +26,18 @@ pub(crate) struct LogEntry {
     pub(crate) version: u32,
     pub(crate) request_id: Arc<str>,
     pub(crate) served_at: Micros,
-    /// Per selected view: the sampled rows' keys (the view's join-key order), what was served.
-    pub(crate) views: Vec<LoggedView>,
+    /// Per selected view: the rows' keys (the view's join-key order) and what was served.
+    pub(crate) views: Vec<(Vec<Vec<KeyValue>>, ViewRead)>,
     pub(crate) rows: usize,
     /// A rough size of the rows in memory, for the queue and the rate bound.
     pub(crate) bytes: usize,
 }
 
-#[derive(Debug)]
-pub(crate) struct LoggedView {
-    pub(crate) keys: Vec<Vec<KeyValue>>,
-    /// The served row's event time; `None` when no row was found.
-    pub(crate) event_times: Vec<Option<Micros>>,
-    /// Per selected feature: values and statuses.
-    pub(crate) features: Vec<(Vec<Value>, Vec<FeatureStatus>)>,
-}
-
 /// Which rows of `read` are logged under `threshold`: by the hash of each row's join keys
 /// (every view's, in selection order, each name once), so a key is logged on every request.
-pub(crate) fn sampled_rows(read: &OnlineRead, threshold: u64) -> Vec<usize> {
+pub(crate) fn sampled_rows(read: &OnlineRead, threshold: u64) -> Option<Vec<usize>> {
     if threshold == u64::MAX {
-        return (0..read.n_rows).collect();
+        return None;
     }
     // (view, position) of each distinct join-key name, in first-seen order.
     let mut names: Vec<&str> = Vec::new();
@@ -50,64 +50,75 @@ pub(crate) fn sampled_rows(read: &OnlineRead, threshold: u64) -> Vec<usize> {
             }
         }
     }
-    (0..read.n_rows)
+    let rows: Vec<usize> = (0..read.n_rows)
         .filter(|row| {
             let keys = sources.iter().map(|(v, k)| &read.keys[*v][*row][*k]);
             is_sampled(key_hash(keys), threshold)
         })
-        .collect()
+        .collect();
+    Some(rows)
 }
 
 impl LogEntry {
-    /// The `rows` of a finished read, copied.
+    /// The sampled rows of a finished read: `keys` (taken from the read) and `views` move in
+    /// when every row is sampled, else the sampled rows are copied.
     pub(crate) fn new(
-        read: &OnlineRead,
-        views: &[ViewRead],
-        rows: &[usize],
+        sampled: Sampled,
+        keys: Vec<Vec<Vec<KeyValue>>>,
+        views: Vec<ViewRead>,
         request_id: Arc<str>,
         served_at: Micros,
-    ) -> Option<LogEntry> {
-        let service = read.selection.service.as_ref()?;
-        let mut bytes = 64 + request_id.len();
-        let logged = read
-            .keys
-            .iter()
-            .zip(views)
-            .map(|(keys, view)| {
-                let keys: Vec<Vec<KeyValue>> = rows.iter().map(|r| keys[*r].clone()).collect();
-                bytes += keys.iter().flatten().map(key_bytes).sum::<usize>();
-                let features = view
-                    .features
-                    .iter()
-                    .map(|f| {
-                        let values: Vec<Value> =
-                            rows.iter().map(|r| f.values[*r].clone()).collect();
-                        bytes += values.iter().map(value_bytes).sum::<usize>() + rows.len();
-                        (values, rows.iter().map(|r| f.statuses[*r]).collect())
-                    })
-                    .collect();
-                let event_times = rows
-                    .iter()
-                    .map(|r| view.found[*r].then_some(view.event_timestamps[*r]))
-                    .collect();
-                bytes += 8 * rows.len();
-                LoggedView {
-                    keys,
-                    event_times,
-                    features,
-                }
-            })
-            .collect();
-        Some(LogEntry {
-            service: Arc::from(service.name.as_str()),
-            version: service.version,
+    ) -> LogEntry {
+        let views: Vec<(Vec<Vec<KeyValue>>, ViewRead)> = match &sampled.rows {
+            None => keys.into_iter().zip(views).collect(),
+            Some(rows) => keys
+                .iter()
+                .zip(&views)
+                .map(|(keys, view)| (pick(keys, rows), pick_read(view, rows)))
+                .collect(),
+        };
+        let rows = views.first().map_or(0, |(_, v)| v.found.len());
+        let bytes =
+            64 + request_id.len() + views.iter().map(|(k, v)| view_bytes(k, v)).sum::<usize>();
+        LogEntry {
+            service: sampled.service,
+            version: sampled.version,
             request_id,
             served_at,
-            views: logged,
-            rows: rows.len(),
+            views,
+            rows,
             bytes,
-        })
+        }
     }
+}
+
+fn pick<T: Clone>(items: &[T], rows: &[usize]) -> Vec<T> {
+    rows.iter().map(|r| items[*r].clone()).collect()
+}
+
+fn pick_read(view: &ViewRead, rows: &[usize]) -> ViewRead {
+    ViewRead {
+        features: view
+            .features
+            .iter()
+            .map(|f| FeatureValues {
+                values: pick(&f.values, rows),
+                statuses: pick(&f.statuses, rows),
+            })
+            .collect(),
+        event_timestamps: pick(&view.event_timestamps, rows),
+        found: pick(&view.found, rows),
+    }
+}
+
+fn view_bytes(keys: &[Vec<KeyValue>], view: &ViewRead) -> usize {
+    let keys: usize = keys.iter().flatten().map(key_bytes).sum();
+    let values: usize = view
+        .features
+        .iter()
+        .map(|f| f.values.iter().map(value_bytes).sum::<usize>() + f.statuses.len())
+        .sum();
+    keys + values + 9 * view.found.len()
 }
 
 fn key_bytes(key: &KeyValue) -> usize {

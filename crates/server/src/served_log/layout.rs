@@ -136,21 +136,27 @@ impl Layout {
         for ((v, k), key) in &self.keys {
             let values = entries
                 .iter()
-                .flat_map(|e| e.views[*v].keys.iter().map(|row| &row[*k]));
+                .flat_map(|e| e.views[*v].0.iter().map(|row| &row[*k]));
             let column = key_column(*key, values.collect::<Vec<_>>().into_iter())
                 .map_err(|row| Error::Internal(format!("log key of another type at row {row}")))?;
             columns.push(column);
         }
         for (v, (version, types)) in self.views.iter().enumerate() {
             columns.push(Arc::new(Int64Array::from(vec![i64::from(*version); rows])));
-            let events = entries
-                .iter()
-                .flat_map(|e| e.views[v].event_times.iter().copied());
+            let events = entries.iter().flat_map(|e| {
+                let read = &e.views[v].1;
+                read.found
+                    .iter()
+                    .zip(&read.event_timestamps)
+                    .map(|(found, event)| found.then_some(*event))
+            });
             columns.push(Arc::new(
                 TimestampMicrosecondArray::from(events.collect::<Vec<_>>()).with_timezone("UTC"),
             ));
             for (f, value_type) in types.iter().enumerate() {
-                let values = entries.iter().flat_map(|e| e.views[v].features[f].0.iter());
+                let values = entries
+                    .iter()
+                    .flat_map(|e| e.views[v].1.features[f].values.iter());
                 let column = value_column(*value_type, values.collect::<Vec<_>>().into_iter())
                     .map_err(|row| {
                         Error::Internal(format!("log value of another type at row {row}"))
@@ -158,7 +164,7 @@ impl Layout {
                 columns.push(column);
                 let mut statuses = StringBuilder::with_capacity(rows, rows * 8);
                 for entry in entries {
-                    for status in &entry.views[v].features[f].1 {
+                    for status in &entry.views[v].1.features[f].statuses {
                         statuses.append_value(status.name());
                     }
                 }

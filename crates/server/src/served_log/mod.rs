@@ -8,6 +8,7 @@
 //! each rotation fsyncs) and applies the retention. A crash loses the rows of files not yet
 //! rotated.
 
+mod checks;
 mod entry;
 mod layout;
 mod metrics;
@@ -31,7 +32,9 @@ use crate::error::{Error, Result};
 use crate::online_read::{OnlineRead, ViewRead};
 use crate::options::Clock;
 use crate::registry::Registry;
+use quiver_core::value::KeyValue;
 
+pub(crate) use checks::SkewChecks;
 pub(crate) use skew::{SkewReport, SkewRequest};
 
 /// The server's served-row log settings (the service's `logging:` block picks the rate).
@@ -150,32 +153,45 @@ impl ServedLog {
         vec![self.metrics.collector(Box::new(logged))]
     }
 
-    /// On the request path: logs the sampled rows of a finished read of a feature service.
-    pub(crate) fn record(
+    /// On the request path, before the response is built: which rows of `read` are logged
+    /// (`None` when none are: not a service, rate 0, or no key sampled).
+    pub(crate) fn sample(
         &self,
         registry: &RegistryState,
         read: &OnlineRead,
-        views: &[ViewRead],
-        request_id: Arc<str>,
-        served_at: Micros,
-    ) {
-        let Some(service) = &read.selection.service else {
-            return;
-        };
+    ) -> Option<entry::Sampled> {
+        let service = read.selection.service.as_ref()?;
         let threshold = registry
             .history(Kind::FeatureService, &service.name)
             .and_then(|h| h.metadata.logging)
             .map_or(self.default_threshold, |l| sample_threshold(l.sample_rate));
         if threshold == 0 {
-            return;
+            return None;
         }
         let rows = entry::sampled_rows(read, threshold);
-        if rows.is_empty() {
-            return;
+        if rows.as_ref().is_some_and(Vec::is_empty) {
+            return None;
         }
-        if let Some(entry) = entry::LogEntry::new(read, views, &rows, request_id, served_at) {
-            self.submit(entry);
-        }
+        Some(entry::Sampled {
+            service: Arc::from(service.name.as_str()),
+            version: service.version,
+            rows,
+        })
+    }
+
+    /// On the request path, after the response is built: queues the `sampled` rows of the
+    /// read's `keys` (taken from it) and `views`.
+    pub(crate) fn record(
+        &self,
+        sampled: entry::Sampled,
+        keys: Vec<Vec<Vec<KeyValue>>>,
+        views: Vec<ViewRead>,
+        request_id: Arc<str>,
+        served_at: Micros,
+    ) {
+        self.submit(entry::LogEntry::new(
+            sampled, keys, views, request_id, served_at,
+        ));
     }
 
     /// Queues `entry` unless the queue is full (then its rows are counted as dropped).

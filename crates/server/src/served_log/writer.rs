@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use quiver_offline::{ServedLogDir, ServedLogFile};
@@ -18,10 +18,8 @@ use crate::error::Result;
 use crate::options::Clock;
 use crate::registry::Registry;
 
-/// Most entries encoded into one batch.
-const GROUP_ENTRIES: usize = 1024;
-/// How often the thread wakes without entries, to rotate aged files.
-const TICK: Duration = Duration::from_millis(250);
+/// How often the thread wakes to drain the queue (and to rotate aged files).
+const TICK: Duration = Duration::from_millis(100);
 /// How often the retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
@@ -83,34 +81,29 @@ impl Writer {
     }
 
     /// Runs until [`Message::Stop`] (or every sender is gone), then rotates every open file.
+    /// It wakes every [`TICK`] and drains the queue, rather than waking per entry: the
+    /// request path's sends then never wake a thread, and a tick's entries of a service
+    /// are encoded as one batch.
     pub(crate) fn run(mut self, messages: Receiver<Message>) {
-        let mut next: Option<Message> = None;
         loop {
-            let message = match next.take() {
-                Some(message) => Ok(message),
-                None => messages.recv_timeout(TICK),
-            };
-            match message {
-                Ok(Message::Entry(entry)) => {
-                    let mut group = vec![entry];
-                    while group.len() < GROUP_ENTRIES {
-                        match messages.try_recv() {
-                            Ok(Message::Entry(entry)) => group.push(entry),
-                            Ok(other) => {
-                                next = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
+            std::thread::sleep(TICK);
+            let mut entries = Vec::new();
+            let stop = loop {
+                match messages.try_recv() {
+                    Ok(Message::Entry(entry)) => entries.push(entry),
+                    Ok(Message::Flush(service, answer)) => {
+                        // What came before the flush is written first.
+                        self.write(std::mem::take(&mut entries));
+                        // The asker may have given up; nothing to do then.
+                        let _ = answer.send(self.rotate(&service));
                     }
-                    self.write(group);
+                    Ok(Message::Stop) | Err(TryRecvError::Disconnected) => break true,
+                    Err(TryRecvError::Empty) => break false,
                 }
-                Ok(Message::Flush(service, answer)) => {
-                    // The asker may have given up; nothing to do then.
-                    let _ = answer.send(self.rotate(&service));
-                }
-                Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
+            };
+            self.write(entries);
+            if stop {
+                break;
             }
             self.rotate_aged();
             self.retain_if_due();
@@ -122,6 +115,9 @@ impl Writer {
     }
 
     fn write(&mut self, entries: Vec<LogEntry>) {
+        if entries.is_empty() {
+            return;
+        }
         let taken: usize = entries.iter().map(|e| e.rows).sum();
         self.queued.fetch_sub(taken, Ordering::AcqRel);
         self.metrics
