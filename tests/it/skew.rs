@@ -414,3 +414,64 @@ async fn a_scheduled_skew_check_exports_the_rate_of_the_report() -> anyhow::Resu
     server.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_online_store_materialized_over_another_window_is_skew_by_cause() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut clients = server.clients().await?;
+    let rows = generated();
+    setup_logged(&server, &mut clients, &rows).await?;
+    // The online store stops 2 hours before serving time; training sees everything.
+    let cut = T - 2 * HOUR;
+    materialize(&mut clients, T - 100 * HOUR, cut).await?;
+    server.clock.set(T);
+    let ids = ids();
+    clients
+        .online
+        .get_online_features(get_request(ids.clone()))
+        .await?;
+
+    // Reference, written out from the raw rows: what online served and what the join at T,
+    // as known at T, finds; then the verdict per key for feature `a`.
+    let ttl = TTL_HOURS * HOUR;
+    let greatest = |keep: &dyn Fn(&TestRow) -> bool| {
+        rows.iter()
+            .filter(|r| keep(r))
+            .max_by_key(|r| (r.event_ts, r.created_ts))
+            .map(|r| (r.event_ts, r.a))
+    };
+    let mut want = std::collections::BTreeMap::new();
+    for id in &ids {
+        let online = greatest(&|r| r.user_id == *id && r.event_ts < cut);
+        let offline = greatest(&|r| {
+            r.user_id == *id && r.event_ts <= T && r.event_ts >= T - ttl && r.created_ts <= T
+        })
+        .map(|(_, a)| a);
+        let cause = match (online, offline) {
+            (None, Some(_)) => "online_null_offline_present",
+            (Some((event, _)), Some(_)) if event < T - ttl => "outside_max_age_offline_value",
+            (Some((event, _)), None) if event >= T - ttl => "online_present_offline_null",
+            (Some((event, a)), Some(b)) if event >= T - ttl && a != b => "value_differs",
+            _ => "match",
+        };
+        *want.entry(cause).or_insert(0u64) += 1;
+    }
+    let report = skew(&mut clients, None).await?;
+    let a = feature(&report, "stats__a");
+    let got = [
+        ("match", a.matches),
+        ("value_differs", a.value_differs),
+        ("online_present_offline_null", a.online_present_offline_null),
+        ("online_null_offline_present", a.online_null_offline_present),
+        (
+            "outside_max_age_offline_value",
+            a.outside_max_age_offline_value,
+        ),
+    ];
+    for (cause, n) in got {
+        assert_eq!(n, want.get(cause).copied().unwrap_or(0), "{cause}: {a:?}");
+    }
+    assert!(a.mismatches > 10, "the cut must cause skew: {a:?}");
+    server.stop().await?;
+    Ok(())
+}

@@ -13,7 +13,7 @@ use futures::{Stream, StreamExt};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 
 use crate::error::{Error, Result};
 use crate::roots::OutputFile;
@@ -148,16 +148,18 @@ pub(crate) struct DurableWriter {
 
 impl DurableWriter {
     fn create(path: &Path, schema: SchemaRef, metadata: Vec<(String, String)>) -> Result<Self> {
-        Self::create_with(path, schema, metadata, None)
+        Self::create_with(path, schema, metadata, |p| {
+            p.set_compression(Compression::ZSTD(ZstdLevel::default()))
+        })
     }
 
-    /// Like `create`, with row groups of at most `row_group_rows` rows (the writer buffers a
-    /// row group in memory until it is full).
+    /// Like `create`, with writer properties set by `tune` (compression, row group size,
+    /// encodings); the key-value metadata is set after it.
     pub(crate) fn create_with(
         path: &Path,
         schema: SchemaRef,
         metadata: Vec<(String, String)>,
-        row_group_rows: Option<usize>,
+        tune: impl FnOnce(WriterPropertiesBuilder) -> WriterPropertiesBuilder,
     ) -> Result<Self> {
         let name = path
             .file_name()
@@ -169,12 +171,7 @@ impl DurableWriter {
         let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let temp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
         let file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
-        let mut properties = WriterProperties::builder();
-        if let Some(rows) = row_group_rows {
-            properties = properties.set_max_row_group_row_count(Some(rows.max(1)));
-        }
-        let properties = properties
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        let properties = tune(WriterProperties::builder())
             .set_key_value_metadata(Some(
                 metadata
                     .into_iter()

@@ -19,6 +19,9 @@ use arrow::datatypes::{Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
 use chrono::{DateTime, NaiveDate};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterPropertiesBuilder;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
 use crate::parquet_writer::DurableWriter;
@@ -107,7 +110,9 @@ impl ServedLogDir {
             .map(|n| dir.join(format!("{first:020}-v{version}-{n}.parquet")))
             .find(|p| !p.exists())
             .unwrap_or_else(|| dir.join(format!("{first:020}-v{version}.parquet")));
-        let mut writer = DurableWriter::create_with(&path, schema, metadata, Some(ROW_GROUP_ROWS))?;
+        let mut writer = DurableWriter::create_with(&path, Arc::clone(&schema), metadata, |p| {
+            log_properties(p, &schema)
+        })?;
         writer.replace = false;
         Ok(ServedLogFile { writer })
     }
@@ -266,6 +271,27 @@ impl ServedLogDir {
 }
 
 const DAY: i64 = 86_400_000_000;
+
+/// A log file's encoding, chosen for the writer's CPU (it shares the machine with serving):
+/// zstd at level 1, and dictionaries only for the columns that repeat (service, statuses,
+/// versions), not for values and keys, where hashing every value costs more than it saves.
+fn log_properties(properties: WriterPropertiesBuilder, schema: &Schema) -> WriterPropertiesBuilder {
+    let repeated = |name: &str| {
+        name == "service"
+            || name == "service_fingerprint"
+            || name.ends_with(".status")
+            || name.ends_with(".version")
+    };
+    let mut properties = properties
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_dictionary_enabled(false);
+    for field in schema.fields().iter().filter(|f| repeated(f.name())) {
+        properties =
+            properties.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+    }
+    properties
+}
 
 struct DayDir {
     path: PathBuf,
