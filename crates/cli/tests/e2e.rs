@@ -566,6 +566,7 @@ fn quickstart_runs_every_step() {
         "of service driver_model@1 (on_demand)",
         "driver_stats__conv_rate",
         "against reference profile",
+        "service driver_model: 4 logged rows compared (versions 1)",
     ] {
         assert!(
             stdout.contains(needle),
@@ -573,6 +574,24 @@ fn quickstart_runs_every_step() {
         );
     }
     assert!(target.join("train.parquet").exists());
+    // The 4 drivers looked up in step 5 were served exactly as the join at served_at has them.
+    let table = stdout
+        .split("8. Training/serving skew")
+        .nth(1)
+        .expect("step 8");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("driver_stats__"))
+        .collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    for row in rows {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells[1..4],
+            ["4", "4", "0"],
+            "compared, matches, mismatches: {row}"
+        );
+    }
 }
 
 /// `--log-format json`: every line on standard error is one JSON object, and the audit event of

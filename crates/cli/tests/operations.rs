@@ -161,6 +161,41 @@ fn prometheus_scrapes_freshness_and_request_metrics_from_a_live_server() {
         "train.parquet",
     ]));
 
+    // The gets were logged (the demo service logs every key): read them back and check them
+    // against the training join.
+    let (start, end) = (
+        (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339(),
+        (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339(),
+    );
+    let served = dir.path().join("served.parquet");
+    let wrote = ok(server.quiver(&[
+        "logs",
+        "--service",
+        "driver_model",
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--output",
+        served.to_str().expect("path"),
+    ]));
+    assert!(wrote.contains("wrote 6 logged rows"), "{wrote}");
+    let file = std::fs::File::open(&served).expect("served.parquet");
+    let rows = parquet::file::reader::FileReader::metadata(
+        &parquet::file::reader::SerializedFileReader::new(file).expect("parquet"),
+    )
+    .file_metadata()
+    .num_rows();
+    assert_eq!(rows, 6);
+    let skew = ok(server.quiver(&["skew", "--service", "driver_model", "--format", "json"]));
+    let skew: serde_json::Value = serde_json::from_str(&skew).expect("skew JSON");
+    let features = skew.as_array().expect("one object per feature");
+    assert_eq!(features.len(), 4, "{skew}");
+    for feature in features {
+        assert_eq!(feature["compared"], 6, "{feature}");
+        assert_eq!(feature["mismatches"], 0, "{feature}");
+    }
+
     // The exposition: valid for promtool, and exactly the families deploy/metrics.txt lists
     // (the scheduled drift check's gauges once its next look finds the export's profile, and
     // the scheduled skew check's).

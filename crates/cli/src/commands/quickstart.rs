@@ -1,5 +1,6 @@
 //! `quiver quickstart`: a demo project served by an embedded server, walked through every
-//! step: apply, list, materialize, online lookup, training export, profile and drift.
+//! step: apply, list, materialize, online lookup, training export, profile and drift, and
+//! the skew of the served rows.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -138,7 +139,26 @@ async fn walk_through(url: &str, dir: &std::path::Path, shape: DemoShape) -> Res
         out.display(),
         started.elapsed().as_secs_f64()
     );
-    monitoring(&mut clients, &out, start, end).await
+    monitoring(&mut clients, &out, start, end).await?;
+    skew(&mut clients).await
+}
+
+/// Step 8: the rows served in step 5 were logged; check them against the training join.
+async fn skew(clients: &mut Clients) -> Result<()> {
+    step("8. Training/serving skew: served values against the join at served_at");
+    println!("quiver skew --service driver_model");
+    let request = v1::ComputeSkewRequest {
+        feature_service: "driver_model".into(),
+        ..Default::default()
+    };
+    let report = clients.monitoring.compute_skew(request).await?.into_inner();
+    print!("{}", super::skew::skew_text(&report));
+    println!(
+        "\nThe rows are Parquet under the data dir's served_log/ (`quiver logs` reads them); \
+         the server repeats this check every hour (`logging.skew_check`) and exports \
+         quiver_skew_rate to Prometheus."
+    );
+    Ok(())
 }
 
 /// Step 7: a profile of the served features, and their drift against the export's profile.

@@ -123,7 +123,7 @@ fn skew_json(report: &v1::ComputeSkewResponse) -> serde_json::Value {
     serde_json::Value::Array(features.collect())
 }
 
-fn skew_text(report: &v1::ComputeSkewResponse) -> String {
+pub(crate) fn skew_text(report: &v1::ComputeSkewResponse) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let versions: Vec<String> = report
