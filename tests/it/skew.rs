@@ -63,6 +63,22 @@ fn pushed(user_id: i64, a: i64) -> TestRow {
     }
 }
 
+/// Pushes rows for users 6000 and 6001 to the online store only (the offline data never
+/// learns of them; they have no other rows), then serves every test key at `T`.
+async fn serve_with_online_only_pushes(
+    server: &TestServer,
+    clients: &mut Clients,
+) -> anyhow::Result<()> {
+    let mut online_only = push_request(&[pushed(6_000, 60), pushed(6_001, 61)]);
+    online_only.mode = v1::PushMode::Online as i32;
+    clients.online.push(online_only).await?;
+    server.clock.set(T);
+    let mut ids = ids();
+    ids.extend([6_000, 6_001]);
+    clients.online.get_online_features(get_request(ids)).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_normal_path_shows_no_skew_across_ties_ttl_bounds_missing_keys_and_pushes()
 -> anyhow::Result<()> {
@@ -183,14 +199,7 @@ async fn injected_skew_is_found_exactly() -> anyhow::Result<()> {
     setup_logged(&server, &mut clients, &rows).await?;
     materialize(&mut clients, T - 100 * HOUR, T + 1).await?;
     server.clock.set(T - 1);
-    // Online only: the offline data never learns of these rows (6000 and 6001 have none).
-    let mut online_only = push_request(&[pushed(6_000, 60), pushed(6_001, 61)]);
-    online_only.mode = v1::PushMode::Online as i32;
-    clients.online.push(online_only).await?;
-    server.clock.set(T);
-    let mut ids = ids();
-    ids.extend([6_000, 6_001]);
-    clients.online.get_online_features(get_request(ids)).await?;
+    serve_with_online_only_pushes(&server, &mut clients).await?;
 
     // Rewrite past source rows after serving: the rows served for users 10, 11 and 12.
     let served = |user: i64| {
@@ -361,13 +370,7 @@ async fn a_scheduled_skew_check_exports_the_rate_of_the_report() -> anyhow::Resu
     std::fs::write(dir.join("features.yaml"), manifest)?;
     apply(&mut clients, &dir, false).await?;
     materialize(&mut clients, T - 100 * HOUR, T + 1).await?;
-    let mut online_only = push_request(&[pushed(6_000, 60), pushed(6_001, 61)]);
-    online_only.mode = v1::PushMode::Online as i32;
-    clients.online.push(online_only).await?;
-    server.clock.set(T);
-    let mut ids = ids();
-    ids.extend([6_000, 6_001]);
-    clients.online.get_online_features(get_request(ids)).await?;
+    serve_with_online_only_pushes(&server, &mut clients).await?;
     // The next check is due a minute after the first (which ran at apply, before any read).
     let now = T + 61_000_000;
     server.clock.set(now);

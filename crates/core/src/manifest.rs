@@ -528,24 +528,36 @@ impl Document<'_> {
         spec
     }
 
-    fn schedule(&mut self, raw: RawSchedule) -> Option<Schedule> {
-        let every = self.duration("monitoring.schedule.every", Some(&raw.every), "1h");
+    /// A scheduled check's `every` (at least a minute) and `window` (default `every`), under
+    /// `prefix` (like `monitoring.schedule`).
+    fn every_and_window(
+        &mut self,
+        prefix: &str,
+        every: &serde_norway::Value,
+        window: Option<serde_norway::Value>,
+    ) -> (i64, i64) {
+        let every = self.duration(&format!("{prefix}.every"), Some(every), "1h");
         if every < MIN_SCHEDULE {
             self.push(
-                "monitoring.schedule.every",
+                &format!("{prefix}.every"),
                 "a scheduled check runs at most once a minute; write `every: 1m` or more",
             );
         }
-        let window = match raw.window {
+        let window = match window {
             None => every,
-            Some(w) => self.duration("monitoring.schedule.window", Some(&w), "1h"),
+            Some(w) => self.duration(&format!("{prefix}.window"), Some(&w), "1h"),
         };
         if window <= 0 {
             self.push(
-                "monitoring.schedule.window",
+                &format!("{prefix}.window"),
                 "the window must be longer than 0, like `1h`",
             );
         }
+        (every, window)
+    }
+
+    fn schedule(&mut self, raw: RawSchedule) -> Option<Schedule> {
+        let (every, window) = self.every_and_window("monitoring.schedule", &raw.every, raw.window);
         let text = raw.reference.unwrap_or_else(|| "latest_export".into());
         let Some(reference) = ScheduleReference::parse(&text) else {
             self.push(
@@ -573,23 +585,7 @@ impl Document<'_> {
     }
 
     fn skew_check(&mut self, raw: RawSkewCheck) -> SkewCheck {
-        let every = self.duration("logging.skew_check.every", Some(&raw.every), "1h");
-        if every < MIN_SCHEDULE {
-            self.push(
-                "logging.skew_check.every",
-                "a scheduled check runs at most once a minute; write `every: 1m` or more",
-            );
-        }
-        let window = match raw.window {
-            None => every,
-            Some(w) => self.duration("logging.skew_check.window", Some(&w), "1h"),
-        };
-        if window <= 0 {
-            self.push(
-                "logging.skew_check.window",
-                "the window must be longer than 0, like `1h`",
-            );
-        }
+        let (every, window) = self.every_and_window("logging.skew_check", &raw.every, raw.window);
         SkewCheck {
             every,
             window,

@@ -30,7 +30,7 @@ use crate::run_blocking;
 
 pub(crate) use drift::ProfileSource;
 pub(crate) use run::RunProfiler;
-pub(crate) use schedule::DriftChecks;
+pub(crate) use schedule::{DriftChecks, spawn_ticks};
 pub(crate) use subject::SubjectRef;
 
 /// Most profiles one ListProfiles returns.

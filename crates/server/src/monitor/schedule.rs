@@ -114,20 +114,17 @@ impl DriftChecks {
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let checks = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut pruned: Option<std::time::Instant> = None;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = ticks.tick() => {
-                        checks.run_due().await;
-                        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
-                            checks.prune().await;
-                            pruned = Some(std::time::Instant::now());
-                        }
-                    }
+        let mut pruned: Option<std::time::Instant> = None;
+        spawn_ticks(interval, shutdown, move || {
+            let checks = Arc::clone(&checks);
+            let prune = pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+            if prune {
+                pruned = Some(std::time::Instant::now());
+            }
+            async move {
+                checks.run_due().await;
+                if prune {
+                    checks.prune().await;
                 }
             }
         })
@@ -251,6 +248,29 @@ impl DriftChecks {
             .with_label_values(&[kind, name])
             .set(now as f64 / 1e6);
     }
+}
+
+/// Runs `tick` every `interval` (a late tick is delayed, not repeated) until `shutdown`: the
+/// loop of the scheduled checks.
+pub(crate) fn spawn_ticks<F, Fut>(
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+    mut tick: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticks.tick() => tick().await,
+            }
+        }
+    })
 }
 
 fn key(subject: &SubjectRef) -> String {

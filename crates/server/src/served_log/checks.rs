@@ -108,15 +108,9 @@ impl SkewChecks {
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let checks = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = ticks.tick() => checks.run_due().await,
-                }
-            }
+        crate::monitor::spawn_ticks(interval, shutdown, move || {
+            let checks = Arc::clone(&checks);
+            async move { checks.run_due().await }
         })
     }
 
