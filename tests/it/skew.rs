@@ -478,3 +478,57 @@ async fn an_online_store_materialized_over_another_window_is_skew_by_cause() -> 
     server.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_source_rewritten_at_another_float_width_is_value_skew_exactly() -> anyhow::Result<()> {
+    use quiver_core::types::{ScalarType, ValueType};
+    use quiver_core::value::Value;
+    let server = TestServer::start().await?;
+    let mut clients = server.clients().await?;
+    // `b` (float64) with values a float32 cannot hold exactly, and some it can.
+    let mut rows = generated();
+    for (i, row) in rows.iter_mut().enumerate() {
+        row.b = Some(i as f64 * 0.25 + if i % 3 == 0 { 0.0 } else { 0.1 });
+    }
+    setup_logged(&server, &mut clients, &rows).await?;
+    materialize(&mut clients, T - 100 * HOUR, T + 1).await?;
+    server.clock.set(T);
+    let response = clients
+        .online
+        .get_online_features(get_request(ids()))
+        .await?
+        .into_inner();
+    // The source's producer now writes `b` through float32: same column type, other values.
+    for row in &mut rows {
+        row.b = row.b.map(|b| f64::from(b as f32));
+    }
+    write_parquet(&server.path("repo/data/stats.parquet"), &[batch(&rows)?])?;
+
+    let b = response
+        .features
+        .iter()
+        .find(|f| f.name == "b")
+        .ok_or_else(|| anyhow::anyhow!("no feature b"))?;
+    let column = b
+        .values
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no values"))?;
+    let served = quiver_proto::convert::column_to_values(
+        column,
+        ValueType::scalar(ScalarType::Float64),
+        "b",
+    )?;
+    let changed = served
+        .iter()
+        .filter(|v| matches!(v, Value::Float64(x) if f64::from(*x as f32) != *x))
+        .count() as u64;
+    let report = skew(&mut clients, None).await?;
+    let b = feature(&report, "stats__b");
+    assert_eq!((b.value_differs, b.mismatches), (changed, changed), "{b:?}");
+    assert!(changed > 10 && changed < served.len() as u64, "{changed}");
+    for name in ["stats__a", "stats__s"] {
+        assert_eq!(feature(&report, name).mismatches, 0, "{name}");
+    }
+    server.stop().await?;
+    Ok(())
+}
