@@ -14,7 +14,7 @@ use crate::metrics::internal;
 
 /// Why a sampled row was not logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Drop {
+pub(crate) enum DropReason {
     /// The queue to the writer held `--served-log-queue-rows` rows already.
     QueueFull,
     /// Over `--served-log-max-bytes-per-second`.
@@ -23,12 +23,12 @@ pub(crate) enum Drop {
     Error,
 }
 
-impl Drop {
+impl DropReason {
     fn name(self) -> &'static str {
         match self {
-            Drop::QueueFull => "queue_full",
-            Drop::RateLimit => "rate_limit",
-            Drop::Error => "error",
+            DropReason::QueueFull => "queue_full",
+            DropReason::RateLimit => "rate_limit",
+            DropReason::Error => "error",
         }
     }
 }
@@ -96,8 +96,8 @@ impl LogMetrics {
 
     /// Counts `rows` dropped for `reason`; for queue_full (the request path) through the
     /// thread's cache.
-    pub(crate) fn dropped(&self, service: &str, reason: Drop, rows: usize) {
-        if reason != Drop::QueueFull {
+    pub(crate) fn dropped(&self, service: &str, reason: DropReason, rows: usize) {
+        if reason != DropReason::QueueFull {
             self.dropped
                 .with_label_values(&[service, reason.name()])
                 .inc_by(rows as u64);
@@ -135,7 +135,11 @@ impl Collector for LogCollector {
         for service in (self.logged)() {
             self.metrics.rows.with_label_values(&[&service]);
             self.metrics.bytes.with_label_values(&[&service]);
-            for reason in [Drop::QueueFull, Drop::RateLimit, Drop::Error] {
+            for reason in [
+                DropReason::QueueFull,
+                DropReason::RateLimit,
+                DropReason::Error,
+            ] {
                 self.metrics
                     .dropped
                     .with_label_values(&[service.as_str(), reason.name()]);

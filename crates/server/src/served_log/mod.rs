@@ -201,14 +201,15 @@ impl ServedLog {
         if before + rows > self.queue_rows {
             self.queued.fetch_sub(rows, Ordering::AcqRel);
             self.metrics
-                .dropped(&entry.service, metrics::Drop::QueueFull, rows);
+                .dropped(&entry.service, metrics::DropReason::QueueFull, rows);
             return;
         }
         let service = Arc::clone(&entry.service);
         if self.sender.send(writer::Message::Entry(entry)).is_err() {
             // The writer has stopped (shutdown): the rows cannot be logged any more.
             self.queued.fetch_sub(rows, Ordering::AcqRel);
-            self.metrics.dropped(&service, metrics::Drop::Error, rows);
+            self.metrics
+                .dropped(&service, metrics::DropReason::Error, rows);
         }
     }
 

@@ -13,7 +13,7 @@ use quiver_offline::{ServedLogDir, ServedLogFile};
 use super::ServedLogOptions;
 use super::entry::LogEntry;
 use super::layout::Layout;
-use super::metrics::{Drop, LogMetrics};
+use super::metrics::{DropReason, LogMetrics};
 use crate::error::Result;
 use crate::options::Clock;
 use crate::registry::Registry;
@@ -128,7 +128,7 @@ impl Writer {
         for entry in entries {
             if !self.within_rate(&entry) {
                 self.metrics
-                    .dropped(&entry.service, Drop::RateLimit, entry.rows);
+                    .dropped(&entry.service, DropReason::RateLimit, entry.rows);
                 continue;
             }
             let key = (
@@ -145,7 +145,7 @@ impl Writer {
             let rows: usize = group.iter().map(|e| e.rows).sum();
             if let Err(error) = self.write_group(&service, version, day, &group) {
                 tracing::error!(%service, version, %error, rows, "served-row log write failed; rows dropped");
-                self.metrics.dropped(&service, Drop::Error, rows);
+                self.metrics.dropped(&service, DropReason::Error, rows);
             }
         }
     }
@@ -256,7 +256,8 @@ impl Writer {
                 Ok(())
             }
             Err(error) => {
-                self.metrics.dropped(service, Drop::Error, rows as usize);
+                self.metrics
+                    .dropped(service, DropReason::Error, rows as usize);
                 Err(error.into())
             }
         }
