@@ -25,6 +25,7 @@ use prometheus::core::Collector;
 use quiver_core::RegistryState;
 use quiver_core::logging::sample_threshold;
 use quiver_core::model::Kind;
+use quiver_core::registry::ObjectHistory;
 use quiver_core::types::Micros;
 use quiver_offline::ServedLogDir;
 
@@ -140,13 +141,7 @@ impl ServedLog {
             let snapshot = registry.snapshot();
             snapshot
                 .list(Kind::FeatureService)
-                .filter(|(history, _)| {
-                    history
-                        .metadata
-                        .logging
-                        .map_or(default_threshold, |l| sample_threshold(l.sample_rate))
-                        > 0
-                })
+                .filter(|(history, _)| threshold(history, default_threshold) > 0)
                 .map(|(history, _)| history.name.clone())
                 .collect()
         };
@@ -163,8 +158,9 @@ impl ServedLog {
         let service = read.selection.service.as_ref()?;
         let threshold = registry
             .history(Kind::FeatureService, &service.name)
-            .and_then(|h| h.metadata.logging)
-            .map_or(self.default_threshold, |l| sample_threshold(l.sample_rate));
+            .map_or(self.default_threshold, |h| {
+                threshold(h, self.default_threshold)
+            });
         if threshold == 0 {
             return None;
         }
@@ -234,4 +230,12 @@ impl ServedLog {
             tracing::error!("the served-row log writer panicked");
         }
     }
+}
+
+/// The sampling threshold of a service: its `logging.sample_rate`'s, else the default's.
+fn threshold(service: &ObjectHistory, default_threshold: u64) -> u64 {
+    service
+        .metadata
+        .logging
+        .map_or(default_threshold, |l| sample_threshold(l.sample_rate))
 }

@@ -217,8 +217,11 @@ impl Writer {
                 .rows
                 .with_label_values(&[service])
                 .inc_by(batch.num_rows() as u64);
-            if open.file.bytes() >= self.options.rotate_bytes {
-                self.rotate(service)?;
+            if open.file.bytes() >= self.options.rotate_bytes
+                && let Err(error) = self.rotate(service)
+            {
+                // The group is written: `rotate` counted the file's rows as dropped already.
+                tracing::error!(%service, %error, "served-row log rotation failed; rows lost");
             }
         }
         Ok(())
