@@ -70,10 +70,10 @@ impl OnlineService {
         let registry = self.registry.snapshot();
         let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
         let now = self.clock.now();
-        let views = read.execute(&self.store, &registry, now, lookup)?;
+        let mut views = read.execute(&self.store, &registry, now, lookup)?;
         Ok(match request_id {
             Some(id) => respond_and_log(&self.served_log, &registry, read, views, (id, now)),
-            None => response(read, &views, now),
+            None => response(read, &mut views, now, false),
         })
     }
 
@@ -140,19 +140,26 @@ fn respond_and_log(
     log: &ServedLog,
     registry: &RegistryState,
     mut read: OnlineRead,
-    views: Vec<ViewRead>,
+    mut views: Vec<ViewRead>,
     (request_id, now): (Arc<str>, i64),
 ) -> v1::GetOnlineFeaturesResponse {
     let Some(sampled) = log.sample(registry, &read) else {
-        return response(read, &views, now);
+        return response(read, &mut views, now, false);
     };
     let keys = std::mem::take(&mut read.keys);
-    let answer = response(read, &views, now);
+    let answer = response(read, &mut views, now, true);
     log.record(sampled, keys, views, request_id, now);
     answer
 }
 
-fn response(read: OnlineRead, views: &[ViewRead], now: i64) -> v1::GetOnlineFeaturesResponse {
+/// The wire response of `read`. The event times and found flags move out of `views` unless
+/// `keep` (the served-row log still needs them).
+fn response(
+    read: OnlineRead,
+    views: &mut [ViewRead],
+    now: i64,
+    keep: bool,
+) -> v1::GetOnlineFeaturesResponse {
     let mut response = v1::GetOnlineFeaturesResponse {
         served_at_micros: now,
         ..Default::default()
@@ -167,7 +174,7 @@ fn response(read: OnlineRead, views: &[ViewRead], now: i64) -> v1::GetOnlineFeat
         .views
         .into_iter()
         .zip(read.names)
-        .zip(views)
+        .zip(views.iter_mut())
         .enumerate()
     {
         let features = view_read.features.iter().zip(&selected.positions);
@@ -190,11 +197,19 @@ fn response(read: OnlineRead, views: &[ViewRead], now: i64) -> v1::GetOnlineFeat
             name: selected.view.name,
             version: selected.view.version,
             fingerprint: selected.view.fingerprint,
-            event_timestamps: view_read.event_timestamps.clone(),
-            found: view_read.found.clone(),
+            event_timestamps: take_or_clone(&mut view_read.event_timestamps, keep),
+            found: take_or_clone(&mut view_read.found, keep),
         });
     }
     response
+}
+
+fn take_or_clone<T: Clone>(items: &mut Vec<T>, keep: bool) -> Vec<T> {
+    if keep {
+        items.clone()
+    } else {
+        std::mem::take(items)
+    }
 }
 
 fn pushed_to_proto(n_rows: u64, pushed: Vec<Pushed>) -> v1::PushResponse {
