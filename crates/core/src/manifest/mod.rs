@@ -3,7 +3,7 @@
 //! Parsing is purely syntactic plus per-object checks (names, types, durations); cross-object
 //! checks happen in [`crate::plan`], when declared objects are resolved into versions. Every
 //! problem names the file, the object and the field. The `monitoring:` and `logging:`
-//! blocks are parsed in [`blocks`].
+//! blocks are parsed in `blocks.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
