@@ -17,7 +17,7 @@ import pyarrow as pa
 from google.protobuf import json_format
 
 from quiver import _columns
-from quiver.v1 import jobs_pb2, online_pb2, registry_pb2, types_pb2
+from quiver.v1 import jobs_pb2, offline_pb2, online_pb2, registry_pb2, types_pb2
 
 DEFAULT_SERVER = "http://127.0.0.1:50051"
 Time = Union[dt.datetime, str, int]
@@ -108,6 +108,33 @@ def micros(value: Time, what: str) -> int:
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     raise TypeError(f"{what}: expected a datetime, an RFC 3339 string or micros, "
                     f"not {type(value).__name__}")
+
+
+def request_metadata(request_id: Optional[str]) -> Tuple[Tuple[str, str], ...]:
+    """The extra call metadata of a read: ``x-request-id`` when given (the id the server logs
+    the served rows under, for training sets built from the served-row log)."""
+    if request_id is None:
+        return ()
+    if not request_id or len(request_id) > 128 or not all(33 <= ord(c) <= 126 for c in request_id):
+        raise ValueError("request_id: 1 to 128 printable ASCII characters without spaces")
+    return (("x-request-id", request_id),)
+
+
+def served_log_join(join_on: Optional[str], request_id_column: Optional[str],
+                    max_age: Any) -> Optional[offline_pb2.ServedLogJoin]:
+    """``from_served_log=`` of a training set: ``"request_id"`` or ``"keys"``."""
+    if join_on is None:
+        if request_id_column is not None or max_age is not None:
+            raise ValueError("request_id_column= and max_age= go with from_served_log=")
+        return None
+    if join_on not in ("request_id", "keys"):
+        raise ValueError("from_served_log= is 'request_id' or 'keys'")
+    if isinstance(max_age, dt.timedelta):
+        max_age = max_age // dt.timedelta(microseconds=1)
+    elif max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int)):
+        raise TypeError("max_age: a datetime.timedelta or an int of microseconds")
+    return offline_pb2.ServedLogJoin(join_on=join_on, request_id_column=request_id_column or "",
+                                     max_age_micros=max_age or 0)
 
 
 def online_request(features: Any, service: Optional[str], entities: Any,

@@ -38,12 +38,13 @@ class AsyncClient:
         self._flight = FlightConnection(self._settings)
         self._push_targets: Dict[str, Tuple[str, Dict[str, Any]]] = {}
 
-    async def _call(self, method: Any, request: Any, idempotent: bool = False) -> Any:
+    async def _call(self, method: Any, request: Any, idempotent: bool = False,
+                    metadata: Tuple[Tuple[str, str], ...] = ()) -> Any:
         attempts = 1 + (self._settings.retries if idempotent else 0)
         for attempt in range(attempts):
             try:
                 return await method(request, timeout=self._settings.timeout,
-                                    metadata=self._settings.metadata)
+                                    metadata=self._settings.metadata + metadata)
             except grpc.RpcError as e:
                 if attempt + 1 < attempts and e.code() in _base.RETRYABLE:
                     await asyncio.sleep(0.1 * 2 ** attempt)
@@ -64,10 +65,12 @@ class AsyncClient:
     async def get_online_features(self, features: Optional[Sequence[str]] = None,
                                   entity_rows: Any = None, *, service: Optional[str] = None,
                                   full_names: bool = False,
-                                  expected_fingerprint: Optional[str] = None) -> OnlineResponse:
+                                  expected_fingerprint: Optional[str] = None,
+                                  request_id: Optional[str] = None) -> OnlineResponse:
         request, table = _base.online_request(features, service, entity_rows, full_names,
                                               expected_fingerprint)
-        response = await self._call(self._online.GetOnlineFeatures, request, True)
+        response = await self._call(self._online.GetOnlineFeatures, request, True,
+                                    _base.request_metadata(request_id))
         return OnlineResponse(table, response)
 
     async def push(self, view_or_source: str, df: Any, to: Any = "online") -> Dict[str, Any]:
@@ -89,7 +92,10 @@ class AsyncClient:
                                       timestamp_column: Optional[str] = None,
                                       expected_fingerprint: Optional[str] = None,
                                       start: Optional[Time] = None,
-                                      end: Optional[Time] = None) -> TrainingJob:
+                                      end: Optional[Time] = None,
+                                      from_served_log: Optional[str] = None,
+                                      request_id_column: Optional[str] = None,
+                                      max_age: Any = None) -> TrainingJob:
         """As :meth:`quiver.Client.get_historical_features`; read the returned job with
         ``await asyncio.to_thread(job.to_pandas)`` (or stream ``job.batches()``)."""
         return await asyncio.to_thread(
@@ -97,6 +103,7 @@ class AsyncClient:
             list(features) if features is not None else None,
             full_names=full_names, as_known_at=as_known_at, timestamp_column=timestamp_column,
             expected_fingerprint=expected_fingerprint,
+            from_served_log=_base.served_log_join(from_served_log, request_id_column, max_age),
             start_micros=_base.micros(start, "start") if start is not None else None,
             end_micros=_base.micros(end, "end") if end is not None else None)
 

@@ -50,12 +50,13 @@ class Client:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _call(self, method: Any, request: Any, idempotent: bool = False) -> Any:
+    def _call(self, method: Any, request: Any, idempotent: bool = False,
+              metadata: Tuple[Tuple[str, str], ...] = ()) -> Any:
         attempts = 1 + (self._settings.retries if idempotent else 0)
         for attempt in range(attempts):
             try:
                 return method(request, timeout=self._settings.timeout,
-                              metadata=self._settings.metadata)
+                              metadata=self._settings.metadata + metadata)
             except grpc.RpcError as e:
                 if attempt + 1 < attempts and e.code() in _base.RETRYABLE:
                     time.sleep(0.1 * 2 ** attempt)
@@ -78,13 +79,17 @@ class Client:
     def get_online_features(self, features: Optional[Sequence[str]] = None,
                             entity_rows: Any = None, *, service: Optional[str] = None,
                             full_names: bool = False,
-                            expected_fingerprint: Optional[str] = None) -> OnlineResponse:
+                            expected_fingerprint: Optional[str] = None,
+                            request_id: Optional[str] = None) -> OnlineResponse:
         """Latest values for ``entity_rows`` (a list of dicts, a dict of columns or a
         DataFrame/Table of join keys) of ``features=["view:feature", ...]`` or
-        ``service="name[@N]"``."""
+        ``service="name[@N]"``. ``request_id``: the id the served rows are logged under
+        (sent as ``x-request-id``), for training sets ``from_served_log="request_id"``."""
         request, table = _base.online_request(features, service, entity_rows, full_names,
                                               expected_fingerprint)
-        return OnlineResponse(table, self._call(self._online.GetOnlineFeatures, request, True))
+        metadata = _base.request_metadata(request_id)
+        return OnlineResponse(table, self._call(self._online.GetOnlineFeatures, request, True,
+                                                metadata))
 
     def push(self, view_or_source: str, df: Any, to: Any = "online") -> Dict[str, Any]:
         """Writes rows to a feature view or to every view of a source: ``to`` is
@@ -114,14 +119,23 @@ class Client:
                                 timestamp_column: Optional[str] = None,
                                 expected_fingerprint: Optional[str] = None,
                                 start: Optional[Time] = None,
-                                end: Optional[Time] = None) -> TrainingJob:
+                                end: Optional[Time] = None,
+                                from_served_log: Optional[str] = None,
+                                request_id_column: Optional[str] = None,
+                                max_age: Any = None) -> TrainingJob:
         """A point-in-time correct training set for the labels in ``entity_df`` (a DataFrame,
         an Arrow table or a local Parquet path; join keys and ``event_timestamp``), or with
-        no labels every row in ``[start, end)``. Returns a job to read it from."""
+        no labels every row in ``[start, end)``. Returns a job to read it from.
+
+        ``from_served_log="request_id"`` (labels carry the ``request_id`` of the serving call,
+        or ``request_id_column``) or ``"keys"`` (the latest row served for the keys at or
+        before the label time, no older than ``max_age``, a timedelta) builds it from what
+        ``service`` actually served instead; ``start``/``end`` then bound the logged rows."""
         return self._flight.historical(
             entity_df, service, list(features) if features is not None else None,
             full_names=full_names, as_known_at=as_known_at, timestamp_column=timestamp_column,
             expected_fingerprint=expected_fingerprint,
+            from_served_log=_base.served_log_join(from_served_log, request_id_column, max_age),
             start_micros=_base.micros(start, "start") if start is not None else None,
             end_micros=_base.micros(end, "end") if end is not None else None)
 

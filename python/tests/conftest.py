@@ -134,7 +134,8 @@ def project(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def server(project) -> Server:
-    server = Server(project)
+    # Every served row is logged: training sets can be built from what serving returned.
+    server = Server(project, "--served-log-sample-rate", "1.0")
     server.cli("apply", "-f", str(project / "features"))
     server.cli("materialize", "--start", (T0 - dt.timedelta(days=2)).isoformat(),
                "--end", (T0 + dt.timedelta(days=1)).isoformat())

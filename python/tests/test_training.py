@@ -98,3 +98,34 @@ def test_a_json_flight_command_needs_no_protobuf(server):
     except pa.ArrowException as e:
         error = quiver.errors.from_flight_error(e)
         assert isinstance(error, quiver.InvalidArgument) and "label_upload" in error.message
+
+
+def test_a_training_set_from_the_served_log_holds_the_served_values(server):
+    users = [{"user_id": 1}, {"user_id": 2}, {"user_id": 3}, {"user_id": 99}]
+    with quiver.Client(server.url) as client:
+        served = client.get_online_features(service="model", entity_rows=users,
+                                            request_id="py-log-1").to_arrow()
+        labels = pa.table({
+            "user_id": pa.array([3, 1, 99, 2, 1], pa.int64()),
+            "request_id": ["py-log-1", "py-log-1", "py-log-1", "py-log-1", "py-other"],
+            "event_timestamp": pa.array([T0] * 5, TS),
+        })
+        table = client.get_historical_features(entity_df=labels, service="model",
+                                                from_served_log="request_id").to_arrow()
+        now = dt.datetime.now(dt.timezone.utc)
+        later = pa.table({"user_id": labels.column("user_id"),
+                          "event_timestamp": pa.array([now] * 5, TS)})
+        by_keys = client.get_historical_features(
+            entity_df=later, service="model", from_served_log="keys",
+            max_age=dt.timedelta(hours=1)).to_arrow()
+    row_of = {1: 0, 2: 1, 3: 2, 99: 3}
+    for name in FEATURES:
+        column = served.column(name).to_pylist()
+        want = [column[row_of[u]] for u in [3, 1, 99, 2]] + [None]
+        # The exact types served, floats included (a float32 stays a float32).
+        assert table.schema.field(name).type == served.schema.field(name).type, name
+        assert table.column(name).to_pylist() == want, name
+        assert by_keys.column(name).to_pylist()[:4] == want[:4], name
+    matched = table.column("served_at").to_pylist()
+    assert all(m is not None for m in matched[:4]) and matched[4] is None
+    assert by_keys.column("served_request_id").to_pylist()[:4] == ["py-log-1"] * 4

@@ -7,6 +7,7 @@ mod fixture;
 mod jwks;
 mod limits;
 mod lineage;
+mod log_export;
 mod materialize;
 mod metrics;
 mod monitoring;

@@ -15,7 +15,7 @@ use super::fixture::{MANIFEST, TestRow, batch, materialize};
 use super::online::{get_request, push_request};
 
 /// The fixture's project with the service logging every key.
-async fn setup_logged(
+pub(super) async fn setup_logged(
     server: &TestServer,
     clients: &mut Clients,
     rows: &[TestRow],
@@ -52,7 +52,7 @@ fn ids() -> Vec<i64> {
     (0..300).chain(1_000..1_003).chain([5_000]).collect()
 }
 
-fn pushed(user_id: i64, a: i64) -> TestRow {
+pub(super) fn pushed(user_id: i64, a: i64) -> TestRow {
     TestRow {
         user_id,
         event_ts: T - 600_000_000,

@@ -195,6 +195,31 @@ fn prometheus_scrapes_freshness_and_request_metrics_from_a_live_server() {
         assert_eq!(feature["compared"], 6, "{feature}");
         assert_eq!(feature["mismatches"], 0, "{feature}");
     }
+    // A training set from the log: both drivers, labelled now, get the last row served.
+    let log_labels = dir.path().join("log_labels.parquet");
+    write_labels(
+        &log_labels,
+        &[1001, 9999, 4242],
+        chrono::Utc::now().timestamp_micros(),
+    );
+    let from_log = dir.path().join("from_log.parquet");
+    ok(server.quiver(&[
+        "export",
+        "--service",
+        "driver_model",
+        "--labels",
+        log_labels.to_str().expect("path"),
+        "--from-served-log",
+        "--join-on",
+        "keys",
+        "--max-age",
+        "1h",
+        "--out",
+        from_log.to_str().expect("path"),
+    ]));
+    let served_at = read_column(&from_log, "served_at");
+    assert_eq!(served_at.len(), 3);
+    assert_eq!(served_at.null_count(), 1, "driver 4242 was never served");
 
     // The exposition: valid for promtool, and exactly the families deploy/metrics.txt lists
     // (the scheduled drift check's gauges once its next look finds the export's profile, and
@@ -396,4 +421,42 @@ fn backup_and_restore_through_the_binary_answer_the_same_reads() {
         "{}",
         support::text(&refused)
     );
+}
+
+/// A label table of `drivers`, each at `at` (micros).
+fn write_labels(path: &Path, drivers: &[i64], at: i64) {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray};
+    use std::sync::Arc;
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("driver_id", Arc::new(Int64Array::from(drivers.to_vec()))),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from(vec![at; drivers.len()]).with_timezone("UTC")),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).expect("labels");
+    let file = std::fs::File::create(path).expect("create");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+}
+
+/// Column `name` of the Parquet file at `path`, all batches concatenated.
+fn read_column(path: &Path, name: &str) -> arrow::array::ArrayRef {
+    let file = std::fs::File::open(path).expect("open");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let pieces: Vec<arrow::array::ArrayRef> = reader
+        .map(|b| {
+            b.expect("batch")
+                .column_by_name(name)
+                .expect("column")
+                .clone()
+        })
+        .collect();
+    let refs: Vec<&dyn arrow::array::Array> = pieces.iter().map(|c| c.as_ref()).collect();
+    arrow::compute::concat(&refs).expect("concat")
 }

@@ -148,33 +148,39 @@ impl OfflineStore {
             request.views.iter().map(|v| v.prefix.clone()),
         ));
         let output_schema = Arc::new(Schema::new(output_fields));
-        let plans = Arc::new(plans);
-        let stream = labels
-            .stream()
-            .await?
-            .map({
-                let schema = Arc::clone(&output_schema);
-                let stats = Arc::clone(&stats);
-                move |batch| {
-                    let (schema, stats, plans) =
-                        (Arc::clone(&schema), Arc::clone(&stats), Arc::clone(&plans));
-                    async move {
-                        let batch = batch?;
-                        tokio::task::spawn_blocking(move || {
-                            join_batch(&batch, t_index, &plans, &schema, &stats)
-                        })
-                        .await?
-                    }
-                }
-            })
-            .buffered(self.parallelism.max(1))
-            .boxed();
+        let stream = map_labels(labels.stream().await?, self.parallelism, {
+            let (schema, stats) = (Arc::clone(&output_schema), Arc::clone(&stats));
+            move |batch| join_batch(batch, t_index, &plans, &schema, &stats)
+        });
         Ok(JoinOutput {
             schema: output_schema,
             stream,
             stats,
         })
     }
+}
+
+/// The label batches of `stream`, each mapped by `join` on the blocking pool, `parallelism`
+/// at a time, in label order.
+pub(crate) fn map_labels<F>(
+    stream: BoxStream<'static, Result<RecordBatch>>,
+    parallelism: usize,
+    join: F,
+) -> BoxStream<'static, Result<RecordBatch>>
+where
+    F: Fn(&RecordBatch) -> Result<RecordBatch> + Send + Sync + 'static,
+{
+    let join = Arc::new(join);
+    stream
+        .map(move |batch| {
+            let join = Arc::clone(&join);
+            async move {
+                let batch = batch?;
+                tokio::task::spawn_blocking(move || join(&batch)).await?
+            }
+        })
+        .buffered(parallelism.max(1))
+        .boxed()
 }
 
 fn join_batch(
@@ -184,20 +190,7 @@ fn join_batch(
     schema: &SchemaRef,
     stats: &JoinStats,
 ) -> Result<RecordBatch> {
-    let t = to_micros(batch.column(t_index).as_ref())?;
-    if let Some(bad) = t
-        .iter()
-        .flatten()
-        .find(|t| !quiver_core::semantics::is_valid_time(*t))
-    {
-        return Err(Error::invalid(
-            schema.field(t_index).name(),
-            format!(
-                "a label time {}",
-                quiver_core::semantics::invalid_time_message(bad)
-            ),
-        ));
-    }
+    let t = label_times(batch, t_index)?;
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     for (plan, (_, matched)) in plans.iter().zip(&stats.matched) {
         let keys = plan
@@ -221,7 +214,29 @@ fn join_batch(
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
-fn timestamp_column(schema: &Schema, name: &str) -> Result<usize> {
+/// The label times of `batch` (column `t_index`) in microseconds, each a valid time.
+pub(crate) fn label_times(
+    batch: &RecordBatch,
+    t_index: usize,
+) -> Result<arrow::array::TimestampMicrosecondArray> {
+    let t = to_micros(batch.column(t_index).as_ref())?;
+    if let Some(bad) = t
+        .iter()
+        .flatten()
+        .find(|t| !quiver_core::semantics::is_valid_time(*t))
+    {
+        return Err(Error::invalid(
+            batch.schema().field(t_index).name(),
+            format!(
+                "a label time {}",
+                quiver_core::semantics::invalid_time_message(bad)
+            ),
+        ));
+    }
+    Ok(t)
+}
+
+pub(crate) fn timestamp_column(schema: &Schema, name: &str) -> Result<usize> {
     let index = schema.index_of(name).map_err(|_| {
         Error::invalid(
             "timestamp_column",
@@ -248,31 +263,38 @@ pub(crate) fn label_key_columns(
     schema: &Schema,
     view: &ResolvedView,
 ) -> Result<Vec<(usize, KeyType)>> {
+    let owner = format!("view `{}`", view.name);
     view.join_keys
         .iter()
-        .map(|key| {
-            let index = schema.index_of(&key.name).map_err(|_| {
-                Error::invalid(
-                    &key.name,
-                    format!(
-                        "the label table has no column `{}`, a join key of view `{}` (it has: {}); add the column",
-                        key.name,
-                        view.name,
-                        crate::arrow_types::column_list(schema)
-                    ),
-                )
-            })?;
-            let actual = schema.field(index).data_type();
-            if !key_compatible(actual, key.key_type, true) {
-                return Err(Error::invalid(
-                    &key.name,
-                    format!(
-                        "label column `{}` is {actual}, but view `{}` keys it as {}; cast the column to {}",
-                        key.name, view.name, key.key_type, key.key_type
-                    ),
-                ));
-            }
-            Ok((index, key.key_type))
-        })
+        .map(|key| label_key_column(schema, &key.name, key.key_type, &owner))
         .collect()
+}
+
+/// The label column `name` holding a join key of `owner` ("view `trips`"), of a type
+/// compatible with `key`.
+pub(crate) fn label_key_column(
+    schema: &Schema,
+    name: &str,
+    key: KeyType,
+    owner: &str,
+) -> Result<(usize, KeyType)> {
+    let index = schema.index_of(name).map_err(|_| {
+        Error::invalid(
+            name,
+            format!(
+                "the label table has no column `{name}`, a join key of {owner} (it has: {}); add the column",
+                crate::arrow_types::column_list(schema)
+            ),
+        )
+    })?;
+    let actual = schema.field(index).data_type();
+    if !key_compatible(actual, key, true) {
+        return Err(Error::invalid(
+            name,
+            format!(
+                "label column `{name}` is {actual}, but {owner} keys it as {key}; cast the column to {key}"
+            ),
+        ));
+    }
+    Ok((index, key))
 }

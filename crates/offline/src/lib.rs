@@ -35,6 +35,7 @@ mod join;
 mod key_index;
 mod labels;
 mod latest;
+mod log_join;
 mod parquet_writer;
 mod push_log;
 mod range;
@@ -55,6 +56,8 @@ mod join_tests;
 #[cfg(test)]
 mod latest_tests;
 #[cfg(test)]
+mod log_join_tests;
+#[cfg(test)]
 mod perf_tests;
 
 use std::path::{Path, PathBuf};
@@ -66,11 +69,12 @@ pub use error::{Error, Result};
 pub use join::{JoinOutput, JoinRequest, JoinStats};
 pub use labels::LabelInput;
 pub use latest::{LatestRows, ScanObserver};
+pub use log_join::{LogFeature, LogJoinRequest, LogMatch, SERVED_REQUEST_ID};
 pub use parquet_writer::{write_export, write_parquet};
 pub use push_log::push_log_batch;
 pub use roots::{OutputFile, Roots};
 pub use schema_check::ParquetSchemaCheck;
-pub use served_log::{SERVED_AT, SERVICE_VERSION, ServedLogDir, ServedLogFile};
+pub use served_log::{REQUEST_ID, SERVED_AT, SERVICE_VERSION, ServedLogDir, ServedLogFile};
 
 /// Quiver's canonical Arrow types and column builders, for crates that build Quiver-shaped
 /// data (the server's served-row log).

@@ -95,6 +95,36 @@ impl ScanSpec {
         }
     }
 
+    /// A spec over columns named as they are read (no source renames, no created time).
+    pub(crate) fn plain(
+        name: &str,
+        keys: Vec<(String, KeyType)>,
+        event_time: &str,
+        features: Vec<(String, ValueType)>,
+        (start, end): (i64, i64),
+    ) -> Self {
+        let mut fields: Vec<Field> = keys
+            .iter()
+            .map(|(name, key)| Field::new(name, key_type(*key), true))
+            .collect();
+        fields.push(Field::new(EVENT_TIMESTAMP, timestamp_type(), true));
+        fields.extend(
+            features
+                .iter()
+                .map(|(name, value)| Field::new(name, value_type(*value), true)),
+        );
+        ScanSpec {
+            view: name.to_string(),
+            keys,
+            event_time: event_time.to_string(),
+            created_time: None,
+            features,
+            start,
+            end,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
     pub(crate) fn n_keys(&self) -> usize {
         self.keys.len()
     }

@@ -28,6 +28,8 @@ use crate::parquet_writer::DurableWriter;
 
 /// The column of every log file that holds when a row was served (UTC microseconds).
 pub const SERVED_AT: &str = "served_at";
+/// The column of every log file that holds the request's id (`x-request-id`).
+pub const REQUEST_ID: &str = "request_id";
 /// The column of every log file that holds the service version served.
 pub const SERVICE_VERSION: &str = "service_version";
 

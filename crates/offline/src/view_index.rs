@@ -75,19 +75,21 @@ impl ViewIndex {
             .try_collect()
             .await?;
         let ttl = view.ttl;
-        let name = view.name.clone();
-        let features: Vec<Feature> = features.iter().map(|f| (*f).clone()).collect();
         tokio::task::spawn_blocking(move || {
-            index_rows(
-                &spec,
-                per_unit,
-                &features,
-                &name,
-                ttl,
-                (as_known_at, keep_events),
-            )
+            index_rows(&spec, per_unit, ttl, (as_known_at, keep_events))
         })
         .await?
+    }
+
+    /// Blocking: indexes rows already read, `batches` in `spec`'s schema and row order (how
+    /// the served-row log is joined: its rows are not a view's, but are chosen the same way).
+    pub(crate) fn from_batches(
+        spec: &ScanSpec,
+        batches: Vec<RecordBatch>,
+        ttl: i64,
+        keep_events: bool,
+    ) -> Result<ViewIndex> {
+        index_rows(spec, vec![batches], ttl, (false, keep_events))
     }
 
     /// For each label row (normalized key columns, time `t`), the id of the chosen view row,
@@ -192,8 +194,6 @@ fn sort_runs(starts: &[u32], order: &mut [u32], events: &[i64], created: Option<
 fn index_rows(
     spec: &ScanSpec,
     per_unit: Vec<Vec<RecordBatch>>,
-    features: &[Feature],
-    view: &str,
     ttl: i64,
     (as_known_at, keep_events): (bool, bool),
 ) -> Result<ViewIndex> {
@@ -208,7 +208,7 @@ fn index_rows(
     if u32::try_from(n_rows).is_err() {
         return Err(Error::TooLarge(format!(
             "view `{}` has {n_rows} rows in the labels' time range; a join handles at most {} per view (split the label table by time)",
-            view,
+            spec.view,
             u32::MAX - 1
         )));
     }
@@ -226,7 +226,7 @@ fn index_rows(
     };
     let row_events = keep_events.then(|| std::mem::take(&mut times.events));
     drop(times);
-    let feature_columns = concat_features(spec, &mut columns, features)?;
+    let feature_columns = concat_features(spec, &mut columns)?;
     Ok(ViewIndex {
         keys,
         starts,
@@ -235,9 +235,10 @@ fn index_rows(
         row_events,
         created: sorted_created,
         features: feature_columns,
-        feature_types: features
+        feature_types: spec
+            .features
             .iter()
-            .map(|f| crate::arrow_types::value_type(f.value_type))
+            .map(|(_, t)| crate::arrow_types::value_type(*t))
             .collect(),
         ttl,
         as_known_at,
@@ -286,13 +287,9 @@ fn key_rows(
 }
 
 /// Each feature's pieces concatenated into one column (taken out of `columns`).
-fn concat_features(
-    spec: &ScanSpec,
-    columns: &mut [Vec<ArrayRef>],
-    features: &[Feature],
-) -> Result<Vec<ArrayRef>> {
-    let mut feature_columns = Vec::with_capacity(features.len());
-    for (j, feature) in features.iter().enumerate() {
+fn concat_features(spec: &ScanSpec, columns: &mut [Vec<ArrayRef>]) -> Result<Vec<ArrayRef>> {
+    let mut feature_columns = Vec::with_capacity(spec.features.len());
+    for j in 0..spec.features.len() {
         let index = spec.first_feature_index() + j;
         let pieces = std::mem::take(&mut columns[index]);
         let column = if pieces.is_empty() {
@@ -301,7 +298,7 @@ fn concat_features(
             let refs: Vec<&dyn Array> = pieces.iter().map(|c| c.as_ref()).collect();
             concat(&refs)?
         };
-        tracing::trace!(feature = %feature.name, rows = column.len(), "indexed");
+        tracing::trace!(feature = %spec.schema.field(index).name(), rows = column.len(), "indexed");
         feature_columns.push(column);
     }
     Ok(feature_columns)

@@ -106,7 +106,7 @@ impl Components {
         )?);
         metrics.register(skew_checks.collectors())?;
         Ok(Components {
-            served_log,
+            served_log: Arc::clone(&served_log),
             skew_checks,
             backups,
             drift_checks,
@@ -119,6 +119,7 @@ impl Components {
                 roots.exports,
                 Arc::clone(&metrics),
                 Arc::clone(&monitor),
+                (Arc::clone(&served_log), options.limits.max_log_export_rows),
             )),
             materializer: Arc::new(jobs::Materializer::new(
                 options.run_profiles.then_some(Arc::clone(&monitor)),

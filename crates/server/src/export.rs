@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 use crate::metrics::{ExportRecorder, Metrics, Sink};
 use crate::monitor::{ExportProfiler, Monitor};
 use crate::registry::Registry;
+pub use crate::served_log::{FromServedLog, LogJoinOn};
+use crate::served_log::{LogExport, ServedLog};
 use crate::uploads::Uploads;
 
 pub const DEFAULT_TIMESTAMP_COLUMN: &str = "event_timestamp";
@@ -72,6 +74,8 @@ pub struct ExportRequest {
     pub output_path: Option<String>,
     /// Replace an existing file at `output_path`.
     pub overwrite: bool,
+    /// Join the labels to the served-row log instead of recomputing the features.
+    pub from_served_log: Option<FromServedLog>,
 }
 
 impl ExportRequest {
@@ -124,15 +128,49 @@ impl ExportRequest {
                 end: request.end_micros,
             },
         };
+        let from_served_log = match &request.from_served_log {
+            None => None,
+            Some(wire) => Some(from_served_log(wire, request, &selector, &input)?),
+        };
         Ok(ExportRequest {
             selector,
             input,
+            from_served_log,
             full_names: request.full_names,
             as_known_at: request.as_known_at,
             output_path: (!request.output_path.is_empty()).then(|| request.output_path.clone()),
             overwrite: request.overwrite,
         })
     }
+}
+
+/// The validated `from_served_log` of `request`: for a feature service, with a label table,
+/// without `as_known_at` (the log holds what was served, as it was known then).
+fn from_served_log(
+    wire: &v1::ServedLogJoin,
+    request: &v1::ExportRequest,
+    selector: &Selector,
+    input: &ExportInput,
+) -> Result<FromServedLog> {
+    if !matches!(selector, Selector::Service { .. }) {
+        return Err(Error::invalid(
+            "features",
+            "a training set from the served-row log is built for a feature service; select one with `feature_service`",
+        ));
+    }
+    if !matches!(input, ExportInput::Labels { .. }) {
+        return Err(Error::invalid(
+            "labels_path",
+            "an export from the served-row log joins a label table; give `labels_path` or `labels_upload`",
+        ));
+    }
+    if request.as_known_at {
+        return Err(Error::invalid(
+            "as_known_at",
+            "the served-row log holds values as serving knew them; drop `as_known_at`",
+        ));
+    }
+    FromServedLog::from_wire(wire, (request.start_micros, request.end_micros))
 }
 
 /// An export ready to stream: its output and metadata.
@@ -155,6 +193,8 @@ pub struct Exporter {
     metrics: Arc<Metrics>,
     /// Profiles every export's rows (the model's reference profile).
     monitor: Arc<Monitor>,
+    /// The served-row log exports from the log read, and the most rows one reads.
+    served_log: (Arc<ServedLog>, u64),
 }
 
 impl Exporter {
@@ -165,6 +205,7 @@ impl Exporter {
         exports: Roots,
         metrics: Arc<Metrics>,
         monitor: Arc<Monitor>,
+        served_log: (Arc<ServedLog>, u64),
     ) -> Self {
         Exporter {
             registry,
@@ -173,6 +214,7 @@ impl Exporter {
             exports,
             metrics,
             monitor,
+            served_log,
         }
     }
 
@@ -228,17 +270,32 @@ impl Exporter {
                 };
                 metadata.push(("quiver.labels".into(), label_name));
                 metadata.push(("quiver.timestamp_column".into(), timestamp_column.clone()));
-                selection.output_names(request.full_names)?;
-                self.offline
-                    .point_in_time_join(JoinRequest {
+                if let Some(from) = &request.from_served_log {
+                    metadata.push(("quiver.from_served_log".into(), from.describe()));
+                    let (log, max_rows) = &self.served_log;
+                    let export = LogExport {
+                        selection: &selection,
+                        pinned: matches!(&request.selector, Selector::Service { reference, .. } if reference.contains('@')),
                         labels: input,
                         timestamp_column: timestamp_column.clone(),
-                        views: selection.views,
                         full_names: request.full_names,
-                        as_known_at: request.as_known_at,
-                        event_times: false,
-                    })
-                    .await?
+                        from: from.clone(),
+                        max_rows: *max_rows,
+                    };
+                    log.join_labels(&self.offline, export).await?
+                } else {
+                    selection.output_names(request.full_names)?;
+                    self.offline
+                        .point_in_time_join(JoinRequest {
+                            labels: input,
+                            timestamp_column: timestamp_column.clone(),
+                            views: selection.views,
+                            full_names: request.full_names,
+                            as_known_at: request.as_known_at,
+                            event_times: false,
+                        })
+                        .await?
+                }
             }
             ExportInput::Window { start, end } => {
                 let [selected] = selection.views.as_slice() else {

@@ -29,6 +29,16 @@ struct JsonExportRequest {
     expected_fingerprint: String,
     start_micros: i64,
     end_micros: i64,
+    from_served_log: Option<JsonServedLogJoin>,
+}
+
+/// `ServedLogJoin` as JSON: `{"join_on": "keys", "max_age_micros": 3600000000}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct JsonServedLogJoin {
+    join_on: String,
+    request_id_column: String,
+    max_age_micros: i64,
 }
 
 impl JsonExportRequest {
@@ -54,6 +64,11 @@ impl JsonExportRequest {
             expected_fingerprint: self.expected_fingerprint,
             start_micros: self.start_micros,
             end_micros: self.end_micros,
+            from_served_log: self.from_served_log.map(|log| v1::ServedLogJoin {
+                join_on: log.join_on,
+                request_id_column: log.request_id_column,
+                max_age_micros: log.max_age_micros,
+            }),
             ..Default::default()
         })
     }
@@ -87,7 +102,8 @@ mod tests {
     #[test]
     fn json_and_protobuf_commands_decode_to_the_same_request() -> Result<()> {
         let json = br#" {"feature_service": "model", "labels_upload": "labels", "full_names": true,
-            "as_known_at": true, "start_micros": 5, "end_micros": 9}"#;
+            "as_known_at": true, "start_micros": 5, "end_micros": 9,
+            "from_served_log": {"join_on": "keys", "max_age_micros": 7}}"#;
         let wire = v1::ExportRequest {
             selector: Some(v1::export_request::Selector::FeatureService("model".into())),
             labels_upload: "labels".into(),
@@ -95,6 +111,11 @@ mod tests {
             as_known_at: true,
             start_micros: 5,
             end_micros: 9,
+            from_served_log: Some(v1::ServedLogJoin {
+                join_on: "keys".into(),
+                max_age_micros: 7,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert_eq!(decode(json, "cmd")?, wire);

@@ -43,6 +43,8 @@ pub struct Limits {
     pub max_concurrent_jobs: u64,
     /// Most logged rows one skew report compares without a `sample`.
     pub max_skew_rows: u64,
+    /// Most logged rows one export from the served-row log reads.
+    pub max_log_export_rows: u64,
     /// Most concurrent HTTP/2 streams (RPCs) per connection.
     pub max_concurrent_streams: u32,
     /// Longest a request handler may run before it is stopped (`DEADLINE_EXCEEDED`); streamed
@@ -68,6 +70,7 @@ impl Default for Limits {
             flight_ticket_ttl: Duration::from_secs(600),
             max_concurrent_jobs: 4,
             max_skew_rows: 1_000_000,
+            max_log_export_rows: 10_000_000,
             max_concurrent_streams: 256,
             request_timeout: Duration::from_secs(600),
         }

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ExportRequest(_message.Message):
-    __slots__ = ("feature_service", "features", "labels_path", "labels_upload", "timestamp_column", "full_names", "as_known_at", "output_path", "expected_fingerprint", "start_micros", "end_micros", "overwrite")
+    __slots__ = ("feature_service", "features", "labels_path", "labels_upload", "timestamp_column", "full_names", "as_known_at", "output_path", "expected_fingerprint", "start_micros", "end_micros", "overwrite", "from_served_log")
     FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     LABELS_PATH_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class ExportRequest(_message.Message):
     START_MICROS_FIELD_NUMBER: _ClassVar[int]
     END_MICROS_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    FROM_SERVED_LOG_FIELD_NUMBER: _ClassVar[int]
     feature_service: str
     features: _types_pb2.FeatureRefs
     labels_path: str
@@ -34,7 +35,18 @@ class ExportRequest(_message.Message):
     start_micros: int
     end_micros: int
     overwrite: bool
-    def __init__(self, feature_service: _Optional[str] = ..., features: _Optional[_Union[_types_pb2.FeatureRefs, _Mapping]] = ..., labels_path: _Optional[str] = ..., labels_upload: _Optional[str] = ..., timestamp_column: _Optional[str] = ..., full_names: bool = ..., as_known_at: bool = ..., output_path: _Optional[str] = ..., expected_fingerprint: _Optional[str] = ..., start_micros: _Optional[int] = ..., end_micros: _Optional[int] = ..., overwrite: bool = ...) -> None: ...
+    from_served_log: ServedLogJoin
+    def __init__(self, feature_service: _Optional[str] = ..., features: _Optional[_Union[_types_pb2.FeatureRefs, _Mapping]] = ..., labels_path: _Optional[str] = ..., labels_upload: _Optional[str] = ..., timestamp_column: _Optional[str] = ..., full_names: bool = ..., as_known_at: bool = ..., output_path: _Optional[str] = ..., expected_fingerprint: _Optional[str] = ..., start_micros: _Optional[int] = ..., end_micros: _Optional[int] = ..., overwrite: bool = ..., from_served_log: _Optional[_Union[ServedLogJoin, _Mapping]] = ...) -> None: ...
+
+class ServedLogJoin(_message.Message):
+    __slots__ = ("join_on", "request_id_column", "max_age_micros")
+    JOIN_ON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_MICROS_FIELD_NUMBER: _ClassVar[int]
+    join_on: str
+    request_id_column: str
+    max_age_micros: int
+    def __init__(self, join_on: _Optional[str] = ..., request_id_column: _Optional[str] = ..., max_age_micros: _Optional[int] = ...) -> None: ...
 
 class ViewMatch(_message.Message):
     __slots__ = ("view", "matched")

@@ -44,11 +44,27 @@ pub(crate) struct ExportArgs {
     /// Only use rows created at or before each label's time.
     #[arg(long)]
     as_known_at: bool,
-    /// Entity-less retrieval window start (RFC 3339), with --end and no --labels.
+    /// Entity-less retrieval window start (RFC 3339), with --end and no --labels; with
+    /// --from-served-log, only rows served in [--start, --end) are read.
     #[arg(long)]
     start: Option<String>,
     #[arg(long)]
     end: Option<String>,
+    /// Build the training set from the service's served-row log: each label row gets the
+    /// values serving returned (needs --service and --labels).
+    #[arg(long, requires_all = ["service", "labels"], conflicts_with = "as_known_at")]
+    from_served_log: bool,
+    /// With --from-served-log: `request_id` (the label's request id and join keys) or `keys`
+    /// (the latest row logged for its keys at or before its time).
+    #[arg(long, value_enum, default_value_t = JoinOn::RequestId, requires = "from_served_log")]
+    join_on: JoinOn,
+    /// With --join-on request_id: the label column holding the request id.
+    #[arg(long, default_value = "request_id", requires = "from_served_log")]
+    request_id_column: String,
+    /// With --join-on keys: rows served longer than this (like 1h) before the label time do
+    /// not match; default: no bound.
+    #[arg(long, requires = "from_served_log")]
+    max_age: Option<String>,
     /// The server reads --labels under its labels roots and writes --out in its export
     /// directory (`quiver serve --labels-root`, `--export-dir`).
     #[arg(long, conflicts_with = "flight")]
@@ -61,6 +77,41 @@ pub(crate) struct ExportArgs {
     flight: bool,
     #[command(flatten)]
     server: ServerArg,
+}
+
+/// How `--from-served-log` joins label rows to logged rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub(crate) enum JoinOn {
+    RequestId,
+    Keys,
+}
+
+/// The `from_served_log` of `args`, when asked for.
+fn from_served_log(args: &ExportArgs) -> Result<Option<v1::ServedLogJoin>> {
+    if !args.from_served_log {
+        return Ok(None);
+    }
+    let max_age_micros = match &args.max_age {
+        None => 0,
+        Some(_) if args.join_on == JoinOn::RequestId => {
+            bail!("--max-age applies to --join-on keys only")
+        }
+        Some(text) => quiver_core::types::parse_duration(text)
+            .with_context(|| format!("--max-age `{text}` is not a duration (like 1h)"))?,
+    };
+    Ok(Some(match args.join_on {
+        JoinOn::RequestId => v1::ServedLogJoin {
+            join_on: "request_id".into(),
+            request_id_column: args.request_id_column.clone(),
+            max_age_micros,
+        },
+        JoinOn::Keys => v1::ServedLogJoin {
+            join_on: "keys".into(),
+            request_id_column: String::new(),
+            max_age_micros,
+        },
+    }))
 }
 
 fn text(path: &Path) -> Result<String> {
@@ -106,6 +157,7 @@ pub(crate) fn request(args: &ExportArgs) -> Result<v1::ExportRequest> {
         overwrite: args.overwrite,
         start_micros: time(&args.start, "--start")?,
         end_micros: time(&args.end, "--end")?,
+        from_served_log: from_served_log(args)?,
         ..Default::default()
     })
 }

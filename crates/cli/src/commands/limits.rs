@@ -104,6 +104,8 @@ limit_settings! {
     max_concurrent_jobs: u64 => "QUIVER_MAX_CONCURRENT_JOBS", same;
     /// Most logged rows a skew report compares without `--sample` [default: 1000000].
     max_skew_rows: u64 => "QUIVER_MAX_SKEW_ROWS", same;
+    /// Most logged rows one export from the served-row log reads [default: 10000000].
+    max_log_export_rows: u64 => "QUIVER_MAX_LOG_EXPORT_ROWS", same;
     /// Most concurrent HTTP/2 streams per connection [default: 256].
     max_concurrent_streams: u32 => "QUIVER_MAX_CONCURRENT_STREAMS", same;
     /// Longest a request may run before DEADLINE_EXCEEDED [default: 10m].

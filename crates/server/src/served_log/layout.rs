@@ -53,7 +53,7 @@ impl Layout {
             .unwrap_or_default();
         let ts = timestamp_type();
         let mut fields = vec![
-            Field::new("request_id", DataType::Utf8, false),
+            Field::new(quiver_offline::REQUEST_ID, DataType::Utf8, false),
             Field::new(quiver_offline::SERVED_AT, ts.clone(), false),
             Field::new("service", DataType::Utf8, false),
             Field::new(quiver_offline::SERVICE_VERSION, DataType::Int64, false),

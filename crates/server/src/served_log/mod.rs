@@ -10,6 +10,7 @@
 
 mod checks;
 mod entry;
+mod export;
 mod layout;
 mod metrics;
 mod read;
@@ -36,6 +37,8 @@ use crate::registry::Registry;
 use quiver_core::value::KeyValue;
 
 pub(crate) use checks::SkewChecks;
+pub(crate) use export::LogExport;
+pub use export::{FromServedLog, LogJoinOn};
 pub(crate) use skew::{SkewReport, SkewRequest};
 
 /// The server's served-row log settings (the service's `logging:` block picks the rate).
