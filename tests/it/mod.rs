@@ -1,5 +1,6 @@
 mod backup;
 mod bounds;
+mod compaction;
 mod consistency;
 mod delivery;
 mod files;

@@ -45,6 +45,8 @@ pub(crate) struct ConfigFile {
     pub shutdown_grace: Option<u64>,
     /// Seconds between looks for due scheduled drift checks (`--monitoring-interval`).
     pub monitoring_interval: Option<u64>,
+    /// Seconds between push-log compactions, 0 for never (`--push-log-compaction-interval`).
+    pub push_log_compaction_interval: Option<u64>,
     /// URL scheduled drift ALERTs are POSTed to (`--alert-webhook`).
     pub alert_webhook: Option<String>,
     /// Days stored profiles are kept, 0 for ever (`--profile-retention-days`).

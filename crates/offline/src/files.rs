@@ -25,10 +25,27 @@ pub(crate) fn push_log_dir(data_dir: &Path, view: &ResolvedView) -> PathBuf {
 }
 
 /// Every file of a view's data: its source Parquet (which must lie under the store's source
-/// roots), then its push log. Lists directories on the blocking pool.
-pub(crate) async fn view_files(store: &OfflineStore, view: &ResolvedView) -> Result<Vec<PathBuf>> {
+/// roots), then its push log. Lists directories on the blocking pool. The guard keeps the
+/// push-log files from being deleted by compaction: hold it until they are read.
+pub(crate) async fn view_files(
+    store: &OfflineStore,
+    view: &ResolvedView,
+) -> Result<(Vec<PathBuf>, crate::PushLogGuard)> {
+    let guard = store.hold_push_log().await;
     let (sources, data_dir, view) = (store.sources.clone(), store.data_dir.clone(), view.clone());
-    tokio::task::spawn_blocking(move || list_view_files(&sources, &data_dir, &view)).await?
+    let files =
+        tokio::task::spawn_blocking(move || list_view_files(&sources, &data_dir, &view)).await??;
+    Ok((files, guard))
+}
+
+impl OfflineStore {
+    /// A hold on the push-log files: compaction deletes none while it lives (it never waits
+    /// for it either).
+    pub async fn hold_push_log(&self) -> crate::PushLogGuard {
+        std::sync::Arc::clone(&self.push_log_lock)
+            .read_owned()
+            .await
+    }
 }
 
 fn list_view_files(sources: &Roots, data_dir: &Path, view: &ResolvedView) -> Result<Vec<PathBuf>> {
@@ -55,8 +72,21 @@ fn list_view_files(sources: &Roots, data_dir: &Path, view: &ResolvedView) -> Res
     Ok(files)
 }
 
-/// The Parquet files of a push log directory, in append order; none if it does not exist.
+/// The Parquet files of a push log directory, in append order, without the files a merged
+/// file covers (see `compaction.rs`); none if it does not exist.
 pub(crate) fn push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let (visible, _) = split_covered(all_push_log_files(dir)?);
+    Ok(visible)
+}
+
+/// The files of a push log directory that a merged file covers (kept only until no reader
+/// may still open them).
+pub(crate) fn covered_push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let (_, covered) = split_covered(all_push_log_files(dir)?);
+    Ok(covered)
+}
+
+fn all_push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -71,6 +101,41 @@ pub(crate) fn push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     sort_paths(&mut files);
     Ok(files)
+}
+
+/// The appends a push-log file holds, as `(first, last)` name stems: `<micros>-<seq>` for one
+/// append (both), `<first>~<last>` for a merged file. None for another name.
+pub(crate) fn log_range(path: &Path) -> Option<(String, String)> {
+    let stem = path.file_name()?.to_str()?.strip_suffix(".parquet")?;
+    let (first, last) = stem.split_once('~').unwrap_or((stem, stem));
+    let valid = |s: &str| {
+        s.len() == 41
+            && s.bytes().enumerate().all(|(i, b)| {
+                if i == 20 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+    };
+    (valid(first) && valid(last) && first <= last).then(|| (first.to_string(), last.to_string()))
+}
+
+/// `files` split into those no merged file covers (in order) and those one does.
+fn split_covered(files: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let merged: Vec<(PathBuf, (String, String))> = files
+        .iter()
+        .filter_map(|f| Some((f.clone(), log_range(f)?)))
+        .filter(|(_, (first, last))| first != last)
+        .collect();
+    files.into_iter().partition(|file| {
+        let Some((first, last)) = log_range(file) else {
+            return true;
+        };
+        !merged
+            .iter()
+            .any(|(m, (a, b))| m != file && *a <= first && last <= *b)
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::testutil::{SECOND, reference_join, selected, test_view, write_batches
 use crate::values::value_at;
 use crate::{Error, JoinOutput, JoinRequest, LabelInput};
 
-fn request(fixture: &Fixture, labels: LabelInput, as_known_at: bool) -> JoinRequest {
+pub(crate) fn request(fixture: &Fixture, labels: LabelInput, as_known_at: bool) -> JoinRequest {
     JoinRequest {
         labels,
         timestamp_column: "event_timestamp".into(),
@@ -33,13 +33,13 @@ fn request(fixture: &Fixture, labels: LabelInput, as_known_at: bool) -> JoinRequ
     }
 }
 
-async fn collect(output: JoinOutput) -> RecordBatch {
+pub(crate) async fn collect(output: JoinOutput) -> RecordBatch {
     let batches: Vec<RecordBatch> = output.stream.try_collect().await.expect("stream");
     concat_batches(&output.schema, &batches).expect("concat")
 }
 
 /// Compares every output row with the reference; returns matches per view.
-fn check(
+pub(crate) fn check(
     fixture: &Fixture,
     labels: &RecordBatch,
     out: &RecordBatch,

@@ -29,6 +29,7 @@
 //!   runtime.
 
 mod arrow_types;
+mod compaction;
 mod error;
 mod files;
 mod join;
@@ -50,6 +51,8 @@ mod view_index;
 mod testutil;
 
 #[cfg(test)]
+mod compaction_tests;
+#[cfg(test)]
 mod fixture;
 #[cfg(test)]
 mod join_tests;
@@ -61,10 +64,11 @@ mod log_join_tests;
 mod perf_tests;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+pub use compaction::{CompactionPolicy, CompactionReport};
 pub use error::{Error, Result};
 pub use join::{JoinOutput, JoinRequest, JoinStats};
 pub use labels::LabelInput;
@@ -97,7 +101,13 @@ pub struct OfflineStore {
     parallelism: usize,
     /// The last push-log file name's `(micros, seq)`: names only grow within a process.
     push_clock: Mutex<(i64, u64)>,
+    /// Held (shared) by readers from listing push-log files until they have read them;
+    /// compaction deletes the files it merged only when it gets it exclusively at once.
+    push_log_lock: Arc<tokio::sync::RwLock<()>>,
 }
+
+/// A reader's hold on the push-log files it listed: none is deleted while it lives.
+pub type PushLogGuard = tokio::sync::OwnedRwLockReadGuard<()>;
 
 impl std::fmt::Debug for OfflineStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -132,6 +142,7 @@ impl OfflineStore {
             session: SessionContext::new_with_config(config),
             parallelism,
             push_clock: Mutex::new((0, 0)),
+            push_log_lock: Arc::new(tokio::sync::RwLock::new(())),
         }
     }
 

@@ -77,6 +77,8 @@ impl OfflineStore {
     /// writes in progress are hidden `.tmp` files and left out), as paths relative to the data
     /// directory. Committed files never change again, so a backup may link or copy them while
     /// pushes go on.
+    /// Hold a [`PushLogGuard`](crate::PushLogGuard) ([`OfflineStore::hold_push_log`]) until
+    /// the files are linked or copied: compaction may delete them otherwise.
     pub fn committed_push_log(&self) -> Result<Vec<std::path::PathBuf>> {
         let mut files = Vec::new();
         for dir in self.push_log_dirs()? {
@@ -91,7 +93,7 @@ impl OfflineStore {
 
     /// The push-log directory of every view and data generation (`offline/*/`, symlinks not
     /// followed).
-    fn push_log_dirs(&self) -> Result<Vec<std::path::PathBuf>> {
+    pub(crate) fn push_log_dirs(&self) -> Result<Vec<std::path::PathBuf>> {
         let root = self.data_dir.join("offline");
         let mut dirs = Vec::new();
         for entry in real_entries(&root)? {

@@ -31,7 +31,7 @@ impl OfflineStore {
         if !names.is_empty() {
             return Err(Error::NameCollision { names });
         }
-        let files = crate::files::view_files(self, view).await?;
+        let (files, hold) = crate::files::view_files(self, view).await?;
         let units = plan_units(files, Arc::clone(&spec), self.parallelism).await?;
         let stats = Arc::new(JoinStats::new([view.name.clone()]));
         let batches = run_units(units, Arc::clone(&spec), self.parallelism, |unit, spec| {
@@ -50,6 +50,8 @@ impl OfflineStore {
             })
             .flatten()
             .inspect(move |batch| {
+                // The stream reads the files as it goes: it holds them until dropped.
+                let _ = &hold;
                 if let Ok(batch) = batch {
                     let n = batch.num_rows() as u64;
                     counted.label_rows.fetch_add(n, Ordering::Relaxed);

@@ -57,10 +57,11 @@ impl ViewIndex {
     ) -> Result<ViewIndex> {
         let spec = Arc::new(ScanSpec::new(view, features, start, end));
         // An empty range (no label has a time) reads nothing.
-        let files = if start < end {
-            crate::files::view_files(store, view).await?
+        let (files, _hold) = if start < end {
+            let (files, hold) = crate::files::view_files(store, view).await?;
+            (files, Some(hold))
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         let units = plan_units(files, Arc::clone(&spec), store.parallelism).await?;
         let per_unit: Vec<Vec<RecordBatch>> =
@@ -74,6 +75,7 @@ impl ViewIndex {
             })
             .try_collect()
             .await?;
+        drop(_hold); // Read: compaction may remove merged files now.
         let ttl = view.ttl;
         tokio::task::spawn_blocking(move || {
             index_rows(&spec, per_unit, ttl, (as_known_at, keep_events))

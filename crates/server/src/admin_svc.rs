@@ -34,7 +34,9 @@ impl v1::admin_service_server::AdminService for AdminService {
     ) -> Result<Response<Self::BackupStream>, Status> {
         let principal = principal(&request)?;
         let backups = Arc::clone(&self.backups);
-        let staged = crate::run_blocking(move || backups.stage()).await;
+        // Push-log files stay while they are linked (compaction deletes none meanwhile).
+        let hold = backups.hold_push_log().await;
+        let staged = crate::run_blocking(move || backups.stage(hold)).await;
         let staged = audited(principal, "Backup", "data directory", staged)?;
         let (sender, receiver) = tokio::sync::mpsc::channel(BUFFERED_CHUNKS);
         // Reads files on the blocking pool; stops when the client goes away (the receiver

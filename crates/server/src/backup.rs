@@ -80,9 +80,15 @@ impl Backups {
         })
     }
 
-    /// Stages a backup (blocking: a checkpoint flushes memtables and links files). A second
-    /// backup while one is staged or streaming is FAILED_PRECONDITION.
-    pub fn stage(&self) -> Result<Staged> {
+    /// A hold on the push-log files for [`Backups::stage`].
+    pub async fn hold_push_log(&self) -> quiver_offline::PushLogGuard {
+        self.offline.hold_push_log().await
+    }
+
+    /// Stages a backup (blocking: a checkpoint flushes memtables and links files) while
+    /// `_hold` keeps the push-log files. A second backup while one is staged or streaming is
+    /// FAILED_PRECONDITION.
+    pub fn stage(&self, _hold: quiver_offline::PushLogGuard) -> Result<Staged> {
         if self.running.swap(true, Ordering::AcqRel) {
             return Err(Error::FailedPrecondition(
                 "a backup is already running; retry when it has finished".into(),

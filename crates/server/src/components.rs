@@ -34,6 +34,7 @@ pub(crate) struct Components {
     pub(crate) drift_checks: Arc<monitor::DriftChecks>,
     pub(crate) served_log: Arc<served_log::ServedLog>,
     pub(crate) skew_checks: Arc<served_log::SkewChecks>,
+    pub(crate) offline: Arc<OfflineStore>,
     metrics: Arc<Metrics>,
 }
 
@@ -106,6 +107,7 @@ impl Components {
         )?);
         metrics.register(skew_checks.collectors())?;
         Ok(Components {
+            offline: Arc::clone(&offline),
             served_log: Arc::clone(&served_log),
             skew_checks,
             backups,

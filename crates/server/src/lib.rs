@@ -110,6 +110,25 @@ pub async fn serve_with(
     served
 }
 
+/// Compacts the push logs every `interval` (`quiver_offline::OfflineStore::compact_push_logs`)
+/// on the blocking pool until `shutdown`; a failed pass is logged and retried next time.
+fn spawn_compaction(
+    offline: Arc<quiver_offline::OfflineStore>,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    monitor::spawn_ticks(interval, shutdown, move || {
+        let offline = Arc::clone(&offline);
+        async move {
+            let policy = quiver_offline::CompactionPolicy::default();
+            let pass = run_blocking(move || Ok(offline.compact_push_logs(&policy)?)).await;
+            if let Err(error) = pass {
+                tracing::warn!(%error, "push-log compaction failed; retrying at the next interval");
+            }
+        }
+    })
+}
+
 /// Opens everything, serves gRPC until `shutdown` and the drain, then closes storage.
 async fn serve_grpc(
     listener: TcpListener,
@@ -137,6 +156,13 @@ async fn serve_grpc(
     let _skew_checks = components
         .skew_checks
         .spawn(options.monitoring_interval, shutdown.child_token());
+    let _compaction = options.push_log_compaction.map(|interval| {
+        spawn_compaction(
+            Arc::clone(&components.offline),
+            interval,
+            shutdown.child_token(),
+        )
+    });
     tracing::info!(%addr, tls = tls.is_some(), "serving gRPC and Arrow Flight");
     let (token, draining) = (shutdown.clone(), Arc::clone(health));
     let stopped = async move {

@@ -56,6 +56,8 @@ pub struct ServerOptions {
     pub run_profiles: bool,
     /// Served-row logging: the default sample rate, the bounds and the rotation.
     pub served_log: crate::served_log::ServedLogOptions,
+    /// How often push logs are compacted (runs of small files merged); None: never.
+    pub push_log_compaction: Option<std::time::Duration>,
 }
 
 /// The default of [`ServerOptions::monitoring_interval`].
@@ -64,6 +66,9 @@ pub const DEFAULT_MONITORING_INTERVAL: std::time::Duration = std::time::Duration
 /// The default of [`ServerOptions::profile_retention`]: 90 days.
 pub const DEFAULT_PROFILE_RETENTION: std::time::Duration =
     std::time::Duration::from_secs(90 * 24 * 3600);
+
+/// The default of [`ServerOptions::push_log_compaction`].
+pub const DEFAULT_PUSH_LOG_COMPACTION: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The default of [`ServerOptions::shutdown_grace`].
 pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -85,6 +90,7 @@ impl ServerOptions {
             profile_retention: Some(DEFAULT_PROFILE_RETENTION),
             run_profiles: true,
             served_log: crate::served_log::ServedLogOptions::default(),
+            push_log_compaction: Some(DEFAULT_PUSH_LOG_COMPACTION),
         }
     }
 }

@@ -38,6 +38,14 @@ pub(crate) struct ServeArgs {
     /// manifests). [default: 10]
     #[arg(long, env = "QUIVER_MONITORING_INTERVAL", value_name = "SECONDS")]
     monitoring_interval: Option<u64>,
+    /// Seconds between push-log compactions (runs of 8 or more small push-log files merged
+    /// into one, so reads stay fast after many small pushes); 0 never compacts. [default: 30]
+    #[arg(
+        long,
+        env = "QUIVER_PUSH_LOG_COMPACTION_INTERVAL",
+        value_name = "SECONDS"
+    )]
+    push_log_compaction_interval: Option<u64>,
     /// URL a scheduled drift check that ends in ALERT is POSTed to as JSON (retried, never
     /// on a request path); off when not given.
     #[arg(long, env = "QUIVER_ALERT_WEBHOOK", value_name = "URL")]
@@ -134,6 +142,13 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             "--monitoring-interval must be at least 1 second"
         );
         options.monitoring_interval = std::time::Duration::from_secs(seconds);
+    }
+    if let Some(seconds) = args
+        .push_log_compaction_interval
+        .or(file.push_log_compaction_interval)
+    {
+        options.push_log_compaction =
+            (seconds > 0).then(|| std::time::Duration::from_secs(seconds));
     }
     options.alert_webhook = args.alert_webhook.or(file.alert_webhook);
     options.run_profiles = !args.no_run_profiles && file.run_profiles.unwrap_or(true);

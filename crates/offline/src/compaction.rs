@@ -1,0 +1,197 @@
+//! Push-log compaction: runs of small push-log files merged into one larger file, so joins,
+//! range reads and materializations list, open and decode a few files instead of one per push.
+//!
+//! **Tie order.** Readers order rows by (file order, row order) (`files.rs`). A run of
+//! consecutive files (in name order, all of one schema) is rewritten as one file holding their
+//! rows in exactly that order, named `<first>~<last>.parquet` after the first and last append
+//! it covers: the name sorts after the run's first file and before the file that followed the
+//! run, so the merged rows keep their place among the other files.
+//!
+//! **Atomic to readers.** The merged file is written under a temporary name, fsynced, renamed
+//! into place and its directory fsynced. From then on, listing hides every file whose range a
+//! merged file covers (`files::push_log_files`), so a listing sees either the run's files or
+//! the merged file, never both and never neither. The covered files are deleted under the push
+//! log's write lock, taken only when no reader holds the read lock (readers hold it from
+//! listing until they have read the files): a reader never loses a file it listed. When the
+//! lock is busy the covered files stay (hidden) until a later pass; a crash at any point leaves
+//! either the run (with a temporary file removed at start) or the merged file (with hidden
+//! leftovers removed by the next pass).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::OfflineStore;
+use crate::error::{Error, Result};
+use crate::files::{covered_push_log_files, log_range, push_log_files};
+use crate::parquet_writer::DurableWriter;
+
+/// When a run of push-log files is merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionPolicy {
+    /// A run is merged once it has this many files.
+    pub min_files: usize,
+    /// Files at least this large are left alone, and a merged file grows to about this size.
+    pub target_bytes: u64,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        CompactionPolicy {
+            min_files: 8,
+            target_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What one compaction pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Files merged into larger ones.
+    pub merged: usize,
+    /// Merged files written.
+    pub written: usize,
+    /// Covered files deleted (this pass's and earlier passes' leftovers).
+    pub removed: usize,
+    pub rows: u64,
+}
+
+/// A push-log file considered for a run.
+struct Candidate {
+    path: PathBuf,
+    bytes: u64,
+    schema: SchemaRef,
+}
+
+impl OfflineStore {
+    /// Blocking: one compaction pass over every view's push log (see the module docs).
+    pub fn compact_push_logs(&self, policy: &CompactionPolicy) -> Result<CompactionReport> {
+        let mut report = CompactionReport::default();
+        for dir in self.push_log_dirs()? {
+            report.removed += self.remove_covered(&dir)?;
+            for run in runs(&dir, policy)? {
+                report.rows += merge(&dir, &run)?;
+                report.merged += run.len();
+                report.written += 1;
+            }
+            report.removed += self.remove_covered(&dir)?;
+        }
+        if report.written > 0 {
+            tracing::info!(?report, "compacted push logs");
+        }
+        Ok(report)
+    }
+
+    /// Deletes the files of `dir` that a merged file covers, if no reader holds the push log;
+    /// returns how many.
+    fn remove_covered(&self, dir: &Path) -> Result<usize> {
+        let covered = covered_push_log_files(dir)?;
+        if covered.is_empty() {
+            return Ok(0);
+        }
+        let Ok(_exclusive) = self.push_log_lock.try_write() else {
+            return Ok(0); // A reader may still open them: a later pass removes them.
+        };
+        for path in &covered {
+            std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+        }
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, e))?;
+        Ok(covered.len())
+    }
+}
+
+/// The runs of `dir` to merge: consecutive files below the target size with one schema, at
+/// most about the target size together, at least `min_files` of them.
+fn runs(dir: &Path, policy: &CompactionPolicy) -> Result<Vec<Vec<Candidate>>> {
+    let mut runs = Vec::new();
+    let mut run: Vec<Candidate> = Vec::new();
+    let mut run_bytes = 0u64;
+    let close = |run: &mut Vec<Candidate>, runs: &mut Vec<Vec<Candidate>>| {
+        let done = std::mem::take(run);
+        if done.len() >= policy.min_files.max(2) {
+            runs.push(done);
+        }
+    };
+    for path in push_log_files(dir)? {
+        let bytes = std::fs::metadata(&path)
+            .map_err(|e| Error::io(&path, e))?
+            .len();
+        if bytes >= policy.target_bytes {
+            close(&mut run, &mut runs);
+            run_bytes = 0;
+            continue;
+        }
+        let schema = file_schema(&path)?;
+        let fits = run_bytes + bytes <= policy.target_bytes;
+        // Fields only: the key-value metadata (`quiver.rows`) differs from file to file.
+        if !run
+            .last()
+            .is_none_or(|last| last.schema.fields() == schema.fields() && fits)
+        {
+            close(&mut run, &mut runs);
+            run_bytes = 0;
+        }
+        run_bytes += bytes;
+        run.push(Candidate {
+            path,
+            bytes,
+            schema,
+        });
+    }
+    close(&mut run, &mut runs);
+    Ok(runs)
+}
+
+fn file_schema(path: &Path) -> Result<SchemaRef> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    Ok(std::sync::Arc::new(arrow::datatypes::Schema::new(
+        builder.schema().fields().clone(),
+    )))
+}
+
+/// Writes the rows of `run`, in order, as one merged file; returns its rows.
+fn merge(dir: &Path, run: &[Candidate]) -> Result<u64> {
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return Ok(0);
+    };
+    let range = |c: &Candidate| {
+        log_range(&c.path).ok_or_else(|| {
+            Error::invalid(
+                "push log",
+                format!("{} is not named like a push-log file", c.path.display()),
+            )
+        })
+    };
+    let ((start, _), (_, end)) = (range(first)?, range(last)?);
+    let path = dir.join(format!("{start}~{end}.parquet"));
+    let bytes: u64 = run.iter().map(|c| c.bytes).sum();
+    let mut writer = DurableWriter::create_with(
+        &path,
+        std::sync::Arc::clone(&first.schema),
+        vec![("quiver.compacted_files".into(), run.len().to_string())],
+        |p| {
+            p.set_compression(parquet::basic::Compression::ZSTD(
+                parquet::basic::ZstdLevel::default(),
+            ))
+        },
+    )?;
+    writer.replace = false;
+    for candidate in run {
+        let file = File::open(&candidate.path).map_err(|e| Error::io(&candidate.path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(8192).build())
+            .map_err(|e| Error::parquet(&candidate.path, e))?;
+        for batch in reader {
+            writer.write(&batch?)?;
+        }
+    }
+    let rows = writer.commit()?;
+    tracing::debug!(path = %path.display(), files = run.len(), bytes, rows, "merged push-log files");
+    Ok(rows)
+}

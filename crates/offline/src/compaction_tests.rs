@@ -1,0 +1,124 @@
+//! Push-log compaction keeps every read exactly as it was: joins (against the reference),
+//! latest-row scans and range reads, before, during (merged file written, merged files not
+//! yet deleted: what a crash or a busy reader leaves) and after a compaction.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use quiver_core::value::{KeyValue, Row, Value};
+
+use crate::files::{covered_push_log_files, push_log_dir, push_log_files};
+use crate::fixture::Fixture;
+use crate::join_tests::{check, collect, request};
+use crate::testutil::selected;
+use crate::{CompactionPolicy, LabelInput};
+
+/// Everything the reads return: both joins, the latest rows, a range read.
+#[derive(Debug, PartialEq)]
+struct Reads {
+    joins: Vec<RecordBatch>,
+    latest: BTreeMap<Vec<KeyValue>, Row>,
+    range: RecordBatch,
+}
+
+async fn reads(fixture: &Fixture) -> Reads {
+    let labels = concat_batches(&fixture.labels[0].schema(), &fixture.labels).expect("concat");
+    let mut joins = Vec::new();
+    for as_known_at in [false, true] {
+        let input = LabelInput::Batches(fixture.labels.clone());
+        let output = fixture
+            .store
+            .point_in_time_join(request(fixture, input, as_known_at))
+            .await
+            .expect("join");
+        let out = collect(output).await;
+        check(fixture, &labels, &out, as_known_at);
+        joins.push(out);
+    }
+    let latest = fixture
+        .store
+        .scan_latest(
+            &fixture.driver,
+            i64::MIN,
+            i64::MAX,
+            Arc::new(AtomicU64::new(0)),
+        )
+        .await
+        .expect("scan")
+        .flatten()
+        .map(|r| (r.key.clone(), r))
+        .collect();
+    let all = selected(&fixture.driver, &["note", "trips"], "driver_stats");
+    let range = collect(
+        fixture
+            .store
+            .read_range(&all, i64::MIN, i64::MAX)
+            .await
+            .expect("range"),
+    )
+    .await;
+    Reads {
+        joins,
+        latest,
+        range,
+    }
+}
+
+/// Appends `n` single-row pushes that tie with earlier rows on (key, event, created) with new
+/// values: the later push must win, before and after compaction.
+fn push_ties(fixture: &mut Fixture, n: usize, tag: &str) {
+    for i in 0..n {
+        let mut row = fixture.driver_rows[(i * 37) % fixture.driver_rows.len()].clone();
+        row.values[2] = Value::String(format!("{tag}{i}"));
+        fixture
+            .store
+            .append_push_log(&fixture.driver, std::slice::from_ref(&row))
+            .expect("push");
+        fixture.driver_rows.push(row);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_reads_identical_before_during_and_after() {
+    let mut fixture = Fixture::new(21);
+    push_ties(&mut fixture, 30, "a");
+    let dir = push_log_dir(fixture.store.data_dir(), &fixture.driver);
+    assert_eq!(push_log_files(&dir).expect("list").len(), 32);
+    let before = reads(&fixture).await;
+    let policy = CompactionPolicy {
+        min_files: 4,
+        ..CompactionPolicy::default()
+    };
+
+    // During: a reader holds the push log, so the merged files stay (hidden), as after a
+    // crash between the rename and the deletes.
+    let hold = fixture.store.hold_push_log().await;
+    let report =
+        tokio::task::block_in_place(|| fixture.store.compact_push_logs(&policy)).expect("compact");
+    assert_eq!((report.merged, report.written, report.removed), (32, 1, 0));
+    assert_eq!(covered_push_log_files(&dir).expect("covered").len(), 32);
+    assert_eq!(push_log_files(&dir).expect("list").len(), 1);
+    drop(hold);
+    assert_eq!(reads(&fixture).await, before);
+
+    // After: the next pass deletes what is covered; nothing else changes.
+    let report =
+        tokio::task::block_in_place(|| fixture.store.compact_push_logs(&policy)).expect("compact");
+    assert_eq!((report.written, report.removed), (0, 32));
+    assert!(covered_push_log_files(&dir).expect("covered").is_empty());
+    assert_eq!(reads(&fixture).await, before);
+
+    // More pushes, merged with the merged file: still the append order.
+    push_ties(&mut fixture, 5, "b");
+    let more = reads(&fixture).await;
+    assert_ne!(more, before, "the new ties won");
+    let report =
+        tokio::task::block_in_place(|| fixture.store.compact_push_logs(&policy)).expect("compact");
+    assert_eq!((report.merged, report.written, report.removed), (6, 1, 6));
+    let files = push_log_files(&dir).expect("list");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(reads(&fixture).await, more);
+}

@@ -1,0 +1,130 @@
+//! The server's push-log compaction: after many single-row pushes from concurrent writers
+//! (ties included), the background task merges the files, and the training join at T equals
+//! the online read at T (the consistency invariant) before, while and after it does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, Int64Array};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use quiver_integration_tests::{Clients, ManualClock, TestServer, export_to_end, write_parquet};
+use quiver_proto::v1;
+
+use super::consistency::{HOUR, T, generated};
+use super::fixture::{TestRow, materialize, setup};
+use super::online::{push_request, read_a};
+
+const USERS: i64 = 12;
+
+/// Feature `a` of the training join at T for users `0..USERS`.
+async fn offline_at_t(
+    server: &TestServer,
+    clients: &mut Clients,
+) -> anyhow::Result<Vec<Option<i64>>> {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("event_timestamp", ts, false),
+    ]);
+    let labels = RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..USERS)),
+            Arc::new(
+                arrow::array::TimestampMicrosecondArray::from(vec![T; USERS as usize])
+                    .with_timezone("UTC"),
+            ),
+        ],
+    )?;
+    write_parquet(&server.path("labels.parquet"), &[labels])?;
+    let request = v1::ExportRequest {
+        selector: Some(v1::export_request::Selector::FeatureService("model".into())),
+        labels_path: server.path("labels.parquet").to_string_lossy().into_owned(),
+        output_path: "train.parquet".into(),
+        overwrite: true,
+        ..Default::default()
+    };
+    export_to_end(clients, request).await?;
+    let file = std::fs::File::open(server.path("data/exports/train.parquet"))?;
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let mut values = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let a = batch
+            .column_by_name("a")
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+            .ok_or_else(|| anyhow::anyhow!("a"))?;
+        values.extend((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))));
+    }
+    Ok(values)
+}
+
+fn push_log_files(server: &TestServer) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(server.path("data/offline/stats"))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        n += usize::from(name.ends_with(".parquet") && !name.starts_with('.'));
+    }
+    Ok(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_online_and_offline_equal_while_it_merges() -> anyhow::Result<()> {
+    let server = TestServer::start_with(tempfile::tempdir()?, ManualClock::new(T), |o| {
+        o.push_log_compaction = Some(Duration::from_millis(50))
+    })
+    .await?;
+    let mut clients = server.clients().await?;
+    setup(&server, &mut clients, &generated(), "3h").await?;
+    materialize(&mut clients, T - 100 * HOUR, T + 1).await?;
+    // 4 writers x 15 single-row pushes; event times repeat, so rows tie on (event, created)
+    // and only the order of the pushes decides.
+    let mut writers = Vec::new();
+    for w in 0..4i64 {
+        let mut clients = server.clients().await?;
+        writers.push(tokio::spawn(async move {
+            for i in 0..15i64 {
+                let row = TestRow {
+                    user_id: (w + i) % USERS,
+                    event_ts: T - (i % 3) * 1_000_000,
+                    created_ts: T - 1,
+                    a: 1_000 * w + i,
+                    b: None,
+                    s: format!("w{w}"),
+                };
+                clients.online.push(push_request(&[row])).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let online: Vec<Option<i64>> = read_a(&mut clients, (0..USERS).collect())
+        .await?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut exports = 0;
+    loop {
+        // While compaction merges (and after): every export equals the online read.
+        assert_eq!(offline_at_t(&server, &mut clients).await?, online);
+        exports += 1;
+        let files = push_log_files(&server)?;
+        if files == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{files} push-log files left after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(exports >= 1);
+    assert_eq!(offline_at_t(&server, &mut clients).await?, online);
+    server.stop().await?;
+    Ok(())
+}
