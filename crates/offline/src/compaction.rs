@@ -105,13 +105,15 @@ impl OfflineStore {
 }
 
 /// The runs of `dir` to merge: consecutive files below the target size with one schema, at
-/// most about the target size together, at least `min_files` of them.
+/// most about the target size together, without older files much larger than the rest
+/// ([`tiered_start`]), at least `min_files` of them.
 fn runs(dir: &Path, policy: &CompactionPolicy) -> Result<Vec<Vec<Candidate>>> {
     let mut runs = Vec::new();
     let mut run: Vec<Candidate> = Vec::new();
     let mut run_bytes = 0u64;
     let close = |run: &mut Vec<Candidate>, runs: &mut Vec<Vec<Candidate>>| {
-        let done = std::mem::take(run);
+        let mut done = std::mem::take(run);
+        done.drain(..tiered_start(&done));
         if done.len() >= policy.min_files.max(2) {
             runs.push(done);
         }
@@ -145,6 +147,25 @@ fn runs(dir: &Path, policy: &CompactionPolicy) -> Result<Vec<Vec<Candidate>>> {
     close(&mut run, &mut runs);
     Ok(runs)
 }
+
+/// Where a run starts once its older, much larger files are left out: a file more than
+/// `TIER_RATIO` times the size of the newer files after it is not rewritten for their sake,
+/// so a byte is rewritten about log(total / push) times, not once per pass.
+fn tiered_start(run: &[Candidate]) -> usize {
+    let mut rest: u64 = run.iter().map(|c| c.bytes).sum();
+    let mut start = 0;
+    while start + 1 < run.len() {
+        rest -= run[start].bytes;
+        if run[start].bytes <= TIER_RATIO * rest {
+            break;
+        }
+        start += 1;
+    }
+    start
+}
+
+/// See [`tiered_start`].
+const TIER_RATIO: u64 = 4;
 
 fn file_schema(path: &Path) -> Result<SchemaRef> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -194,4 +215,32 @@ fn merge(dir: &Path, run: &[Candidate]) -> Result<u64> {
     let rows = writer.commit()?;
     tracing::debug!(path = %path.display(), files = run.len(), bytes, rows, "merged push-log files");
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(sizes: &[u64]) -> Vec<Candidate> {
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::empty());
+        sizes
+            .iter()
+            .map(|bytes| Candidate {
+                path: PathBuf::new(),
+                bytes: *bytes,
+                schema: std::sync::Arc::clone(&schema),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_large_older_file_is_not_rewritten_for_a_few_small_ones() {
+        // 200 > 4 x (30 + 5 + 5): left out; 30 <= 4 x (5 + 5): kept.
+        assert_eq!(tiered_start(&run(&[200, 30, 5, 5])), 1);
+        assert_eq!(tiered_start(&run(&[500, 90, 5, 5])), 2);
+        assert_eq!(tiered_start(&run(&[80, 10, 5, 5])), 0);
+        assert_eq!(tiered_start(&run(&[1, 1])), 0);
+        assert_eq!(tiered_start(&run(&[1000, 1])), 1, "at least one file stays");
+        assert_eq!(tiered_start(&run(&[])), 0);
+    }
 }

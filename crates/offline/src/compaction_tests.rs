@@ -122,3 +122,23 @@ async fn compaction_keeps_reads_identical_before_during_and_after() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(reads(&fixture).await, more);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_join_reads_the_views_only_when_its_stream_is_read() {
+    let mut fixture = Fixture::new(5);
+    let input = LabelInput::Batches(fixture.labels.clone());
+    // Planned (what GetFlightInfo does): then rows are pushed, then the stream is read.
+    let planned = fixture
+        .store
+        .point_in_time_join(request(&fixture, input, false))
+        .await
+        .expect("plan");
+    push_ties(&mut fixture, 10, "late");
+    let labels = concat_batches(&fixture.labels[0].schema(), &fixture.labels).expect("concat");
+    // The reference includes the late rows: the join read the views after they were pushed.
+    let out = collect(planned).await;
+    check(&fixture, &labels, &out, false);
+    let notes = out.column_by_name("note").expect("note");
+    let notes = arrow::array::AsArray::as_string::<i32>(notes.as_ref());
+    assert!(notes.iter().flatten().any(|n| n.starts_with("late")));
+}

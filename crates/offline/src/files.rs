@@ -6,12 +6,13 @@
 //! (`<micros>-<seq>.parquet`, zero-padded) sort in append order.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use quiver_core::ResolvedView;
 
-use crate::OfflineStore;
 use crate::error::{Error, Result};
 use crate::roots::{Roots, is_data_file, sort_paths};
+use crate::{OfflineStore, ViewReader};
 
 /// The push log directory of a view version's data generation (`quiver_core::lineage`):
 /// `<data_dir>/offline/<view>/` for generation 1, `<data_dir>/offline/<view>@<g>/` for a
@@ -28,11 +29,15 @@ pub(crate) fn push_log_dir(data_dir: &Path, view: &ResolvedView) -> PathBuf {
 /// roots), then its push log. Lists directories on the blocking pool. The guard keeps the
 /// push-log files from being deleted by compaction: hold it until they are read.
 pub(crate) async fn view_files(
-    store: &OfflineStore,
+    reader: &ViewReader,
     view: &ResolvedView,
 ) -> Result<(Vec<PathBuf>, crate::PushLogGuard)> {
-    let guard = store.hold_push_log().await;
-    let (sources, data_dir, view) = (store.sources.clone(), store.data_dir.clone(), view.clone());
+    let guard = Arc::clone(&reader.push_log_lock).read_owned().await;
+    let (sources, data_dir, view) = (
+        reader.sources.clone(),
+        reader.data_dir.clone(),
+        view.clone(),
+    );
     let files =
         tokio::task::spawn_blocking(move || list_view_files(&sources, &data_dir, &view)).await??;
     Ok((files, guard))

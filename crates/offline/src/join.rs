@@ -11,18 +11,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use quiver_core::ResolvedView;
 use quiver_core::model::Feature;
 use quiver_core::selection::{SelectedView, collisions};
 use quiver_core::types::KeyType;
 
-use crate::OfflineStore;
 use crate::arrow_types::{key_compatible, normalize_key, to_micros, value_type};
 use crate::error::{Error, Result};
 use crate::labels::{LabelInput, Labels};
 use crate::view_index::ViewIndex;
+use crate::{OfflineStore, ViewReader};
 
 #[derive(Debug)]
 pub struct JoinRequest {
@@ -96,7 +96,6 @@ impl OfflineStore {
         let t_index = timestamp_column(&schema, &request.timestamp_column)?;
         let mut output_fields: Vec<Field> =
             schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-        let mut selected: Vec<Vec<&Feature>> = Vec::new();
         let mut label_keys = Vec::new();
         for join_view in &request.views {
             label_keys.push(label_key_columns(&schema, &join_view.view)?);
@@ -109,16 +108,48 @@ impl OfflineStore {
                 let name = format!("{}.event_time", join_view.prefix);
                 output_fields.push(Field::new(name, crate::arrow_types::timestamp_type(), true));
             }
-            selected.push(features);
         }
         let names = collisions(output_fields.iter().map(|f| f.name().as_str()));
         if !names.is_empty() {
             return Err(Error::NameCollision { names });
         }
-        let bounds = labels.time_bounds(t_index).await?;
-        let mut plans = Vec::new();
-        for ((join_view, features), label_keys) in
-            request.views.iter().zip(&selected).zip(label_keys)
+        let stats = Arc::new(JoinStats::new(
+            request.views.iter().map(|v| v.prefix.clone()),
+        ));
+        let output_schema = Arc::new(Schema::new(output_fields));
+        // The views are read and indexed when the stream is first polled: a planned export
+        // (a parked Flight ticket) holds no view data.
+        let reader = self.view_reader();
+        let (views, options) = (request.views, (request.as_known_at, request.event_times));
+        let deferred = {
+            let (schema, stats) = (Arc::clone(&output_schema), Arc::clone(&stats));
+            async move {
+                let bounds = labels.time_bounds(t_index).await?;
+                let plans = plan_views(&reader, &views, label_keys, bounds, options).await?;
+                Ok::<_, Error>(map_labels(labels.stream().await?, reader.parallelism, {
+                    move |batch| join_batch(batch, t_index, &plans, &schema, &stats)
+                }))
+            }
+        };
+        Ok(JoinOutput {
+            schema: output_schema,
+            stream: futures::stream::once(deferred).try_flatten().boxed(),
+            stats,
+        })
+    }
+}
+
+/// Reads and indexes every view of `request` over the labels' time `bounds`.
+async fn plan_views(
+    reader: &ViewReader,
+    views: &[SelectedView],
+    label_keys: Vec<Vec<(usize, KeyType)>>,
+    bounds: Option<(i64, i64)>,
+    (as_known_at, event_times): (bool, bool),
+) -> Result<Vec<ViewPlan>> {
+    let mut plans = Vec::new();
+    for (join_view, label_keys) in views.iter().zip(label_keys) {
+        let features: Vec<&Feature> = join_view.selected_features().collect();
         {
             let view = &join_view.view;
             // No label time: no row can be chosen, so read nothing.
@@ -130,34 +161,22 @@ impl OfflineStore {
                 None => (0, 0),
             };
             let index = ViewIndex::build(
-                self,
+                reader,
                 view,
-                features,
+                &features,
                 (start, end),
-                request.as_known_at,
-                request.event_times,
+                as_known_at,
+                event_times,
             )
             .await?;
             plans.push(ViewPlan {
                 label_keys,
                 index,
-                event_times: request.event_times,
+                event_times,
             });
         }
-        let stats = Arc::new(JoinStats::new(
-            request.views.iter().map(|v| v.prefix.clone()),
-        ));
-        let output_schema = Arc::new(Schema::new(output_fields));
-        let stream = map_labels(labels.stream().await?, self.parallelism, {
-            let (schema, stats) = (Arc::clone(&output_schema), Arc::clone(&stats));
-            move |batch| join_batch(batch, t_index, &plans, &schema, &stats)
-        });
-        Ok(JoinOutput {
-            schema: output_schema,
-            stream,
-            stats,
-        })
     }
+    Ok(plans)
 }
 
 /// The label batches of `stream`, each mapped by `join` on the blocking pool, `parallelism`

@@ -106,6 +106,15 @@ pub struct OfflineStore {
     push_log_lock: Arc<tokio::sync::RwLock<()>>,
 }
 
+/// What reading a view's files needs, cheap to clone into a stream that reads later.
+#[derive(Debug, Clone)]
+pub(crate) struct ViewReader {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) sources: Roots,
+    pub(crate) parallelism: usize,
+    pub(crate) push_log_lock: Arc<tokio::sync::RwLock<()>>,
+}
+
 /// A reader's hold on the push-log files it listed: none is deleted while it lives.
 pub type PushLogGuard = tokio::sync::OwnedRwLockReadGuard<()>;
 
@@ -143,6 +152,15 @@ impl OfflineStore {
             parallelism,
             push_clock: Mutex::new((0, 0)),
             push_log_lock: Arc::new(tokio::sync::RwLock::new(())),
+        }
+    }
+
+    pub(crate) fn view_reader(&self) -> ViewReader {
+        ViewReader {
+            data_dir: self.data_dir.clone(),
+            sources: self.sources.clone(),
+            parallelism: self.parallelism,
+            push_log_lock: Arc::clone(&self.push_log_lock),
         }
     }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray, new_null_array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use futures::{StreamExt, TryStreamExt};
 use quiver_core::selection::collisions;
 use quiver_core::types::{KeyType, ScalarType, ValueType};
 
@@ -92,7 +93,7 @@ impl OfflineStore {
             .map(|(name, key)| label_key_column(&schema, name, *key, "the feature service"))
             .collect::<Result<Vec<_>>>()?;
         let mut index_keys = request.keys.clone();
-        let (t_index, window) = match &request.on {
+        let t_index = match &request.on {
             LogMatch::RequestId { column } => {
                 label_keys.push(label_key_column(
                     &schema,
@@ -101,43 +102,53 @@ impl OfflineStore {
                     "the served-row log (the request id)",
                 )?);
                 index_keys.push((REQUEST_ID.to_string(), KeyType::String));
-                (None, request.window)
+                None
             }
             LogMatch::Keys {
                 timestamp_column: name,
-                max_age,
-            } => {
-                let t_index = timestamp_column(&schema, name)?;
-                let bounds = labels.time_bounds(t_index).await?;
-                (
-                    Some(t_index),
-                    label_window(request.window, bounds, *max_age),
-                )
-            }
+                ..
+            } => Some(timestamp_column(&schema, name)?),
         };
         let output_schema = output_schema(&schema, &request.features, t_index.is_some())?;
-        let spec = log_spec(&request.features, index_keys, t_index.is_some(), window);
-        let ttl = match request.on {
-            LogMatch::Keys { max_age, .. } => max_age,
-            LogMatch::RequestId { .. } => 0,
-        };
-        let (log, files, max_rows) = (request.log, request.files, request.max_rows);
-        let index = tokio::task::spawn_blocking(move || {
-            read_log(&log, &files, &spec, max_rows)
-                .and_then(|batches| ViewIndex::from_batches(&spec, batches, ttl, true))
-        })
-        .await??;
-        let plan = LogPlan {
-            label_keys,
-            t_index,
-            index,
-            n_features: request.features.len(),
-        };
         let stats = Arc::new(JoinStats::new(["served_log".to_string()]));
-        let stream = map_labels(labels.stream().await?, self.parallelism, {
+        // The log is read and indexed when the stream is first polled (a planned export holds
+        // no rows).
+        let parallelism = self.view_reader().parallelism;
+        let deferred = {
             let (schema, stats) = (Arc::clone(&output_schema), Arc::clone(&stats));
-            move |batch| join_log_batch(batch, &plan, &schema, &stats)
-        });
+            async move {
+                let window = match (&request.on, t_index) {
+                    (LogMatch::Keys { max_age, .. }, Some(t_index)) => {
+                        let bounds = labels.time_bounds(t_index).await?;
+                        label_window(request.window, bounds, *max_age)
+                    }
+                    _ => request.window,
+                };
+                let spec = log_spec(&request.features, index_keys, t_index.is_some(), window);
+                let ttl = match request.on {
+                    LogMatch::Keys { max_age, .. } => max_age,
+                    LogMatch::RequestId { .. } => 0,
+                };
+                let (log, files, max_rows) = (request.log, request.files, request.max_rows);
+                let index = tokio::task::spawn_blocking(move || {
+                    read_log(&log, &files, &spec, max_rows)
+                        .and_then(|batches| ViewIndex::from_batches(&spec, batches, ttl, true))
+                })
+                .await??;
+                let plan = LogPlan {
+                    label_keys,
+                    t_index,
+                    index,
+                    n_features: request.features.len(),
+                };
+                Ok::<_, Error>(map_labels(
+                    labels.stream().await?,
+                    parallelism,
+                    move |batch| join_log_batch(batch, &plan, &schema, &stats),
+                ))
+            }
+        };
+        let stream = futures::stream::once(deferred).try_flatten().boxed();
         Ok(JoinOutput {
             schema: output_schema,
             stream,

@@ -269,6 +269,17 @@ async fn request_id_join_takes_the_row_logged_for_the_request_and_key() {
     }
 }
 
+/// The error of a join that fails, once its stream is read (the log is read then).
+async fn drained(store: &crate::OfflineStore, request: LogJoinRequest) -> Error {
+    match store.served_log_join(request).await {
+        Ok(output) => {
+            let read: crate::Result<Vec<RecordBatch>> = output.stream.try_collect().await;
+            read.expect_err("the join fails")
+        }
+        Err(error) => error,
+    }
+}
+
 #[tokio::test]
 async fn a_log_over_the_row_limit_or_of_another_type_is_refused_before_joining() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -280,17 +291,14 @@ async fn a_log_over_the_row_limit_or_of_another_type_is_refused_before_joining()
     let on = LogMatch::RequestId {
         column: "request_id".into(),
     };
-    let error = store
-        .served_log_join(request(labels(), &dir, on.clone(), 159))
-        .await
-        .expect_err("over the limit");
+    let error = drained(&store, request(labels(), &dir, on.clone(), 159)).await;
     assert!(
         matches!(&error, Error::TooLarge(m) if m.contains("160 rows") && m.contains("--max-log-export-rows")),
         "{error}"
     );
     let mut wrong = request(labels(), &dir, on, 1000);
     wrong.features[0].value_type = ValueType::parse("float64").expect("type");
-    let error = store.served_log_join(wrong).await.expect_err("type");
+    let error = drained(&store, wrong).await;
     assert!(
         matches!(&error, Error::InvalidArgument { field, .. } if field == "trips__rate"),
         "{error}"

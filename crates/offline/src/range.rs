@@ -31,7 +31,7 @@ impl OfflineStore {
         if !names.is_empty() {
             return Err(Error::NameCollision { names });
         }
-        let (files, hold) = crate::files::view_files(self, view).await?;
+        let (files, hold) = crate::files::view_files(&self.view_reader(), view).await?;
         let units = plan_units(files, Arc::clone(&spec), self.parallelism).await?;
         let stats = Arc::new(JoinStats::new([view.name.clone()]));
         let batches = run_units(units, Arc::clone(&spec), self.parallelism, |unit, spec| {

@@ -21,7 +21,7 @@ use quiver_core::ResolvedView;
 use quiver_core::model::Feature;
 use quiver_core::semantics::{is_candidate, within_ttl};
 
-use crate::OfflineStore;
+use crate::ViewReader;
 use crate::error::{Error, Result};
 use crate::key_index::{KeyIndex, NO_SLOT};
 use crate::latest::key_types;
@@ -48,7 +48,7 @@ pub(crate) struct ViewIndex {
 impl ViewIndex {
     /// Reads `features` of the view's rows with `start <= event_ts < end` and indexes them.
     pub(crate) async fn build(
-        store: &OfflineStore,
+        reader: &ViewReader,
         view: &ResolvedView,
         features: &[&Feature],
         (start, end): (i64, i64),
@@ -58,23 +58,27 @@ impl ViewIndex {
         let spec = Arc::new(ScanSpec::new(view, features, start, end));
         // An empty range (no label has a time) reads nothing.
         let (files, _hold) = if start < end {
-            let (files, hold) = crate::files::view_files(store, view).await?;
+            let (files, hold) = crate::files::view_files(reader, view).await?;
             (files, Some(hold))
         } else {
             (Vec::new(), None)
         };
-        let units = plan_units(files, Arc::clone(&spec), store.parallelism).await?;
-        let per_unit: Vec<Vec<RecordBatch>> =
-            run_units(units, Arc::clone(&spec), store.parallelism, |unit, spec| {
+        let units = plan_units(files, Arc::clone(&spec), reader.parallelism).await?;
+        let per_unit: Vec<Vec<RecordBatch>> = run_units(
+            units,
+            Arc::clone(&spec),
+            reader.parallelism,
+            |unit, spec| {
                 let mut batches = Vec::new();
                 read_unit(unit, spec, &mut |batch| {
                     batches.push(batch);
                     Ok(())
                 })?;
                 Ok(batches)
-            })
-            .try_collect()
-            .await?;
+            },
+        )
+        .try_collect()
+        .await?;
         drop(_hold); // Read: compaction may remove merged files now.
         let ttl = view.ttl;
         tokio::task::spawn_blocking(move || {

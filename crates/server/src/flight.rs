@@ -1,5 +1,6 @@
-//! Arrow Flight on the same port: GetFlightInfo (command = serialized ExportRequest) prepares a
-//! join and returns a single-use ticket; DoGet streams its record batches; DoPut uploads a
+//! Arrow Flight on the same port: GetFlightInfo (command = serialized ExportRequest) plans a
+//! join (labels opened, columns validated, output schema; no view data read) and returns a
+//! single-use ticket; DoGet runs it and streams its record batches; DoPut uploads a
 //! label table (descriptor path `["labels", name]`); Handshake checks a token and hands it back as
 //! `authorization: Bearer` for clients that authenticate that way. Every other Flight RPC is
 //! unimplemented.
