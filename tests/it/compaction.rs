@@ -113,8 +113,9 @@ async fn compaction_keeps_online_and_offline_equal_while_it_merges() -> anyhow::
         // While compaction merges (and after): every export equals the online read.
         assert_eq!(offline_at_t(&server, &mut clients).await?, online);
         exports += 1;
+        // 60 pushes made 60 files; fewer than a run (8) are left once compaction caught up.
         let files = push_log_files(&server)?;
-        if files == 1 {
+        if files < 8 {
             break;
         }
         assert!(

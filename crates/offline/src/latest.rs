@@ -45,7 +45,7 @@ impl OfflineStore {
         let features: Vec<&Feature> = view.features.iter().collect();
         let spec = Arc::new(ScanSpec::new(view, &features, start, end));
         let (files, _hold) = crate::files::view_files(&self.view_reader(), view).await?;
-        let units = plan_units(files, Arc::clone(&spec), self.parallelism).await?;
+        let units = plan_units(files, Arc::clone(&spec), &self.view_reader()).await?;
         let key_types = key_types(&spec.schema, spec.n_keys());
         let partials = run_units(units, Arc::clone(&spec), self.parallelism, {
             let key_types = key_types.clone();

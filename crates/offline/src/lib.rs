@@ -32,6 +32,7 @@ mod arrow_types;
 mod compaction;
 mod error;
 mod files;
+mod footers;
 mod join;
 mod key_index;
 mod labels;
@@ -104,6 +105,8 @@ pub struct OfflineStore {
     /// Held (shared) by readers from listing push-log files until they have read them;
     /// compaction deletes the files it merged only when it gets it exclusively at once.
     push_log_lock: Arc<tokio::sync::RwLock<()>>,
+    /// Parsed footers of the files views read.
+    footers: Arc<footers::FooterCache>,
 }
 
 /// What reading a view's files needs, cheap to clone into a stream that reads later.
@@ -113,6 +116,7 @@ pub(crate) struct ViewReader {
     pub(crate) sources: Roots,
     pub(crate) parallelism: usize,
     pub(crate) push_log_lock: Arc<tokio::sync::RwLock<()>>,
+    pub(crate) footers: Arc<footers::FooterCache>,
 }
 
 /// A reader's hold on the push-log files it listed: none is deleted while it lives.
@@ -152,6 +156,7 @@ impl OfflineStore {
             parallelism,
             push_clock: Mutex::new((0, 0)),
             push_log_lock: Arc::new(tokio::sync::RwLock::new(())),
+            footers: Arc::default(),
         }
     }
 
@@ -161,6 +166,7 @@ impl OfflineStore {
             sources: self.sources.clone(),
             parallelism: self.parallelism,
             push_log_lock: Arc::clone(&self.push_log_lock),
+            footers: Arc::clone(&self.footers),
         }
     }
 

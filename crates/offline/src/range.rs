@@ -32,7 +32,7 @@ impl OfflineStore {
             return Err(Error::NameCollision { names });
         }
         let (files, hold) = crate::files::view_files(&self.view_reader(), view).await?;
-        let units = plan_units(files, Arc::clone(&spec), self.parallelism).await?;
+        let units = plan_units(files, Arc::clone(&spec), &self.view_reader()).await?;
         let stats = Arc::new(JoinStats::new([view.name.clone()]));
         let batches = run_units(units, Arc::clone(&spec), self.parallelism, |unit, spec| {
             let mut batches: Vec<RecordBatch> = Vec::new();

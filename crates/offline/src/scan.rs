@@ -21,8 +21,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
-    RowFilter,
+    ArrowPredicateFn, ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowFilter,
 };
 use parquet::errors::ParquetError;
 use quiver_core::ResolvedView;
@@ -183,16 +182,19 @@ pub(crate) struct Unit {
 pub(crate) async fn plan_units(
     files: Vec<PathBuf>,
     spec: Arc<ScanSpec>,
-    parallelism: usize,
+    reader: &crate::ViewReader,
 ) -> Result<Vec<Unit>> {
-    let per_file: Vec<Vec<Unit>> = futures::stream::iter(files)
-        .map(|path| {
-            let spec = Arc::clone(&spec);
-            async move { tokio::task::spawn_blocking(move || plan_file(path, &spec)).await? }
-        })
-        .buffered(parallelism.max(1))
-        .try_collect()
-        .await?;
+    let per_file: Vec<Vec<Unit>> =
+        futures::stream::iter(files)
+            .map(|path| {
+                let (spec, footers) = (Arc::clone(&spec), Arc::clone(&reader.footers));
+                async move {
+                    tokio::task::spawn_blocking(move || plan_file(path, &spec, &footers)).await?
+                }
+            })
+            .buffered(reader.parallelism.max(1))
+            .try_collect()
+            .await?;
     Ok(per_file.into_iter().flatten().collect())
 }
 
@@ -217,9 +219,14 @@ where
         .buffered(parallelism.max(1))
 }
 
-fn plan_file(path: PathBuf, spec: &ScanSpec) -> Result<Vec<Unit>> {
+fn plan_file(
+    path: PathBuf,
+    spec: &ScanSpec,
+    footers: &crate::footers::FooterCache,
+) -> Result<Vec<Unit>> {
     let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+    let metadata = footers
+        .load(&path, &file)
         .map_err(|e| spec.unreadable(&path, e))?;
     let (columns, projection, event_root) = project(spec, metadata.schema(), &path)?;
     let kept = prune_row_groups(&metadata, &spec.event_time, spec.start, spec.end, &path)?;

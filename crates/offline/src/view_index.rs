@@ -63,7 +63,7 @@ impl ViewIndex {
         } else {
             (Vec::new(), None)
         };
-        let units = plan_units(files, Arc::clone(&spec), reader.parallelism).await?;
+        let units = plan_units(files, Arc::clone(&spec), reader).await?;
         let per_unit: Vec<Vec<RecordBatch>> = run_units(
             units,
             Arc::clone(&spec),

@@ -1,0 +1,98 @@
+//! Parsed Parquet footers, kept between reads: every join, range read and materialization
+//! plans its units from the footers of all of a view's files, and most files (sources, merged
+//! push-log files) are read again and again unchanged.
+//!
+//! Keyed by (path, length, modification time): a file replaced in place is parsed again. The
+//! cache holds at most [`FOOTER_CACHE_ENTRIES`] footers and is emptied when full (footers of
+//! deleted files go then too); a footer is a few KiB for the narrow files Quiver reads.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::errors::ParquetError;
+
+/// Most footers kept.
+pub(crate) const FOOTER_CACHE_ENTRIES: usize = 4096;
+
+type Key = (PathBuf, u64, Option<SystemTime>);
+
+#[derive(Debug, Default)]
+pub(crate) struct FooterCache {
+    entries: Mutex<HashMap<Key, ArrowReaderMetadata>>,
+}
+
+impl FooterCache {
+    /// The footer of `file` (open at `path`), parsed unless it is cached for this version of
+    /// the file.
+    pub(crate) fn load(
+        &self,
+        path: &Path,
+        file: &File,
+    ) -> Result<ArrowReaderMetadata, ParquetError> {
+        let stat = file
+            .metadata()
+            .map_err(|e| ParquetError::External(Box::new(e)))?;
+        let key = (path.to_path_buf(), stat.len(), stat.modified().ok());
+        if let Some(found) = self.lock().get(&key) {
+            return Ok(found.clone());
+        }
+        let metadata = ArrowReaderMetadata::load(file, ArrowReaderOptions::new())?;
+        let mut entries = self.lock();
+        if entries.len() >= FOOTER_CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, metadata.clone());
+        Ok(metadata)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, ArrowReaderMetadata>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+
+    use super::*;
+
+    fn write(path: &Path, rows: i64) {
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(Int64Array::from_iter_values(0..rows)) as _,
+        )])
+        .expect("batch");
+        crate::parquet_writer::write_file_durably(path, &[batch], Vec::new()).expect("write");
+    }
+
+    #[test]
+    fn a_footer_is_parsed_once_per_version_of_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.parquet");
+        write(&path, 3);
+        let cache = FooterCache::default();
+        let open = || File::open(&path).expect("open");
+        let first = cache.load(&path, &open()).expect("load");
+        let again = cache.load(&path, &open()).expect("load");
+        assert!(Arc::ptr_eq(first.metadata(), again.metadata()), "cached");
+        assert_eq!(cache.len(), 1);
+        // Replaced in place (a new length): parsed again.
+        write(&path, 3000);
+        let replaced = cache.load(&path, &open()).expect("load");
+        assert_eq!(replaced.metadata().file_metadata().num_rows(), 3000);
+        assert_eq!(cache.len(), 2);
+    }
+}
