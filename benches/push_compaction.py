@@ -16,7 +16,6 @@ materialization of the whole range. Prints a table; ratios are against `bulk` in
 import os
 import pathlib
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from push_rss import column, field, named, packed_varints, varint  # noqa: E402
+import push_rss  # noqa: E402
 
 T0 = 1_800_000_000_000_000
 USERS = 10_000
@@ -37,17 +36,7 @@ MANIFEST = pathlib.Path(__file__).parent / "push_rss.yaml"
 
 
 def push_request(first, rows):
-    ids = range(first, first + rows)
-    users = [i % USERS for i in ids]
-    columns = [
-        named("user_id", column(3, packed_varints(users))),
-        named("event_timestamp", column(8, packed_varints(T0 + i for i in ids))),
-        named("a", column(3, packed_varints(ids))),
-        named("b", column(5, field(1, struct.pack(f"<{rows}d", *(i * 0.5 for i in ids))))),
-        named("s", column(6, b"".join(field(1, f"value-{i}".encode()) for i in ids))),
-    ]
-    mode = varint(4 << 3 | 0) + varint(3)  # PUSH_MODE_ONLINE_AND_OFFLINE
-    return field(1, b"clicks") + b"".join(field(3, c) for c in columns) + mode
+    return push_rss.push_request(rows, first, USERS)
 
 
 class Server:

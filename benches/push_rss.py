@@ -46,11 +46,13 @@ def named(name, col):
     return field(1, name.encode()) + field(2, col)
 
 
-def push_request(rows):
+def push_request(rows, first=0, users=None):
+    """ROWS rows from row FIRST: user i (or i % USERS), event time t0 + i."""
     t0 = 1_800_000_000_000_000
-    ids = range(rows)
+    ids = range(first, first + rows)
+    keys = ids if users is None else [i % users for i in ids]
     columns = [
-        named("user_id", column(3, packed_varints(ids))),
+        named("user_id", column(3, packed_varints(keys))),
         named("event_timestamp", column(8, packed_varints(t0 + i for i in ids))),
         named("a", column(3, packed_varints(ids))),
         named("b", column(5, field(1, struct.pack(f"<{rows}d", *(i * 0.5 for i in ids))))),

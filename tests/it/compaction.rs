@@ -2,16 +2,11 @@
 //! (ties included), the background task merges the files, and the training join at T equals
 //! the online read at T (the consistency invariant) before, while and after it does.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, Int64Array};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use arrow::record_batch::RecordBatch;
-use quiver_integration_tests::{Clients, ManualClock, TestServer, export_to_end, write_parquet};
-use quiver_proto::v1;
+use quiver_integration_tests::{Clients, ManualClock, TestServer};
 
-use super::consistency::{HOUR, T, generated};
+use super::consistency::{HOUR, T, export_a_at, generated};
 use super::fixture::{TestRow, materialize, setup};
 use super::online::{push_request, read_a};
 
@@ -22,43 +17,8 @@ async fn offline_at_t(
     server: &TestServer,
     clients: &mut Clients,
 ) -> anyhow::Result<Vec<Option<i64>>> {
-    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let schema = Schema::new(vec![
-        Field::new("user_id", DataType::Int64, false),
-        Field::new("event_timestamp", ts, false),
-    ]);
-    let labels = RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            Arc::new(Int64Array::from_iter_values(0..USERS)),
-            Arc::new(
-                arrow::array::TimestampMicrosecondArray::from(vec![T; USERS as usize])
-                    .with_timezone("UTC"),
-            ),
-        ],
-    )?;
-    write_parquet(&server.path("labels.parquet"), &[labels])?;
-    let request = v1::ExportRequest {
-        selector: Some(v1::export_request::Selector::FeatureService("model".into())),
-        labels_path: server.path("labels.parquet").to_string_lossy().into_owned(),
-        output_path: "train.parquet".into(),
-        overwrite: true,
-        ..Default::default()
-    };
-    export_to_end(clients, request).await?;
-    let file = std::fs::File::open(server.path("data/exports/train.parquet"))?;
-    let reader =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
-    let mut values = Vec::new();
-    for batch in reader {
-        let batch = batch?;
-        let a = batch
-            .column_by_name("a")
-            .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
-            .ok_or_else(|| anyhow::anyhow!("a"))?;
-        values.extend((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))));
-    }
-    Ok(values)
+    let ids: Vec<i64> = (0..USERS).collect();
+    Ok(export_a_at(server, clients, &ids, T).await?.1)
 }
 
 fn push_log_files(server: &TestServer) -> anyhow::Result<usize> {

@@ -108,6 +108,24 @@ async fn online_at_t_equals_point_in_time_join_at_t() -> anyhow::Result<()> {
     }
 
     // Offline: one label per key at t = T, exported through the server.
+    let (offline_ids, offline_values) = export_a_at(&server, &mut clients, &ids, T).await?;
+    assert_eq!(offline_ids, ids, "one output row per label, in label order");
+    assert_eq!(
+        offline_values, want,
+        "the point-in-time join at T differs from the reference"
+    );
+    server.stop().await?;
+    Ok(())
+}
+
+/// The training export of service `model` for one label per id at `t` (written to
+/// `labels.parquet`, exported to `train.parquet`): the output's (`user_id`, `a`) columns.
+pub(super) async fn export_a_at(
+    server: &TestServer,
+    clients: &mut quiver_integration_tests::Clients,
+    ids: &[i64],
+    t: i64,
+) -> anyhow::Result<(Vec<i64>, Vec<Option<i64>>)> {
     let labels_path = server.path("labels.parquet");
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let schema = Schema::new(vec![
@@ -117,50 +135,34 @@ async fn online_at_t_equals_point_in_time_join_at_t() -> anyhow::Result<()> {
     let labels = RecordBatch::try_new(
         Arc::new(schema),
         vec![
-            Arc::new(Int64Array::from(ids.clone())),
-            Arc::new(TimestampMicrosecondArray::from(vec![T; ids.len()]).with_timezone("UTC")),
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(TimestampMicrosecondArray::from(vec![t; ids.len()]).with_timezone("UTC")),
         ],
     )?;
     write_parquet(&labels_path, &[labels])?;
-    let out = server.path("data/exports/train.parquet");
     let request = v1::ExportRequest {
         selector: Some(v1::export_request::Selector::FeatureService("model".into())),
         labels_path: labels_path.to_string_lossy().into_owned(),
         output_path: "train.parquet".into(),
+        overwrite: true,
         ..Default::default()
     };
-    let mut stream = clients
-        .offline
-        .export_training_data(request)
-        .await?
-        .into_inner();
-    while let Some(progress) = futures::StreamExt::next(&mut stream).await {
-        progress?;
-    }
-    let file = std::fs::File::open(&out)?;
+    quiver_integration_tests::export_to_end(clients, request).await?;
+    let file = std::fs::File::open(server.path("data/exports/train.parquet"))?;
     let reader =
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
-    let mut offline_values = Vec::new();
-    let mut offline_ids = Vec::new();
+    let (mut out_ids, mut values) = (Vec::new(), Vec::new());
     for batch in reader {
         let batch = batch?;
-        let id = batch
-            .column_by_name("user_id")
-            .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
-            .ok_or_else(|| anyhow::anyhow!("user_id"))?;
-        let a = batch
-            .column_by_name("a")
-            .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
-            .ok_or_else(|| anyhow::anyhow!("a"))?;
-        offline_ids.extend(id.values().iter().copied());
-        offline_values
-            .extend((0..a.len()).map(|i| if a.is_null(i) { None } else { Some(a.value(i)) }));
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+                .ok_or_else(|| anyhow::anyhow!("no column {name}"))
+        };
+        let (id, a) = (column("user_id")?, column("a")?);
+        out_ids.extend(id.values().iter().copied());
+        values.extend((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))));
     }
-    assert_eq!(offline_ids, ids, "one output row per label, in label order");
-    assert_eq!(
-        offline_values, want,
-        "the point-in-time join at T differs from the reference"
-    );
-    server.stop().await?;
-    Ok(())
+    Ok((out_ids, values))
 }

@@ -15,7 +15,7 @@ use quiver_proto::v1;
 
 use super::consistency::{HOUR, T, generated};
 use super::fixture::{TestRow, batch, materialize};
-use super::online::{get_request, push_request};
+use super::online::{a_of, get_request, push_request};
 use super::skew::{pushed, setup_logged};
 
 const SECOND: i64 = 1_000_000;
@@ -37,26 +37,11 @@ async fn serve(
             .and_then(|v| v.to_str().ok()),
         Some(id)
     );
-    let a = response
-        .into_inner()
-        .features
-        .into_iter()
-        .find(|f| f.name == "a")
-        .ok_or_else(|| anyhow::anyhow!("no feature a"))?;
-    let values = quiver_proto::convert::column_to_values(
-        a.values
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("no values"))?,
-        quiver_core::types::ValueType::scalar(quiver_core::types::ScalarType::Int64),
-        "a",
-    )?;
+    let a = a_of(&response.into_inner())?;
     Ok(ids
         .into_iter()
-        .zip(values)
-        .map(|(user, value)| match value {
-            quiver_core::value::Value::Int64(x) => (user, Some(x)),
-            _ => (user, None),
-        })
+        .zip(a)
+        .map(|(user, (_, a))| (user, a))
         .collect())
 }
 

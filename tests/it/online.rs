@@ -40,6 +40,13 @@ pub(super) async fn read_a(
         .get_online_features(get_request(ids))
         .await?
         .into_inner();
+    a_of(&response)
+}
+
+/// (status, a) per entity of a response, from feature `a`.
+pub(super) fn a_of(
+    response: &v1::GetOnlineFeaturesResponse,
+) -> anyhow::Result<Vec<(i32, Option<i64>)>> {
     let a = response
         .features
         .iter()
