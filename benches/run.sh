@@ -8,7 +8,7 @@ BIN=${QUIVER_BIN_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/quiver-release}/release}
 DATA=${QUIVER_BENCH_DATA:-/tmp/quiver-bench}
 SECONDS_PER_CELL=${SECONDS_PER_CELL:-3}
 mkdir -p "$DATA"
-python3 -m pip install --quiet --disable-pip-version-check duckdb==1.4.2 pyarrow==22.0.0
+python3 -m pip install --quiet --disable-pip-version-check duckdb==2.0.1 pyarrow==22.0.0
 
 echo "== machine"; nproc; free -g | head -2; uname -r
 [ -f "$DATA/driver_hourly.parquet" ] || "$BIN/quiver-bench" gen --out "$DATA" --entities 10000 --hours 720

@@ -142,3 +142,38 @@ async fn a_planned_join_reads_the_views_only_when_its_stream_is_read() {
     let notes = arrow::array::AsArray::as_string::<i32>(notes.as_ref());
     assert!(notes.iter().flatten().any(|n| n.starts_with("late")));
 }
+
+#[test]
+fn after_a_restart_new_pushes_sort_after_every_file_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crate::testutil::store(dir.path(), dir.path());
+    let view = crate::testutil::test_view(dir.path(), "v", 0);
+    let row = Row {
+        key: vec![KeyValue::Int64(1)],
+        event_ts: 0,
+        created_ts: None,
+        values: vec![Value::Null; 3],
+    };
+    store
+        .append_push_log(&view, std::slice::from_ref(&row))
+        .expect("push");
+    // A file named by a clock a day ahead (as if the wall clock went back across a restart).
+    let log_dir = push_log_dir(dir.path(), &view);
+    let [written] = push_log_files(&log_dir)
+        .expect("list")
+        .try_into()
+        .expect("one file");
+    let ahead = chrono::Utc::now().timestamp_micros() + 86_400_000_000;
+    let future = log_dir.join(format!("{ahead:020}-{:020}.parquet", 7));
+    std::fs::rename(&written, &future).expect("rename");
+
+    let restarted = crate::testutil::store(dir.path(), dir.path());
+    assert_eq!(restarted.resume_push_names().expect("resume"), (ahead, 7));
+    restarted.append_push_log(&view, &[row]).expect("push");
+    let files = push_log_files(&log_dir).expect("list");
+    assert_eq!(files.len(), 2);
+    assert_eq!(
+        files[0], future,
+        "the new push sorts after the file from the future"
+    );
+}

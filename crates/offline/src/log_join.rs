@@ -58,8 +58,9 @@ pub struct LogJoinRequest {
     pub labels: LabelInput,
     pub on: LogMatch,
     pub log: ServedLogDir,
-    /// The log files to read (of the service, and of the versions asked for).
-    pub files: Vec<PathBuf>,
+    /// The service whose log is read, and the only service version read (None: every one).
+    pub service: String,
+    pub version: Option<u32>,
     /// Only rows served in `[start, end)`.
     pub window: (i64, i64),
     /// The service's join keys: log columns and label columns of these names.
@@ -129,8 +130,10 @@ impl OfflineStore {
                     LogMatch::Keys { max_age, .. } => max_age,
                     LogMatch::RequestId { .. } => 0,
                 };
-                let (log, files, max_rows) = (request.log, request.files, request.max_rows);
+                let (log, max_rows) = (request.log, request.max_rows);
+                let (service, version) = (request.service, request.version);
                 let index = tokio::task::spawn_blocking(move || {
+                    let files = log_files(&log, &service, version, (spec.start, spec.end))?;
                     read_log(&log, &files, &spec, max_rows)
                         .and_then(|batches| ViewIndex::from_batches(&spec, batches, ttl, true))
                 })
@@ -212,6 +215,24 @@ fn log_spec(
         ));
     }
     ScanSpec::plain("served log", keys, SERVED_AT, columns, window)
+}
+
+/// Blocking: the log files of `service` (of `version` only, when given) that may hold rows
+/// served in `window`, listed when the join runs (not when it is planned).
+fn log_files(
+    log: &ServedLogDir,
+    service: &str,
+    version: Option<u32>,
+    (start, end): (i64, i64),
+) -> Result<Vec<PathBuf>> {
+    if start >= end {
+        return Ok(Vec::new());
+    }
+    Ok(log
+        .files(service, start, end)?
+        .into_iter()
+        .filter(|f| version.is_none_or(|v| ServedLogDir::file_version(f) == Some(v)))
+        .collect())
 }
 
 /// Blocking: the logged rows of `files` in the spec's window, in the spec's schema, after

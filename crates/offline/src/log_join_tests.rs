@@ -129,7 +129,8 @@ fn request(labels: RecordBatch, dir: &ServedLogDir, on: LogMatch, max_rows: u64)
         labels: LabelInput::Batches(vec![labels]),
         on,
         log: dir.clone(),
-        files: dir.files("svc", 0, i64::MAX).expect("files"),
+        service: "svc".into(),
+        version: None,
         window: (0, i64::MAX),
         keys: vec![("driver_id".into(), KeyType::Int64)],
         features: vec![

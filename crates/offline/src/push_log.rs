@@ -104,7 +104,35 @@ impl OfflineStore {
         Ok(dirs)
     }
 
-    /// `(micros, seq)` greater than any name this store gave before.
+    /// Moves the push-log name clock past every name on disk (call it at start, before any
+    /// append): a name must sort after every file already there, also when the wall clock
+    /// went back across a restart, or a merged file's range (`compaction.rs`) could cover,
+    /// hide and delete the new file. Returns the greatest `(micros, seq)` found.
+    pub fn resume_push_names(&self) -> Result<(i64, u64)> {
+        let mut greatest = (0i64, 0u64);
+        for dir in self.push_log_dirs()? {
+            for entry in real_entries(&dir)? {
+                let Some((_, last)) = crate::files::log_range(&entry.path()) else {
+                    continue;
+                };
+                let parsed = last
+                    .split_once('-')
+                    .and_then(|(m, s)| Some((m.parse::<i64>().ok()?, s.parse::<u64>().ok()?)));
+                if let Some(name) = parsed {
+                    greatest = greatest.max(name);
+                }
+            }
+        }
+        let mut clock = self
+            .push_clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *clock = (*clock).max(greatest);
+        Ok(greatest)
+    }
+
+    /// `(micros, seq)` greater than any name this store gave before (and, after
+    /// [`OfflineStore::resume_push_names`], than any name on disk).
     fn next_push_name(&self) -> (i64, u64) {
         let now = chrono::Utc::now().timestamp_micros().max(0);
         let mut last = self

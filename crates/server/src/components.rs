@@ -61,6 +61,7 @@ impl Components {
         ));
         // Nothing is being written yet: what a crashed append left behind can go.
         offline.remove_interrupted_appends()?;
+        offline.resume_push_names()?;
         let registry = Arc::new(registry::Registry::open(
             Arc::clone(&store),
             ParquetSchemaCheck::new(roots.sources),

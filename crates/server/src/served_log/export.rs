@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use quiver_core::selection::Selection;
 use quiver_core::types::{KeyType, Micros};
-use quiver_offline::{
-    JoinOutput, LabelInput, LogFeature, LogJoinRequest, LogMatch, OfflineStore, ServedLogDir,
-};
+use quiver_offline::{JoinOutput, LabelInput, LogFeature, LogJoinRequest, LogMatch, OfflineStore};
 
 use super::ServedLog;
 use crate::error::{Error, Result};
@@ -126,19 +124,10 @@ impl ServedLog {
                 "a training set from the served-row log is built for a feature service; select one with `feature_service`",
             ));
         };
-        let (name, version) = (service.name.clone(), service.version);
+        let name = service.name.clone();
         let window = export.from.window.unwrap_or((Micros::MIN, Micros::MAX));
         let log = Arc::clone(self);
-        let pinned = export.pinned;
-        let files = crate::run_blocking(move || {
-            log.flush(&name)?;
-            let files = log.dir().files(&name, window.0, window.1)?;
-            Ok(files
-                .into_iter()
-                .filter(|f| !pinned || ServedLogDir::file_version(f) == Some(version))
-                .collect())
-        })
-        .await?;
+        crate::run_blocking(move || log.flush(&name)).await?;
         export.selection.output_names(export.full_names)?;
         let request = LogJoinRequest {
             labels: export.labels,
@@ -150,7 +139,8 @@ impl ServedLog {
                 },
             },
             log: self.dir().clone(),
-            files,
+            service: service.name.clone(),
+            version: export.pinned.then_some(service.version),
             window,
             keys: join_keys(export.selection),
             features: features(export.selection, export.full_names),
