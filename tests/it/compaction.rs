@@ -1,5 +1,5 @@
 //! The server's push-log compaction: after many single-row pushes from concurrent writers
-//! (ties included), the background task merges the files, and the training join at T equals
+//! (ties within each writer), the background task merges the files, and the training join at T equals
 //! the online read at T (the consistency invariant) before, while and after it does.
 
 use std::time::{Duration, Instant};
@@ -39,8 +39,10 @@ async fn compaction_keeps_online_and_offline_equal_while_it_merges() -> anyhow::
     let mut clients = server.clients().await?;
     setup(&server, &mut clients, &generated(), "3h").await?;
     materialize(&mut clients, T - 100 * HOUR, T + 1).await?;
-    // 4 writers x 15 single-row pushes; event times repeat, so rows tie on (event, created)
-    // and only the order of the pushes decides.
+    // 4 writers x 15 single-row pushes; event times repeat, so a writer's rows tie on (event,
+    // created) and only the order of its pushes decides. Writers differ in created time: exact
+    // ties between concurrent clients are not ordered the same way online and offline (the
+    // offline append and the online write of one push are not one atomic step).
     let mut writers = Vec::new();
     for w in 0..4i64 {
         let mut clients = server.clients().await?;
@@ -49,7 +51,7 @@ async fn compaction_keeps_online_and_offline_equal_while_it_merges() -> anyhow::
                 let row = TestRow {
                     user_id: (w + i) % USERS,
                     event_ts: T - (i % 3) * 1_000_000,
-                    created_ts: T - 1,
+                    created_ts: T - 1 - w,
                     a: 1_000 * w + i,
                     b: None,
                     s: format!("w{w}"),
@@ -86,6 +88,20 @@ async fn compaction_keeps_online_and_offline_equal_while_it_merges() -> anyhow::
     }
     assert!(exports >= 1);
     assert_eq!(offline_at_t(&server, &mut clients).await?, online);
+    // The passes are counted: the merged files (at least the 53 gone), and no failure.
+    let (_, text) = server.http_get("/metrics").await?;
+    let value = |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let merged = value("quiver_push_log_merged_files_total").unwrap_or(0.0);
+    assert!(merged >= 53.0, "{merged} merged\n{text}");
+    assert_eq!(
+        value(r#"quiver_push_log_compactions_total{result="error"}"#),
+        Some(0.0)
+    );
+    assert!(value(r#"quiver_push_log_compactions_total{result="ok"}"#).unwrap_or(0.0) >= 1.0);
     server.stop().await?;
     Ok(())
 }

@@ -7,6 +7,11 @@
 //! it covers: the name sorts after the run's first file and before the file that followed the
 //! run, so the merged rows keep their place among the other files.
 //!
+//! **Only committed names.** Concurrent appends take names in order but commit in any order,
+//! so a run stops below the oldest name still being written (`OfflineStore::push_horizon`,
+//! read before listing): no file can appear later inside a merged file's range. Across
+//! restarts, names resume past every file on disk (`OfflineStore::resume_push_names`).
+//!
 //! **Atomic to readers.** The merged file is written under a temporary name, fsynced, renamed
 //! into place and its directory fsynced. From then on, listing hides every file whose range a
 //! merged file covers (`files::push_log_files`), so a listing sees either the run's files or
@@ -71,7 +76,9 @@ impl OfflineStore {
         let mut report = CompactionReport::default();
         for dir in self.push_log_dirs()? {
             report.removed += self.remove_covered(&dir)?;
-            for run in runs(&dir, policy)? {
+            // Taken before listing: every file named below it is already there.
+            let horizon = self.push_horizon();
+            for run in runs(&dir, policy, &horizon)? {
                 report.rows += merge(&dir, &run)?;
                 report.merged += run.len();
                 report.written += 1;
@@ -104,10 +111,11 @@ impl OfflineStore {
     }
 }
 
-/// The runs of `dir` to merge: consecutive files below the target size with one schema, at
-/// most about the target size together, without older files much larger than the rest
-/// ([`tiered_start`]), at least `min_files` of them.
-fn runs(dir: &Path, policy: &CompactionPolicy) -> Result<Vec<Vec<Candidate>>> {
+/// The runs of `dir` to merge: consecutive files named below `horizon`
+/// (`OfflineStore::push_horizon`), below the target size, with one schema, at most about the
+/// target size together, without older files much larger than the rest ([`tiered_start`]),
+/// at least `min_files` of them.
+fn runs(dir: &Path, policy: &CompactionPolicy, horizon: &str) -> Result<Vec<Vec<Candidate>>> {
     let mut runs = Vec::new();
     let mut run: Vec<Candidate> = Vec::new();
     let mut run_bytes = 0u64;
@@ -119,6 +127,10 @@ fn runs(dir: &Path, policy: &CompactionPolicy) -> Result<Vec<Vec<Candidate>>> {
         }
     };
     for path in push_log_files(dir)? {
+        // A file at or above the horizon may have older neighbours still being written.
+        if log_range(&path).is_none_or(|(_, last)| last.as_str() >= horizon) {
+            break;
+        }
         let bytes = std::fs::metadata(&path)
             .map_err(|e| Error::io(&path, e))?
             .len();

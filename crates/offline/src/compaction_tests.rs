@@ -177,3 +177,26 @@ fn after_a_restart_new_pushes_sort_after_every_file_on_disk() {
         "the new push sorts after the file from the future"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_named_after_an_append_still_being_written_are_not_merged() {
+    let mut fixture = Fixture::new(9);
+    let dir = push_log_dir(fixture.store.data_dir(), &fixture.driver);
+    let policy = CompactionPolicy {
+        min_files: 4,
+        ..CompactionPolicy::default()
+    };
+    // An append took its name and has not committed; 10 later pushes commit before it.
+    let slow = fixture.store.next_push_name();
+    push_ties(&mut fixture, 10, "after");
+    let report =
+        tokio::task::block_in_place(|| fixture.store.compact_push_logs(&policy)).expect("compact");
+    // Only the 2 files named before it could merge: fewer than a run.
+    assert_eq!(report.written, 0, "{report:?}");
+    assert_eq!(push_log_files(&dir).expect("list").len(), 12);
+    // Committed (here: given up): everything may merge.
+    fixture.store.push_names().in_flight.remove(&slow);
+    let report =
+        tokio::task::block_in_place(|| fixture.store.compact_push_logs(&policy)).expect("compact");
+    assert_eq!((report.merged, report.written), (12, 1), "{report:?}");
+}

@@ -101,12 +101,20 @@ pub struct OfflineStore {
     /// Scan units (and footers) read at a time.
     parallelism: usize,
     /// The last push-log file name's `(micros, seq)`: names only grow within a process.
-    push_clock: Mutex<(i64, u64)>,
+    push_clock: Mutex<PushNames>,
     /// Held (shared) by readers from listing push-log files until they have read them;
     /// compaction deletes the files it merged only when it gets it exclusively at once.
     push_log_lock: Arc<tokio::sync::RwLock<()>>,
     /// Parsed footers of the files views read.
     footers: Arc<footers::FooterCache>,
+}
+
+/// Push-log names given out: the last one, and those whose files are still being written
+/// (committed out of order by concurrent appends; compaction merges only below the oldest).
+#[derive(Debug, Default)]
+pub(crate) struct PushNames {
+    pub(crate) last: (i64, u64),
+    pub(crate) in_flight: std::collections::BTreeSet<(i64, u64)>,
 }
 
 /// What reading a view's files needs, cheap to clone into a stream that reads later.
@@ -154,7 +162,7 @@ impl OfflineStore {
             labels,
             session: SessionContext::new_with_config(config),
             parallelism,
-            push_clock: Mutex::new((0, 0)),
+            push_clock: Mutex::new(PushNames::default()),
             push_log_lock: Arc::new(tokio::sync::RwLock::new(())),
             footers: Arc::default(),
         }

@@ -44,9 +44,11 @@ impl OfflineStore {
         }
         let dir = push_log_dir(&self.data_dir, view);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let (micros, seq) = self.next_push_name();
-        let path = dir.join(format!("{micros:020}-{seq:020}.parquet"));
-        write_file_durably(&path, batches, Vec::new())?;
+        let name = self.next_push_name();
+        let path = dir.join(format!("{:020}-{:020}.parquet", name.0, name.1));
+        let written = write_file_durably(&path, batches, Vec::new());
+        self.push_names().in_flight.remove(&name);
+        written?;
         tracing::debug!(view = %view.name, rows, path = %path.display(), "appended to push log");
         Ok(())
     }
@@ -123,28 +125,44 @@ impl OfflineStore {
                 }
             }
         }
-        let mut clock = self
-            .push_clock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *clock = (*clock).max(greatest);
+        let mut names = self.push_names();
+        names.last = names.last.max(greatest);
         Ok(greatest)
     }
 
     /// `(micros, seq)` greater than any name this store gave before (and, after
     /// [`OfflineStore::resume_push_names`], than any name on disk).
-    fn next_push_name(&self) -> (i64, u64) {
+    /// The name is in flight until the caller removes it (once its file is committed or
+    /// failed).
+    pub(crate) fn next_push_name(&self) -> (i64, u64) {
         let now = chrono::Utc::now().timestamp_micros().max(0);
-        let mut last = self
-            .push_clock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *last = if now > last.0 {
+        let mut names = self.push_names();
+        names.last = if now > names.last.0 {
             (now, 0)
         } else {
-            (last.0, last.1 + 1)
+            (names.last.0, names.last.1 + 1)
         };
-        *last
+        let name = names.last;
+        names.in_flight.insert(name);
+        name
+    }
+
+    /// The stem below which every push-log name given out so far is committed (or failed):
+    /// a file named at or above it may still appear. Compaction merges only below it, so no
+    /// file can later appear inside a merged file's range.
+    pub(crate) fn push_horizon(&self) -> String {
+        let names = self.push_names();
+        let (micros, seq) = match names.in_flight.first() {
+            Some(oldest) => *oldest,
+            None => (names.last.0, names.last.1.saturating_add(1)),
+        };
+        format!("{micros:020}-{seq:020}")
+    }
+
+    pub(crate) fn push_names(&self) -> std::sync::MutexGuard<'_, crate::PushNames> {
+        self.push_clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

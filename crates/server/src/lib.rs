@@ -14,6 +14,7 @@ mod audit;
 pub mod auth;
 pub mod backup;
 pub mod bounded;
+mod compaction;
 mod components;
 pub mod error;
 pub mod export;
@@ -110,25 +111,6 @@ pub async fn serve_with(
     served
 }
 
-/// Compacts the push logs every `interval` (`quiver_offline::OfflineStore::compact_push_logs`)
-/// on the blocking pool until `shutdown`; a failed pass is logged and retried next time.
-fn spawn_compaction(
-    offline: Arc<quiver_offline::OfflineStore>,
-    interval: std::time::Duration,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    monitor::spawn_ticks(interval, shutdown, move || {
-        let offline = Arc::clone(&offline);
-        async move {
-            let policy = quiver_offline::CompactionPolicy::default();
-            let pass = run_blocking(move || Ok(offline.compact_push_logs(&policy)?)).await;
-            if let Err(error) = pass {
-                tracing::warn!(%error, "push-log compaction failed; retrying at the next interval");
-            }
-        }
-    })
-}
-
 /// Opens everything, serves gRPC until `shutdown` and the drain, then closes storage.
 async fn serve_grpc(
     listener: TcpListener,
@@ -156,9 +138,12 @@ async fn serve_grpc(
     let _skew_checks = components
         .skew_checks
         .spawn(options.monitoring_interval, shutdown.child_token());
+    let compaction_metrics = compaction::CompactionMetrics::new()?;
+    metrics.register(compaction_metrics.collectors())?;
     let _compaction = options.push_log_compaction.map(|interval| {
-        spawn_compaction(
+        compaction::spawn(
             Arc::clone(&components.offline),
+            compaction_metrics,
             interval,
             shutdown.child_token(),
         )
