@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::model::{Feature, split_pin};
+use crate::model::{Feature, JoinKey, split_pin};
 use crate::registry::RegistryState;
 use crate::{ResolvedService, ResolvedView};
 
@@ -76,6 +76,21 @@ impl Selection {
             } => resolve_service(registry, reference, expected_fingerprint.as_deref()),
             Selector::Features(refs) => resolve_refs(registry, refs),
         }
+    }
+
+    /// The join keys of every selected view, each name once, in first-seen order (selection
+    /// order, then key order): `(view index, key position in that view, key)`. The one order
+    /// the served-row log samples, writes and reads keys in.
+    pub fn distinct_keys(&self) -> Vec<(usize, usize, &JoinKey)> {
+        let mut keys: Vec<(usize, usize, &JoinKey)> = Vec::new();
+        for (v, selected) in self.views.iter().enumerate() {
+            for (k, key) in selected.view.join_keys.iter().enumerate() {
+                if !keys.iter().any(|(_, _, seen)| seen.name == key.name) {
+                    keys.push((v, k, key));
+                }
+            }
+        }
+        keys
     }
 
     /// Output names per view and feature; a collision is INVALID_ARGUMENT naming the names.

@@ -31,6 +31,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use crate::OfflineStore;
 use crate::error::{Error, Result};
 use crate::files::{covered_push_log_files, log_range, push_log_files};
+use crate::footers::FooterCache;
 use crate::parquet_writer::DurableWriter;
 
 /// When a run of push-log files is merged.
@@ -78,7 +79,7 @@ impl OfflineStore {
             report.removed += self.remove_covered(&dir)?;
             // Taken before listing: every file named below it is already there.
             let horizon = self.push_horizon();
-            for run in runs(&dir, policy, &horizon)? {
+            for run in runs(&dir, policy, &horizon, &self.footers)? {
                 report.rows += merge(&dir, &run)?;
                 report.merged += run.len();
                 report.written += 1;
@@ -115,7 +116,12 @@ impl OfflineStore {
 /// (`OfflineStore::push_horizon`), below the target size, with one schema, at most about the
 /// target size together, without older files much larger than the rest ([`tiered_start`]),
 /// at least `min_files` of them.
-fn runs(dir: &Path, policy: &CompactionPolicy, horizon: &str) -> Result<Vec<Vec<Candidate>>> {
+fn runs(
+    dir: &Path,
+    policy: &CompactionPolicy,
+    horizon: &str,
+    footers: &FooterCache,
+) -> Result<Vec<Vec<Candidate>>> {
     let mut runs = Vec::new();
     let mut run: Vec<Candidate> = Vec::new();
     let mut run_bytes = 0u64;
@@ -139,7 +145,7 @@ fn runs(dir: &Path, policy: &CompactionPolicy, horizon: &str) -> Result<Vec<Vec<
             run_bytes = 0;
             continue;
         }
-        let schema = file_schema(&path)?;
+        let schema = file_schema(&path, footers)?;
         let fits = run_bytes + bytes <= policy.target_bytes;
         // Fields only: the key-value metadata (`quiver.rows`) differs from file to file.
         if !run
@@ -179,12 +185,15 @@ fn tiered_start(run: &[Candidate]) -> usize {
 /// See [`tiered_start`].
 const TIER_RATIO: u64 = 4;
 
-fn file_schema(path: &Path) -> Result<SchemaRef> {
+/// The file's columns (its footer through the store's cache: a file below the target size
+/// is looked at on every pass until it is merged).
+fn file_schema(path: &Path, footers: &FooterCache) -> Result<SchemaRef> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    let metadata = footers
+        .load(path, &file)
+        .map_err(|e| Error::parquet(path, e))?;
     Ok(std::sync::Arc::new(arrow::datatypes::Schema::new(
-        builder.schema().fields().clone(),
+        metadata.schema().fields().clone(),
     )))
 }
 

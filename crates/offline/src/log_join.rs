@@ -133,7 +133,7 @@ impl OfflineStore {
                 let (log, max_rows) = (request.log, request.max_rows);
                 let (service, version) = (request.service, request.version);
                 let index = tokio::task::spawn_blocking(move || {
-                    let files = log_files(&log, &service, version, (spec.start, spec.end))?;
+                    let files = log.files(&service, (spec.start, spec.end), version)?;
                     read_log(&log, &files, &spec, max_rows)
                         .and_then(|batches| ViewIndex::from_batches(&spec, batches, ttl, true))
                 })
@@ -215,24 +215,6 @@ fn log_spec(
         ));
     }
     ScanSpec::plain("served log", keys, SERVED_AT, columns, window)
-}
-
-/// Blocking: the log files of `service` (of `version` only, when given) that may hold rows
-/// served in `window`, listed when the join runs (not when it is planned).
-fn log_files(
-    log: &ServedLogDir,
-    service: &str,
-    version: Option<u32>,
-    (start, end): (i64, i64),
-) -> Result<Vec<PathBuf>> {
-    if start >= end {
-        return Ok(Vec::new());
-    }
-    Ok(log
-        .files(service, start, end)?
-        .into_iter()
-        .filter(|f| version.is_none_or(|v| ServedLogDir::file_version(f) == Some(v)))
-        .collect())
 }
 
 /// Blocking: the logged rows of `files` in the spec's window, in the spec's schema, after

@@ -119,9 +119,14 @@ impl ServedLogDir {
         Ok(ServedLogFile { writer })
     }
 
-    /// The committed files of `service` in day partitions that overlap `[start, end)`, in
-    /// name order (by first row).
-    pub fn files(&self, service: &str, start: i64, end: i64) -> Result<Vec<PathBuf>> {
+    /// The committed files of `service` (of `version` only, when given) in day partitions that
+    /// overlap `[start, end)`, in name order (by first row).
+    pub fn files(
+        &self,
+        service: &str,
+        (start, end): (i64, i64),
+        version: Option<u32>,
+    ) -> Result<Vec<PathBuf>> {
         let mut files = Vec::new();
         for dir in self.day_dirs(Some(service))? {
             if dir.start >= end || dir.start.saturating_add(DAY) <= start {
@@ -129,8 +134,10 @@ impl ServedLogDir {
             }
             for entry in read_dir(&dir.path)? {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.starts_with('.') && name.ends_with(".parquet") {
-                    files.push(entry.path());
+                let path = entry.path();
+                let wanted = version.is_none_or(|v| Self::file_version(&path) == Some(v));
+                if !name.starts_with('.') && name.ends_with(".parquet") && wanted {
+                    files.push(path);
                 }
             }
         }
@@ -420,14 +427,19 @@ mod tests {
             .expect("test");
         let pending = write(&dir, 2, &[day2 + 2], None);
         // Uncommitted: not listed; a crash leaves the temporary, removed at start.
-        let files = dir.files("svc", 0, i64::MAX).expect("test");
+        let files = dir.files("svc", (0, i64::MAX), None).expect("test");
         assert_eq!(files.len(), 2);
         assert!(files[0].to_string_lossy().contains("date=1970-01-01"));
         assert!(files[1].to_string_lossy().contains("date=1970-01-02"));
         std::mem::forget(pending);
         assert_eq!(dir.remove_unfinished().expect("test"), 1);
         // The range prunes day partitions, then rows.
-        assert_eq!(dir.files("svc", day2, i64::MAX).expect("test").len(), 1);
+        assert_eq!(
+            dir.files("svc", (day2, i64::MAX), None)
+                .expect("test")
+                .len(),
+            1
+        );
         let schema = dir.schema(&files).expect("test");
         assert_eq!(schema.fields().len(), 3);
         let mut seen = Vec::new();
@@ -454,6 +466,9 @@ mod tests {
         assert_eq!(versions, [Some(1), Some(2)]);
         // Retention drops whole days that ended before the cutoff.
         assert_eq!(dir.remove_before(DAY).expect("test"), 1);
-        assert_eq!(dir.files("svc", 0, i64::MAX).expect("test").len(), 1);
+        assert_eq!(
+            dir.files("svc", (0, i64::MAX), None).expect("test").len(),
+            1
+        );
     }
 }

@@ -8,6 +8,7 @@ use arrow::array::RecordBatch;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use quiver_core::RegistryState;
+use quiver_core::model::split_pin;
 use quiver_core::selection::{Selection, Selector};
 use quiver_offline::{JoinOutput, JoinRequest, LabelInput, OfflineStore, OutputFile, Roots};
 use quiver_proto::selector::export_selector;
@@ -270,32 +271,8 @@ impl Exporter {
                 };
                 metadata.push(("quiver.labels".into(), label_name));
                 metadata.push(("quiver.timestamp_column".into(), timestamp_column.clone()));
-                if let Some(from) = &request.from_served_log {
-                    metadata.push(("quiver.from_served_log".into(), from.describe()));
-                    let (log, max_rows) = &self.served_log;
-                    let export = LogExport {
-                        selection: &selection,
-                        pinned: matches!(&request.selector, Selector::Service { reference, .. } if reference.contains('@')),
-                        labels: input,
-                        timestamp_column: timestamp_column.clone(),
-                        full_names: request.full_names,
-                        from: from.clone(),
-                        max_rows: *max_rows,
-                    };
-                    log.join_labels(&self.offline, export).await?
-                } else {
-                    selection.output_names(request.full_names)?;
-                    self.offline
-                        .point_in_time_join(JoinRequest {
-                            labels: input,
-                            timestamp_column: timestamp_column.clone(),
-                            views: selection.views,
-                            full_names: request.full_names,
-                            as_known_at: request.as_known_at,
-                            event_times: false,
-                        })
-                        .await?
-                }
+                self.join(request, selection, input, timestamp_column, &mut metadata)
+                    .await?
             }
             ExportInput::Window { start, end } => {
                 let [selected] = selection.views.as_slice() else {
@@ -310,6 +287,50 @@ impl Exporter {
         };
         output.stream = profiled(output.stream, profiler);
         Ok(PreparedExport { output, metadata })
+    }
+
+    /// Starts the join of `input` with `selection`: the point-in-time join, or the join to
+    /// the served-row log when the request asks for it.
+    async fn join(
+        &self,
+        request: &ExportRequest,
+        selection: Selection,
+        input: LabelInput,
+        timestamp_column: &str,
+        metadata: &mut Vec<(String, String)>,
+    ) -> Result<JoinOutput> {
+        let Some(from) = &request.from_served_log else {
+            selection.output_names(request.full_names)?;
+            return Ok(self
+                .offline
+                .point_in_time_join(JoinRequest {
+                    labels: input,
+                    timestamp_column: timestamp_column.to_string(),
+                    views: selection.views,
+                    full_names: request.full_names,
+                    as_known_at: request.as_known_at,
+                    event_times: false,
+                })
+                .await?);
+        };
+        metadata.push(("quiver.from_served_log".into(), from.describe()));
+        let pinned = match &request.selector {
+            Selector::Service { reference, .. } => {
+                split_pin(reference).is_ok_and(|(_, v)| v.is_some())
+            }
+            Selector::Features(_) => false,
+        };
+        let (log, max_rows) = &self.served_log;
+        let export = LogExport {
+            selection: &selection,
+            pinned,
+            labels: input,
+            timestamp_column: timestamp_column.to_string(),
+            full_names: request.full_names,
+            from: from.clone(),
+            max_rows: *max_rows,
+        };
+        log.join_labels(&self.offline, export).await
     }
 }
 

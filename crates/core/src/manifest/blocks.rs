@@ -187,17 +187,8 @@ impl Document<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::error::Result;
-    use crate::manifest::{ManifestFile, parse_manifests};
-    use crate::model::Declared;
+    use crate::manifest::tests::parse;
     use crate::monitoring::DriftMetric;
-
-    fn parse(text: &str) -> Result<Vec<Declared>> {
-        parse_manifests(&[ManifestFile {
-            path: "/repo/features/a.yaml".into(),
-            content: text.into(),
-        }])
-    }
 
     #[test]
     fn monitoring_blocks_parse_and_bad_ones_name_the_field() {

@@ -486,7 +486,8 @@ fn resolve_relative(manifest: &str, target: &str) -> String {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Vec<Declared>> {
+    /// Parses `text` as the one manifest file `/repo/features/a.yaml`.
+    pub(super) fn parse(text: &str) -> Result<Vec<Declared>> {
         parse_manifests(&[ManifestFile {
             path: "/repo/features/a.yaml".into(),
             content: text.into(),

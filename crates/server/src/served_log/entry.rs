@@ -39,20 +39,10 @@ pub(crate) fn sampled_rows(read: &OnlineRead, threshold: u64) -> Option<Vec<usiz
     if threshold == u64::MAX {
         return None;
     }
-    // (view, position) of each distinct join-key name, in first-seen order.
-    let mut names: Vec<&str> = Vec::new();
-    let mut sources = Vec::new();
-    for (v, selected) in read.selection.views.iter().enumerate() {
-        for (k, key) in selected.view.join_keys.iter().enumerate() {
-            if !names.contains(&key.name.as_str()) {
-                names.push(&key.name);
-                sources.push((v, k));
-            }
-        }
-    }
+    let sources = read.selection.distinct_keys();
     let rows: Vec<usize> = (0..read.n_rows)
         .filter(|row| {
-            let keys = sources.iter().map(|(v, k)| &read.keys[*v][*row][*k]);
+            let keys = sources.iter().map(|(v, k, _)| &read.keys[*v][*row][*k]);
             is_sampled(key_hash(keys), threshold)
         })
         .collect();

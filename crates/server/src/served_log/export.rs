@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use quiver_core::selection::Selection;
-use quiver_core::types::{KeyType, Micros};
+use quiver_core::types::Micros;
 use quiver_offline::{JoinOutput, LabelInput, LogFeature, LogJoinRequest, LogMatch, OfflineStore};
 
 use super::ServedLog;
@@ -142,23 +142,17 @@ impl ServedLog {
             service: service.name.clone(),
             version: export.pinned.then_some(service.version),
             window,
-            keys: join_keys(export.selection),
+            keys: export
+                .selection
+                .distinct_keys()
+                .into_iter()
+                .map(|(_, _, key)| (key.name.clone(), key.key_type))
+                .collect(),
             features: features(export.selection, export.full_names),
             max_rows: (export.max_rows, "--max-log-export-rows"),
         };
         Ok(offline.served_log_join(request).await?)
     }
-}
-
-/// The service's join keys, each once, in the order the log's columns have them.
-fn join_keys(selection: &Selection) -> Vec<(String, KeyType)> {
-    let mut keys: Vec<(String, KeyType)> = Vec::new();
-    for key in selection.views.iter().flat_map(|v| &v.view.join_keys) {
-        if !keys.iter().any(|(name, _)| name == &key.name) {
-            keys.push((key.name.clone(), key.key_type));
-        }
-    }
-    keys
 }
 
 /// Each selected feature's log column (`<prefix>__<feature>`) and output name.

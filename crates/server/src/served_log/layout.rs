@@ -60,13 +60,9 @@ impl Layout {
             Field::new("service_fingerprint", DataType::Utf8, false),
         ];
         let mut keys = Vec::new();
-        for (v, selected) in selection.views.iter().enumerate() {
-            for (k, key) in selected.view.join_keys.iter().enumerate() {
-                if !fields.iter().any(|f| f.name() == &key.name) {
-                    fields.push(Field::new(&key.name, key_type(key.key_type), false));
-                    keys.push(((v, k), key.key_type));
-                }
-            }
+        for (v, k, key) in selection.distinct_keys() {
+            fields.push(Field::new(&key.name, key_type(key.key_type), false));
+            keys.push(((v, k), key.key_type));
         }
         let mut views = Vec::new();
         for selected in &selection.views {

@@ -56,13 +56,8 @@ impl ServedLog {
     ) -> Result<()> {
         self.flush(service)?;
         let dir = self.dir();
-        let files: Vec<_> = dir
-            .files(service, range.0, range.1)?
-            .into_iter()
-            .filter(|f| {
-                version == 0 || quiver_offline::ServedLogDir::file_version(f) == Some(version)
-            })
-            .collect();
+        let version = (version > 0).then_some(version);
+        let files = dir.files(service, range, version)?;
         let schema = match files.is_empty() {
             true => Arc::new(Schema::empty()),
             false => dir.schema(&files)?,
@@ -76,7 +71,6 @@ impl ServedLog {
         if !send(&mut writer) {
             return Ok(());
         }
-        let version = (version > 0).then_some(version);
         dir.read(&files, &schema, range, version, &mut |batch| {
             writer.write(&batch).map_err(quiver_offline::Error::from)?;
             Ok(send(&mut writer))

@@ -134,7 +134,7 @@ impl ServedLog {
         self.flush(&request.service)?;
         let dir = self.dir();
         let range = (request.start, request.end);
-        let files = dir.files(&request.service, request.start, request.end)?;
+        let files = dir.files(&request.service, range, None)?;
         let total = dir.count(&files, range)?;
         let wanted = match request.sample {
             0 => {
@@ -190,19 +190,6 @@ impl ServedLog {
     }
 }
 
-/// The join keys of `selection`, each name once, in first-seen order.
-fn key_names(selection: &Selection) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for selected in &selection.views {
-        for key in &selected.view.join_keys {
-            if !names.contains(&key.name) {
-                names.push(key.name.clone());
-            }
-        }
-    }
-    names
-}
-
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
     batch.column_by_name(name).ok_or_else(|| {
         Error::FailedPrecondition(format!(
@@ -219,9 +206,10 @@ async fn recompute(
 ) -> Result<RecordBatch> {
     let mut fields = Vec::new();
     let mut columns = Vec::new();
-    for name in key_names(selection)
+    for name in selection
+        .distinct_keys()
         .iter()
-        .map(String::as_str)
+        .map(|(_, _, key)| key.name.as_str())
         .chain([SERVED_AT])
     {
         let values = column(logged, name)?;
@@ -253,9 +241,10 @@ fn tally(
     expected_lag: Micros,
     features: &mut Vec<FeatureSkew>,
 ) -> Result<()> {
-    let keys: Vec<(String, &ArrayRef)> = key_names(selection)
+    let keys: Vec<(String, &ArrayRef)> = selection
+        .distinct_keys()
         .into_iter()
-        .map(|name| column(logged, &name).map(|c| (name, c)))
+        .map(|(_, _, key)| column(logged, &key.name).map(|c| (key.name.clone(), c)))
         .collect::<Result<_>>()?;
     let key_text = |row: usize| {
         keys.iter()
