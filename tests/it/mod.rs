@@ -12,6 +12,7 @@ mod log_export;
 mod materialize;
 mod metrics;
 mod monitoring;
+mod object_storage;
 mod offline;
 mod online;
 mod registry;

@@ -2,6 +2,7 @@
 //! directory, real gRPC clients, and helpers to write Parquet and manifests.
 
 pub mod certs;
+pub mod moto;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -59,6 +59,9 @@ pub(crate) struct ConfigFile {
     pub labels_roots: Option<Vec<PathBuf>>,
     /// Where manifest `parquet:` sources must lie (`--source-root`).
     pub source_roots: Option<Vec<PathBuf>>,
+    /// Object storage client options (`--object-store-option`), for example
+    /// `{aws_endpoint: "http://127.0.0.1:9000", aws_allow_http: "true"}`.
+    pub object_store_options: Option<std::collections::BTreeMap<String, String>>,
     /// Limit settings, keyed like their flags (`max_push_rows: 1000000`).
     pub limits: Option<crate::commands::limits::LimitSettings>,
     /// Served-row log settings (`served_log: {sample_rate: 0.01, retention_days: 30}`).

@@ -39,6 +39,13 @@ pub enum Error {
     DataFusion(#[from] DataFusionError),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Object storage refused or failed a request; `kind` says how.
+    #[error("object storage `{url}`: {message}")]
+    ObjectStore {
+        url: String,
+        kind: ObjectErrorKind,
+        message: String,
+    },
     /// More data than the in-memory structures address (for example > 4 billion rows).
     #[error("too much data: {0}")]
     TooLarge(String),
@@ -49,6 +56,23 @@ pub enum Error {
         what: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// How an object storage request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectErrorKind {
+    /// No such bucket or object.
+    Missing,
+    /// The credentials were refused or lack a permission: the server's configuration.
+    Denied,
+    /// Not a valid object key.
+    InvalidPath,
+    /// An object is already there (a create-only write).
+    Exists,
+    /// The store could not be reached or failed (after retries).
+    Unavailable,
+    /// Anything else the store reported.
+    Other,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -65,6 +89,14 @@ impl Error {
             Error::DataFusion(e) => datafusion_code(e),
             Error::Task(e) if e.is_cancelled() => ErrorCode::Cancelled,
             Error::Task(_) => ErrorCode::Internal,
+            Error::ObjectStore { kind, .. } => match kind {
+                ObjectErrorKind::Missing => ErrorCode::NotFound,
+                ObjectErrorKind::Denied => ErrorCode::FailedPrecondition,
+                ObjectErrorKind::InvalidPath => ErrorCode::InvalidArgument,
+                ObjectErrorKind::Exists => ErrorCode::AlreadyExists,
+                ObjectErrorKind::Unavailable => ErrorCode::Unavailable,
+                ObjectErrorKind::Other => ErrorCode::Internal,
+            },
             Error::TooLarge(_) => ErrorCode::ResourceExhausted,
             // The source's own classification is not known here.
             Error::InputStream { .. } => ErrorCode::Internal,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use quiver_core::ResolvedView;
 
+use crate::data_file::DataFile;
 use crate::error::{Error, Result};
 use crate::roots::{Roots, is_data_file, sort_paths};
 use crate::{OfflineStore, ViewReader};
@@ -31,7 +32,7 @@ pub(crate) fn push_log_dir(data_dir: &Path, view: &ResolvedView) -> PathBuf {
 pub(crate) async fn view_files(
     reader: &ViewReader,
     view: &ResolvedView,
-) -> Result<(Vec<PathBuf>, crate::PushLogGuard)> {
+) -> Result<(Vec<DataFile>, crate::PushLogGuard)> {
     let guard = Arc::clone(&reader.push_log_lock).read_owned().await;
     let (sources, data_dir, view) = (
         reader.sources.clone(),
@@ -53,7 +54,7 @@ impl OfflineStore {
     }
 }
 
-fn list_view_files(sources: &Roots, data_dir: &Path, view: &ResolvedView) -> Result<Vec<PathBuf>> {
+fn list_view_files(sources: &Roots, data_dir: &Path, view: &ResolvedView) -> Result<Vec<DataFile>> {
     let mut files = match &view.source.parquet {
         None => Vec::new(),
         Some(location) => {
@@ -61,9 +62,11 @@ fn list_view_files(sources: &Roots, data_dir: &Path, view: &ResolvedView) -> Res
                 view: view.name.clone(),
                 message,
             };
-            let files = sources
-                .files("source", location)
-                .map_err(|e| mismatch(e.to_string()))?;
+            let files = sources.locate("source", location).map_err(|e| match e {
+                // The store's own failures keep their kind (unavailable, denied, ...).
+                Error::ObjectStore { .. } => e,
+                e => mismatch(e.to_string()),
+            })?;
             if files.is_empty() {
                 return Err(mismatch(format!(
                     "source path `{location}` matches no Parquet file; check the path in source `{}`",
@@ -73,7 +76,11 @@ fn list_view_files(sources: &Roots, data_dir: &Path, view: &ResolvedView) -> Res
             files
         }
     };
-    files.extend(push_log_files(&push_log_dir(data_dir, view))?);
+    files.extend(
+        push_log_files(&push_log_dir(data_dir, view))?
+            .into_iter()
+            .map(DataFile::Local),
+    );
     Ok(files)
 }
 

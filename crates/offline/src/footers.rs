@@ -8,17 +8,19 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::errors::ParquetError;
 
+use crate::data_file::{FooterError, RemoteFile};
+
 /// Most footers kept.
 pub(crate) const FOOTER_CACHE_ENTRIES: usize = 4096;
 
-type Key = (PathBuf, u64, Option<SystemTime>);
+/// (path or URL, length, version: the modification time, or an object's ETag).
+type Key = (String, u64, String);
 
 #[derive(Debug, Default)]
 pub(crate) struct FooterCache {
@@ -36,11 +38,36 @@ impl FooterCache {
         let stat = file
             .metadata()
             .map_err(|e| ParquetError::External(Box::new(e)))?;
-        let key = (path.to_path_buf(), stat.len(), stat.modified().ok());
+        let modified = stat
+            .modified()
+            .ok()
+            .map(|t| format!("{t:?}"))
+            .unwrap_or_default();
+        let key = (path.to_string_lossy().into_owned(), stat.len(), modified);
+        self.get_or_load(key, || {
+            ArrowReaderMetadata::load(file, ArrowReaderOptions::new())
+        })
+    }
+
+    /// Blocking: the footer of an object, read remotely unless it is cached for the version
+    /// the listing saw.
+    pub(crate) fn load_remote(
+        &self,
+        file: &RemoteFile,
+    ) -> Result<ArrowReaderMetadata, FooterError> {
+        let key = (file.url.clone(), file.size, file.version.clone());
+        self.get_or_load(key, || file.footer())
+    }
+
+    fn get_or_load<E>(
+        &self,
+        key: Key,
+        load: impl FnOnce() -> Result<ArrowReaderMetadata, E>,
+    ) -> Result<ArrowReaderMetadata, E> {
         if let Some(found) = self.lock().get(&key) {
             return Ok(found.clone());
         }
-        let metadata = ArrowReaderMetadata::load(file, ArrowReaderOptions::new())?;
+        let metadata = load()?;
         let mut entries = self.lock();
         if entries.len() >= FOOTER_CACHE_ENTRIES {
             entries.clear();

@@ -4,12 +4,14 @@
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::ParquetReadOptions;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::OfflineStore;
 use crate::arrow_types::to_micros;
+use crate::data_file::{DataFile, FooterError};
 use crate::error::{Error, Result};
 use crate::roots::Roots;
 
@@ -64,10 +66,8 @@ impl Labels {
                 let roots = store.labels.clone();
                 let files =
                     tokio::task::spawn_blocking(move || label_files(&roots, &location)).await??;
-                let files: Vec<String> = files
-                    .iter()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .collect();
+                register_stores(store, &files)?;
+                let files: Vec<String> = files.iter().map(DataFile::name).collect();
                 let options = ParquetReadOptions {
                     // The files are already chosen; accept any name.
                     file_extension: "",
@@ -129,10 +129,29 @@ impl Labels {
     }
 }
 
-/// The Parquet files a label location names under the labels roots, each checked to be a
-/// Parquet file (its footer read), so a file of another kind is the caller's error.
-fn label_files(roots: &Roots, location: &str) -> Result<Vec<std::path::PathBuf>> {
-    let files = roots.files("labels_path", location)?;
+/// Lets DataFusion read the label objects with the clients that listed them.
+fn register_stores(store: &OfflineStore, files: &[DataFile]) -> Result<()> {
+    for file in files {
+        if let DataFile::Remote(remote) = file {
+            let bucket = remote
+                .url
+                .splitn(4, '/')
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("/");
+            let url = ObjectStoreUrl::parse(&bucket)?;
+            store
+                .session
+                .register_object_store(url.as_ref(), std::sync::Arc::clone(&remote.store));
+        }
+    }
+    Ok(())
+}
+
+/// Blocking: the Parquet files a label location names under the labels roots, each checked
+/// to be a Parquet file (its footer read), so a file of another kind is the caller's error.
+fn label_files(roots: &Roots, location: &str) -> Result<Vec<DataFile>> {
+    let files = roots.locate("labels_path", location)?;
     if files.is_empty() {
         return Err(Error::invalid(
             "labels_path",
@@ -141,20 +160,27 @@ fn label_files(roots: &Roots, location: &str) -> Result<Vec<std::path::PathBuf>>
             ),
         ));
     }
-    for path in &files {
-        let readable = std::fs::File::open(path).ok().is_some_and(|file| {
-            parquet::arrow::arrow_reader::ArrowReaderMetadata::load(
-                &file,
-                parquet::arrow::arrow_reader::ArrowReaderOptions::new(),
-            )
-            .is_ok()
-        });
+    for file in &files {
+        let readable = match file {
+            DataFile::Local(path) => std::fs::File::open(path).ok().is_some_and(|file| {
+                parquet::arrow::arrow_reader::ArrowReaderMetadata::load(
+                    &file,
+                    parquet::arrow::arrow_reader::ArrowReaderOptions::new(),
+                )
+                .is_ok()
+            }),
+            DataFile::Remote(remote) => match remote.footer() {
+                Ok(_) => true,
+                Err(FooterError::Store(e)) => return Err(e),
+                Err(FooterError::Parquet(_)) => false,
+            },
+        };
         if !readable {
             return Err(Error::invalid(
                 "labels_path",
                 format!(
                     "{} (from `{location}`) is not a readable Parquet file; give Parquet label tables",
-                    path.display()
+                    file.name()
                 ),
             ));
         }

@@ -30,6 +30,7 @@
 
 mod arrow_types;
 mod compaction;
+mod data_file;
 mod error;
 mod files;
 mod footers;
@@ -38,6 +39,7 @@ mod key_index;
 mod labels;
 mod latest;
 mod log_join;
+mod object;
 mod parquet_writer;
 mod push_log;
 mod range;
@@ -45,6 +47,7 @@ mod roots;
 mod scan;
 mod schema_check;
 mod served_log;
+mod upload;
 mod values;
 mod view_index;
 
@@ -70,11 +73,12 @@ use std::sync::{Arc, Mutex};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use compaction::{CompactionPolicy, CompactionReport};
-pub use error::{Error, Result};
+pub use error::{Error, ObjectErrorKind, Result};
 pub use join::{JoinOutput, JoinRequest, JoinStats};
 pub use labels::LabelInput;
 pub use latest::{LatestRows, ScanObserver};
 pub use log_join::{LogFeature, LogJoinRequest, LogMatch, SERVED_REQUEST_ID};
+pub use object::ObjectStores;
 pub use parquet_writer::{write_export, write_parquet};
 pub use push_log::push_log_batch;
 pub use roots::{OutputFile, Roots};

@@ -16,7 +16,8 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 
 use crate::error::{Error, Result};
-use crate::roots::OutputFile;
+use crate::roots::{OutputFile, RemoteTarget};
+use crate::upload::UploadWriter;
 
 /// Writes every batch of `batches` (all of `schema`) to a zstd Parquet file at `path` with
 /// `metadata`, then `quiver.rows`, as the file's key-value metadata, replacing `path`
@@ -36,12 +37,17 @@ where
     S: Stream<Item = Result<RecordBatch, E>>,
     E: Into<Error>,
 {
-    write_stream(schema, batches, path, true, metadata).await
+    let target = Target::File {
+        path: path.to_path_buf(),
+        replace: true,
+    };
+    write_stream(schema, batches, target, metadata).await
 }
 
 /// [`write_parquet`] to an export's [`OutputFile`]: unless it says `overwrite`, the file is
 /// committed only if nothing exists at its path by then (a hard link, which never replaces),
-/// else [`Error::AlreadyExists`] and no file is left behind.
+/// else [`Error::AlreadyExists`] and no file is left behind. An export to object storage is
+/// uploaded as it is encoded (see `upload.rs`).
 pub async fn write_export<S, E>(
     schema: SchemaRef,
     batches: S,
@@ -52,27 +58,114 @@ where
     S: Stream<Item = Result<RecordBatch, E>>,
     E: Into<Error>,
 {
-    write_stream(schema, batches, &output.path, output.overwrite, metadata).await
+    let target = match &output.remote {
+        Some(remote) => Target::Object {
+            target: remote.clone(),
+            overwrite: output.overwrite,
+        },
+        None => Target::File {
+            path: output.path.clone(),
+            replace: output.overwrite,
+        },
+    };
+    write_stream(schema, batches, target, metadata).await
+}
+
+/// Where a stream of batches is written.
+enum Target {
+    File {
+        path: PathBuf,
+        replace: bool,
+    },
+    Object {
+        target: RemoteTarget,
+        overwrite: bool,
+    },
+}
+
+/// A file being written, locally or to object storage.
+enum Writer {
+    File(DurableWriter),
+    Object(UploadWriter),
+}
+
+impl Target {
+    /// Blocking: starts the file (an upload checks first that it may create the object).
+    fn create(self, schema: SchemaRef, metadata: Vec<(String, String)>) -> Result<Writer> {
+        match self {
+            Target::File { path, replace } => {
+                let mut writer = DurableWriter::create(&path, schema, metadata)?;
+                writer.replace = replace;
+                Ok(Writer::File(writer))
+            }
+            Target::Object { target, overwrite } => {
+                let properties = properties(metadata, zstd);
+                UploadWriter::create(target, overwrite, schema, properties).map(Writer::Object)
+            }
+        }
+    }
+
+    fn name(&self) -> PathBuf {
+        match self {
+            Target::File { path, .. } => path.clone(),
+            Target::Object { target, .. } => PathBuf::from(&target.url),
+        }
+    }
+}
+
+impl Writer {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        match self {
+            Writer::File(writer) => writer.write(batch),
+            Writer::Object(writer) => writer.write(batch),
+        }
+    }
+
+    fn commit(self) -> Result<u64> {
+        match self {
+            Writer::File(writer) => writer.commit(),
+            Writer::Object(writer) => writer.commit(),
+        }
+    }
+}
+
+fn zstd(builder: WriterPropertiesBuilder) -> WriterPropertiesBuilder {
+    builder.set_compression(Compression::ZSTD(ZstdLevel::default()))
+}
+
+/// Writer properties set by `tune`, then the key-value `metadata`.
+fn properties(
+    metadata: Vec<(String, String)>,
+    tune: impl FnOnce(WriterPropertiesBuilder) -> WriterPropertiesBuilder,
+) -> WriterProperties {
+    tune(WriterProperties::builder())
+        .set_key_value_metadata(Some(
+            metadata
+                .into_iter()
+                .map(|(k, v)| KeyValue::new(k, v))
+                .collect(),
+        ))
+        .build()
 }
 
 async fn write_stream<S, E>(
     schema: SchemaRef,
     batches: S,
-    path: &Path,
-    replace: bool,
+    target: Target,
     metadata: Vec<(String, String)>,
 ) -> Result<u64>
 where
     S: Stream<Item = Result<RecordBatch, E>>,
     E: Into<Error>,
 {
-    let mut writer = DurableWriter::create(path, schema, metadata)?;
-    writer.replace = replace;
+    let name = target.name();
     // Encoding and compression are CPU work: a blocking task writes while this task reads.
     // The file is committed only on an explicit `Done`; if this future is dropped or the
-    // stream fails, the channel closes without it and the temporary file is removed.
+    // stream fails, the channel closes without it and the temporary file is removed (the
+    // upload aborted).
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Message>(2);
     let task = tokio::task::spawn_blocking(move || {
+        let mut writer = target.create(schema, metadata)?;
         loop {
             match receiver.blocking_recv() {
                 Some(Message::Batch(batch)) => writer.write(&batch)?,
@@ -109,7 +202,7 @@ where
     match written? {
         Some(rows) => Ok(rows),
         None => Err(Error::io(
-            path,
+            name,
             std::io::Error::other("the Parquet writer stopped early"),
         )),
     }
@@ -148,9 +241,7 @@ pub(crate) struct DurableWriter {
 
 impl DurableWriter {
     fn create(path: &Path, schema: SchemaRef, metadata: Vec<(String, String)>) -> Result<Self> {
-        Self::create_with(path, schema, metadata, |p| {
-            p.set_compression(Compression::ZSTD(ZstdLevel::default()))
-        })
+        Self::create_with(path, schema, metadata, zstd)
     }
 
     /// Like `create`, with writer properties set by `tune` (compression, row group size,
@@ -171,14 +262,7 @@ impl DurableWriter {
         let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let temp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
         let file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
-        let properties = tune(WriterProperties::builder())
-            .set_key_value_metadata(Some(
-                metadata
-                    .into_iter()
-                    .map(|(k, v)| KeyValue::new(k, v))
-                    .collect(),
-            ))
-            .build();
+        let properties = properties(metadata, tune);
         let writer = ArrowWriter::try_new(file, schema, Some(properties))
             .map_err(|e| Error::parquet(&temp, e))?;
         Ok(DurableWriter {

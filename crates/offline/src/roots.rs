@@ -10,14 +10,19 @@
 use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 
+use crate::data_file::DataFile;
 use crate::error::{Error, Result};
+use crate::object::{ObjectStores, is_url};
+use remote::RemoteRoot;
+pub(crate) use remote::RemoteTarget;
 
 /// Deepest directory level a walk descends to.
 const MAX_DEPTH: usize = 32;
 /// Most directory entries one walk looks at.
 const MAX_ENTRIES: usize = 1_000_000;
 
-/// A set of directories, given and canonical, and how to tell a user about them.
+/// A set of directories, given and canonical, and of object storage prefixes
+/// (`s3://bucket/prefix`), and how to tell a user about them.
 #[derive(Debug, Clone)]
 pub struct Roots {
     /// What the roots are, for messages: "a labels root", "the export directory".
@@ -25,6 +30,7 @@ pub struct Roots {
     /// The server option that adds one ("--labels-root").
     flag: &'static str,
     dirs: Vec<Root>,
+    remote: Vec<RemoteRoot>,
 }
 
 #[derive(Debug, Clone)]
@@ -38,15 +44,36 @@ struct Root {
 /// A file an export may write: under the export directory, and replaced only if asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputFile {
+    /// The file, or the object's URL.
     pub path: PathBuf,
     pub overwrite: bool,
+    /// Set when the file is an object in object storage.
+    pub(crate) remote: Option<RemoteTarget>,
 }
 
 impl Roots {
-    /// Roots at `dirs`, which must exist; `what` and `flag` name them in messages.
+    /// Roots at `dirs`, which must exist; `what` and `flag` name them in messages. Object
+    /// storage URLs among them use clients configured from the environment alone.
     pub fn new(what: &'static str, flag: &'static str, dirs: &[PathBuf]) -> Result<Roots> {
+        Roots::open(what, flag, dirs, &ObjectStores::default())
+    }
+
+    /// Roots at `locations`: directories, which must exist, and object storage URLs
+    /// (`s3://bucket/prefix`, `gs://...`, `az://...`), whose clients come from `stores` (the
+    /// store is not contacted here).
+    pub fn open(
+        what: &'static str,
+        flag: &'static str,
+        locations: &[PathBuf],
+        stores: &ObjectStores,
+    ) -> Result<Roots> {
         let mut roots = Vec::new();
-        for dir in dirs {
+        let mut remote = Vec::new();
+        for dir in locations {
+            if let Some(url) = dir.to_str().filter(|s| is_url(s)) {
+                remote.push(RemoteRoot::open(flag, url, stores)?);
+                continue;
+            }
             let given = std::path::absolute(dir).map_err(|e| Error::io(dir, e))?;
             let canonical = given.canonicalize().map_err(|e| Error::io(&given, e))?;
             if !canonical.is_dir() {
@@ -61,6 +88,7 @@ impl Roots {
             what,
             flag,
             dirs: roots,
+            remote,
         })
     }
 
@@ -70,11 +98,12 @@ impl Roots {
             what,
             flag,
             dirs: Vec::new(),
+            remote: Vec::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty()
+        self.dirs.is_empty() && self.remote.is_empty()
     }
 
     /// The canonical root directories.
@@ -84,7 +113,7 @@ impl Roots {
 
     /// The refusal of a path outside every root: the same whether the path exists or not.
     pub(crate) fn outside(&self, field: &str, request: &str) -> Error {
-        let message = if self.dirs.is_empty() {
+        let message = if self.is_empty() {
             format!(
                 "`{request}` is refused: the server is configured to read no such files (server option `{flag}`)",
                 flag = self.flag
@@ -141,7 +170,20 @@ impl Roots {
         }
     }
 
-    /// The files a read location names: a file, a directory (its `*.parquet` files, searched
+    /// Blocking: the files a read location names, local ([`Roots::files`]) or in object
+    /// storage (an object, a prefix or a glob).
+    pub(crate) fn locate(&self, field: &str, request: &str) -> Result<Vec<DataFile>> {
+        if self.is_remote(request) {
+            return self.remote_files(field, request);
+        }
+        Ok(self
+            .files(field, request)?
+            .into_iter()
+            .map(DataFile::Local)
+            .collect())
+    }
+
+    /// The local files a read location names: a file, a directory (its `*.parquet` files, searched
     /// recursively, hidden and `_` names skipped) or a glob, sorted by path. A location that
     /// names nothing gives no file; the caller decides whether that is an error.
     pub fn files(&self, field: &str, request: &str) -> Result<Vec<PathBuf>> {
@@ -188,6 +230,9 @@ impl Roots {
     /// absolute path under it). Its directory must exist; an existing file is replaced only
     /// with `overwrite`, and a directory never.
     pub fn output_file(&self, field: &str, request: &str, overwrite: bool) -> Result<OutputFile> {
+        if self.is_remote(request) {
+            return self.remote_output(field, request, overwrite);
+        }
         if request.ends_with('/') {
             return Err(Error::invalid(
                 field,
@@ -228,7 +273,11 @@ impl Roots {
                     "`{request}` exists; set `overwrite` to replace it (`quiver export --overwrite`)"
                 ),
             }),
-            _ => Ok(OutputFile { path, overwrite }),
+            _ => Ok(OutputFile {
+                path,
+                overwrite,
+                remote: None,
+            }),
         }
     }
 }
@@ -350,6 +399,9 @@ pub(crate) fn is_data_file(path: &Path) -> bool {
 pub(crate) fn sort_paths(files: &mut [PathBuf]) {
     files.sort_by(|a, b| a.to_string_lossy().cmp(&b.to_string_lossy()));
 }
+
+#[path = "object_roots.rs"]
+mod remote;
 
 #[cfg(test)]
 #[path = "roots_tests.rs"]

@@ -11,7 +11,6 @@
 //! deterministic whatever the scheduling.
 
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
@@ -24,6 +23,7 @@ use parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowFilter,
 };
 use parquet::errors::ParquetError;
+use parquet::file::reader::ChunkReader;
 use quiver_core::ResolvedView;
 use quiver_core::model::Feature;
 use quiver_core::types::{KeyType, ValueType};
@@ -32,6 +32,7 @@ use crate::arrow_types::{
     ColumnRole, find_column, key_type, normalize_key, normalize_value, timestamp_type, to_micros,
     value_type,
 };
+use crate::data_file::{DataFile, FooterError};
 use crate::error::{Error, Result};
 
 /// Rows per batch read from Parquet.
@@ -149,10 +150,9 @@ impl ScanSpec {
 
     /// A file of the view's data that is not readable Parquet (not Parquet at all, truncated
     /// or corrupt): the data does not fit the view, the server is not at fault.
-    fn unreadable(&self, path: &std::path::Path, error: ParquetError) -> Error {
+    fn unreadable(&self, name: &str, error: ParquetError) -> Error {
         self.mismatch(format!(
-            "{} is not a readable Parquet file ({error}); replace or remove it",
-            path.display()
+            "{name} is not a readable Parquet file ({error}); replace or remove it"
         ))
     }
 }
@@ -160,7 +160,9 @@ impl ScanSpec {
 /// One file, its footer, and where each output column is in it.
 #[derive(Debug)]
 struct FileScan {
-    path: PathBuf,
+    file: DataFile,
+    /// `file`'s path or URL.
+    name: String,
     metadata: ArrowReaderMetadata,
     /// Per output column, its name in the file (None: absent, read as nulls).
     columns: Vec<Option<String>>,
@@ -180,16 +182,16 @@ pub(crate) struct Unit {
 
 /// Lists the units of `files` for `spec`, reading footers `parallelism` files at a time.
 pub(crate) async fn plan_units(
-    files: Vec<PathBuf>,
+    files: Vec<DataFile>,
     spec: Arc<ScanSpec>,
     reader: &crate::ViewReader,
 ) -> Result<Vec<Unit>> {
     let per_file: Vec<Vec<Unit>> =
         futures::stream::iter(files)
-            .map(|path| {
+            .map(|file| {
                 let (spec, footers) = (Arc::clone(&spec), Arc::clone(&reader.footers));
                 async move {
-                    tokio::task::spawn_blocking(move || plan_file(path, &spec, &footers)).await?
+                    tokio::task::spawn_blocking(move || plan_file(file, &spec, &footers)).await?
                 }
             })
             .buffered(reader.parallelism.max(1))
@@ -220,18 +222,28 @@ where
 }
 
 fn plan_file(
-    path: PathBuf,
+    file: DataFile,
     spec: &ScanSpec,
     footers: &crate::footers::FooterCache,
 ) -> Result<Vec<Unit>> {
-    let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let metadata = footers
-        .load(&path, &file)
-        .map_err(|e| spec.unreadable(&path, e))?;
-    let (columns, projection, event_root) = project(spec, metadata.schema(), &path)?;
-    let kept = prune_row_groups(&metadata, &spec.event_time, spec.start, spec.end, &path)?;
+    let name = file.name();
+    let metadata = match &file {
+        DataFile::Local(path) => {
+            let handle = File::open(path).map_err(|e| Error::io(path, e))?;
+            footers
+                .load(path, &handle)
+                .map_err(|e| spec.unreadable(&name, e))?
+        }
+        DataFile::Remote(remote) => footers.load_remote(remote).map_err(|e| match e {
+            FooterError::Store(e) => e,
+            FooterError::Parquet(e) => spec.unreadable(&name, e),
+        })?,
+    };
+    let (columns, projection, event_root) = project(spec, metadata.schema(), &name)?;
+    let kept = prune_row_groups(&metadata, &spec.event_time, spec.start, spec.end, &file)?;
     let file = Arc::new(FileScan {
-        path,
+        file,
+        name,
         metadata,
         columns,
         projection,
@@ -246,9 +258,8 @@ fn plan_file(
 fn project(
     spec: &ScanSpec,
     schema: &Schema,
-    path: &std::path::Path,
+    shown: &str,
 ) -> Result<(Vec<Option<String>>, Vec<usize>, usize)> {
-    let shown = path.display();
     let mut columns = Vec::new();
     let mut projection = Vec::new();
     for (name, key) in &spec.keys {
@@ -337,12 +348,12 @@ fn prune_row_groups(
     event_time: &str,
     start: i64,
     end: i64,
-    path: &std::path::Path,
+    file: &DataFile,
 ) -> Result<Vec<(usize, bool)>> {
     let row_groups = metadata.metadata().row_groups();
     let converter =
         StatisticsConverter::try_new(event_time, metadata.schema(), metadata.parquet_schema())
-            .map_err(|e| Error::parquet(path, e))?
+            .map_err(|e| Error::parquet(file.error_path(), e))?
             .with_missing_null_counts_as_zero(false);
     let stats = || -> Result<_, ParquetError> {
         let mins = converter.row_group_mins(row_groups)?;
@@ -378,11 +389,47 @@ pub(crate) fn read_unit(
     sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
     let file = &unit.file;
-    let path = &file.path;
-    let handle = File::open(path).map_err(|e| Error::io(path, e))?;
+    match &file.file {
+        DataFile::Local(path) => {
+            let handle = File::open(path).map_err(|e| Error::io(path, e))?;
+            read_from(handle, unit, spec, sink)
+        }
+        DataFile::Remote(remote) => read_from(remote.fetch(chunk_ranges(unit))?, unit, spec, sink),
+    }
+}
+
+/// The byte ranges of the column chunks `unit` decodes: its row groups' projected columns.
+fn chunk_ranges(unit: &Unit) -> Vec<std::ops::Range<u64>> {
+    let metadata = unit.file.metadata.metadata();
+    let schema = metadata.file_metadata().schema_descr();
+    let mut ranges = Vec::new();
+    for &group in &unit.row_groups {
+        let row_group = metadata.row_group(group);
+        for leaf in 0..row_group.num_columns() {
+            if unit
+                .file
+                .projection
+                .contains(&schema.get_column_root_idx(leaf))
+            {
+                let (start, length) = row_group.column(leaf).byte_range();
+                ranges.push(start..start + length);
+            }
+        }
+    }
+    ranges
+}
+
+fn read_from<R: ChunkReader + 'static>(
+    reader: R,
+    unit: &Unit,
+    spec: &ScanSpec,
+    sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let file = &unit.file;
+    let name = file.name.as_str();
     let parquet_schema = file.metadata.parquet_schema();
     let mut builder =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(handle, file.metadata.clone())
+        ParquetRecordBatchReaderBuilder::new_with_metadata(reader, file.metadata.clone())
             .with_batch_size(BATCH_SIZE)
             .with_row_groups(unit.row_groups.clone())
             .with_projection(ProjectionMask::roots(
@@ -406,11 +453,11 @@ pub(crate) fn read_unit(
         );
         builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
     }
-    let reader = builder.build().map_err(|e| spec.unreadable(path, e))?;
+    let reader = builder.build().map_err(|e| spec.unreadable(name, e))?;
     for batch in reader {
-        let batch = batch.map_err(|e| spec.unreadable(path, e.into()))?;
+        let batch = batch.map_err(|e| spec.unreadable(name, e.into()))?;
         let batch = normalize_batch(&batch, file, spec)
-            .map_err(|e| spec.mismatch(format!("reading {}: {e}", path.display())))?;
+            .map_err(|e| spec.mismatch(format!("reading {name}: {e}")))?;
         sink(batch)?;
     }
     Ok(())

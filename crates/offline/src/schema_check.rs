@@ -1,21 +1,24 @@
 //! Plan-time check of a view against its source files, from Parquet footers only.
 
 use std::fs::File;
-use std::path::Path;
 
 use arrow::datatypes::Schema;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::errors::ParquetError;
 use quiver_core::ResolvedView;
 use quiver_core::plan::SourceSchemaCheck;
 
 use crate::arrow_types::{ColumnRole, find_column};
+use crate::data_file::{DataFile, FooterError};
 use crate::error::Error;
 use crate::roots::Roots;
 
 /// Checks that every source file of a view has each join key, feature, event-time and
 /// created-time column with a compatible type. Reads footers, never data. Reports at most one
 /// problem per field (the first file where it shows). A source outside the source roots is a
-/// problem of field `source`, reported without looking at the file system.
+/// problem of field `source`, reported without looking at the file system. Sources in object
+/// storage are listed and their footers read remotely (ranged reads): the check blocks, so it
+/// runs on the blocking pool.
 #[derive(Debug, Clone)]
 pub struct ParquetSchemaCheck {
     sources: Roots,
@@ -33,7 +36,7 @@ impl SourceSchemaCheck for ParquetSchemaCheck {
         let Some(location) = &view.source.parquet else {
             return Vec::new();
         };
-        let files = match self.sources.files("source", location) {
+        let files = match self.sources.locate("source", location) {
             Ok(files) if files.is_empty() => {
                 return vec![(
                     "source".into(),
@@ -53,15 +56,16 @@ impl SourceSchemaCheck for ParquetSchemaCheck {
             Err(error) => return vec![("source".into(), error.to_string())],
         };
         let mut problems: Vec<(String, String)> = Vec::new();
-        for path in &files {
-            let schema = match read_schema(path) {
+        for file in &files {
+            let name = file.name();
+            let schema = match read_schema(file, &name) {
                 Ok(schema) => schema,
                 Err(message) => {
                     problems.push(("source".into(), message));
                     continue;
                 }
             };
-            for (field, message) in check_schema(view, &schema, path) {
+            for (field, message) in check_schema(view, &schema, &name) {
                 if !problems.iter().any(|(f, _)| *f == field) {
                     problems.push((field, message));
                 }
@@ -71,10 +75,18 @@ impl SourceSchemaCheck for ParquetSchemaCheck {
     }
 }
 
-fn read_schema(path: &Path) -> Result<Schema, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
-        .map_err(|e| format!("{} is not a readable Parquet file: {e}", path.display()))?;
+fn read_schema(file: &DataFile, name: &str) -> Result<Schema, String> {
+    let unreadable = |e: ParquetError| format!("{name} is not a readable Parquet file: {e}");
+    let metadata = match file {
+        DataFile::Local(path) => {
+            let file = File::open(path).map_err(|e| format!("cannot open {name}: {e}"))?;
+            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(unreadable)?
+        }
+        DataFile::Remote(remote) => remote.footer().map_err(|e| match e {
+            FooterError::Store(e) => e.to_string(),
+            FooterError::Parquet(e) => unreadable(e),
+        })?,
+    };
     Ok(metadata.schema().as_ref().clone())
 }
 
@@ -91,9 +103,8 @@ struct Expected {
     wanted: String,
 }
 
-fn check_schema(view: &ResolvedView, schema: &Schema, path: &Path) -> Vec<(String, String)> {
+fn check_schema(view: &ResolvedView, schema: &Schema, shown: &str) -> Vec<(String, String)> {
     let source = &view.source;
-    let shown = path.display();
     let missing = |column: &str, what: &str| {
         format!(
             "{shown} has no column `{column}` ({what}); it has: {}",

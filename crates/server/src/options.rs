@@ -105,6 +105,9 @@ pub struct FileRoots {
     pub labels_roots: Vec<PathBuf>,
     /// Where manifest `parquet:` sources must lie, checked at plan/apply and at every read.
     pub source_roots: Vec<PathBuf>,
+    /// Options of the object storage clients (`aws_endpoint`, `aws_region`, ...), applied
+    /// after the environment; used by roots that are URLs (`s3://bucket/prefix`).
+    pub object_store_options: Vec<(String, String)>,
 }
 
 impl FileRoots {
@@ -115,6 +118,7 @@ impl FileRoots {
             export_dir: data_dir.join("exports"),
             labels_roots: Vec::new(),
             source_roots: vec![working_dir],
+            object_store_options: Vec::new(),
         }
     }
 }
@@ -129,16 +133,21 @@ pub(crate) struct OpenedRoots {
 
 impl FileRoots {
     /// Creates the export directory and opens every root; a root that does not exist stops
-    /// the server with a message naming its option.
+    /// the server with a message naming its option. Roots in object storage are not
+    /// contacted: a missing bucket or refused credentials show in the requests that use them.
     pub(crate) fn open(&self) -> Result<OpenedRoots> {
-        std::fs::create_dir_all(&self.export_dir).map_err(|e| {
-            Error::FailedPrecondition(format!(
-                "cannot create the export directory {} (--export-dir): {e}",
-                self.export_dir.display()
-            ))
-        })?;
+        let stores = quiver_offline::ObjectStores::new(self.object_store_options.clone());
+        let remote_exports = self.export_dir.to_str().is_some_and(|d| d.contains("://"));
+        if !remote_exports {
+            std::fs::create_dir_all(&self.export_dir).map_err(|e| {
+                Error::FailedPrecondition(format!(
+                    "cannot create the export directory {} (--export-dir): {e}",
+                    self.export_dir.display()
+                ))
+            })?;
+        }
         let open = |what: &'static str, flag: &'static str, dirs: &[PathBuf]| {
-            Roots::new(what, flag, dirs).map_err(|e| {
+            Roots::open(what, flag, dirs, &stores).map_err(|e| {
                 Error::FailedPrecondition(format!("{flag}: {e}; give existing directories"))
             })
         };

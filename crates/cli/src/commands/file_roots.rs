@@ -11,25 +11,66 @@ use crate::config::ConfigFile;
 #[derive(Debug, Default, clap::Args)]
 pub(crate) struct FileRootsArgs {
     /// Directory server-side exports are written to (`quiver export --server-side --out` is
-    /// relative to it) [default: <data-dir>/exports].
+    /// relative to it), or an object storage prefix (`s3://bucket/exports`)
+    /// [default: <data-dir>/exports].
     #[arg(long, env = "QUIVER_EXPORT_DIR")]
     export_dir: Option<PathBuf>,
-    /// Directory the server may read label tables from by path (repeatable; env: a
-    /// colon-separated list) [default: none, label tables are uploaded].
+    /// Directory or object storage prefix (`s3://bucket/labels`) the server may read label
+    /// tables from by path (repeatable; env: a colon-separated list) [default: none, label
+    /// tables are uploaded].
     #[arg(
         long = "labels-root",
         env = "QUIVER_LABELS_ROOTS",
         value_delimiter = ':'
     )]
     labels_roots: Vec<PathBuf>,
-    /// Directory manifest `parquet:` sources must lie under (repeatable; env: a
-    /// colon-separated list) [default: the working directory of `quiver serve`].
+    /// Directory or object storage prefix (`s3://bucket/features`) manifest `parquet:`
+    /// sources must lie under (repeatable; env: a colon-separated list) [default: the
+    /// working directory of `quiver serve`].
     #[arg(
         long = "source-root",
         env = "QUIVER_SOURCE_ROOTS",
         value_delimiter = ':'
     )]
     source_roots: Vec<PathBuf>,
+    /// An option of the object storage clients, KEY=VALUE, applied after the environment's
+    /// AWS_*, GOOGLE_* and AZURE_* variables (repeatable): aws_endpoint, aws_region,
+    /// aws_allow_http, aws_access_key_id, google_service_account, azure_storage_account_name,
+    /// timeout, connect_timeout, ...
+    #[arg(long = "object-store-option", value_name = "KEY=VALUE", value_parser = key_value)]
+    object_store_options: Vec<(String, String)>,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!(
+            "`{text}` is not KEY=VALUE (for example aws_region=eu-west-1)"
+        )),
+    }
+}
+
+/// Roots split at `:` (the list separator) put back together where a URL was split:
+/// `s3`, `//bucket/prefix` is `s3://bucket/prefix`.
+fn rejoin_urls(parts: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut joined: Vec<PathBuf> = Vec::with_capacity(parts.len());
+    for part in parts {
+        let text = part.to_string_lossy();
+        if let Some(scheme) = joined.last().and_then(|p| p.to_str())
+            && !scheme.is_empty()
+            && scheme.bytes().all(|b| b.is_ascii_alphanumeric())
+            && text.starts_with("//")
+        {
+            let url = format!("{scheme}:{text}");
+            joined.pop();
+            joined.push(PathBuf::from(url));
+        } else {
+            joined.push(part);
+        }
+    }
+    joined
 }
 
 impl FileRootsArgs {
@@ -49,8 +90,24 @@ impl FileRootsArgs {
                 .export_dir
                 .or_else(|| file.export_dir.clone())
                 .unwrap_or(defaults.export_dir),
-            labels_roots: or(self.labels_roots, &file.labels_roots, defaults.labels_roots),
-            source_roots: or(self.source_roots, &file.source_roots, defaults.source_roots),
+            labels_roots: or(
+                rejoin_urls(self.labels_roots),
+                &file.labels_roots,
+                defaults.labels_roots,
+            ),
+            source_roots: or(
+                rejoin_urls(self.source_roots),
+                &file.source_roots,
+                defaults.source_roots,
+            ),
+            object_store_options: if self.object_store_options.is_empty() {
+                file.object_store_options
+                    .clone()
+                    .map(|o| o.into_iter().collect())
+                    .unwrap_or_default()
+            } else {
+                self.object_store_options
+            },
         })
     }
 }
@@ -77,6 +134,7 @@ mod tests {
             export_dir: Some("/out".into()),
             labels_roots: vec!["/a".into(), "/b".into()],
             source_roots: Vec::new(),
+            object_store_options: Vec::new(),
         };
         let roots = args.resolve(&file, data_dir).expect("resolve");
         assert_eq!(roots.export_dir, PathBuf::from("/out"));
@@ -85,5 +143,18 @@ mod tests {
             [PathBuf::from("/a"), PathBuf::from("/b")]
         );
         assert_eq!(roots.source_roots, [PathBuf::from("/src/file")]);
+    }
+
+    #[test]
+    fn urls_split_at_the_list_separator_are_joined_again() {
+        let parts = ["s3", "//bucket/features", "/local", "gs", "//b", "s3"];
+        let joined = rejoin_urls(parts.iter().map(PathBuf::from).collect());
+        let want = ["s3://bucket/features", "/local", "gs://b", "s3"];
+        assert_eq!(joined, want.iter().map(PathBuf::from).collect::<Vec<_>>());
+        assert_eq!(
+            key_value("aws_region=eu-west-1"),
+            Ok(("aws_region".into(), "eu-west-1".into()))
+        );
+        assert!(key_value("no-equals").is_err() && key_value("=x").is_err());
     }
 }
