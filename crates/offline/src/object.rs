@@ -185,47 +185,29 @@ impl ObjectStores {
             max_retries: MAX_RETRIES,
             retry_timeout: RETRY_TIMEOUT,
         };
-        let options = self.options.iter();
+        // The three builders share no trait: the same steps, spelled once.
+        macro_rules! build {
+            ($builder:expr) => {
+                self.options
+                    .iter()
+                    .fold(
+                        $builder
+                            .with_url(&bucket_url)
+                            .with_client_options(client)
+                            .with_retry(retry),
+                        |builder, (key, value)| match key.parse() {
+                            Ok(key) => builder.with_config(key, value),
+                            Err(_) => builder,
+                        },
+                    )
+                    .build()
+                    .map(|store| Arc::new(store) as Arc<dyn ObjectStore>)
+            };
+        }
         let built = match url.scheme {
-            Scheme::S3 => options
-                .fold(
-                    AmazonS3Builder::from_env()
-                        .with_url(&bucket_url)
-                        .with_client_options(client)
-                        .with_retry(retry),
-                    |b, (k, v)| match k.parse() {
-                        Ok(key) => b.with_config(key, v),
-                        Err(_) => b,
-                    },
-                )
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
-            Scheme::Gcs => options
-                .fold(
-                    GoogleCloudStorageBuilder::from_env()
-                        .with_url(&bucket_url)
-                        .with_client_options(client)
-                        .with_retry(retry),
-                    |b, (k, v)| match k.parse() {
-                        Ok(key) => b.with_config(key, v),
-                        Err(_) => b,
-                    },
-                )
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
-            Scheme::Azure => options
-                .fold(
-                    MicrosoftAzureBuilder::from_env()
-                        .with_url(&bucket_url)
-                        .with_client_options(client)
-                        .with_retry(retry),
-                    |b, (k, v)| match k.parse() {
-                        Ok(key) => b.with_config(key, v),
-                        Err(_) => b,
-                    },
-                )
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+            Scheme::S3 => build!(AmazonS3Builder::from_env()),
+            Scheme::Gcs => build!(GoogleCloudStorageBuilder::from_env()),
+            Scheme::Azure => build!(MicrosoftAzureBuilder::from_env()),
         };
         built.map_err(|e| object_error(&bucket_url, &e))
     }
