@@ -39,6 +39,7 @@ def free_port():
 class Server:
     def __init__(self, binary, root, *flags):
         self.binary = binary
+        root.mkdir(parents=True)
         addr = root / "addr"
         self.process = subprocess.Popen(
             [binary, "serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", str(root / "data"),
@@ -69,14 +70,37 @@ class Server:
         self.process.wait(timeout=60)
 
 
+def moto_baseline(s3):
+    """What moto itself costs: one whole-object GET and ten 8 MiB ranged GETs of the source."""
+    key = "features/driver_hourly.parquet"
+    start = time.monotonic()
+    size = len(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    whole = time.monotonic() - start
+    start = time.monotonic()
+    for i in range(10):
+        first = i * 8 << 20
+        s3.get_object(Bucket=BUCKET, Key=key, Range=f"bytes={first}-{first + (8 << 20) - 1}")["Body"].read()
+    ranged = (time.monotonic() - start) / 10
+    return (f"GET of all {size / 1e6:.0f} MB {whole:.2f} s; one 8 MiB ranged GET {ranged:.3f} s "
+            f"({8 * 1.048576 / ranged:.0f} MB/s)")
+
+
+def ranged_gets(log):
+    """Ranged GETs of the source object moto has logged so far."""
+    log.flush()
+    with open(log.name) as lines:
+        return sum(1 for line in lines if "GET /quiver-bench/features/" in line and '" 206 ' in line)
+
+
 def main():
     binary, data = sys.argv[1], pathlib.Path(sys.argv[2])
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 100_000
     labels = data / f"labels_{n}.parquet"
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
+    log = tempfile.NamedTemporaryFile(mode="w+", suffix=".log")
     moto = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=log)
     try:
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           aws_access_key_id="bench", aws_secret_access_key="bench")
@@ -92,6 +116,7 @@ def main():
         s3.upload_file(str(data / "driver_hourly.parquet"), BUCKET,
                        "features/driver_hourly.parquet")
         s3.upload_file(str(labels), BUCKET, f"labels/{labels.name}")
+        baseline = moto_baseline(s3)
         with tempfile.TemporaryDirectory() as tmp:
             tmp = pathlib.Path(tmp)
             results = {}
@@ -112,7 +137,9 @@ def main():
                             "--export-dir", f"s3://{BUCKET}/exports",
                             *[a for o in options for a in ("--object-store-option", o)])
             remote.cli("apply", "-f", str(tmp / "s3.yaml"))
+            before = ranged_gets(log)
             results["s3"] = remote.export(f"s3://{BUCKET}/labels/{labels.name}", "s3.parquet")
+            requests = (ranged_gets(log) - before) / REPEAT
             remote.stop()
             s3.download_file(BUCKET, "exports/s3.parquet", str(tmp / "s3.parquet"))
             a = pq.read_table(tmp / "local/data/exports/local.parquet")
@@ -124,6 +151,8 @@ def main():
         for where, seconds in results.items():
             print(f"| {where} | {seconds:.2f} | {seconds / results['local']:.2f}x |")
         print(f"outputs identical: {same}")
+        print(f"moto alone, same object: {baseline}")
+        print(f"ranged GETs of the source per s3 export: {requests:.0f}")
         if not same:
             sys.exit(1)
     finally:

@@ -261,3 +261,30 @@ async fn uploads_are_bounded_while_they_stream() -> anyhow::Result<()> {
     upload(&mut client, "b", 3_000).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn exports_are_bounded_by_the_offline_memory_limit() -> anyhow::Result<()> {
+    let (server, mut clients) = started(Limits {
+        offline_memory_limit: 256,
+        ..Limits::default()
+    })
+    .await?;
+    quiver_integration_tests::write_parquet(
+        &server.path("labels.parquet"),
+        &[super::fixture::labels(3, T0 + 1)?],
+    )?;
+    let request = v1::ExportRequest {
+        selector: Some(v1::export_request::Selector::FeatureService("model".into())),
+        labels_path: server.path("labels.parquet").to_string_lossy().into_owned(),
+        output_path: "train.parquet".into(),
+        ..Default::default()
+    };
+    let refused = quiver_integration_tests::export_to_end(&mut clients, request).await;
+    assert_refused(
+        &refused.expect_err("the view's rows do not fit in 256 bytes"),
+        tonic::Code::ResourceExhausted,
+        "(--offline-memory-limit)",
+    );
+    assert!(!server.path("data/exports/train.parquet").exists());
+    Ok(())
+}

@@ -431,3 +431,56 @@ async fn event_time_columns_name_the_chosen_rows() {
     }
     assert!(found > 50, "{found}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_hold_the_memory_budget_while_streaming_and_refuse_beyond_it() {
+    let fixture = Fixture::new(11);
+    let labels = concat_batches(&fixture.labels[0].schema(), &fixture.labels).expect("concat");
+    let limited = |bytes| {
+        crate::testutil::store(&fixture.root.join("data"), &fixture.root)
+            .with_memory_limit(bytes, "--offline-memory-limit")
+    };
+    let input = || LabelInput::Batches(fixture.labels.clone());
+
+    // Enough memory: the same answer as without a budget; held while the output streams,
+    // given back when it ends.
+    let roomy = limited(64 << 20);
+    let output = roomy
+        .point_in_time_join(request(&fixture, input(), false))
+        .await
+        .expect("join");
+    let mut stream = output.stream;
+    let first = stream.try_next().await.expect("stream").expect("a batch");
+    let held = roomy.memory_reserved();
+    assert!(
+        held > 0,
+        "the indexes hold their memory while the output streams"
+    );
+    let mut batches = vec![first];
+    while let Some(batch) = stream.try_next().await.expect("stream") {
+        batches.push(batch);
+    }
+    assert_eq!(roomy.memory_reserved(), 0, "given back at the end");
+    let out = concat_batches(&output.schema, &batches).expect("concat");
+    check(&fixture, &labels, &out, false);
+
+    // Less than one view's rows: refused, naming the setting, and nothing stays held.
+    let tight = limited(held / 4);
+    let error = match tight
+        .point_in_time_join(request(&fixture, input(), false))
+        .await
+    {
+        Ok(output) => output
+            .stream
+            .try_collect::<Vec<_>>()
+            .await
+            .expect_err("over the budget"),
+        Err(error) => error,
+    };
+    assert_eq!(error.code(), ErrorCode::ResourceExhausted, "{error}");
+    assert!(
+        error.to_string().contains("--offline-memory-limit"),
+        "{error}"
+    );
+    assert_eq!(tight.memory_reserved(), 0);
+}

@@ -54,6 +54,18 @@ impl KeyIndex {
         self.n_slots as usize
     }
 
+    /// Bytes the index holds, about: its hash table (and the encoded keys).
+    pub(crate) fn memory_size(&self) -> usize {
+        match &self.kind {
+            Kind::Global => 0,
+            Kind::Int(map) => map.capacity() * (8 + 4 + 1),
+            Kind::Encoded { map, .. } => {
+                let keys: usize = map.keys().map(|k| k.len()).sum();
+                map.capacity() * (16 + 4 + 1) + keys
+            }
+        }
+    }
+
     /// Writes the slot of each row to `out` (cleared first), creating slots for new keys.
     pub(crate) fn assign(
         &mut self,

@@ -39,6 +39,7 @@ mod key_index;
 mod labels;
 mod latest;
 mod log_join;
+mod memory;
 mod object;
 mod parquet_writer;
 mod push_log;
@@ -70,6 +71,7 @@ mod perf_tests;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use compaction::{CompactionPolicy, CompactionReport};
@@ -111,6 +113,8 @@ pub struct OfflineStore {
     push_log_lock: Arc<tokio::sync::RwLock<()>>,
     /// Parsed footers of the files views read.
     footers: Arc<footers::FooterCache>,
+    /// The memory joins (and DataFusion's label reads) take, shared.
+    memory: memory::Budget,
 }
 
 /// Push-log names given out: the last one, and those whose files are still being written
@@ -129,6 +133,7 @@ pub(crate) struct ViewReader {
     pub(crate) parallelism: usize,
     pub(crate) push_log_lock: Arc<tokio::sync::RwLock<()>>,
     pub(crate) footers: Arc<footers::FooterCache>,
+    pub(crate) memory: memory::Budget,
 }
 
 /// A reader's hold on the push-log files it listed: none is deleted while it lives.
@@ -149,27 +154,32 @@ impl OfflineStore {
     /// The store of `data_dir`, reading view sources only under `sources` and label tables
     /// only under `labels`.
     pub fn new(data_dir: &Path, sources: Roots, labels: Roots) -> Self {
-        let mut config = SessionConfig::new()
-            .with_target_partitions(1)
-            .with_repartition_file_scans(false)
-            .with_batch_size(scan::BATCH_SIZE);
-        // Keep label columns as written (Utf8, not Utf8View).
-        config
-            .options_mut()
-            .execution
-            .parquet
-            .schema_force_view_types = false;
+        let memory = memory::Budget::default();
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         OfflineStore {
             data_dir: data_dir.to_path_buf(),
             sources,
             labels,
-            session: SessionContext::new_with_config(config),
+            session: label_session(&memory),
             parallelism,
             push_clock: Mutex::new(PushNames::default()),
             push_log_lock: Arc::new(tokio::sync::RwLock::new(())),
             footers: Arc::default(),
+            memory,
         }
+    }
+
+    /// The store with joins bounded to `bytes` of memory in all; `setting` names the option
+    /// that raises it in refusals (`--offline-memory-limit`).
+    pub fn with_memory_limit(mut self, bytes: usize, setting: &'static str) -> Self {
+        self.memory = memory::Budget::limited(bytes, setting);
+        self.session = label_session(&self.memory);
+        self
+    }
+
+    /// Bytes of the memory budget held now (by joins whose output is still being read).
+    pub fn memory_reserved(&self) -> usize {
+        self.memory.pool.reserved()
     }
 
     pub(crate) fn view_reader(&self) -> ViewReader {
@@ -179,10 +189,35 @@ impl OfflineStore {
             parallelism: self.parallelism,
             push_log_lock: Arc::clone(&self.push_log_lock),
             footers: Arc::clone(&self.footers),
+            memory: self.memory.clone(),
         }
     }
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+}
+
+/// The DataFusion session that reads label tables: one partition and no file repartitioning
+/// (label rows keep their order), on the store's memory pool.
+fn label_session(memory: &memory::Budget) -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_repartition_file_scans(false)
+        .with_batch_size(scan::BATCH_SIZE);
+    // Keep label columns as written (Utf8, not Utf8View).
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::clone(&memory.pool))
+        .build_arc();
+    match runtime {
+        Ok(runtime) => SessionContext::new_with_config_rt(config, runtime),
+        // Building a runtime with only a pool set does not fail; if it ever did, labels
+        // would be read outside the budget rather than not at all.
+        Err(_) => SessionContext::new_with_config(config),
     }
 }

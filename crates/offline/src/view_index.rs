@@ -25,6 +25,7 @@ use crate::ViewReader;
 use crate::error::{Error, Result};
 use crate::key_index::{KeyIndex, NO_SLOT};
 use crate::latest::key_types;
+use crate::memory::Held;
 use crate::scan::{ScanSpec, plan_units, read_unit, run_units};
 
 #[derive(Debug)]
@@ -43,6 +44,8 @@ pub(crate) struct ViewIndex {
     feature_types: Vec<DataType>,
     ttl: i64,
     as_known_at: bool,
+    /// The budget this index holds (none for indexes of rows read elsewhere).
+    memory: Option<Held>,
 }
 
 impl ViewIndex {
@@ -64,13 +67,21 @@ impl ViewIndex {
             (Vec::new(), None)
         };
         let units = plan_units(files, Arc::clone(&spec), reader).await?;
+        // Every batch read is paid for before it is kept.
+        let held = Arc::new(
+            reader
+                .memory
+                .reserve(format!("the join's index of view `{}`", view.name)),
+        );
+        let paying = Arc::clone(&held);
         let per_unit: Vec<Vec<RecordBatch>> = run_units(
             units,
             Arc::clone(&spec),
             reader.parallelism,
-            |unit, spec| {
+            move |unit, spec| {
                 let mut batches = Vec::new();
                 read_unit(unit, spec, &mut |batch| {
+                    paying.grow(batch.get_array_memory_size())?;
                     batches.push(batch);
                     Ok(())
                 })?;
@@ -82,9 +93,26 @@ impl ViewIndex {
         drop(_hold); // Read: compaction may remove merged files now.
         let ttl = view.ttl;
         tokio::task::spawn_blocking(move || {
-            index_rows(&spec, per_unit, ttl, (as_known_at, keep_events))
+            let mut index = index_rows(&spec, per_unit, ttl, (as_known_at, keep_events))?;
+            // The read batches are gone; what the index keeps stays reserved.
+            held.resize(index.memory_size())?;
+            index.memory = Arc::into_inner(held);
+            Ok(index)
         })
         .await?
+    }
+
+    /// Bytes the index holds: its feature columns and its row vectors.
+    fn memory_size(&self) -> usize {
+        let features: usize = self
+            .features
+            .iter()
+            .map(|f| f.get_array_memory_size())
+            .sum();
+        let vectors = 4 * (self.starts.capacity() + self.order.capacity())
+            + 8 * (self.events.capacity() + self.row_events.as_ref().map_or(0, Vec::capacity))
+            + 16 * self.created.as_ref().map_or(0, Vec::capacity);
+        features + vectors + self.keys.memory_size()
     }
 
     /// Blocking: indexes rows already read, `batches` in `spec`'s schema and row order (how
@@ -248,6 +276,7 @@ fn index_rows(
             .collect(),
         ttl,
         as_known_at,
+        memory: None,
     })
 }
 

@@ -54,11 +54,13 @@ impl Components {
         })?;
         let roots = options.files.open()?;
         let store = Arc::new(RocksStore::open(&options.data_dir.join("rocksdb"))?);
-        let offline = Arc::new(OfflineStore::new(
-            &options.data_dir,
-            roots.sources.clone(),
-            roots.labels,
-        ));
+        let offline = Arc::new(
+            OfflineStore::new(&options.data_dir, roots.sources.clone(), roots.labels)
+                .with_memory_limit(
+                    crate::limits::as_usize(options.limits.offline_memory_limit),
+                    "--offline-memory-limit",
+                ),
+        );
         // Nothing is being written yet: what a crashed append left behind can go.
         offline.remove_interrupted_appends()?;
         offline.resume_push_names()?;

@@ -45,6 +45,8 @@ pub struct Limits {
     pub max_skew_rows: u64,
     /// Most logged rows one export from the served-row log reads.
     pub max_log_export_rows: u64,
+    /// Bytes the point-in-time joins of all exports hold at once (their views' rows).
+    pub offline_memory_limit: u64,
     /// Most concurrent HTTP/2 streams (RPCs) per connection.
     pub max_concurrent_streams: u32,
     /// Longest a request handler may run before it is stopped (`DEADLINE_EXCEEDED`); streamed
@@ -71,6 +73,7 @@ impl Default for Limits {
             max_concurrent_jobs: 4,
             max_skew_rows: 1_000_000,
             max_log_export_rows: 10_000_000,
+            offline_memory_limit: half_of_memory(),
             max_concurrent_streams: 256,
             request_timeout: Duration::from_secs(600),
         }
@@ -94,6 +97,18 @@ pub(crate) fn check(
         });
     }
     Ok(())
+}
+
+/// Half of this machine's memory (`MemTotal` of `/proc/meminfo`), or 4 GiB where that
+/// cannot be read: the default offline memory limit.
+fn half_of_memory() -> u64 {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        });
+    total_kib.map_or(4096 * MIB, |kib| kib * 1024 / 2)
 }
 
 /// A `u64` setting as a `usize` (saturating on 32-bit targets).

@@ -106,6 +106,9 @@ limit_settings! {
     max_skew_rows: u64 => "QUIVER_MAX_SKEW_ROWS", same;
     /// Most logged rows one export from the served-row log reads [default: 10000000].
     max_log_export_rows: u64 => "QUIVER_MAX_LOG_EXPORT_ROWS", same;
+    /// Bytes the point-in-time joins of all exports hold at once [default: half of the
+    /// machine's memory].
+    offline_memory_limit: u64 => "QUIVER_OFFLINE_MEMORY_LIMIT", same;
     /// Most concurrent HTTP/2 streams per connection [default: 256].
     max_concurrent_streams: u32 => "QUIVER_MAX_CONCURRENT_STREAMS", same;
     /// Longest a request may run before DEADLINE_EXCEEDED [default: 10m].
