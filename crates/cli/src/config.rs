@@ -102,6 +102,23 @@ mod tests {
     }
 
     #[test]
+    fn object_store_options_are_a_map() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        let text = "source_roots: [s3://bucket/features]\nobject_store_options: {aws_region: eu-west-1, aws_allow_http: \"true\"}\n";
+        std::fs::write(&path, text).expect("write");
+        let config = ConfigFile::load(&path).expect("loads");
+        let options = config.object_store_options.expect("options");
+        assert_eq!(
+            options.get("aws_region").map(String::as_str),
+            Some("eu-west-1")
+        );
+        assert_eq!(options.len(), 2);
+        let roots = config.source_roots.expect("roots");
+        assert_eq!(roots, [PathBuf::from("s3://bucket/features")]);
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.yaml");

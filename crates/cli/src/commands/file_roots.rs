@@ -157,4 +157,45 @@ mod tests {
         );
         assert!(key_value("no-equals").is_err() && key_value("=x").is_err());
     }
+
+    #[test]
+    fn object_storage_roots_survive_the_flag_parser() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            roots: FileRootsArgs,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "quiver",
+            "--source-root",
+            "s3://bucket/features",
+            "--source-root",
+            "/local:gs://other/prefix",
+            "--labels-root",
+            "s3://bucket/labels",
+            "--export-dir",
+            "s3://bucket/exports",
+            "--object-store-option",
+            "aws_endpoint=http://127.0.0.1:9000",
+        ])
+        .expect("parse");
+        let roots = cli
+            .roots
+            .resolve(&ConfigFile::default(), Path::new("/srv/quiver"))
+            .expect("resolve");
+        let paths = |list: &[&str]| list.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            roots.source_roots,
+            paths(&["s3://bucket/features", "/local", "gs://other/prefix"])
+        );
+        assert_eq!(roots.labels_roots, paths(&["s3://bucket/labels"]));
+        assert_eq!(roots.export_dir, PathBuf::from("s3://bucket/exports"));
+        assert_eq!(
+            roots.object_store_options,
+            [(
+                "aws_endpoint".to_string(),
+                "http://127.0.0.1:9000".to_string()
+            )]
+        );
+    }
 }
