@@ -191,6 +191,9 @@ async fn object_storage_failures_name_their_cause() -> anyhow::Result<()> {
     moto.put_parquet(BUCKET, "features/stats/part-0.parquet", &[batch(&rows())?])?;
     moto.put_parquet(BUCKET, "labels/a.parquet", &[labels(3, T0)?])?;
     moto.put(BUCKET, "labels/bad.parquet", b"not parquet")?;
+    moto.put(BUCKET, "labels/empty.parquet", b"")?;
+    // `a%b.parquet`: a URL parser would decode the `%`.
+    moto.put_parquet(BUCKET, "labels/odd/a%25b.parquet", &[labels(3, T0)?])?;
     let (server, mut clients) = s3_server(moto.options()).await?;
 
     // A prefix with no object, and a URL outside every root: apply says which.
@@ -215,6 +218,11 @@ async fn object_storage_failures_name_their_cause() -> anyhow::Result<()> {
             "s3://quiver-it/labels/bad.parquet",
             "not a readable Parquet file",
         ),
+        (
+            "s3://quiver-it/labels/empty.parquet",
+            "not a readable Parquet file",
+        ),
+        ("s3://quiver-it/labels/odd/*.parquet", "rename it"),
         (
             "s3://other-bucket/labels/a.parquet",
             "not under a labels root",

@@ -19,6 +19,8 @@ use crate::object::{block_on, object_error};
 
 /// Bytes read from the end of an object for its footer: most footers fit in one read.
 const FOOTER_PREFETCH: u64 = 64 * 1024;
+/// Largest footer read (a wide file's footer is a few MiB).
+const MAX_FOOTER: u64 = 64 * 1024 * 1024;
 
 /// One Parquet file to read.
 #[derive(Debug, Clone)]
@@ -79,14 +81,26 @@ impl RemoteFile {
     /// Blocking: reads and parses the footer: one ranged read of the file's tail, and a
     /// second when the footer is larger than that.
     pub(crate) fn footer(&self) -> Result<ArrowReaderMetadata, FooterError> {
+        let unreadable = |what: String| FooterError::Parquet(ParquetError::General(what));
+        if self.size < 12 {
+            return Err(unreadable(format!(
+                "{} bytes is too small for Parquet",
+                self.size
+            )));
+        }
         let tail = self.size.min(FOOTER_PREFETCH);
         let mut bytes = self
             .fetch(std::iter::once(self.size - tail..self.size))
             .map_err(FooterError::Store)?;
-        if let Some(needed) = bytes.footer_len()
-            && needed > tail
-            && needed <= self.size
-        {
+        let Some(needed) = bytes.footer_len() else {
+            return Err(unreadable("no Parquet magic at its end".into()));
+        };
+        if needed > tail {
+            if needed > self.size || needed > MAX_FOOTER {
+                return Err(unreadable(format!(
+                    "a footer of {needed} bytes is not plausible"
+                )));
+            }
             bytes = self
                 .fetch(std::iter::once(self.size - needed..self.size))
                 .map_err(FooterError::Store)?;
@@ -97,7 +111,7 @@ impl RemoteFile {
     /// Blocking: fetches `ranges` of the object (adjacent ranges in one request) and returns
     /// a reader that serves those ranges, and only those, from memory.
     pub(crate) fn fetch(&self, ranges: impl IntoIterator<Item = Range<u64>>) -> Result<SparseFile> {
-        let mut ranges: Vec<Range<u64>> = ranges.into_iter().collect();
+        let mut ranges: Vec<Range<u64>> = ranges.into_iter().filter(|r| r.end > r.start).collect();
         ranges.sort_by_key(|r| r.start);
         ranges.dedup();
         let bytes = block_on(self.store.get_ranges(&self.location, &ranges))?
@@ -126,10 +140,14 @@ pub(crate) struct SparseFile {
 
 impl SparseFile {
     /// The length of the Parquet footer (metadata, its length and the magic) that the last
-    /// eight bytes of the file announce, if they are here.
+    /// eight bytes of the file announce, if they are here and end with the magic.
     fn footer_len(&self) -> Option<u64> {
         let (bytes, at) = self.find(self.len.checked_sub(8)?, 8).ok()?;
-        let length: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        let last: &[u8] = bytes.get(at..at + 8)?;
+        if !matches!(&last[4..], b"PAR1" | b"PARE") {
+            return None;
+        }
+        let length: [u8; 4] = last[..4].try_into().ok()?;
         Some(u64::from(u32::from_le_bytes(length)) + 8)
     }
 
@@ -164,6 +182,9 @@ impl ChunkReader for SparseFile {
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> Result<Bytes, ParquetError> {
+        if length == 0 {
+            return Ok(Bytes::new());
+        }
         let (bytes, at) = self.find(start, length)?;
         Ok(bytes.slice(at..at + length))
     }
@@ -201,5 +222,13 @@ mod tests {
         for (start, length) in [(9, 2), (14, 3), (30, 1), (52, 2)] {
             assert!(file.get_bytes(start, length).is_err(), "{start}+{length}");
         }
+        assert_eq!(file.get_bytes(30, 0).expect("empty"), Bytes::new());
+        assert_eq!(file.footer_len(), None, "no tail fetched");
+        let tail = |bytes: &'static [u8]| SparseFile {
+            len: 100,
+            chunks: vec![(92, Bytes::from_static(bytes))],
+        };
+        assert_eq!(tail(b"\x10\x00\x00\x00PAR1").footer_len(), Some(24));
+        assert_eq!(tail(b"1,2,3,4\n").footer_len(), None, "not Parquet");
     }
 }

@@ -141,6 +141,8 @@ impl Error {
 fn datafusion_code(error: &DataFusionError) -> ErrorCode {
     match error.find_root() {
         DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
+        // Reading label objects: classified as the store's own errors are.
+        DataFusionError::ObjectStore(e) => crate::object::object_error("", e).code(),
         DataFusionError::Plan(_) | DataFusionError::SQL(..) | DataFusionError::SchemaError(..) => {
             ErrorCode::InvalidArgument
         }

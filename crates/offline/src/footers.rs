@@ -20,7 +20,7 @@ use crate::data_file::{FooterError, RemoteFile};
 pub(crate) const FOOTER_CACHE_ENTRIES: usize = 4096;
 
 /// (path or URL, length, version: the modification time, or an object's ETag).
-type Key = (String, u64, String);
+type Key = (std::ffi::OsString, u64, String);
 
 #[derive(Debug, Default)]
 pub(crate) struct FooterCache {
@@ -43,7 +43,7 @@ impl FooterCache {
             .ok()
             .map(|t| format!("{t:?}"))
             .unwrap_or_default();
-        let key = (path.to_string_lossy().into_owned(), stat.len(), modified);
+        let key = (path.as_os_str().to_owned(), stat.len(), modified);
         self.get_or_load(key, || {
             ArrowReaderMetadata::load(file, ArrowReaderOptions::new())
         })
@@ -55,7 +55,7 @@ impl FooterCache {
         &self,
         file: &RemoteFile,
     ) -> Result<ArrowReaderMetadata, FooterError> {
-        let key = (file.url.clone(), file.size, file.version.clone());
+        let key = (file.url.clone().into(), file.size, file.version.clone());
         self.get_or_load(key, || file.footer())
     }
 

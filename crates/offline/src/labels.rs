@@ -148,6 +148,25 @@ fn register_stores(store: &OfflineStore, files: &[DataFile]) -> Result<()> {
     Ok(())
 }
 
+/// DataFusion reads label objects by URL, and a URL parser decodes `%` escapes and treats
+/// `%2e%2e` as `..`: a key with `%` (or `#`, `?`) could name another object than the one
+/// listed and checked, so it is refused.
+fn refuse_reinterpreted_keys(file: &DataFile) -> Result<()> {
+    let DataFile::Remote(remote) = file else {
+        return Ok(());
+    };
+    if remote.location.as_ref().contains(['%', '#', '?']) {
+        return Err(Error::invalid(
+            "labels_path",
+            format!(
+                "{} has `%`, `#` or `?` in its key, which a URL would read as another object; rename it",
+                remote.url
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Blocking: the Parquet files a label location names under the labels roots, each checked
 /// to be a Parquet file (its footer read), so a file of another kind is the caller's error.
 fn label_files(roots: &Roots, location: &str) -> Result<Vec<DataFile>> {
@@ -161,6 +180,7 @@ fn label_files(roots: &Roots, location: &str) -> Result<Vec<DataFile>> {
         ));
     }
     for file in &files {
+        refuse_reinterpreted_keys(file)?;
         let readable = match file {
             DataFile::Local(path) => std::fs::File::open(path).ok().is_some_and(|file| {
                 parquet::arrow::arrow_reader::ArrowReaderMetadata::load(

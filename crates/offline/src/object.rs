@@ -237,6 +237,7 @@ pub(crate) fn object_error(url: &str, error: &object_store::Error) -> Error {
         E::InvalidPath { .. } => ObjectErrorKind::InvalidPath,
         E::AlreadyExists { .. } | E::Precondition { .. } => ObjectErrorKind::Exists,
         E::Generic { .. } if text.contains("404 Not Found") => ObjectErrorKind::Missing,
+        E::Generic { .. } if text.contains("400 Bad Request") => ObjectErrorKind::InvalidPath,
         E::Generic { .. }
             if text.contains("403 Forbidden") || text.contains("401 Unauthorized") =>
         {
@@ -253,7 +254,7 @@ pub(crate) fn object_error(url: &str, error: &object_store::Error) -> Error {
         ObjectErrorKind::Denied => {
             "access refused: check the server's credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, GOOGLE_SERVICE_ACCOUNT, AZURE_STORAGE_ACCOUNT_KEY, or --object-store-option) and the bucket's permissions"
         }
-        ObjectErrorKind::InvalidPath => "not a valid object key",
+        ObjectErrorKind::InvalidPath => "the store refused the request (not a valid object key?)",
         ObjectErrorKind::Exists => "an object exists there already",
         ObjectErrorKind::Unavailable => "the object store failed or could not be reached",
         ObjectErrorKind::Other => "object store error",

@@ -112,15 +112,17 @@ impl Roots {
             }
         } else {
             if !url.key.is_empty() {
-                let location = ObjectPath::from(url.key.as_str());
+                let location = object_path(field, request, &url.key)?;
                 match block_on(store.head(&location))? {
-                    Ok(meta) => {
+                    // A zero-byte object not named `.parquet` is a directory marker.
+                    Ok(meta) if meta.size > 0 || url.key.ends_with(".parquet") => {
                         return Ok(vec![DataFile::Remote(RemoteFile::new(
                             store,
                             url.to_string(),
                             meta,
                         ))]);
                     }
+                    Ok(_) => {}
                     Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => return Err(object_error(&url.to_string(), &e)),
                 }
@@ -162,10 +164,17 @@ impl Roots {
             remote: Some(RemoteTarget {
                 store: Arc::clone(&root.store),
                 url: url.to_string(),
-                location: ObjectPath::from(url.key.as_str()),
+                location: object_path(field, request, &url.key)?,
             }),
         })
     }
+}
+
+/// `key` as the store's path, exactly as written (no percent-encoding: the store sees the
+/// key the user named).
+fn object_path(field: &str, request: &str, key: &str) -> Result<ObjectPath> {
+    ObjectPath::parse(key)
+        .map_err(|e| Error::invalid(field, format!("`{request}` is not a valid object key: {e}")))
 }
 
 /// `location` relative to `prefix` (a key prefix without a trailing `/`).
@@ -189,7 +198,10 @@ fn list(
     field: &str,
     request: &str,
 ) -> Result<Vec<object_store::ObjectMeta>> {
-    let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
+    let prefix = match prefix {
+        "" => None,
+        prefix => Some(object_path(field, request, prefix)?),
+    };
     let shown = match &prefix {
         Some(p) => format!("{base}/{p}"),
         None => base.to_string(),

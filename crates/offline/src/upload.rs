@@ -156,9 +156,11 @@ impl UploadSink {
         }
         // A multipart upload cannot be made create-only: look once more before completing.
         self.refuse_existing()?;
-        if let Some(mut upload) = self.upload.take() {
+        // Kept until completed: if completing fails, dropping `self` aborts the upload.
+        if let Some(upload) = &mut self.upload {
             block_on(upload.complete())?.map_err(|e| object_error(&target.url, &e))?;
         }
+        self.upload = None;
         Ok(())
     }
 }
