@@ -3,6 +3,7 @@
 //! the column chunks a scan unit needs, fetched together and decoded from memory by the same
 //! synchronous reader that decodes local files.
 
+use std::fs::File;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,6 +51,19 @@ impl DataFile {
         }
     }
 
+    /// Blocking: the footer, parsed (uncached; reads that repeat go through
+    /// `FooterCache::load_file`).
+    pub(crate) fn footer(&self) -> Result<ArrowReaderMetadata, FooterError> {
+        match self {
+            DataFile::Local(path) => {
+                let file = File::open(path).map_err(|e| FooterError::Read(Error::io(path, e)))?;
+                ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+                    .map_err(FooterError::Parquet)
+            }
+            DataFile::Remote(remote) => remote.footer(),
+        }
+    }
+
     /// As a path, for errors that carry one (a URL for an object).
     pub(crate) fn error_path(&self) -> PathBuf {
         match self {
@@ -91,7 +105,7 @@ impl RemoteFile {
         let tail = self.size.min(FOOTER_PREFETCH);
         let mut bytes = self
             .fetch(std::iter::once(self.size - tail..self.size))
-            .map_err(FooterError::Store)?;
+            .map_err(FooterError::Read)?;
         let Some(needed) = bytes.footer_len() else {
             return Err(unreadable("no Parquet magic at its end".into()));
         };
@@ -103,7 +117,7 @@ impl RemoteFile {
             }
             bytes = self
                 .fetch(std::iter::once(self.size - needed..self.size))
-                .map_err(FooterError::Store)?;
+                .map_err(FooterError::Read)?;
         }
         ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).map_err(FooterError::Parquet)
     }
@@ -123,10 +137,11 @@ impl RemoteFile {
     }
 }
 
-/// Why a footer could not be had: the store failed, or the bytes are not Parquet.
+/// Why a footer could not be had: the file or object could not be read, or its bytes are
+/// not Parquet.
 #[derive(Debug)]
 pub(crate) enum FooterError {
-    Store(Error),
+    Read(Error),
     Parquet(ParquetError),
 }
 

@@ -14,7 +14,8 @@ use std::sync::Mutex;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::errors::ParquetError;
 
-use crate::data_file::{FooterError, RemoteFile};
+use crate::data_file::{DataFile, FooterError, RemoteFile};
+use crate::error::Error;
 
 /// Most footers kept.
 pub(crate) const FOOTER_CACHE_ENTRIES: usize = 4096;
@@ -49,12 +50,20 @@ impl FooterCache {
         })
     }
 
+    /// Blocking: the footer of `file`, a local file or an object, parsed unless cached.
+    pub(crate) fn load_file(&self, file: &DataFile) -> Result<ArrowReaderMetadata, FooterError> {
+        match file {
+            DataFile::Local(path) => {
+                let handle = File::open(path).map_err(|e| FooterError::Read(Error::io(path, e)))?;
+                self.load(path, &handle).map_err(FooterError::Parquet)
+            }
+            DataFile::Remote(remote) => self.load_remote(remote),
+        }
+    }
+
     /// Blocking: the footer of an object, read remotely unless it is cached for the version
     /// the listing saw.
-    pub(crate) fn load_remote(
-        &self,
-        file: &RemoteFile,
-    ) -> Result<ArrowReaderMetadata, FooterError> {
+    fn load_remote(&self, file: &RemoteFile) -> Result<ArrowReaderMetadata, FooterError> {
         let key = (file.url.clone().into(), file.size, file.version.clone());
         self.get_or_load(key, || file.footer())
     }

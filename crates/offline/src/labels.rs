@@ -13,6 +13,7 @@ use crate::OfflineStore;
 use crate::arrow_types::to_micros;
 use crate::data_file::{DataFile, FooterError};
 use crate::error::{Error, Result};
+use crate::object::ObjectUrl;
 use crate::roots::Roots;
 
 /// Where the label rows come from.
@@ -133,12 +134,7 @@ impl Labels {
 fn register_stores(store: &OfflineStore, files: &[DataFile]) -> Result<()> {
     for file in files {
         if let DataFile::Remote(remote) = file {
-            let bucket = remote
-                .url
-                .splitn(4, '/')
-                .take(3)
-                .collect::<Vec<_>>()
-                .join("/");
+            let bucket = ObjectUrl::parse("labels_path", &remote.url)?.bucket_url();
             let url = ObjectStoreUrl::parse(&bucket)?;
             store
                 .session
@@ -181,19 +177,12 @@ fn label_files(roots: &Roots, location: &str) -> Result<Vec<DataFile>> {
     }
     for file in &files {
         refuse_reinterpreted_keys(file)?;
-        let readable = match file {
-            DataFile::Local(path) => std::fs::File::open(path).ok().is_some_and(|file| {
-                parquet::arrow::arrow_reader::ArrowReaderMetadata::load(
-                    &file,
-                    parquet::arrow::arrow_reader::ArrowReaderOptions::new(),
-                )
-                .is_ok()
-            }),
-            DataFile::Remote(remote) => match remote.footer() {
-                Ok(_) => true,
-                Err(FooterError::Store(e)) => return Err(e),
-                Err(FooterError::Parquet(_)) => false,
-            },
+        let readable = match file.footer() {
+            Ok(_) => true,
+            // The store's failures keep their kind; a local file that cannot be opened is
+            // as unreadable as one that is not Parquet.
+            Err(FooterError::Read(e)) if matches!(file, DataFile::Remote(_)) => return Err(e),
+            Err(_) => false,
         };
         if !readable {
             return Err(Error::invalid(

@@ -227,18 +227,10 @@ fn plan_file(
     footers: &crate::footers::FooterCache,
 ) -> Result<Vec<Unit>> {
     let name = file.name();
-    let metadata = match &file {
-        DataFile::Local(path) => {
-            let handle = File::open(path).map_err(|e| Error::io(path, e))?;
-            footers
-                .load(path, &handle)
-                .map_err(|e| spec.unreadable(&name, e))?
-        }
-        DataFile::Remote(remote) => footers.load_remote(remote).map_err(|e| match e {
-            FooterError::Store(e) => e,
-            FooterError::Parquet(e) => spec.unreadable(&name, e),
-        })?,
-    };
+    let metadata = footers.load_file(&file).map_err(|e| match e {
+        FooterError::Read(e) => e,
+        FooterError::Parquet(e) => spec.unreadable(&name, e),
+    })?;
     let (columns, projection, event_root) = project(spec, metadata.schema(), &name)?;
     let kept = prune_row_groups(&metadata, &spec.event_time, spec.start, spec.end, &file)?;
     let file = Arc::new(FileScan {

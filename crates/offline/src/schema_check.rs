@@ -1,9 +1,6 @@
 //! Plan-time check of a view against its source files, from Parquet footers only.
 
-use std::fs::File;
-
 use arrow::datatypes::Schema;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::errors::ParquetError;
 use quiver_core::ResolvedView;
 use quiver_core::plan::SourceSchemaCheck;
@@ -77,16 +74,10 @@ impl SourceSchemaCheck for ParquetSchemaCheck {
 
 fn read_schema(file: &DataFile, name: &str) -> Result<Schema, String> {
     let unreadable = |e: ParquetError| format!("{name} is not a readable Parquet file: {e}");
-    let metadata = match file {
-        DataFile::Local(path) => {
-            let file = File::open(path).map_err(|e| format!("cannot open {name}: {e}"))?;
-            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(unreadable)?
-        }
-        DataFile::Remote(remote) => remote.footer().map_err(|e| match e {
-            FooterError::Store(e) => e.to_string(),
-            FooterError::Parquet(e) => unreadable(e),
-        })?,
-    };
+    let metadata = file.footer().map_err(|e| match e {
+        FooterError::Read(e) => e.to_string(),
+        FooterError::Parquet(e) => unreadable(e),
+    })?;
     Ok(metadata.schema().as_ref().clone())
 }
 
