@@ -49,6 +49,9 @@ pub enum Error {
     /// More data than the in-memory structures address (for example > 4 billion rows).
     #[error("too much data: {0}")]
     TooLarge(String),
+    /// The offline memory budget cannot grant what the work needs, even partitioned.
+    #[error("offline memory: {0}")]
+    OverBudget(String),
     /// A stream of record batches from outside this crate, given to
     /// [`write_parquet`](crate::write_parquet), failed; `what` names it.
     #[error("reading {what} failed: {source}")]
@@ -97,7 +100,7 @@ impl Error {
                 ObjectErrorKind::Unavailable => ErrorCode::Unavailable,
                 ObjectErrorKind::Other => ErrorCode::Internal,
             },
-            Error::TooLarge(_) => ErrorCode::ResourceExhausted,
+            Error::TooLarge(_) | Error::OverBudget(_) => ErrorCode::ResourceExhausted,
             // The source's own classification is not known here.
             Error::InputStream { .. } => ErrorCode::Internal,
         }

@@ -21,7 +21,8 @@ use quiver_core::types::KeyType;
 use crate::arrow_types::{key_compatible, normalize_key, to_micros, value_type};
 use crate::error::{Error, Result};
 use crate::labels::{LabelInput, Labels};
-use crate::view_index::ViewIndex;
+use crate::spilled_join::{LabelSide, SpilledColumns, SpilledReader, SpilledView, partition_count};
+use crate::view_index::{ViewIndex, ViewScan};
 use crate::{OfflineStore, ViewReader};
 
 #[derive(Debug)]
@@ -63,12 +64,15 @@ pub struct JoinStats {
     pub label_rows: AtomicU64,
     /// Per view prefix, output rows that found a row of that view.
     pub matched: Vec<(String, AtomicU64)>,
+    /// Partitions spilled to disk by views that did not fit the memory budget (0: none).
+    pub spilled_partitions: AtomicU64,
 }
 
 impl JoinStats {
     pub(crate) fn new(prefixes: impl IntoIterator<Item = String>) -> Self {
         JoinStats {
             label_rows: AtomicU64::new(0),
+            spilled_partitions: AtomicU64::new(0),
             matched: prefixes
                 .into_iter()
                 .map(|p| (p, AtomicU64::new(0)))
@@ -81,9 +85,18 @@ impl JoinStats {
 struct ViewPlan {
     /// Label column index and key type of each join key, in the view's key order.
     label_keys: Vec<(usize, KeyType)>,
-    index: ViewIndex,
+    probe: Probe,
     /// Whether the chosen rows' event times are output after the features.
     event_times: bool,
+}
+
+/// How a view's features are found for a label batch.
+enum Probe {
+    /// Its rows fit the memory budget: probe their index.
+    Memory(Box<ViewIndex>),
+    /// Joined in partitions spilled to disk: the columns of spilled view `i`, read back in
+    /// label order before the batch is joined.
+    Spilled(usize),
 }
 
 impl OfflineStore {
@@ -120,14 +133,21 @@ impl OfflineStore {
         // The views are read and indexed when the stream is first polled: a planned export
         // (a parked Flight ticket) holds no view data.
         let reader = self.view_reader();
-        let (views, options) = (request.views, (request.as_known_at, request.event_times));
+        let (views_of, options) = (request.views, (request.as_known_at, request.event_times));
         let deferred = {
             let (schema, stats) = (Arc::clone(&output_schema), Arc::clone(&stats));
             async move {
                 let bounds = labels.time_bounds(t_index).await?;
-                let plans = plan_views(&reader, &views, label_keys, bounds, options).await?;
-                Ok::<_, Error>(map_labels(labels.stream().await?, reader.parallelism, {
-                    move |batch| join_batch(batch, t_index, &plans, &schema, &stats)
+                let views = (&labels, t_index, bounds);
+                let (plans, spilled) =
+                    plan_views(&reader, views, &views_of, label_keys, options).await?;
+                let n: usize = spilled.iter().map(SpilledView::partitions).sum();
+                stats.spilled_partitions.store(n as u64, Ordering::Relaxed);
+                let batches = with_spilled(labels.stream().await?, spilled);
+                Ok::<_, Error>(map_labels(batches, reader.parallelism, {
+                    move |(batch, spilled)| {
+                        join_batch(&batch, &spilled, t_index, &plans, &schema, &stats)
+                    }
                 }))
             }
         };
@@ -139,63 +159,119 @@ impl OfflineStore {
     }
 }
 
-/// Reads and indexes every view of `request` over the labels' time `bounds`.
+/// Reads and indexes every view over the labels' time `bounds`; a view whose rows would not
+/// fit what is left of the memory budget is joined in partitions spilled to disk.
 async fn plan_views(
     reader: &ViewReader,
+    (labels, t_index, bounds): (&Labels, usize, Option<(i64, i64)>),
     views: &[SelectedView],
     label_keys: Vec<Vec<(usize, KeyType)>>,
-    bounds: Option<(i64, i64)>,
     (as_known_at, event_times): (bool, bool),
-) -> Result<Vec<ViewPlan>> {
-    let mut plans = Vec::new();
+) -> Result<(Vec<ViewPlan>, Vec<SpilledView>)> {
+    let (mut plans, mut spilled) = (Vec::new(), Vec::new());
     for (join_view, label_keys) in views.iter().zip(label_keys) {
         let features: Vec<&Feature> = join_view.selected_features().collect();
-        {
-            let view = &join_view.view;
-            // No label time: no row can be chosen, so read nothing.
-            let (start, end) = match bounds {
-                Some((min_t, max_t)) if view.ttl > 0 => {
-                    (min_t.saturating_sub(view.ttl), max_t.saturating_add(1))
+        let view = &join_view.view;
+        // No label time: no row can be chosen, so read nothing.
+        let range = match bounds {
+            Some((min_t, max_t)) if view.ttl > 0 => {
+                (min_t.saturating_sub(view.ttl), max_t.saturating_add(1))
+            }
+            Some((_, max_t)) => (i64::MIN, max_t.saturating_add(1)),
+            None => (0, 0),
+        };
+        let scan = ViewScan::plan(reader, view, &features, range).await?;
+        let (estimated, available) = (scan.estimated_bytes(), reader.memory.available());
+        // In memory when it fits with a margin for the estimate; if it did not after all, the
+        // rows read are given back and the view is joined in partitions.
+        let mut partitions = reader.forced_partitions;
+        if partitions.is_none() && estimated <= available / 10 * 9 {
+            match ViewIndex::build(reader, &scan, as_known_at, event_times).await {
+                Ok(index) => {
+                    plans.push(ViewPlan {
+                        label_keys,
+                        probe: Probe::Memory(Box::new(index)),
+                        event_times,
+                    });
+                    continue;
                 }
-                Some((_, max_t)) => (i64::MIN, max_t.saturating_add(1)),
-                None => (0, 0),
-            };
-            let index = ViewIndex::build(
-                reader,
-                view,
-                &features,
-                (start, end),
-                as_known_at,
-                event_times,
-            )
-            .await?;
-            plans.push(ViewPlan {
-                label_keys,
-                index,
-                event_times,
-            });
+                Err(Error::OverBudget(why)) => {
+                    tracing::info!(view = %view.name, %why, "the view's rows did not fit after all");
+                    partitions = Some(partition_count(
+                        available.max(estimated).saturating_mul(2),
+                        reader.memory.available(),
+                        reader.parallelism,
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
         }
+        let n =
+            partitions.unwrap_or_else(|| partition_count(estimated, available, reader.parallelism));
+        let side = LabelSide {
+            keys: label_keys.clone(),
+            t_index,
+            as_known_at,
+        };
+        spilled.push(SpilledView::join(reader, scan, labels, side, n).await?);
+        plans.push(ViewPlan {
+            label_keys,
+            probe: Probe::Spilled(spilled.len() - 1),
+            event_times,
+        });
     }
-    Ok(plans)
+    Ok((plans, spilled))
 }
 
-/// The label batches of `stream`, each mapped by `join` on the blocking pool, `parallelism`
-/// at a time, in label order.
-pub(crate) fn map_labels<F>(
+/// Label batches paired with the columns of each spilled view for their rows, read back
+/// in order (one batch at a time, so the result files are read sequentially).
+fn with_spilled(
     stream: BoxStream<'static, Result<RecordBatch>>,
+    spilled: Vec<SpilledView>,
+) -> BoxStream<'static, Result<(RecordBatch, Vec<SpilledColumns>)>> {
+    if spilled.is_empty() {
+        return stream.map_ok(|batch| (batch, Vec::new())).boxed();
+    }
+    let readers: Vec<SpilledReader> = spilled.into_iter().map(SpilledReader::new).collect();
+    let readers = Arc::new(std::sync::Mutex::new(readers));
+    stream
+        .and_then(move |batch| {
+            let readers = Arc::clone(&readers);
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let mut readers = readers
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let columns = readers
+                        .iter_mut()
+                        .map(|reader| reader.take(&batch))
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok((batch, columns))
+                })
+                .await?
+            }
+        })
+        .boxed()
+}
+
+/// The items of `stream`, each mapped by `join` on the blocking pool, `parallelism` at a
+/// time, in order.
+pub(crate) fn map_labels<T, F>(
+    stream: BoxStream<'static, Result<T>>,
     parallelism: usize,
     join: F,
 ) -> BoxStream<'static, Result<RecordBatch>>
 where
-    F: Fn(&RecordBatch) -> Result<RecordBatch> + Send + Sync + 'static,
+    T: Send + 'static,
+    F: Fn(T) -> Result<RecordBatch> + Send + Sync + 'static,
 {
     let join = Arc::new(join);
     stream
-        .map(move |batch| {
+        .map(move |item| {
             let join = Arc::clone(&join);
             async move {
-                let batch = batch?;
-                tokio::task::spawn_blocking(move || join(&batch)).await?
+                let item = item?;
+                tokio::task::spawn_blocking(move || join(item)).await?
             }
         })
         .buffered(parallelism.max(1))
@@ -204,6 +280,7 @@ where
 
 fn join_batch(
     batch: &RecordBatch,
+    spilled: &[SpilledColumns],
     t_index: usize,
     plans: &[ViewPlan],
     schema: &SchemaRef,
@@ -212,19 +289,30 @@ fn join_batch(
     let t = label_times(batch, t_index)?;
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     for (plan, (_, matched)) in plans.iter().zip(&stats.matched) {
-        let keys = plan
-            .label_keys
-            .iter()
-            .map(|(i, key)| normalize_key(batch.column(*i), *key))
-            .collect::<Result<Vec<_>, _>>()?;
-        let chosen = plan.index.probe(&keys, &t)?;
-        matched.fetch_add(
-            (chosen.len() - chosen.null_count()) as u64,
-            Ordering::Relaxed,
-        );
-        columns.extend(plan.index.gather(&chosen)?);
+        let (features, events, found) = match &plan.probe {
+            Probe::Memory(index) => {
+                let keys = plan
+                    .label_keys
+                    .iter()
+                    .map(|(i, key)| normalize_key(batch.column(*i), *key))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let chosen = index.probe(&keys, &t)?;
+                let found = chosen.len() - chosen.null_count();
+                let events: Option<ArrayRef> = plan
+                    .event_times
+                    .then(|| Arc::new(index.event_times(&chosen)) as ArrayRef);
+                (index.gather(&chosen)?, events, found)
+            }
+            Probe::Spilled(i) => {
+                let SpilledColumns { features, events } = &spilled[*i];
+                let found = events.len() - events.null_count();
+                (features.clone(), Some(Arc::clone(events)), found)
+            }
+        };
+        matched.fetch_add(found as u64, Ordering::Relaxed);
+        columns.extend(features);
         if plan.event_times {
-            columns.push(Arc::new(plan.index.event_times(&chosen)));
+            columns.extend(events);
         }
     }
     stats

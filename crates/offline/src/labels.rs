@@ -116,14 +116,14 @@ impl Labels {
         Ok(bounds)
     }
 
-    /// The label batches, in order.
-    pub(crate) async fn stream(self) -> Result<BoxStream<'static, Result<RecordBatch>>> {
-        match self.source {
+    /// The label batches, in order (each call reads them again).
+    pub(crate) async fn stream(&self) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        match &self.source {
             Source::Batches(batches) => {
-                Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed())
+                Ok(futures::stream::iter(batches.clone().into_iter().map(Ok)).boxed())
             }
             Source::Frame(frame) => {
-                let stream = frame.execute_stream().await?;
+                let stream = frame.clone().execute_stream().await?;
                 Ok(stream.map_err(Error::from).boxed())
             }
         }

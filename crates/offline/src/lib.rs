@@ -42,12 +42,15 @@ mod log_join;
 mod memory;
 mod object;
 mod parquet_writer;
+mod partition;
 mod push_log;
 mod range;
 mod roots;
 mod scan;
 mod schema_check;
 mod served_log;
+mod spill;
+mod spilled_join;
 mod upload;
 mod values;
 mod view_index;
@@ -67,6 +70,8 @@ mod latest_tests;
 mod log_join_tests;
 #[cfg(test)]
 mod perf_tests;
+#[cfg(test)]
+mod spill_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -115,6 +120,8 @@ pub struct OfflineStore {
     footers: Arc<footers::FooterCache>,
     /// The memory joins (and DataFusion's label reads) take, shared.
     memory: memory::Budget,
+    /// Join every view in this many partitions, whatever the budget (tests).
+    forced_partitions: Option<usize>,
 }
 
 /// Push-log names given out: the last one, and those whose files are still being written
@@ -134,6 +141,7 @@ pub(crate) struct ViewReader {
     pub(crate) push_log_lock: Arc<tokio::sync::RwLock<()>>,
     pub(crate) footers: Arc<footers::FooterCache>,
     pub(crate) memory: memory::Budget,
+    pub(crate) forced_partitions: Option<usize>,
 }
 
 /// A reader's hold on the push-log files it listed: none is deleted while it lives.
@@ -155,6 +163,7 @@ impl OfflineStore {
     /// only under `labels`.
     pub fn new(data_dir: &Path, sources: Roots, labels: Roots) -> Self {
         let memory = memory::Budget::default();
+        spill::remove_stale(data_dir);
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         OfflineStore {
             data_dir: data_dir.to_path_buf(),
@@ -166,6 +175,7 @@ impl OfflineStore {
             push_log_lock: Arc::new(tokio::sync::RwLock::new(())),
             footers: Arc::default(),
             memory,
+            forced_partitions: None,
         }
     }
 
@@ -174,6 +184,13 @@ impl OfflineStore {
     pub fn with_memory_limit(mut self, bytes: usize, setting: &'static str) -> Self {
         self.memory = memory::Budget::limited(bytes, setting);
         self.session = label_session(&self.memory);
+        self
+    }
+
+    /// The store with every view of a join joined in `n` partitions spilled to disk.
+    #[cfg(test)]
+    pub(crate) fn with_partitions(mut self, n: usize) -> Self {
+        self.forced_partitions = Some(n);
         self
     }
 
@@ -190,6 +207,7 @@ impl OfflineStore {
             push_log_lock: Arc::clone(&self.push_log_lock),
             footers: Arc::clone(&self.footers),
             memory: self.memory.clone(),
+            forced_partitions: self.forced_partitions,
         }
     }
 

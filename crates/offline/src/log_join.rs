@@ -147,7 +147,7 @@ impl OfflineStore {
                 Ok::<_, Error>(map_labels(
                     labels.stream().await?,
                     parallelism,
-                    move |batch| join_log_batch(batch, &plan, &schema, &stats),
+                    move |batch| join_log_batch(&batch, &plan, &schema, &stats),
                 ))
             }
         };

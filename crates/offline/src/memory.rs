@@ -4,8 +4,8 @@
 //! then what its index keeps; the reservation lives as long as the index (until the output
 //! stream is dropped). A reservation the pool cannot grant fails the join with
 //! RESOURCE_EXHAUSTED naming the setting, before the memory is taken: the server refuses
-//! rather than being killed. Joins do not spill yet: a view's rows in the labels' time range
-//! must fit.
+//! rather than being killed. A join whose view rows would not fit partitions them and spills
+//! to disk (`crate::spill`); only a partition that still does not fit is refused.
 
 use std::sync::{Arc, Mutex};
 
@@ -41,6 +41,14 @@ impl Budget {
         }
     }
 
+    /// Bytes not reserved now (`usize::MAX` when unbounded).
+    pub(crate) fn available(&self) -> usize {
+        match self.limit {
+            Some((limit, _)) => limit.saturating_sub(self.pool.reserved()),
+            None => usize::MAX,
+        }
+    }
+
     /// An empty reservation for `what` ("the join's index of view `driver_stats`").
     pub(crate) fn reserve(&self, what: String) -> Held {
         Held {
@@ -68,6 +76,13 @@ impl Held {
             .map_err(|_| self.refused(reservation.size() + bytes))
     }
 
+    /// Gives back up to `bytes`.
+    pub(crate) fn shrink(&self, bytes: usize) {
+        let reservation = self.lock();
+        let bytes = bytes.min(reservation.size());
+        reservation.shrink(bytes);
+    }
+
     /// Holds exactly `bytes` from now on.
     pub(crate) fn resize(&self, bytes: usize) -> Result<()> {
         self.lock()
@@ -90,7 +105,7 @@ impl Held {
         let (limit, setting) = self
             .limit
             .unwrap_or((usize::MAX, "the offline memory limit"));
-        Error::TooLarge(format!(
+        Error::OverBudget(format!(
             "{} needs {wanted} bytes, more than is left of the offline memory limit of {limit} bytes, which concurrent exports share ({setting}); narrow the labels' time range, select fewer features, wait for other exports, or raise the limit",
             self.what
         ))

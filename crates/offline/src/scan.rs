@@ -172,7 +172,7 @@ struct FileScan {
 }
 
 /// Consecutive row groups of one file, read by one task.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Unit {
     file: Arc<FileScan>,
     row_groups: Vec<usize>,
@@ -387,6 +387,45 @@ pub(crate) fn read_unit(
             read_from(handle, unit, spec, sink)
         }
         DataFile::Remote(remote) => read_from(remote.fetch(chunk_ranges(unit))?, unit, spec, sink),
+    }
+}
+
+impl Unit {
+    /// About the bytes the unit's rows take in memory once decoded: per projected column
+    /// chunk, its uncompressed size or its rows at the Arrow width of its type, whichever is
+    /// more (dictionary-encoded strings are small in Parquet, not in Arrow).
+    pub(crate) fn estimated_bytes(&self) -> usize {
+        use parquet::basic::Type;
+        let metadata = self.file.metadata.metadata();
+        let schema = metadata.file_metadata().schema_descr();
+        let mut bytes = 0usize;
+        for &group in &self.row_groups {
+            let row_group = metadata.row_group(group);
+            let rows = usize::try_from(row_group.num_rows()).unwrap_or(0);
+            for leaf in 0..row_group.num_columns() {
+                if !self
+                    .file
+                    .projection
+                    .contains(&schema.get_column_root_idx(leaf))
+                {
+                    continue;
+                }
+                let column = row_group.column(leaf);
+                let width = match column.column_descr().physical_type() {
+                    Type::BOOLEAN => 1,
+                    Type::INT32 | Type::FLOAT => 4,
+                    Type::INT64 | Type::DOUBLE | Type::INT96 => 8,
+                    // An offset and a short value.
+                    Type::BYTE_ARRAY => 12,
+                    Type::FIXED_LEN_BYTE_ARRAY => {
+                        usize::try_from(column.column_descr().type_length()).unwrap_or(16)
+                    }
+                };
+                let uncompressed = usize::try_from(column.uncompressed_size()).unwrap_or(0);
+                bytes = bytes.saturating_add(uncompressed.max(rows.saturating_mul(width)));
+            }
+        }
+        bytes
     }
 }
 

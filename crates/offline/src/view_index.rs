@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use arrow::array::MutableArrayData;
 use arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray, UInt32Array, new_null_array,
 };
@@ -26,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::key_index::{KeyIndex, NO_SLOT};
 use crate::latest::key_types;
 use crate::memory::Held;
-use crate::scan::{ScanSpec, plan_units, read_unit, run_units};
+use crate::scan::{ScanSpec, Unit, plan_units, read_unit, run_units};
 
 #[derive(Debug)]
 pub(crate) struct ViewIndex {
@@ -45,37 +46,66 @@ pub(crate) struct ViewIndex {
     ttl: i64,
     as_known_at: bool,
     /// The budget this index holds (none for indexes of rows read elsewhere).
-    memory: Option<Held>,
+    memory: Option<Arc<Held>>,
 }
 
-impl ViewIndex {
-    /// Reads `features` of the view's rows with `start <= event_ts < end` and indexes them.
-    pub(crate) async fn build(
+/// A view's scan over a time range, planned but not read: the units of its files.
+pub(crate) struct ViewScan {
+    pub(crate) spec: Arc<ScanSpec>,
+    pub(crate) units: Vec<Unit>,
+    pub(crate) ttl: i64,
+    /// Keeps the listed push-log files until the scan is dropped.
+    _hold: Option<crate::PushLogGuard>,
+}
+
+impl ViewScan {
+    /// Lists and plans the view's files for `features` of rows with `start <= event_ts < end`.
+    pub(crate) async fn plan(
         reader: &ViewReader,
         view: &ResolvedView,
         features: &[&Feature],
         (start, end): (i64, i64),
-        as_known_at: bool,
-        keep_events: bool,
-    ) -> Result<ViewIndex> {
+    ) -> Result<ViewScan> {
         let spec = Arc::new(ScanSpec::new(view, features, start, end));
         // An empty range (no label has a time) reads nothing.
-        let (files, _hold) = if start < end {
+        let (files, hold) = if start < end {
             let (files, hold) = crate::files::view_files(reader, view).await?;
             (files, Some(hold))
         } else {
             (Vec::new(), None)
         };
         let units = plan_units(files, Arc::clone(&spec), reader).await?;
-        // Every batch read is paid for before it is kept.
+        Ok(ViewScan {
+            spec,
+            units,
+            ttl: view.ttl,
+            _hold: hold,
+        })
+    }
+
+    /// About the bytes its rows take in memory (`Unit::estimated_bytes`).
+    pub(crate) fn estimated_bytes(&self) -> usize {
+        self.units.iter().map(Unit::estimated_bytes).sum()
+    }
+}
+
+impl ViewIndex {
+    /// Reads the rows of `scan` and indexes them, paying every batch read from the budget.
+    pub(crate) async fn build(
+        reader: &ViewReader,
+        scan: &ViewScan,
+        as_known_at: bool,
+        keep_events: bool,
+    ) -> Result<ViewIndex> {
+        let spec = Arc::clone(&scan.spec);
         let held = Arc::new(
             reader
                 .memory
-                .reserve(format!("the join's index of view `{}`", view.name)),
+                .reserve(format!("the join's index of view `{}`", spec.view)),
         );
         let paying = Arc::clone(&held);
         let per_unit: Vec<Vec<RecordBatch>> = run_units(
-            units,
+            scan.units.clone(),
             Arc::clone(&spec),
             reader.parallelism,
             move |unit, spec| {
@@ -90,16 +120,26 @@ impl ViewIndex {
         )
         .try_collect()
         .await?;
-        drop(_hold); // Read: compaction may remove merged files now.
-        let ttl = view.ttl;
+        let ttl = scan.ttl;
         tokio::task::spawn_blocking(move || {
-            let mut index = index_rows(&spec, per_unit, ttl, (as_known_at, keep_events))?;
-            // The read batches are gone; what the index keeps stays reserved.
-            held.resize(index.memory_size())?;
-            index.memory = Arc::into_inner(held);
-            Ok(index)
+            Self::from_read(&spec, per_unit, ttl, (as_known_at, keep_events), held)
         })
         .await?
+    }
+
+    /// Blocking: indexes rows read under `held`, which then holds what the index keeps.
+    pub(crate) fn from_read(
+        spec: &ScanSpec,
+        per_unit: Vec<Vec<RecordBatch>>,
+        ttl: i64,
+        options: (bool, bool),
+        held: Arc<Held>,
+    ) -> Result<ViewIndex> {
+        let mut index = index_rows(spec, per_unit, ttl, options)?;
+        // The read batches are gone; what the index keeps stays reserved.
+        held.resize(index.memory_size())?;
+        index.memory = Some(held);
+        Ok(index)
     }
 
     /// Bytes the index holds: its feature columns and its row vectors.
@@ -327,11 +367,20 @@ fn concat_features(spec: &ScanSpec, columns: &mut [Vec<ArrayRef>]) -> Result<Vec
     for j in 0..spec.features.len() {
         let index = spec.first_feature_index() + j;
         let pieces = std::mem::take(&mut columns[index]);
-        let column = if pieces.is_empty() {
-            arrow::array::new_empty_array(spec.schema.field(index).data_type())
-        } else {
-            let refs: Vec<&dyn Array> = pieces.iter().map(|c| c.as_ref()).collect();
-            concat(&refs)?
+        let column = match pieces.as_slice() {
+            [] => arrow::array::new_empty_array(spec.schema.field(index).data_type()),
+            // `concat` would return it as is, sharing buffers with the other columns of its
+            // batch (one IPC message for a spilled partition): copied, only it is kept.
+            [piece] => {
+                let data = piece.to_data();
+                let mut copy = MutableArrayData::new(vec![&data], false, piece.len());
+                copy.try_extend(0, 0, piece.len())?;
+                arrow::array::make_array(copy.freeze())
+            }
+            _ => {
+                let refs: Vec<&dyn Array> = pieces.iter().map(|c| c.as_ref()).collect();
+                concat(&refs)?
+            }
         };
         tracing::trace!(feature = %spec.schema.field(index).name(), rows = column.len(), "indexed");
         feature_columns.push(column);
