@@ -6,6 +6,7 @@ usage: duckdb_asof.py FEATURES.parquet LABELS.parquet OUT.parquet [QUIVER_OUT.pa
 With QUIVER_OUT, also checks that both outputs agree row by row on every feature."""
 
 import json
+import os
 import resource
 import sys
 import time
@@ -20,6 +21,11 @@ def main():
     features, labels, out = sys.argv[1:4]
     con = duckdb.connect()
     con.execute("SET threads TO 2")
+    # Optional: DuckDB's memory limit and where it spills (the scale benchmark sets both).
+    if os.environ.get("DUCKDB_MEMORY_LIMIT"):
+        con.execute(f"SET memory_limit = '{os.environ['DUCKDB_MEMORY_LIMIT']}'")
+    if os.environ.get("DUCKDB_TEMP_DIRECTORY"):
+        con.execute(f"SET temp_directory = '{os.environ['DUCKDB_TEMP_DIRECTORY']}'")
     cols = ", ".join(f"f.{c}" for c in FEATURES)
     nulled = ", ".join(f"CASE WHEN f.event_timestamp >= l.event_timestamp - {TTL} THEN f.{c} END AS {c}" for c in FEATURES)
     started = time.time()
@@ -37,7 +43,7 @@ def main():
     """)
     wall = time.time() - started
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = {"engine": "duckdb", "duckdb": duckdb.__version__, "seconds": round(wall, 3), "peak_rss_mib": round(peak_kib / 1024, 1)}
+    result = {"engine": "duckdb", "duckdb": duckdb.__version__, "memory_limit": con.execute("SELECT current_setting('memory_limit')").fetchone()[0], "seconds": round(wall, 3), "peak_rss_mib": round(peak_kib / 1024, 1)}
     if len(sys.argv) > 4:
         import pyarrow.parquet as pq
         quiver = pq.read_table(sys.argv[4])

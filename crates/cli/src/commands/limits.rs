@@ -30,6 +30,41 @@ impl<'de> Deserialize<'de> for DurationSetting {
     }
 }
 
+/// A size setting: bytes (`1073741824`) or with a unit (`512MiB`, `1GiB`; `1GB` is 10^9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ByteSetting(pub(crate) u64);
+
+impl FromStr for ByteSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|size| ByteSetting(size.as_u64()))
+            .map_err(|_| format!("`{text}` is not a size (e.g. 1073741824, 512MiB, 1GiB)"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// A config file may give a number of bytes or a size with a unit.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Bytes(u64),
+            Text(String),
+        }
+        match Given::deserialize(deserializer)? {
+            Given::Bytes(bytes) => Ok(ByteSetting(bytes)),
+            Given::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn bytes(value: ByteSetting) -> u64 {
+    value.0
+}
+
 /// Declares the settings once: the clap/serde struct, the merge, and the mapping to `Limits`.
 macro_rules! limit_settings {
     ($($(#[doc = $doc:literal])* $field:ident: $type:ty => $env:literal, $to:expr;)*) => {
@@ -75,23 +110,23 @@ fn duration(value: DurationSetting) -> Duration {
 
 limit_settings! {
     /// Largest message of the data services (online, Flight), in bytes [default: 256 MiB].
-    max_message_bytes: u64 => "QUIVER_MAX_MESSAGE_BYTES", same;
+    max_message_bytes: ByteSetting => "QUIVER_MAX_MESSAGE_BYTES", bytes;
     /// Largest message of the registry, job and offline services, in bytes [default: 4 MiB].
-    max_control_message_bytes: u64 => "QUIVER_MAX_CONTROL_MESSAGE_BYTES", same;
+    max_control_message_bytes: ByteSetting => "QUIVER_MAX_CONTROL_MESSAGE_BYTES", bytes;
     /// Most rows in one Push [default: 1000000].
     max_push_rows: u64 => "QUIVER_MAX_PUSH_ROWS", same;
     /// Largest Push request, in bytes [default: 64 MiB].
-    max_push_bytes: u64 => "QUIVER_MAX_PUSH_BYTES", same;
+    max_push_bytes: ByteSetting => "QUIVER_MAX_PUSH_BYTES", bytes;
     /// Most entity rows in one GetOnlineFeatures [default: 100000].
     max_online_entities: u64 => "QUIVER_MAX_ONLINE_ENTITIES", same;
     /// Largest GetOnlineFeatures request, in bytes [default: 16 MiB].
-    max_online_request_bytes: u64 => "QUIVER_MAX_ONLINE_REQUEST_BYTES", same;
+    max_online_request_bytes: ByteSetting => "QUIVER_MAX_ONLINE_REQUEST_BYTES", bytes;
     /// Largest label table uploaded with one DoPut, in bytes [default: 256 MiB].
-    max_upload_bytes: u64 => "QUIVER_MAX_UPLOAD_BYTES", same;
+    max_upload_bytes: ByteSetting => "QUIVER_MAX_UPLOAD_BYTES", bytes;
     /// Most rows in one uploaded label table [default: 10000000].
     max_upload_rows: u64 => "QUIVER_MAX_UPLOAD_ROWS", same;
     /// Total bytes of the label tables kept at once [default: 1 GiB].
-    max_uploads_total_bytes: u64 => "QUIVER_MAX_UPLOADS_TOTAL_BYTES", same;
+    max_uploads_total_bytes: ByteSetting => "QUIVER_MAX_UPLOADS_TOTAL_BYTES", bytes;
     /// Most label tables kept at once [default: 32].
     max_uploads: u64 => "QUIVER_MAX_UPLOADS", same;
     /// How long an uploaded label table is kept [default: 1h].
@@ -106,9 +141,9 @@ limit_settings! {
     max_skew_rows: u64 => "QUIVER_MAX_SKEW_ROWS", same;
     /// Most logged rows one export from the served-row log reads [default: 10000000].
     max_log_export_rows: u64 => "QUIVER_MAX_LOG_EXPORT_ROWS", same;
-    /// Bytes the point-in-time joins of all exports hold at once [default: half of the
-    /// machine's memory].
-    offline_memory_limit: u64 => "QUIVER_OFFLINE_MEMORY_LIMIT", same;
+    /// Memory the point-in-time joins of all exports hold at once; a join over it spills to
+    /// disk [default: half of the machine's memory].
+    offline_memory_limit: ByteSetting => "QUIVER_OFFLINE_MEMORY_LIMIT", bytes;
     /// Most concurrent HTTP/2 streams per connection [default: 256].
     max_concurrent_streams: u32 => "QUIVER_MAX_CONCURRENT_STREAMS", same;
     /// Longest a request may run before DEADLINE_EXCEEDED [default: 10m].
@@ -131,6 +166,23 @@ mod tests {
         assert_eq!(limits.max_push_rows, 10);
         assert_eq!(limits.upload_ttl, Duration::from_secs(90));
         assert_eq!(limits.max_uploads, Limits::default().max_uploads);
+    }
+
+    #[test]
+    fn sizes_take_units_in_flags_and_the_file() {
+        assert_eq!("1GiB".parse(), Ok(ByteSetting(1 << 30)));
+        assert_eq!("512MiB".parse(), Ok(ByteSetting(512 << 20)));
+        assert_eq!("1GB".parse(), Ok(ByteSetting(1_000_000_000)));
+        assert_eq!("4096".parse(), Ok(ByteSetting(4096)));
+        let error = "lots".parse::<ByteSetting>().expect_err("not a size");
+        assert!(error.contains("512MiB"), "{error}");
+        let file: LimitSettings =
+            serde_norway::from_str("offline_memory_limit: 2GiB\nmax_push_bytes: 1024\n")
+                .expect("sizes");
+        let limits = file.limits();
+        assert_eq!(limits.offline_memory_limit, 2 << 30);
+        assert_eq!(limits.max_push_bytes, 1024);
+        assert!(serde_norway::from_str::<LimitSettings>("max_push_bytes: lots\n").is_err());
     }
 
     #[test]
