@@ -18,4 +18,5 @@ mod online;
 mod registry;
 mod security;
 mod skew;
+mod spill;
 mod tls;

@@ -21,8 +21,14 @@ use arrow::ipc::writer::StreamWriter;
 
 use crate::error::{Error, Result};
 
-/// Rows gathered per partition before a batch is written.
+/// Rows gathered per partition before a batch is written, with 32 partitions or fewer; with
+/// more, proportionally fewer (at least 512), so that all partitions together gather at most
+/// about 32 such batches.
 const SPILL_BATCH_ROWS: usize = crate::scan::BATCH_SIZE;
+
+/// Pieces gathered per partition before they are copied into one: each piece is a slice of
+/// a batch split across every partition, which it keeps alive until then.
+const MAX_PIECES: usize = 16;
 
 /// One join's spill directory, removed with everything in it when dropped.
 #[derive(Debug)]
@@ -91,6 +97,8 @@ pub(crate) struct PartitionWriter {
     paths: Vec<PathBuf>,
     writers: Vec<StreamWriter<BufWriter<File>>>,
     pending: Vec<Vec<RecordBatch>>,
+    /// Rows gathered per partition before a batch is written.
+    batch_rows: usize,
     /// Rows given per partition.
     rows: Vec<usize>,
     /// Bytes written so far (batches' in-memory size).
@@ -118,6 +126,7 @@ impl PartitionWriter {
             paths,
             writers,
             pending: vec![Vec::new(); n],
+            batch_rows: (SPILL_BATCH_ROWS * 32 / n.max(1)).clamp(512, SPILL_BATCH_ROWS),
             rows: vec![0; n],
             bytes: 0,
         })
@@ -128,8 +137,11 @@ impl PartitionWriter {
         self.rows[p] += batch.num_rows();
         let pending = &mut self.pending[p];
         pending.push(batch);
-        if pending.iter().map(RecordBatch::num_rows).sum::<usize>() >= SPILL_BATCH_ROWS {
+        if pending.iter().map(RecordBatch::num_rows).sum::<usize>() >= self.batch_rows {
             self.flush(p)?;
+        } else if pending.len() >= MAX_PIECES {
+            let gathered = concat_batches(&self.schema, pending.iter())?;
+            *pending = vec![gathered];
         }
         Ok(())
     }

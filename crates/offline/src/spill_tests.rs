@@ -189,5 +189,6 @@ async fn an_output_dropped_midway_leaves_no_spill_files() {
         "one directory per spilled view while the output streams"
     );
     drop(stream);
-    assert_eq!(spill_entries(&fixture), 0);
+    // Batches already being joined finish first; then the directories go.
+    released(&store, &fixture).await;
 }

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::join::label_times;
 use crate::labels::Labels;
 use crate::partition::{partitions, split};
-use crate::scan::{ScanSpec, read_unit, run_units};
+use crate::scan::{ScanSpec, read_unit};
 use crate::spill::{PartitionWriter, SpillDir, read_spilled, remove};
 use crate::view_index::{ViewIndex, ViewScan};
 
@@ -134,79 +134,103 @@ async fn partition_rows(
     n: usize,
 ) -> Result<Vec<PathBuf>> {
     let spec = Arc::clone(&scan.spec);
-    let writer = {
-        let (dir, schema) = (Arc::clone(dir), Arc::clone(&spec.schema));
-        tokio::task::spawn_blocking(move || PartitionWriter::create(&dir, "rows", schema, n))
-            .await??
-    };
-    let mut writer = Some(writer);
-    // Rows read but not yet written are paid for.
     let held = Arc::new(
         reader
             .memory
             .reserve(format!("partitioning view `{}` to disk", spec.view)),
     );
-    let paying = Arc::clone(&held);
-    let mut units = std::pin::pin!(run_units(
-        scan.units.clone(),
-        Arc::clone(&spec),
-        reader.parallelism,
-        move |unit, spec| split_unit(unit, spec, n, &paying),
-    ));
-    while let Some((pieces, bytes)) = units.try_next().await? {
-        let (mut w, held) = (writer.take().ok_or_else(lost_writer)?, Arc::clone(&held));
-        writer = Some(
-            tokio::task::spawn_blocking(move || {
+    let (units, parallelism) = (scan.units.clone(), reader.parallelism.max(1));
+    let (dir, handle) = (Arc::clone(dir), tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || {
+        let mut writer = PartitionWriter::create(&dir, "rows", Arc::clone(&spec.schema), n)?;
+        let readers = UnitReaders {
+            handle,
+            spec,
+            held: Arc::clone(&held),
+            n,
+        };
+        let mut units = units.into_iter();
+        let mut running: std::collections::VecDeque<_> = units
+            .by_ref()
+            .take(parallelism)
+            .map(|unit| readers.start(unit))
+            .collect();
+        // Units are read `parallelism` at a time but written strictly in unit order: each
+        // reader hands over a few split batches at a time and waits while its turn has not
+        // come, so memory is a few batches per reader, not whole units.
+        while let Some(pieces) = running.pop_front() {
+            for piece in pieces {
+                let (pieces, bytes) = piece?;
                 for (p, batch) in pieces {
-                    w.write(p, batch)?;
+                    writer.write(p, batch)?;
                 }
                 held.shrink(bytes);
-                Ok::<_, Error>(w)
-            })
-            .await??,
-        );
-    }
-    let writer = writer.ok_or_else(lost_writer)?;
-    let (paths, _) = tokio::task::spawn_blocking(move || writer.finish()).await??;
-    Ok(paths)
+            }
+            running.extend(units.next().map(|unit| readers.start(unit)));
+        }
+        Ok(writer.finish()?.0)
+    })
+    .await?
 }
 
-/// Blocking: reads one unit and splits its rows by partition, one batch per partition.
-fn split_unit(
-    unit: &crate::scan::Unit,
+/// A unit's rows split by partition: per batch read, its pieces and the bytes they hold.
+type Split = Result<(Vec<(usize, RecordBatch)>, usize)>;
+
+/// Starts the readers of step 1.
+struct UnitReaders {
+    handle: tokio::runtime::Handle,
+    spec: Arc<ScanSpec>,
+    held: Arc<crate::memory::Held>,
+    n: usize,
+}
+
+impl UnitReaders {
+    /// Reads `unit` on the blocking pool; its split batches arrive in order on the receiver,
+    /// which ends when the unit does (after an error, if one happened). Dropping the receiver
+    /// stops the reader at its next batch.
+    fn start(&self, unit: crate::scan::Unit) -> std::sync::mpsc::IntoIter<Split> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Split>(2);
+        let (spec, held, n) = (Arc::clone(&self.spec), Arc::clone(&self.held), self.n);
+        self.handle.spawn_blocking(move || {
+            let mut parts = Vec::new();
+            let read = read_unit(&unit, &spec, &mut |batch| {
+                let split = split_batch(batch, &spec, n, &held, &mut parts)?;
+                tx.send(Ok(split)).map_err(|_| {
+                    Error::io(
+                        "spill",
+                        std::io::Error::other("the partitioned join stopped"),
+                    )
+                })
+            });
+            if let Err(e) = read {
+                let _ = tx.send(Err(e)); // Nobody listens when the join stopped.
+            }
+        });
+        rx.into_iter()
+    }
+}
+
+/// Blocking: one batch's rows split by partition, paid for until written.
+fn split_batch(
+    batch: RecordBatch,
     spec: &ScanSpec,
     n: usize,
-    paying: &crate::memory::Held,
+    held: &crate::memory::Held,
+    parts: &mut Vec<u32>,
 ) -> Result<(Vec<(usize, RecordBatch)>, usize)> {
-    let mut pieces: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
-    let (mut parts, mut bytes) = (Vec::new(), 0);
-    read_unit(unit, spec, &mut |batch| {
-        // The batch as read (with its builders' spare capacity) is paid for until it is
-        // split into exactly sized pieces, which are paid for until written.
-        let read = batch.get_array_memory_size();
-        paying.grow(read)?;
-        let keys = &batch.columns()[..spec.n_keys()];
-        let split = partitions(keys, batch.num_rows(), n, &mut parts)
-            .and_then(|()| split(&batch, &parts, n));
-        drop(batch);
-        paying.shrink(read);
-        let split = split?;
-        // The pieces are slices of one batch: any of them reports its buffers.
-        let kept = split.first().map_or(0, |(_, b)| b.get_array_memory_size());
-        paying.grow(kept)?;
-        bytes += kept;
-        for (p, piece) in split {
-            pieces[p].push(piece);
-        }
-        Ok(())
-    })?;
-    let mut out = Vec::new();
-    for (p, pieces) in pieces.into_iter().enumerate() {
-        if !pieces.is_empty() {
-            out.push((p, concat_batches(&spec.schema, &pieces)?));
-        }
-    }
-    Ok((out, bytes))
+    // The batch as read (with its builders' spare capacity) is paid for until it is split
+    // into exactly sized pieces.
+    let read = batch.get_array_memory_size();
+    held.grow(read)?;
+    let keys = &batch.columns()[..spec.n_keys()];
+    let split = partitions(keys, batch.num_rows(), n, parts).and_then(|()| split(&batch, parts, n));
+    drop(batch);
+    held.shrink(read);
+    let split = split?;
+    // The pieces are slices of one batch: any of them reports its buffers.
+    let kept = split.first().map_or(0, |(_, b)| b.get_array_memory_size());
+    held.grow(kept)?;
+    Ok((split, kept))
 }
 
 /// The schema of a label partition: the view's keys (canonical types), then the label time.

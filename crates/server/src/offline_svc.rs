@@ -87,6 +87,7 @@ impl v1::offline_service_server::OfflineService for OfflineService {
                                 elapsed_micros: started.elapsed().as_micros() as i64,
                                 output_path,
                                 metadata,
+                                spilled_partitions: stats.spilled_partitions.load(Ordering::Relaxed),
                             }
                         }).map_err(Status::from);
                         Some((item, None))
@@ -96,6 +97,7 @@ impl v1::offline_service_server::OfflineService for OfflineService {
                             rows: stats.label_rows.load(Ordering::Relaxed),
                             matched: matched(&stats),
                             elapsed_micros: started.elapsed().as_micros() as i64,
+                            spilled_partitions: stats.spilled_partitions.load(Ordering::Relaxed),
                             ..Default::default()
                         };
                         Some((Ok(progress), Some((writer, stats, recorder))))

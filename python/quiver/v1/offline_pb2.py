@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from quiver.v1 import types_pb2 as quiver_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17quiver/v1/offline.proto\x12\tquiver.v1\x1a\x15quiver/v1/types.proto\"\xf4\x02\n\rExportRequest\x12\x19\n\x0f\x66\x65\x61ture_service\x18\x01 \x01(\tH\x00\x12*\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x16.quiver.v1.FeatureRefsH\x00\x12\x13\n\x0blabels_path\x18\x03 \x01(\t\x12\x15\n\rlabels_upload\x18\x04 \x01(\t\x12\x18\n\x10timestamp_column\x18\x05 \x01(\t\x12\x12\n\nfull_names\x18\x06 \x01(\x08\x12\x13\n\x0b\x61s_known_at\x18\x07 \x01(\x08\x12\x13\n\x0boutput_path\x18\x08 \x01(\t\x12\x1c\n\x14\x65xpected_fingerprint\x18\t \x01(\t\x12\x14\n\x0cstart_micros\x18\n \x01(\x03\x12\x12\n\nend_micros\x18\x0b \x01(\x03\x12\x11\n\toverwrite\x18\x0c \x01(\x08\x12\x31\n\x0f\x66rom_served_log\x18\r \x01(\x0b\x32\x18.quiver.v1.ServedLogJoinB\n\n\x08selector\"S\n\rServedLogJoin\x12\x0f\n\x07join_on\x18\x01 \x01(\t\x12\x19\n\x11request_id_column\x18\x02 \x01(\t\x12\x16\n\x0emax_age_micros\x18\x03 \x01(\x03\"*\n\tViewMatch\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x0f\n\x07matched\x18\x02 \x01(\x04\"\xec\x01\n\x0e\x45xportProgress\x12\x0c\n\x04rows\x18\x01 \x01(\x04\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12%\n\x07matched\x18\x03 \x03(\x0b\x32\x14.quiver.v1.ViewMatch\x12\x16\n\x0e\x65lapsed_micros\x18\x04 \x01(\x03\x12\x13\n\x0boutput_path\x18\x05 \x01(\t\x12\x39\n\x08metadata\x18\x06 \x03(\x0b\x32\'.quiver.v1.ExportProgress.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32]\n\x0eOfflineService\x12K\n\x12\x45xportTrainingData\x12\x18.quiver.v1.ExportRequest\x1a\x19.quiver.v1.ExportProgress0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17quiver/v1/offline.proto\x12\tquiver.v1\x1a\x15quiver/v1/types.proto\"\xf4\x02\n\rExportRequest\x12\x19\n\x0f\x66\x65\x61ture_service\x18\x01 \x01(\tH\x00\x12*\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x16.quiver.v1.FeatureRefsH\x00\x12\x13\n\x0blabels_path\x18\x03 \x01(\t\x12\x15\n\rlabels_upload\x18\x04 \x01(\t\x12\x18\n\x10timestamp_column\x18\x05 \x01(\t\x12\x12\n\nfull_names\x18\x06 \x01(\x08\x12\x13\n\x0b\x61s_known_at\x18\x07 \x01(\x08\x12\x13\n\x0boutput_path\x18\x08 \x01(\t\x12\x1c\n\x14\x65xpected_fingerprint\x18\t \x01(\t\x12\x14\n\x0cstart_micros\x18\n \x01(\x03\x12\x12\n\nend_micros\x18\x0b \x01(\x03\x12\x11\n\toverwrite\x18\x0c \x01(\x08\x12\x31\n\x0f\x66rom_served_log\x18\r \x01(\x0b\x32\x18.quiver.v1.ServedLogJoinB\n\n\x08selector\"S\n\rServedLogJoin\x12\x0f\n\x07join_on\x18\x01 \x01(\t\x12\x19\n\x11request_id_column\x18\x02 \x01(\t\x12\x16\n\x0emax_age_micros\x18\x03 \x01(\x03\"*\n\tViewMatch\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x0f\n\x07matched\x18\x02 \x01(\x04\"\x88\x02\n\x0e\x45xportProgress\x12\x0c\n\x04rows\x18\x01 \x01(\x04\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12%\n\x07matched\x18\x03 \x03(\x0b\x32\x14.quiver.v1.ViewMatch\x12\x16\n\x0e\x65lapsed_micros\x18\x04 \x01(\x03\x12\x13\n\x0boutput_path\x18\x05 \x01(\t\x12\x39\n\x08metadata\x18\x06 \x03(\x0b\x32\'.quiver.v1.ExportProgress.MetadataEntry\x12\x1a\n\x12spilled_partitions\x18\x07 \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32]\n\x0eOfflineService\x12K\n\x12\x45xportTrainingData\x12\x18.quiver.v1.ExportRequest\x1a\x19.quiver.v1.ExportProgress0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,9 +42,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VIEWMATCH']._serialized_start=521
   _globals['_VIEWMATCH']._serialized_end=563
   _globals['_EXPORTPROGRESS']._serialized_start=566
-  _globals['_EXPORTPROGRESS']._serialized_end=802
-  _globals['_EXPORTPROGRESS_METADATAENTRY']._serialized_start=755
-  _globals['_EXPORTPROGRESS_METADATAENTRY']._serialized_end=802
-  _globals['_OFFLINESERVICE']._serialized_start=804
-  _globals['_OFFLINESERVICE']._serialized_end=897
+  _globals['_EXPORTPROGRESS']._serialized_end=830
+  _globals['_EXPORTPROGRESS_METADATAENTRY']._serialized_start=783
+  _globals['_EXPORTPROGRESS_METADATAENTRY']._serialized_end=830
+  _globals['_OFFLINESERVICE']._serialized_start=832
+  _globals['_OFFLINESERVICE']._serialized_end=925
 # @@protoc_insertion_point(module_scope)

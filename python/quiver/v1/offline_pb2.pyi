@@ -57,7 +57,7 @@ class ViewMatch(_message.Message):
     def __init__(self, view: _Optional[str] = ..., matched: _Optional[int] = ...) -> None: ...
 
 class ExportProgress(_message.Message):
-    __slots__ = ("rows", "done", "matched", "elapsed_micros", "output_path", "metadata")
+    __slots__ = ("rows", "done", "matched", "elapsed_micros", "output_path", "metadata", "spilled_partitions")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -71,10 +71,12 @@ class ExportProgress(_message.Message):
     ELAPSED_MICROS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PATH_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    SPILLED_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     rows: int
     done: bool
     matched: _containers.RepeatedCompositeFieldContainer[ViewMatch]
     elapsed_micros: int
     output_path: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, rows: _Optional[int] = ..., done: bool = ..., matched: _Optional[_Iterable[_Union[ViewMatch, _Mapping]]] = ..., elapsed_micros: _Optional[int] = ..., output_path: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    spilled_partitions: int
+    def __init__(self, rows: _Optional[int] = ..., done: bool = ..., matched: _Optional[_Iterable[_Union[ViewMatch, _Mapping]]] = ..., elapsed_micros: _Optional[int] = ..., output_path: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., spilled_partitions: _Optional[int] = ...) -> None: ...

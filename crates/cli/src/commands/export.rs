@@ -233,6 +233,12 @@ pub(crate) fn summary_text(summary: &v1::ExportProgress) -> String {
             m.view, m.matched, summary.rows
         ));
     }
+    if summary.spilled_partitions > 0 {
+        lines.push(format!(
+            "  joined in {} partitions on disk: the views' rows did not fit the server's --offline-memory-limit",
+            summary.spilled_partitions
+        ));
+    }
     if let Some(fp) = summary.metadata.get("quiver.fingerprint") {
         lines.push(format!("  service fingerprint {fp}"));
     }
