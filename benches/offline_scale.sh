@@ -20,7 +20,7 @@ echo "== machine"; nproc; free -g | head -2; df -h "$DATA" | tail -1
   "$BIN/quiver-bench" gen --out "$DATA" --entities 10000 --hours 7200 --labels 1000000
 ls -l "$DATA/driver_hourly.parquet"
 
-rm -rf "$DATA/server" && mkdir -p "$DATA/server"
+rm -rf "$DATA/server" "$DATA/addr" && mkdir -p "$DATA/server"
 "$BIN/quiver" serve --data-dir "$DATA/server" --grpc-addr 127.0.0.1:0 \
   --listener-addr-file "$DATA/addr" --log info --offline-memory-limit "$LIMIT" \
   --source-root "$DATA" --labels-root "$DATA" 2>"$DATA/server.log" &
