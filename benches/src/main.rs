@@ -7,6 +7,7 @@
 //! - `gen`: driver-style Parquet data and label sets (see `data.rs`).
 
 mod data;
+mod push;
 mod soak;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ enum Command {
     Gen(data::GenArgs),
     /// Mixed reads and pushes for a bounded time, per window (see `soak.rs`).
     Soak(soak::SoakArgs),
+    /// Durable pushes at several concurrencies and sizes (see `push.rs`).
+    Push(push::PushArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -230,6 +233,7 @@ fn main() -> Result<()> {
             Command::Online(args) => online(args).await,
             Command::Gen(args) => data::generate(&args),
             Command::Soak(args) => soak::soak(args).await,
+            Command::Push(args) => push::push(args).await,
         }
     })
 }

@@ -87,7 +87,7 @@ fn read(ids: Vec<i64>) -> v1::GetOnlineFeaturesRequest {
     }
 }
 
-fn push(ids: Vec<i64>, offline: bool) -> v1::PushRequest {
+pub(crate) fn push(ids: Vec<i64>, offline: bool) -> v1::PushRequest {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);

@@ -43,6 +43,7 @@ mod memory;
 mod object;
 mod parquet_writer;
 mod partition;
+mod push_group;
 mod push_log;
 mod range;
 mod roots;
@@ -113,6 +114,8 @@ pub struct OfflineStore {
     parallelism: usize,
     /// The last push-log file name's `(micros, seq)`: names only grow within a process.
     push_clock: Mutex<PushNames>,
+    /// Push-log appends waiting to be written together.
+    push_queue: push_group::PushQueue,
     /// Held (shared) by readers from listing push-log files until they have read them;
     /// compaction deletes the files it merged only when it gets it exclusively at once.
     push_log_lock: Arc<tokio::sync::RwLock<()>>,
@@ -172,6 +175,7 @@ impl OfflineStore {
             session: label_session(&memory),
             parallelism,
             push_clock: Mutex::new(PushNames::default()),
+            push_queue: push_group::PushQueue::default(),
             push_log_lock: Arc::new(tokio::sync::RwLock::new(())),
             footers: Arc::default(),
             memory,

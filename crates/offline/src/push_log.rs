@@ -32,7 +32,8 @@ impl OfflineStore {
     }
 
     /// Appends record batches built by [`push_log_batch`] (a large push converts its rows a
-    /// chunk at a time) to the view's push log as one file; returns once it is durable.
+    /// chunk at a time) to the view's push log; returns once they are durable. Concurrent
+    /// appends are written together (one file per view and schema, in arrival order).
     pub fn append_push_log_batches(
         &self,
         view: &ResolvedView,
@@ -44,12 +45,19 @@ impl OfflineStore {
         }
         let dir = push_log_dir(&self.data_dir, view);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let name = self.next_push_name();
-        let path = dir.join(format!("{:020}-{:020}.parquet", name.0, name.1));
-        let written = write_file_durably(&path, batches, Vec::new());
-        self.push_names().in_flight.remove(&name);
-        written?;
-        tracing::debug!(view = %view.name, rows, path = %path.display(), "appended to push log");
+        // Concurrent appends share a file and its fsync (`push_group`).
+        self.push_queue.append(dir, batches.to_vec(), &|file| {
+            let name = self.next_push_name();
+            let path = file
+                .dir
+                .join(format!("{:020}-{:020}.parquet", name.0, name.1));
+            let written = write_file_durably(&path, &file.batches, Vec::new());
+            self.push_names().in_flight.remove(&name);
+            let written = written?;
+            tracing::debug!(rows = written, path = %path.display(), "appended to push log");
+            Ok(())
+        })?;
+        tracing::trace!(view = %view.name, rows, "pushed rows are durable in the push log");
         Ok(())
     }
 

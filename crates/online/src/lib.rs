@@ -51,6 +51,7 @@ mod reader;
 mod row_codec;
 mod stats;
 mod store;
+mod sync_group;
 mod tags;
 mod validate;
 

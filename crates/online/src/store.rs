@@ -34,6 +34,8 @@ pub struct RocksStore {
     pub(crate) options: Options,
     /// Striped per-key locks that make the read-compare-write of `write_rows` atomic per key.
     stripes: Box<[Mutex<()>]>,
+    /// Concurrent [`RocksStore::sync`] calls share fsyncs.
+    syncs: crate::sync_group::SyncGroup,
     path: PathBuf,
 }
 
@@ -69,6 +71,7 @@ impl RocksStore {
             db,
             options: db_options,
             stripes,
+            syncs: Default::default(),
             path: dir.to_path_buf(),
         };
         for name in [CF_ONLINE, CF_REGISTRY, CF_META] {
@@ -195,12 +198,15 @@ impl RocksStore {
             .map_err(Error::storage("write a watermark"))
     }
 
-    /// fsyncs the WAL (used by materialization jobs after non-durable batches, before moving
-    /// a watermark).
+    /// Makes every write done before this call durable: fsyncs the WAL, or waits for an
+    /// fsync that started after the call (concurrent callers share one; used after
+    /// non-durable writes: pushes, materialization batches before a watermark moves).
     pub fn sync(&self) -> Result<()> {
-        self.db
-            .flush_wal(true)
-            .map_err(Error::storage("sync the write-ahead log"))
+        self.syncs.sync(|| {
+            self.db
+                .flush_wal(true)
+                .map_err(Error::storage("sync the write-ahead log"))
+        })
     }
 
     pub(crate) fn cf(&self, name: &'static str) -> Result<&ColumnFamily> {
