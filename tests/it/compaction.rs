@@ -75,7 +75,8 @@ async fn compaction_keeps_online_and_offline_equal_while_it_merges() -> anyhow::
         // While compaction merges (and after): every export equals the online read.
         assert_eq!(offline_at_t(&server, &mut clients).await?, online);
         exports += 1;
-        // 60 pushes made 60 files; fewer than a run (8) are left once compaction caught up.
+        // 60 pushes made up to 60 files (concurrent pushes share files); fewer than a run (8)
+        // are left once compaction caught up.
         let files = push_log_files(&server)?;
         if files < 8 {
             break;
@@ -88,7 +89,7 @@ async fn compaction_keeps_online_and_offline_equal_while_it_merges() -> anyhow::
     }
     assert!(exports >= 1);
     assert_eq!(offline_at_t(&server, &mut clients).await?, online);
-    // The passes are counted: the merged files (at least the 53 gone), and no failure.
+    // The passes are counted: the merged files (at least one run of 8), and no failure.
     let (_, text) = server.http_get("/metrics").await?;
     let value = |series: &str| {
         text.lines()
@@ -96,7 +97,7 @@ async fn compaction_keeps_online_and_offline_equal_while_it_merges() -> anyhow::
             .and_then(|v| v.trim().parse::<f64>().ok())
     };
     let merged = value("quiver_push_log_merged_files_total").unwrap_or(0.0);
-    assert!(merged >= 53.0, "{merged} merged\n{text}");
+    assert!(merged >= 8.0, "{merged} merged\n{text}");
     assert_eq!(
         value(r#"quiver_push_log_compactions_total{result="error"}"#),
         Some(0.0)

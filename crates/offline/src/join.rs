@@ -234,6 +234,18 @@ fn with_spilled(
     }
     let readers: Vec<SpilledReader> = spilled.into_iter().map(SpilledReader::new).collect();
     let readers = Arc::new(std::sync::Mutex::new(readers));
+    let at_end = Arc::clone(&readers);
+    // After the last label batch: every spilled result row must have been taken.
+    let finish = futures::stream::once(async move {
+        tokio::task::spawn_blocking(move || {
+            let mut readers = at_end
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            readers.iter_mut().try_for_each(SpilledReader::finish)
+        })
+        .await?
+    })
+    .try_filter_map(|()| futures::future::ready(Ok(None)));
     stream
         .and_then(move |batch| {
             let readers = Arc::clone(&readers);
@@ -251,6 +263,7 @@ fn with_spilled(
                 .await?
             }
         })
+        .chain(finish)
         .boxed()
 }
 

@@ -169,7 +169,7 @@ fn row(driver_id: i64, event_s: i64, created_s: Option<i64>, note: &str) -> Row 
     }
 }
 
-fn label_batch(ids: &[i64], times_s: &[i64]) -> RecordBatch {
+pub(crate) fn label_batch(ids: &[i64], times_s: &[i64]) -> RecordBatch {
     let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
         arrow::datatypes::Field::new("driver_id", arrow::datatypes::DataType::Int64, true),
         arrow::datatypes::Field::new(

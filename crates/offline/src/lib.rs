@@ -51,6 +51,7 @@ mod scan;
 mod schema_check;
 mod served_log;
 mod spill;
+mod spill_rows;
 mod spilled_join;
 mod upload;
 mod values;

@@ -49,6 +49,11 @@ impl Budget {
         }
     }
 
+    /// The refusal of `wanted` bytes for `what`, naming the limit and its setting.
+    pub(crate) fn refused(&self, what: &str, wanted: usize) -> Error {
+        refusal(what, wanted, self.limit)
+    }
+
     /// An empty reservation for `what` ("the join's index of view `driver_stats`").
     pub(crate) fn reserve(&self, what: String) -> Held {
         Held {
@@ -102,14 +107,15 @@ impl Held {
     }
 
     fn refused(&self, wanted: usize) -> Error {
-        let (limit, setting) = self
-            .limit
-            .unwrap_or((usize::MAX, "the offline memory limit"));
-        Error::OverBudget(format!(
-            "{} needs {wanted} bytes, more than is left of the offline memory limit of {limit} bytes, which concurrent exports share ({setting}); narrow the labels' time range, select fewer features, wait for other exports, or raise the limit",
-            self.what
-        ))
+        refusal(&self.what, wanted, self.limit)
     }
+}
+
+fn refusal(what: &str, wanted: usize, limit: Option<(usize, &'static str)>) -> Error {
+    let (limit, setting) = limit.unwrap_or((usize::MAX, "the offline memory limit"));
+    Error::OverBudget(format!(
+        "{what} needs {wanted} bytes, more than is left of the offline memory limit of {limit} bytes, which concurrent exports share ({setting}); narrow the labels' time range, select fewer features, wait for other exports, or raise the limit"
+    ))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! Spill files: Arrow IPC streams under `<data_dir>/spill/<pid>-<n>/`, one directory per
-//! join that did not fit the memory budget. The directory goes when the join ends (its output
-//! read, failed or dropped); directories of processes no longer running are removed when a
-//! store opens, so a crash leaves nothing behind for long.
+//! Spill files: Arrow IPC streams under `<data_dir>/spill/<pid>-<process token>-<n>/`, one
+//! directory per spilled view of a join. The directory goes when the join ends (its output
+//! read, failed or dropped); directories of other processes that are no longer running, or
+//! of an earlier process with this pid (a container's server is always pid 1), are removed
+//! when a store opens, so a crash leaves nothing behind for long.
 //!
 //! Why not DataFusion's `DiskManager`: its spill files are anonymous temporary files read
 //! back whole by its own operators; the partitioned join needs named per-partition files,
@@ -11,6 +12,7 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
@@ -25,6 +27,9 @@ use crate::error::{Error, Result};
 /// more, proportionally fewer (at least 512), so that all partitions together gather at most
 /// about 32 such batches.
 const SPILL_BATCH_ROWS: usize = crate::scan::BATCH_SIZE;
+
+/// At most this many bytes gathered in all partitions together (less when the caller says).
+pub(crate) const MAX_GATHERED_BYTES: usize = 32 << 20;
 
 /// Pieces gathered per partition before they are copied into one: each piece is a slice of
 /// a batch split across every partition, which it keeps alive until then.
@@ -41,8 +46,10 @@ impl SpillDir {
     pub(crate) fn create(data_dir: &Path) -> Result<SpillDir> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = spill_root(data_dir).join(format!("{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        let root = spill_root(data_dir);
+        std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        let path = root.join(format!("{}-{n}", owner_prefix()));
+        std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
         Ok(SpillDir { path })
     }
 
@@ -52,11 +59,30 @@ impl SpillDir {
 }
 
 impl Drop for SpillDir {
+    /// Removes the directory, on the blocking pool when there is one (spill files are large).
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not remove a spill directory");
+        let path = std::mem::take(&mut self.path);
+        let remove = move || {
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a spill directory");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
+}
+
+/// `<pid>-<token>`: the token tells this process from an earlier one with the same pid.
+fn owner_prefix() -> &'static str {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let token = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}-{token:x}", std::process::id())
+    })
 }
 
 fn spill_root(data_dir: &Path) -> PathBuf {
@@ -69,15 +95,19 @@ pub(crate) fn remove_stale(data_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(spill_root(data_dir)) else {
         return; // None yet.
     };
+    let ours = format!("{}-", owner_prefix());
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let owner = name
-            .to_str()
-            .and_then(|n| n.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok());
-        let running = owner.is_some_and(|pid| {
-            pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
-        });
+        let name = name.to_string_lossy();
+        let pid = name
+            .split('-')
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let running = match pid {
+            Some(pid) if pid == std::process::id() => name.starts_with(&ours),
+            Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+            None => false,
+        };
         if !running {
             let path = entry.path();
             match std::fs::remove_dir_all(&path) {
@@ -97,8 +127,11 @@ pub(crate) struct PartitionWriter {
     paths: Vec<PathBuf>,
     writers: Vec<StreamWriter<BufWriter<File>>>,
     pending: Vec<Vec<RecordBatch>>,
-    /// Rows gathered per partition before a batch is written.
+    /// Bytes gathered per partition (the pieces' own rows, not the batches they slice).
+    pending_bytes: Vec<usize>,
+    /// Rows, and bytes, gathered per partition before a batch is written.
     batch_rows: usize,
+    batch_bytes: usize,
     /// Rows given per partition.
     rows: Vec<usize>,
     /// Bytes written so far (batches' in-memory size).
@@ -106,12 +139,13 @@ pub(crate) struct PartitionWriter {
 }
 
 impl PartitionWriter {
-    /// Blocking: creates `<dir>/<prefix>-<p>.arrow` for every partition `p < n`.
+    /// Blocking: creates `<dir>/<prefix>-<p>.arrow` for every partition `p < n`; the
+    /// partitions together gather at most about `gather_bytes` before writing.
     pub(crate) fn create(
         dir: &SpillDir,
         prefix: &str,
         schema: SchemaRef,
-        n: usize,
+        (n, gather_bytes): (usize, usize),
     ) -> Result<Self> {
         let mut paths = Vec::with_capacity(n);
         let mut writers = Vec::with_capacity(n);
@@ -126,7 +160,9 @@ impl PartitionWriter {
             paths,
             writers,
             pending: vec![Vec::new(); n],
+            pending_bytes: vec![0; n],
             batch_rows: (SPILL_BATCH_ROWS * 32 / n.max(1)).clamp(512, SPILL_BATCH_ROWS),
+            batch_bytes: (gather_bytes.min(MAX_GATHERED_BYTES) / n.max(1)).max(1 << 10),
             rows: vec![0; n],
             bytes: 0,
         })
@@ -135,9 +171,11 @@ impl PartitionWriter {
     /// Blocking: appends `batch` to partition `p`.
     pub(crate) fn write(&mut self, p: usize, batch: RecordBatch) -> Result<()> {
         self.rows[p] += batch.num_rows();
+        self.pending_bytes[p] += slice_bytes(&batch);
         let pending = &mut self.pending[p];
         pending.push(batch);
-        if pending.iter().map(RecordBatch::num_rows).sum::<usize>() >= self.batch_rows {
+        let rows: usize = pending.iter().map(RecordBatch::num_rows).sum();
+        if rows >= self.batch_rows || self.pending_bytes[p] >= self.batch_bytes {
             self.flush(p)?;
         } else if pending.len() >= MAX_PIECES {
             let gathered = concat_batches(&self.schema, pending.iter())?;
@@ -146,7 +184,13 @@ impl PartitionWriter {
         Ok(())
     }
 
+    /// Bytes of the rows gathered and not written yet, in all partitions.
+    pub(crate) fn gathered_bytes(&self) -> usize {
+        self.pending_bytes.iter().sum()
+    }
+
     fn flush(&mut self, p: usize) -> Result<()> {
+        self.pending_bytes[p] = 0;
         let pieces = std::mem::take(&mut self.pending[p]);
         if pieces.is_empty() {
             return Ok(());
@@ -166,6 +210,15 @@ impl PartitionWriter {
         }
         Ok((self.paths, self.rows))
     }
+}
+
+/// The bytes of a batch's own rows (a slice counts its share, not the buffers it shares).
+fn slice_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+        .sum()
 }
 
 /// Blocking: the batches of a spill file, in the order they were written.
@@ -199,7 +252,9 @@ mod tests {
         let dir = SpillDir::create(data.path()).expect("spill dir");
         let root = dir.path.clone();
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
-        let mut writer = PartitionWriter::create(&dir, "t", Arc::clone(&schema), 3).expect("w");
+        let mut writer =
+            PartitionWriter::create(&dir, "t", Arc::clone(&schema), (3, MAX_GATHERED_BYTES))
+                .expect("w");
         for i in 0..20_000i64 {
             let batch = RecordBatch::try_new(
                 Arc::clone(&schema),
@@ -231,15 +286,17 @@ mod tests {
     fn stale_directories_of_dead_processes_are_removed() {
         let data = tempfile::tempdir().expect("tempdir");
         let live = SpillDir::create(data.path()).expect("spill dir");
-        // No process has pid 4294967295 (above pid_max), nor a name without one.
-        let dead = spill_root(data.path()).join("4294967295-0");
+        // No process has pid 4294967295 (above pid_max), nor a name without one; and a
+        // directory with this pid but another token is an earlier process's.
+        let dead = spill_root(data.path()).join("4294967295-0-0");
         let junk = spill_root(data.path()).join("junk");
-        for dir in [&dead, &junk] {
+        let earlier = spill_root(data.path()).join(format!("{}-0-0", std::process::id()));
+        for dir in [&dead, &junk, &earlier] {
             std::fs::create_dir_all(dir).expect("mkdir");
             std::fs::write(dir.join("a.arrow"), b"x").expect("write");
         }
         remove_stale(data.path());
-        assert!(!dead.exists() && !junk.exists());
+        assert!(!dead.exists() && !junk.exists() && !earlier.exists());
         assert!(live.path.exists(), "this process's directories stay");
     }
 }

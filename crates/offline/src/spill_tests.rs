@@ -11,7 +11,9 @@ use quiver_core::ErrorCode;
 use crate::fixture::Fixture;
 use crate::join_tests::{check, collect, request};
 use crate::testutil::write_batches;
-use crate::{LabelInput, OfflineStore};
+use crate::{JoinRequest, LabelInput, OfflineStore};
+use arrow::array::{Array, RecordBatch};
+use quiver_core::value::{KeyValue, Row, Value};
 
 fn store(fixture: &Fixture) -> OfflineStore {
     crate::testutil::store(&fixture.root.join("data"), &fixture.root)
@@ -23,19 +25,19 @@ fn spill_entries(fixture: &Fixture) -> usize {
     std::fs::read_dir(Path::new(&root)).map_or(0, |entries| entries.count())
 }
 
-/// Waits (up to 10 s) until nothing is held or on disk: a failed join's blocking tasks that
-/// were already running end on their own.
-async fn released(store: &OfflineStore, fixture: &Fixture) {
+/// Waits (up to 10 s) until `done`: a failed or dropped join's blocking tasks that were
+/// already running, and the removal of its spill directories, end on their own.
+async fn wait_until(done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while (store.memory_reserved(), spill_entries(fixture)) != (0, 0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still held: {} bytes, {} spill directories",
-            store.memory_reserved(),
-            spill_entries(fixture)
-        );
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "not released in 10 s");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+/// Waits until nothing of `store` is held or on disk under the fixture's data directory.
+async fn released(store: &OfflineStore, fixture: &Fixture) {
+    wait_until(|| (store.memory_reserved(), spill_entries(fixture)) == (0, 0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,8 +90,7 @@ async fn partitioned_joins_equal_the_in_memory_join_and_the_reference() {
                     stats.label_rows.load(Ordering::Relaxed),
                     labels.num_rows() as u64
                 );
-                assert_eq!(spill_entries(&fixture), 0, "{context}: spill files removed");
-                assert_eq!(store.memory_reserved(), 0);
+                released(&store, &fixture).await;
             }
             // The event-time columns aside, the reference decides every value.
             let without_events = expected
@@ -100,25 +101,66 @@ async fn partitioned_joins_equal_the_in_memory_join_and_the_reference() {
     }
 }
 
+/// A view of 400,000 rows (20,000 drivers x 20 seconds, one row per driver and second) and
+/// 4,000 labels: large enough that partitions, not batch-sized overheads, decide what fits.
+fn large_view(root: &Path) -> (quiver_core::ResolvedView, RecordBatch) {
+    let view = crate::testutil::test_view(root, "large", 0);
+    let rows: Vec<Row> = (0..400_000i64)
+        .map(|i| Row {
+            key: vec![KeyValue::Int64(i % 20_000)],
+            event_ts: (i / 20_000) * crate::testutil::SECOND,
+            created_ts: None,
+            values: vec![
+                Value::Float32(i as f32),
+                Value::Int64(i),
+                Value::String(format!("note {i}")),
+            ],
+        })
+        .collect();
+    // Default row groups (the test writer's 64-row groups would make 6,250 of them).
+    let batch = crate::push_log::push_log_batch(&view, &rows).expect("rows fit the view");
+    std::fs::create_dir_all(root.join("large_src")).expect("mkdir");
+    let file = std::fs::File::create(root.join("large_src/a.parquet")).expect("create");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    let ids: Vec<i64> = (0..4_000).map(|i| (i * 7) % 25_000).collect();
+    let times: Vec<i64> = (0..4_000).map(|i| (i % 23) - 1).collect();
+    (view, crate::join_tests::label_batch(&ids, &times))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_over_the_budget_spills_and_one_that_cannot_is_refused() {
-    let fixture = Fixture::new(11);
-    let labels = concat_batches(&fixture.labels[0].schema(), &fixture.labels).expect("concat");
-    let limited = |bytes| store(&fixture).with_memory_limit(bytes, "--offline-memory-limit");
-    let input = || LabelInput::Batches(fixture.labels.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (view, labels) = large_view(dir.path());
+    let data = dir.path().join("data");
+    let limited = |bytes| {
+        crate::testutil::store(&data, dir.path()).with_memory_limit(bytes, "--offline-memory-limit")
+    };
+    let request = || JoinRequest {
+        labels: LabelInput::Batches(vec![labels.clone()]),
+        timestamp_column: "event_timestamp".into(),
+        views: vec![crate::testutil::selected(
+            &view,
+            &["note", "conv_rate", "trips"],
+            "d",
+        )],
+        full_names: false,
+        as_known_at: false,
+        event_times: true,
+    };
+    let spill_entries = || std::fs::read_dir(data.join("spill")).map_or(0, |d| d.count());
 
     // Enough memory: in memory, held while the output streams, given back at the end.
     let roomy = limited(64 << 20);
-    let output = roomy
-        .point_in_time_join(request(&fixture, input(), false))
-        .await
-        .expect("join");
+    let output = roomy.point_in_time_join(request()).await.expect("join");
     let mut stream = output.stream;
     let first = stream.try_next().await.expect("stream").expect("a batch");
     let held = roomy.memory_reserved();
     assert!(
         held > 0,
-        "the indexes hold their memory while the output streams"
+        "the index holds its memory while the output streams"
     );
     let mut batches = vec![first];
     while let Some(batch) = stream.try_next().await.expect("stream") {
@@ -127,46 +169,39 @@ async fn a_join_over_the_budget_spills_and_one_that_cannot_is_refused() {
     assert_eq!(roomy.memory_reserved(), 0, "given back at the end");
     assert_eq!(output.stats.spilled_partitions.load(Ordering::Relaxed), 0);
     let in_memory = concat_batches(&output.schema, &batches).expect("concat");
-    check(&fixture, &labels, &in_memory, false);
+    let found = in_memory.column(5).null_count();
+    assert!(found < in_memory.num_rows(), "some labels find a row");
 
-    // Less and less memory: each join either gives the same answer (in memory or in
-    // partitions spilled to disk) or is refused naming the setting; nothing stays held or on
-    // disk either way. Some budget spills and succeeds; 64 bytes holds no partition.
-    let (mut spilled, mut refused) = (0, Vec::new());
-    for bytes in [held * 3 / 4, held * 2 / 3, held / 2, held / 3, held / 4, 64] {
+    // Less memory than the index: joined in partitions spilled to disk, the same answer,
+    // nothing left held or on disk.
+    for bytes in [held / 2, held / 3] {
         let tight = limited(bytes);
-        let result = match tight
-            .point_in_time_join(request(&fixture, input(), false))
-            .await
-        {
-            Ok(output) => {
-                let stats = std::sync::Arc::clone(&output.stats);
-                let batches = output.stream.try_collect::<Vec<_>>().await;
-                batches.map(|b| (stats, concat_batches(&output.schema, &b).expect("concat")))
-            }
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok((stats, out)) => {
-                assert_eq!(out, in_memory, "{bytes} bytes");
-                spilled += usize::from(stats.spilled_partitions.load(Ordering::Relaxed) > 0);
-            }
-            Err(error) => {
-                assert_eq!(error.code(), ErrorCode::ResourceExhausted, "{error}");
-                assert!(
-                    error.to_string().contains("--offline-memory-limit"),
-                    "{error}"
-                );
-                refused.push(bytes);
-            }
-        }
-        released(&tight, &fixture).await;
+        let output = tight.point_in_time_join(request()).await.expect("join");
+        let stats = std::sync::Arc::clone(&output.stats);
+        assert_eq!(collect(output).await, in_memory, "{bytes} bytes");
+        assert!(
+            stats.spilled_partitions.load(Ordering::Relaxed) > 0,
+            "{bytes} bytes"
+        );
+        wait_until(|| (tight.memory_reserved(), spill_entries()) == (0, 0)).await;
     }
+
+    // 64 bytes hold no partition: refused naming the setting, nothing held or left on disk.
+    let tiny = limited(64);
+    let error = match tiny.point_in_time_join(request()).await {
+        Ok(output) => output
+            .stream
+            .try_collect::<Vec<_>>()
+            .await
+            .expect_err("over the budget"),
+        Err(error) => error,
+    };
+    assert_eq!(error.code(), ErrorCode::ResourceExhausted, "{error}");
     assert!(
-        spilled > 0,
-        "some budget spilled (refused: {refused:?} of {held})"
+        error.to_string().contains("--offline-memory-limit"),
+        "{error}"
     );
-    assert!(refused.contains(&64));
+    wait_until(|| (tiny.memory_reserved(), spill_entries()) == (0, 0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,8 +17,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::{concat_batches, interleave};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use arrow::ipc::writer::StreamWriter;
@@ -31,8 +32,9 @@ use crate::error::{Error, Result};
 use crate::join::label_times;
 use crate::labels::Labels;
 use crate::partition::{partitions, split};
-use crate::scan::{ScanSpec, read_unit};
-use crate::spill::{PartitionWriter, SpillDir, read_spilled, remove};
+use crate::scan::ScanSpec;
+use crate::spill::{MAX_GATHERED_BYTES, PartitionWriter, SpillDir, read_spilled, remove};
+use crate::spill_rows::partition_rows;
 use crate::view_index::{ViewIndex, ViewScan};
 
 /// At most this many partitions (and open spill files per join and view).
@@ -44,8 +46,28 @@ pub(crate) fn partition_count(estimated: usize, available: usize, parallelism: u
     let share = (available / 2 / parallelism.max(1)).max(1);
     estimated
         .div_ceil(share)
-        .next_power_of_two()
+        .checked_next_power_of_two()
+        .unwrap_or(MAX_PARTITIONS)
         .clamp(2, MAX_PARTITIONS)
+}
+
+/// Partitions indexed at once: `parallelism`, or fewer when fewer partitions of about
+/// `estimated / n` bytes (twice that while an index is built) fit in `available`.
+fn concurrency(estimated: usize, n: usize, available: usize, parallelism: usize) -> usize {
+    let partition = (estimated / n.max(1)).saturating_mul(2).max(1);
+    (available / partition).clamp(1, parallelism.max(1))
+}
+
+/// Sets its flag when dropped unless disarmed: blocking work of a join whose future was
+/// dropped (the export cancelled) stops at its next batch.
+struct StopOnDrop(Option<Arc<AtomicBool>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.take() {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What the join of a label batch needs from the label table for one view.
@@ -63,8 +85,11 @@ pub(crate) struct SpilledView {
     /// Removed (with every file in it) when the reader is dropped.
     _dir: Arc<SpillDir>,
     results: Vec<PathBuf>,
+    /// The result files' schema: the features, the chosen row's event time, the label time.
     schema: SchemaRef,
     keys: Vec<(usize, KeyType)>,
+    t_index: usize,
+    view: String,
 }
 
 impl SpilledView {
@@ -76,19 +101,31 @@ impl SpilledView {
         side: LabelSide,
         n: usize,
     ) -> Result<SpilledView> {
+        let estimated = scan.estimated_bytes();
+        if scan.spec.n_keys() == 0 {
+            // Every row would land in one partition.
+            let what = format!(
+                "the join's index of view `{}`, which has no join key to partition it by,",
+                scan.spec.view
+            );
+            return Err(reader.memory.refused(&what, estimated));
+        }
         let data_dir = reader.data_dir.clone();
         let dir =
             Arc::new(tokio::task::spawn_blocking(move || SpillDir::create(&data_dir)).await??);
         tracing::info!(
             view = %scan.spec.view,
             partitions = n,
-            estimated_bytes = scan.estimated_bytes(),
+            estimated_bytes = estimated,
             "the view does not fit the offline memory budget: joining it in partitions spilled to disk"
         );
-        let rows = partition_rows(reader, &scan, &dir, n).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut stop_on_drop = StopOnDrop(Some(Arc::clone(&stop)));
+        let rows = partition_rows(reader, &scan, &dir, n, &stop).await?;
         let (label_files, label_rows) = partition_labels(labels, &side, &dir, n).await?;
         let (spec, ttl) = (Arc::clone(&scan.spec), scan.ttl);
         drop(scan); // Read: compaction may remove merged files now.
+        let at_once = concurrency(estimated, n, reader.memory.available(), reader.parallelism);
         let work = (0..n).map(|p| {
             let task = Partition {
                 spec: Arc::clone(&spec),
@@ -97,6 +134,7 @@ impl SpilledView {
                 result: dir.file(&format!("result-{p}.arrow")),
                 _dir: Arc::clone(&dir),
                 has_labels: label_rows[p] > 0,
+                stop: Arc::clone(&stop),
                 ttl,
                 as_known_at: side.as_known_at,
                 what: format!(
@@ -108,14 +146,17 @@ impl SpilledView {
             async move { tokio::task::spawn_blocking(move || task.run(&memory)).await? }
         });
         let results: Vec<PathBuf> = futures::stream::iter(work)
-            .buffered(reader.parallelism.max(1))
+            .buffered(at_once)
             .try_collect()
             .await?;
+        stop_on_drop.0 = None;
         Ok(SpilledView {
             _dir: dir,
             results,
             schema: result_schema(&spec),
             keys: side.keys,
+            t_index: side.t_index,
+            view: spec.view.clone(),
         })
     }
 }
@@ -126,113 +167,6 @@ impl SpilledView {
     }
 }
 
-/// Step 1: the view's rows, in (file, row) order within each partition.
-async fn partition_rows(
-    reader: &ViewReader,
-    scan: &ViewScan,
-    dir: &Arc<SpillDir>,
-    n: usize,
-) -> Result<Vec<PathBuf>> {
-    let spec = Arc::clone(&scan.spec);
-    let held = Arc::new(
-        reader
-            .memory
-            .reserve(format!("partitioning view `{}` to disk", spec.view)),
-    );
-    let (units, parallelism) = (scan.units.clone(), reader.parallelism.max(1));
-    let (dir, handle) = (Arc::clone(dir), tokio::runtime::Handle::current());
-    tokio::task::spawn_blocking(move || {
-        let mut writer = PartitionWriter::create(&dir, "rows", Arc::clone(&spec.schema), n)?;
-        let readers = UnitReaders {
-            handle,
-            spec,
-            held: Arc::clone(&held),
-            n,
-        };
-        let mut units = units.into_iter();
-        let mut running: std::collections::VecDeque<_> = units
-            .by_ref()
-            .take(parallelism)
-            .map(|unit| readers.start(unit))
-            .collect();
-        // Units are read `parallelism` at a time but written strictly in unit order: each
-        // reader hands over a few split batches at a time and waits while its turn has not
-        // come, so memory is a few batches per reader, not whole units.
-        while let Some(pieces) = running.pop_front() {
-            for piece in pieces {
-                let (pieces, bytes) = piece?;
-                for (p, batch) in pieces {
-                    writer.write(p, batch)?;
-                }
-                held.shrink(bytes);
-            }
-            running.extend(units.next().map(|unit| readers.start(unit)));
-        }
-        Ok(writer.finish()?.0)
-    })
-    .await?
-}
-
-/// A unit's rows split by partition: per batch read, its pieces and the bytes they hold.
-type Split = Result<(Vec<(usize, RecordBatch)>, usize)>;
-
-/// Starts the readers of step 1.
-struct UnitReaders {
-    handle: tokio::runtime::Handle,
-    spec: Arc<ScanSpec>,
-    held: Arc<crate::memory::Held>,
-    n: usize,
-}
-
-impl UnitReaders {
-    /// Reads `unit` on the blocking pool; its split batches arrive in order on the receiver,
-    /// which ends when the unit does (after an error, if one happened). Dropping the receiver
-    /// stops the reader at its next batch.
-    fn start(&self, unit: crate::scan::Unit) -> std::sync::mpsc::IntoIter<Split> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Split>(2);
-        let (spec, held, n) = (Arc::clone(&self.spec), Arc::clone(&self.held), self.n);
-        self.handle.spawn_blocking(move || {
-            let mut parts = Vec::new();
-            let read = read_unit(&unit, &spec, &mut |batch| {
-                let split = split_batch(batch, &spec, n, &held, &mut parts)?;
-                tx.send(Ok(split)).map_err(|_| {
-                    Error::io(
-                        "spill",
-                        std::io::Error::other("the partitioned join stopped"),
-                    )
-                })
-            });
-            if let Err(e) = read {
-                let _ = tx.send(Err(e)); // Nobody listens when the join stopped.
-            }
-        });
-        rx.into_iter()
-    }
-}
-
-/// Blocking: one batch's rows split by partition, paid for until written.
-fn split_batch(
-    batch: RecordBatch,
-    spec: &ScanSpec,
-    n: usize,
-    held: &crate::memory::Held,
-    parts: &mut Vec<u32>,
-) -> Result<(Vec<(usize, RecordBatch)>, usize)> {
-    // The batch as read (with its builders' spare capacity) is paid for until it is split
-    // into exactly sized pieces.
-    let read = batch.get_array_memory_size();
-    held.grow(read)?;
-    let keys = &batch.columns()[..spec.n_keys()];
-    let split = partitions(keys, batch.num_rows(), n, parts).and_then(|()| split(&batch, parts, n));
-    drop(batch);
-    held.shrink(read);
-    let split = split?;
-    // The pieces are slices of one batch: any of them reports its buffers.
-    let kept = split.first().map_or(0, |(_, b)| b.get_array_memory_size());
-    held.grow(kept)?;
-    Ok((split, kept))
-}
-
 /// The schema of a label partition: the view's keys (canonical types), then the label time.
 fn label_schema(keys: &[(usize, KeyType)]) -> SchemaRef {
     let mut fields: Vec<Field> = keys
@@ -240,11 +174,7 @@ fn label_schema(keys: &[(usize, KeyType)]) -> SchemaRef {
         .enumerate()
         .map(|(i, (_, key))| Field::new(format!("k{i}"), key_type(*key), true))
         .collect();
-    fields.push(Field::new(
-        "t",
-        DataType::Timestamp(TimeUnit::Microsecond, None),
-        true,
-    ));
+    fields.push(label_time_field());
     Arc::new(Schema::new(fields))
 }
 
@@ -267,8 +197,10 @@ async fn partition_labels(
     let schema = label_schema(&side.keys);
     let writer = {
         let (dir, schema) = (Arc::clone(dir), Arc::clone(&schema));
-        tokio::task::spawn_blocking(move || PartitionWriter::create(&dir, "labels", schema, n))
-            .await??
+        tokio::task::spawn_blocking(move || {
+            PartitionWriter::create(&dir, "labels", schema, (n, MAX_GATHERED_BYTES))
+        })
+        .await??
     };
     let mut writer = Some(writer);
     let mut stream = labels.stream().await?;
@@ -311,6 +243,8 @@ struct Partition {
     /// A task the join no longer waits for (it failed) keeps the directory until it ends.
     _dir: Arc<SpillDir>,
     has_labels: bool,
+    /// Set when the join was dropped.
+    stop: Arc<AtomicBool>,
     ttl: i64,
     as_known_at: bool,
     /// Names the index in a refusal.
@@ -318,19 +252,20 @@ struct Partition {
 }
 
 impl Partition {
-    /// Blocking: indexes the partition's rows, probes its labels and writes the chosen rows'
-    /// features and event times (null where none) in label order.
+    /// Blocking: indexes the partition's rows, probes its labels and writes, in label order,
+    /// the chosen rows' features and event times (null where none) and the label times.
     fn run(self, memory: &crate::memory::Budget) -> Result<PathBuf> {
         let schema = result_schema(&self.spec);
         let file = std::fs::File::create(&self.result).map_err(|e| Error::io(&self.result, e))?;
         let mut out = StreamWriter::try_new(std::io::BufWriter::new(file), &schema)?;
-        if self.has_labels {
+        if self.has_labels && !self.stop.load(Ordering::Relaxed) {
             let held = Arc::new(memory.reserve(self.what));
             // Uncompressed IPC takes in memory what it takes on disk (the batches' columns
             // share one buffer per message, which `get_array_memory_size` would count again
-            // for every column).
+            // for every column); twice that while the index copies the features out.
             let on_disk = std::fs::metadata(&self.rows).map_err(|e| Error::io(&self.rows, e))?;
-            held.grow(usize::try_from(on_disk.len()).unwrap_or(usize::MAX))?;
+            let on_disk = usize::try_from(on_disk.len()).unwrap_or(usize::MAX);
+            held.grow(on_disk.saturating_mul(2))?;
             let batches = read_spilled(&self.rows)?.collect::<Result<Vec<_>>>()?;
             remove(&self.rows);
             let options = (self.as_known_at, true);
@@ -344,6 +279,7 @@ impl Partition {
                 let chosen = index.probe(&batch.columns()[..n_keys], t)?;
                 let mut columns = index.gather(&chosen)?;
                 columns.push(Arc::new(index.event_times(&chosen)));
+                columns.push(Arc::clone(batch.column(n_keys)));
                 out.write(&RecordBatch::try_new(Arc::clone(&schema), columns)?)?;
             }
         }
@@ -354,7 +290,8 @@ impl Partition {
     }
 }
 
-/// A result file's columns: the view's features, then the chosen row's event time.
+/// A result file's columns: the view's features, the chosen row's event time, and the label
+/// time (to check the label table read back is the one joined).
 fn result_schema(spec: &ScanSpec) -> SchemaRef {
     let mut fields: Vec<Field> = spec
         .features
@@ -362,7 +299,21 @@ fn result_schema(spec: &ScanSpec) -> SchemaRef {
         .map(|(name, value)| Field::new(name, crate::arrow_types::value_type(*value), true))
         .collect();
     fields.push(Field::new("event_time", timestamp_type(), true));
+    fields.push(label_time_field());
     Arc::new(Schema::new(fields))
+}
+
+fn label_time_field() -> Field {
+    Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), true)
+}
+
+fn changed_labels(view: &str) -> Error {
+    Error::invalid(
+        "labels",
+        format!(
+            "the label table changed while it was being exported (its rows differ from those joined with view `{view}`); export it again once nothing writes to it"
+        ),
+    )
 }
 
 /// A spilled view's columns for one label batch.
@@ -423,12 +374,36 @@ impl SpilledReader {
                 chunks.iter().map(|b| b.column(c).as_ref()).collect();
             Ok(interleave(&arrays, &indices)?)
         };
-        // The result schema: the features, then the event time.
-        let n_features = self.view.schema.fields().len() - 1;
+        // The result schema: the features, the event time, the label time.
+        let n_features = self.view.schema.fields().len() - 2;
+        let joined_at = column(n_features + 1)?;
+        let t = label_times(labels, self.view.t_index)?.with_timezone_opt(None::<String>);
+        if joined_at.to_data() != t.to_data() {
+            return Err(changed_labels(&self.view.view));
+        }
         Ok(SpilledColumns {
             features: (0..n_features).map(column).collect::<Result<_>>()?,
             events: column(n_features)?,
         })
+    }
+
+    /// Blocking: checks that every result row was taken (the label table read back had all
+    /// the rows that were joined).
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        for p in 0..self.view.results.len() {
+            if self.files[p].is_none() {
+                self.files[p] = Some(Box::new(read_spilled(&self.view.results[p])?));
+            }
+            let left_in_batch = self.current[p].as_ref().map_or(0, RecordBatch::num_rows);
+            let left = match self.files[p].as_mut().and_then(Iterator::next) {
+                Some(batch) => batch?.num_rows(),
+                None => 0,
+            };
+            if left_in_batch + left > 0 {
+                return Err(changed_labels(&self.view.view));
+            }
+        }
+        Ok(())
     }
 
     /// The next `k` rows of partition `p`'s results.

@@ -92,6 +92,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         args.log_format.or(file.log_format).unwrap_or_default(),
         &args.trace.clone().or(&file),
     )?;
+    raise_open_file_limit();
     let data_dir = args
         .data_dir
         .or(file.data_dir.clone())
@@ -166,6 +167,16 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let served = quiver_server::serve_with(listener, metrics_listener, shutdown, options).await;
     telemetry.shutdown().await;
     Ok(served?)
+}
+
+/// Raises the soft limit on open files to the hard one: RocksDB keeps its table files open
+/// and a join spilled to disk reads up to 256 partition files per view at once, more than a
+/// soft limit of 1024 allows with several exports.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+    }
 }
 
 async fn wait_for_signal() {
