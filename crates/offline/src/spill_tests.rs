@@ -11,6 +11,7 @@ use quiver_core::ErrorCode;
 use crate::fixture::Fixture;
 use crate::join_tests::{check, collect, request};
 use crate::testutil::write_batches;
+use crate::view_index::ViewScan;
 use crate::{JoinRequest, LabelInput, OfflineStore};
 use arrow::array::{Array, RecordBatch};
 use quiver_core::value::{KeyValue, Row, Value};
@@ -226,4 +227,62 @@ async fn an_output_dropped_midway_leaves_no_spill_files() {
     drop(stream);
     // Batches already being joined finish first; then the directories go.
     released(&store, &fixture).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_read_back_unlike_those_joined_are_an_error() {
+    use crate::spilled_join::{LabelSide, SpilledReader, SpilledView};
+    let fixture = Fixture::new(3);
+    let labels = concat_batches(&fixture.labels[0].schema(), &fixture.labels).expect("concat");
+    let reader = fixture.store.view_reader();
+    let features: Vec<_> = fixture.driver.features.iter().collect();
+    let joined =
+        crate::labels::Labels::open(&fixture.store, LabelInput::Batches(vec![labels.clone()]))
+            .await
+            .expect("labels");
+    // Driver ids are column 1, label times column 3.
+    let side = LabelSide {
+        keys: vec![(1, quiver_core::types::KeyType::Int64)],
+        t_index: 3,
+        as_known_at: false,
+    };
+    let spilled = || async {
+        let view = SpilledView::join(
+            &reader,
+            ViewScan::plan(&reader, &fixture.driver, &features, (i64::MIN, i64::MAX))
+                .await
+                .expect("plan"),
+            &joined,
+            side.clone(),
+            4,
+        );
+        SpilledReader::new(view.await.expect("join"))
+    };
+    // The same labels: every row taken, nothing left.
+    let mut same = spilled().await;
+    let columns = same.take(&labels).expect("same labels");
+    assert_eq!(columns.events.len(), labels.num_rows());
+    same.finish().expect("every result row taken");
+    // A label time changed: refused, naming the view.
+    let mut moved = labels.clone();
+    let times = arrow::compute::kernels::numeric::add(
+        moved.column(3),
+        &arrow::array::DurationMillisecondArray::new_scalar(1),
+    )
+    .expect("shift");
+    let mut columns = moved.columns().to_vec();
+    columns[3] = times;
+    moved = RecordBatch::try_new(moved.schema(), columns).expect("batch");
+    let error = spilled().await.take(&moved).err().expect("changed times");
+    assert!(
+        error
+            .to_string()
+            .contains("changed while it was being exported"),
+        "{error}"
+    );
+    // Fewer label rows than were joined: what is left is found at the end.
+    let mut fewer = spilled().await;
+    fewer.take(&labels.slice(0, 100)).expect("a prefix");
+    let error = fewer.finish().expect_err("rows left");
+    assert!(error.to_string().contains("driver_stats"), "{error}");
 }
