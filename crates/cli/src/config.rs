@@ -47,6 +47,8 @@ pub(crate) struct ConfigFile {
     pub monitoring_interval: Option<u64>,
     /// Seconds between push-log compactions, 0 for never (`--push-log-compaction-interval`).
     pub push_log_compaction_interval: Option<u64>,
+    /// RocksDB block cache for online rows (`--online-block-cache-bytes`).
+    pub online_block_cache_bytes: Option<crate::commands::limits::ByteSetting>,
     /// URL scheduled drift ALERTs are POSTed to (`--alert-webhook`).
     pub alert_webhook: Option<String>,
     /// Days stored profiles are kept, 0 for ever (`--profile-retention-days`).
@@ -99,6 +101,10 @@ mod tests {
         assert!(config.export_dir.is_some());
         assert_eq!(config.labels_roots.map(|r| r.len()), Some(1));
         assert_eq!(config.source_roots.map(|r| r.len()), Some(1));
+        assert_eq!(
+            config.online_block_cache_bytes.map(|b| b.0),
+            Some(256 << 20)
+        );
     }
 
     #[test]

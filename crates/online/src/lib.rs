@@ -62,4 +62,4 @@ pub use error::{Error, Result};
 pub use online::WriteStats;
 pub use row_codec::StoredRow;
 pub use stats::StoreStats;
-pub use store::RocksStore;
+pub use store::{DEFAULT_BLOCK_CACHE_BYTES, RocksStore};

@@ -22,6 +22,8 @@ pub struct StoreStats {
     pub pending_compaction_bytes: u64,
     /// Bytes held by the online block cache (up to its capacity; part of the RSS).
     pub block_cache_bytes: u64,
+    /// The online block cache's capacity (`--online-block-cache-bytes`).
+    pub block_cache_capacity_bytes: u64,
     /// Block cache hits and misses since the store was opened (every column family).
     pub block_cache_hits: u64,
     pub block_cache_misses: u64,
@@ -54,6 +56,7 @@ impl RocksStore {
             memtable_bytes,
             pending_compaction_bytes: property(properties::ESTIMATE_PENDING_COMPACTION_BYTES)?,
             block_cache_bytes: property(properties::BLOCK_CACHE_USAGE)?,
+            block_cache_capacity_bytes: property(properties::BLOCK_CACHE_CAPACITY)?,
             block_cache_hits: self.options.get_ticker_count(Ticker::BlockCacheHit),
             block_cache_misses: self.options.get_ticker_count(Ticker::BlockCacheMiss),
         })
@@ -167,6 +170,23 @@ mod tests {
         assert_eq!(store.newest_event("trips").expect("read"), Some(50));
         store.write_rows(&view, &[row(4, 90)], true).expect("write");
         assert_eq!(store.newest_event("trips").expect("read"), Some(90));
+    }
+
+    #[test]
+    fn the_block_cache_has_the_size_asked_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RocksStore::open(dir.path()).expect("open");
+        let stats = store.stats().expect("stats");
+        assert_eq!(
+            stats.block_cache_capacity_bytes,
+            crate::DEFAULT_BLOCK_CACHE_BYTES as u64
+        );
+        drop(store);
+        let store = RocksStore::open_with_cache(dir.path(), 8 << 20).expect("reopen");
+        assert_eq!(
+            store.stats().expect("stats").block_cache_capacity_bytes,
+            8 << 20
+        );
     }
 
     #[test]

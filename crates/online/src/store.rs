@@ -21,7 +21,8 @@ pub(crate) const CF_REGISTRY: &str = "registry";
 pub(crate) const CF_META: &str = "meta";
 
 const REGISTRY_HEAD: &[u8] = b"head";
-const ONLINE_BLOCK_CACHE_BYTES: usize = 256 << 20;
+/// The default block cache of the online column family.
+pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 256 << 20;
 const N_STRIPES: usize = 1024;
 /// Memtable size of the small `meta` column family.
 const META_WRITE_BUFFER_BYTES: usize = 4 << 20;
@@ -48,8 +49,14 @@ impl std::fmt::Debug for RocksStore {
 }
 
 impl RocksStore {
-    /// Opens or creates `<dir>` (creates column families `registry`, `online`, `meta`).
+    /// Opens or creates `<dir>` (creates column families `registry`, `online`, `meta`) with
+    /// the default block cache.
     pub fn open(dir: &Path) -> Result<RocksStore> {
+        Self::open_with_cache(dir, DEFAULT_BLOCK_CACHE_BYTES)
+    }
+
+    /// Like [`RocksStore::open`], with a block cache of `cache_bytes` for online rows.
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<RocksStore> {
         let mut db_options = Options::default();
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
@@ -60,7 +67,7 @@ impl RocksStore {
         db_options.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
 
         let descriptors = vec![
-            ColumnFamilyDescriptor::new(CF_ONLINE, online_options()),
+            ColumnFamilyDescriptor::new(CF_ONLINE, online_options(cache_bytes)),
             ColumnFamilyDescriptor::new(CF_REGISTRY, small_cf_options()),
             ColumnFamilyDescriptor::new(CF_META, meta_options()),
         ];
@@ -262,9 +269,9 @@ fn watermark_key(view: &ResolvedView) -> Vec<u8> {
 }
 
 /// Point lookups by full key: a bloom filter, hash-indexed data blocks and a shared cache.
-fn online_options() -> Options {
+fn online_options(cache_bytes: usize) -> Options {
     let mut table = BlockBasedOptions::default();
-    table.set_block_cache(&Cache::new_lru_cache(ONLINE_BLOCK_CACHE_BYTES));
+    table.set_block_cache(&Cache::new_lru_cache(cache_bytes));
     table.set_bloom_filter(10.0, false);
     table.set_data_block_index_type(DataBlockIndexType::BinaryAndHash);
     table.set_cache_index_and_filter_blocks(true);

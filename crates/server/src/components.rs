@@ -53,7 +53,10 @@ impl Components {
             ))
         })?;
         let roots = options.files.open()?;
-        let store = Arc::new(RocksStore::open(&options.data_dir.join("rocksdb"))?);
+        let store = Arc::new(RocksStore::open_with_cache(
+            &options.data_dir.join("rocksdb"),
+            options.online_block_cache_bytes,
+        )?);
         let offline = Arc::new(
             OfflineStore::new(&options.data_dir, roots.sources.clone(), roots.labels)
                 .with_memory_limit(

@@ -46,6 +46,10 @@ pub(crate) struct ServeArgs {
         value_name = "SECONDS"
     )]
     push_log_compaction_interval: Option<u64>,
+    /// RocksDB block cache for online rows, in bytes or with a unit (`512MiB`, `2GiB`): the
+    /// hot rows' blocks stay in memory, so reads of them need no disk. [default: 256MiB]
+    #[arg(long, env = "QUIVER_ONLINE_BLOCK_CACHE_BYTES", value_name = "SIZE")]
+    online_block_cache_bytes: Option<super::limits::ByteSetting>,
     /// URL a scheduled drift check that ends in ALERT is POSTed to as JSON (retried, never
     /// on a request path); off when not given.
     #[arg(long, env = "QUIVER_ALERT_WEBHOOK", value_name = "URL")]
@@ -150,6 +154,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     {
         options.push_log_compaction =
             (seconds > 0).then(|| std::time::Duration::from_secs(seconds));
+    }
+    if let Some(size) = args
+        .online_block_cache_bytes
+        .or(file.online_block_cache_bytes)
+    {
+        options.online_block_cache_bytes = usize::try_from(size.0).unwrap_or(usize::MAX);
     }
     options.alert_webhook = args.alert_webhook.or(file.alert_webhook);
     options.run_profiles = !args.no_run_profiles && file.run_profiles.unwrap_or(true);
