@@ -126,6 +126,8 @@ pub struct OfflineStore {
     memory: memory::Budget,
     /// Join every view in this many partitions, whatever the budget (tests).
     forced_partitions: Option<usize>,
+    /// The disk spill files may take, shared by every join.
+    spill_quota: Arc<spill::SpillQuota>,
 }
 
 /// Push-log names given out: the last one, and those whose files are still being written
@@ -146,6 +148,7 @@ pub(crate) struct ViewReader {
     pub(crate) footers: Arc<footers::FooterCache>,
     pub(crate) memory: memory::Budget,
     pub(crate) forced_partitions: Option<usize>,
+    pub(crate) spill_quota: Arc<spill::SpillQuota>,
 }
 
 /// A reader's hold on the push-log files it listed: none is deleted while it lives.
@@ -181,6 +184,7 @@ impl OfflineStore {
             footers: Arc::default(),
             memory,
             forced_partitions: None,
+            spill_quota: Arc::default(),
         }
     }
 
@@ -190,6 +194,18 @@ impl OfflineStore {
         self.memory = memory::Budget::limited(bytes, setting);
         self.session = label_session(&self.memory);
         self
+    }
+
+    /// The store with spill files of all joins together bounded to `bytes` on disk;
+    /// `setting` names the option that raises it in refusals (`--max-spill-bytes`).
+    pub fn with_spill_limit(mut self, bytes: u64, setting: &'static str) -> Self {
+        self.spill_quota = Arc::new(spill::SpillQuota::new(bytes, setting));
+        self
+    }
+
+    /// Bytes of spill files on disk now (joins too large for the memory limit).
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spill_quota.used()
     }
 
     /// The store with every view of a join joined in `n` partitions spilled to disk.
@@ -213,6 +229,7 @@ impl OfflineStore {
             footers: Arc::clone(&self.footers),
             memory: self.memory.clone(),
             forced_partitions: self.forced_partitions,
+            spill_quota: Arc::clone(&self.spill_quota),
         }
     }
 

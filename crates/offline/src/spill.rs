@@ -12,8 +12,8 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
@@ -35,22 +35,86 @@ pub(crate) const MAX_GATHERED_BYTES: usize = 32 << 20;
 /// a batch split across every partition, which it keeps alive until then.
 const MAX_PIECES: usize = 16;
 
-/// One join's spill directory, removed with everything in it when dropped.
+/// The disk all spill files of a store may take at once.
+#[derive(Debug)]
+pub(crate) struct SpillQuota {
+    limit: u64,
+    /// The option that raises it (`--max-spill-bytes`).
+    setting: &'static str,
+    used: AtomicU64,
+}
+
+impl Default for SpillQuota {
+    fn default() -> Self {
+        SpillQuota::new(u64::MAX, "the spill limit")
+    }
+}
+
+impl SpillQuota {
+    pub(crate) fn new(limit: u64, setting: &'static str) -> Self {
+        SpillQuota {
+            limit,
+            setting,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes spilled now, by every join.
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// One join's spill directory, removed with everything in it when dropped; what its files
+/// take is charged to the store's quota until then.
 #[derive(Debug)]
 pub(crate) struct SpillDir {
     path: PathBuf,
+    quota: Arc<SpillQuota>,
+    charged: AtomicU64,
+    /// Names the work in a refusal ("view `trips`").
+    what: String,
 }
 
 impl SpillDir {
-    /// Blocking: creates a fresh directory under `<data_dir>/spill/`.
-    pub(crate) fn create(data_dir: &Path) -> Result<SpillDir> {
+    /// Blocking: creates a fresh directory under `<data_dir>/spill/` for `what`.
+    pub(crate) fn create(
+        data_dir: &Path,
+        quota: Arc<SpillQuota>,
+        what: String,
+    ) -> Result<SpillDir> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let root = spill_root(data_dir);
         std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
         let path = root.join(format!("{}-{n}", owner_prefix()));
         std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(SpillDir { path })
+        Ok(SpillDir {
+            path,
+            quota,
+            charged: AtomicU64::new(0),
+            what,
+        })
+    }
+
+    /// Charges `bytes` about to be written, or refuses (RESOURCE_EXHAUSTED naming the
+    /// setting) without charging when the store's spill files would pass the quota.
+    pub(crate) fn charge(&self, bytes: usize) -> Result<()> {
+        let bytes = bytes as u64;
+        let quota = &self.quota;
+        quota
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|total| *total <= quota.limit)
+            })
+            .map_err(|used| {
+                Error::TooLarge(format!(
+                    "spilling {} to disk needs {bytes} more bytes, but spill files already take {used} of the {} bytes concurrent exports may spill ({}); narrow the labels' time range, select fewer features, raise the offline memory limit, or raise the spill limit",
+                    self.what, quota.limit, quota.setting
+                ))
+            })?;
+        self.charged.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
     }
 
     pub(crate) fn file(&self, name: &str) -> PathBuf {
@@ -61,6 +125,8 @@ impl SpillDir {
 impl Drop for SpillDir {
     /// Removes the directory, on the blocking pool when there is one (spill files are large).
     fn drop(&mut self) {
+        let charged = self.charged.load(Ordering::Relaxed);
+        self.quota.used.fetch_sub(charged, Ordering::Relaxed);
         let path = std::mem::take(&mut self.path);
         let remove = move || {
             if let Err(e) = std::fs::remove_dir_all(&path) {
@@ -123,6 +189,7 @@ pub(crate) fn remove_stale(data_dir: &Path) {
 /// Writes rows to `n` partition files of one schema, each kept in the order its rows are
 /// given; small pieces are gathered into batches of [`SPILL_BATCH_ROWS`].
 pub(crate) struct PartitionWriter {
+    dir: Arc<SpillDir>,
     schema: SchemaRef,
     paths: Vec<PathBuf>,
     writers: Vec<StreamWriter<BufWriter<File>>>,
@@ -142,7 +209,7 @@ impl PartitionWriter {
     /// Blocking: creates `<dir>/<prefix>-<p>.arrow` for every partition `p < n`; the
     /// partitions together gather at most about `gather_bytes` before writing.
     pub(crate) fn create(
-        dir: &SpillDir,
+        dir: &Arc<SpillDir>,
         prefix: &str,
         schema: SchemaRef,
         (n, gather_bytes): (usize, usize),
@@ -156,6 +223,7 @@ impl PartitionWriter {
             paths.push(path);
         }
         Ok(PartitionWriter {
+            dir: Arc::clone(dir),
             schema,
             paths,
             writers,
@@ -196,6 +264,7 @@ impl PartitionWriter {
             return Ok(());
         }
         let batch = concat_batches(&self.schema, &pieces)?;
+        self.dir.charge(batch.get_array_memory_size())?;
         self.bytes += batch.get_array_memory_size();
         self.writers[p].write(&batch)?;
         Ok(())
@@ -239,8 +308,6 @@ pub(crate) fn remove(path: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use arrow::array::{Array, Int64Array};
     use arrow::datatypes::{DataType, Field, Schema};
 
@@ -249,7 +316,10 @@ mod tests {
     #[test]
     fn partitions_keep_their_rows_in_order_and_the_directory_goes_when_dropped() {
         let data = tempfile::tempdir().expect("tempdir");
-        let dir = SpillDir::create(data.path()).expect("spill dir");
+        let quota = Arc::new(SpillQuota::new(1 << 20, "--max-spill-bytes"));
+        let dir = Arc::new(
+            SpillDir::create(data.path(), Arc::clone(&quota), "view `t`".into()).expect("dir"),
+        );
         let root = dir.path.clone();
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
         let mut writer =
@@ -278,14 +348,22 @@ mod tests {
         assert_eq!(read(0), (0..20_000).step_by(2).collect::<Vec<_>>());
         assert_eq!(read(1), (1..20_000).step_by(2).collect::<Vec<_>>());
         assert!(read(2).is_empty());
+        assert!(quota.used() > 0, "the files are charged");
+        let refused = dir.charge(2 << 20).expect_err("over the quota");
+        assert_eq!(refused.code(), quiver_core::ErrorCode::ResourceExhausted);
+        assert!(
+            refused.to_string().contains("--max-spill-bytes"),
+            "{refused}"
+        );
         drop(dir);
         assert!(!root.exists());
+        assert_eq!(quota.used(), 0, "given back with the directory");
     }
 
     #[test]
     fn stale_directories_of_dead_processes_are_removed() {
         let data = tempfile::tempdir().expect("tempdir");
-        let live = SpillDir::create(data.path()).expect("spill dir");
+        let live = SpillDir::create(data.path(), Arc::default(), "view `t`".into()).expect("dir");
         // No process has pid 4294967295 (above pid_max), nor a name without one; and a
         // directory with this pid but another token is an earlier process's.
         let dead = spill_root(data.path()).join("4294967295-0-0");

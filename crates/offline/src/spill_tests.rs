@@ -206,6 +206,30 @@ async fn a_join_over_the_budget_spills_and_one_that_cannot_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spilling_past_the_disk_limit_is_refused_naming_it() {
+    let fixture = Fixture::new(6);
+    let store = store(&fixture)
+        .with_partitions(4)
+        .with_spill_limit(2_000, "--max-spill-bytes");
+    let input = LabelInput::Batches(fixture.labels.clone());
+    let error = match store
+        .point_in_time_join(request(&fixture, input, false))
+        .await
+    {
+        Ok(output) => output
+            .stream
+            .try_collect::<Vec<_>>()
+            .await
+            .expect_err("over the spill limit"),
+        Err(error) => error,
+    };
+    assert_eq!(error.code(), ErrorCode::ResourceExhausted, "{error}");
+    assert!(error.to_string().contains("--max-spill-bytes"), "{error}");
+    released(&store, &fixture).await;
+    wait_until(|| store.spilled_bytes() == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_output_dropped_midway_leaves_no_spill_files() {
     let fixture = Fixture::new(5);
     let store = store(&fixture).with_partitions(4);

@@ -110,9 +110,10 @@ impl SpilledView {
             );
             return Err(reader.memory.refused(&what, estimated));
         }
-        let data_dir = reader.data_dir.clone();
-        let dir =
-            Arc::new(tokio::task::spawn_blocking(move || SpillDir::create(&data_dir)).await??);
+        let (data_dir, quota) = (reader.data_dir.clone(), Arc::clone(&reader.spill_quota));
+        let what = format!("view `{}`", scan.spec.view);
+        let dir = tokio::task::spawn_blocking(move || SpillDir::create(&data_dir, quota, what));
+        let dir = Arc::new(dir.await??);
         tracing::info!(
             view = %scan.spec.view,
             partitions = n,
@@ -132,7 +133,7 @@ impl SpilledView {
                 rows: rows[p].clone(),
                 labels: label_files[p].clone(),
                 result: dir.file(&format!("result-{p}.arrow")),
-                _dir: Arc::clone(&dir),
+                dir: Arc::clone(&dir),
                 has_labels: label_rows[p] > 0,
                 stop: Arc::clone(&stop),
                 ttl,
@@ -240,8 +241,9 @@ struct Partition {
     rows: PathBuf,
     labels: PathBuf,
     result: PathBuf,
-    /// A task the join no longer waits for (it failed) keeps the directory until it ends.
-    _dir: Arc<SpillDir>,
+    /// Charged for the results; a task the join no longer waits for (it failed) keeps the
+    /// directory until it ends.
+    dir: Arc<SpillDir>,
     has_labels: bool,
     /// Set when the join was dropped.
     stop: Arc<AtomicBool>,
@@ -280,7 +282,9 @@ impl Partition {
                 let mut columns = index.gather(&chosen)?;
                 columns.push(Arc::new(index.event_times(&chosen)));
                 columns.push(Arc::clone(batch.column(n_keys)));
-                out.write(&RecordBatch::try_new(Arc::clone(&schema), columns)?)?;
+                let result = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+                self.dir.charge(result.get_array_memory_size())?;
+                out.write(&result)?;
             }
         }
         out.finish()?;

@@ -62,7 +62,8 @@ impl Components {
                 .with_memory_limit(
                     crate::limits::as_usize(options.limits.offline_memory_limit),
                     "--offline-memory-limit",
-                ),
+                )
+                .with_spill_limit(options.limits.max_spill_bytes, "--max-spill-bytes"),
         );
         // Nothing is being written yet: what a crashed append left behind can go.
         offline.remove_interrupted_appends()?;

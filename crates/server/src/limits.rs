@@ -47,6 +47,8 @@ pub struct Limits {
     pub max_log_export_rows: u64,
     /// Bytes the point-in-time joins of all exports hold at once (their views' rows).
     pub offline_memory_limit: u64,
+    /// Bytes the spill files of all joins too large for `offline_memory_limit` take at once.
+    pub max_spill_bytes: u64,
     /// Most concurrent HTTP/2 streams (RPCs) per connection.
     pub max_concurrent_streams: u32,
     /// Longest a request handler may run before it is stopped (`DEADLINE_EXCEEDED`); streamed
@@ -74,6 +76,7 @@ impl Default for Limits {
             max_skew_rows: 1_000_000,
             max_log_export_rows: 10_000_000,
             offline_memory_limit: half_of_memory(),
+            max_spill_bytes: 100 * 1024 * MIB,
             max_concurrent_streams: 256,
             request_timeout: Duration::from_secs(600),
         }

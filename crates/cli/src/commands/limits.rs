@@ -144,6 +144,9 @@ limit_settings! {
     /// Memory the point-in-time joins of all exports hold at once; a join over it spills to
     /// disk [default: half of the machine's memory].
     offline_memory_limit: ByteSetting => "QUIVER_OFFLINE_MEMORY_LIMIT", bytes;
+    /// Disk the spill files of all exports too large for the memory limit take at once
+    /// (under the data directory) [default: 100 GiB].
+    max_spill_bytes: ByteSetting => "QUIVER_MAX_SPILL_BYTES", bytes;
     /// Most concurrent HTTP/2 streams per connection [default: 256].
     max_concurrent_streams: u32 => "QUIVER_MAX_CONCURRENT_STREAMS", same;
     /// Longest a request may run before DEADLINE_EXCEEDED [default: 10m].
