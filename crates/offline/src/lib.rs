@@ -19,8 +19,10 @@
 //!   in (file order, row order) wins, on every path: the join, the materialization scan, and
 //!   so the online store. Pushed rows come last, so a pushed row wins a tie, as it does online.
 //! - A point-in-time join outputs exactly one row per label row, in label order, label columns
-//!   unchanged. Memory is the views' projected rows in the labels' time range plus one label
-//!   batch; the materialization scan's memory is bounded by the number of distinct keys.
+//!   unchanged. Its memory comes from the store's budget (`--offline-memory-limit`): a view's
+//!   projected rows in the labels' time range when they fit, else one hash partition at a
+//!   time with the rest spilled to `<data_dir>/spill/` (bounded by `--max-spill-bytes`); the
+//!   materialization scan's memory is bounded by the number of distinct keys.
 //! - No request reads outside the configured directories: view sources only under the
 //!   source roots, label tables only under the labels roots, exports are written only under
 //!   the export directory ([`Roots`]; symlinks that leave a root are refused, directory walks
