@@ -139,11 +139,28 @@ async fn an_export_over_the_memory_limit_spills_and_matches_the_reference() -> a
         "all but the labels before the first row"
     );
 
-    // The spill directories go when the export ends.
+    // The spill directories go when the export ends, and the gauges come back to 0.
     let spill = server.path("data/spill");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::fs::read_dir(&spill).map_or(0, |d| d.count()) > 0 {
-        assert!(std::time::Instant::now() < deadline, "spill files left");
+    loop {
+        let (_, text) = server.http_get("/metrics").await?;
+        let gauge = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        let held = (
+            gauge("quiver_offline_memory_reserved_bytes"),
+            gauge("quiver_offline_spill_bytes"),
+        );
+        let files = std::fs::read_dir(&spill).map_or(0, |d| d.count());
+        if held == (Some(0.0), Some(0.0)) && files == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still held after 10 s: {held:?}, {files} spill directories"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     Ok(())

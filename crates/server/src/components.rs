@@ -151,7 +151,7 @@ impl Components {
     ) -> Result<StateCollector> {
         StateCollector::new(
             Arc::clone(&self.registry),
-            Arc::clone(&self.store),
+            (Arc::clone(&self.store), Arc::clone(&self.offline)),
             Arc::clone(&options.clock),
             health,
             self.metrics.materialization_runs(),

@@ -20,6 +20,7 @@ use crate::registry::Registry;
 pub(crate) struct StateCollector {
     registry: Arc<Registry>,
     store: Arc<RocksStore>,
+    offline: Arc<quiver_offline::OfflineStore>,
     clock: Arc<dyn Clock>,
     health: Arc<Health>,
     /// `quiver_materialization_runs_total`, so that every view's outcomes exist from 0 (a
@@ -45,6 +46,8 @@ pub(crate) struct StateCollector {
     cache_hit_ratio: Gauge,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
+    offline_memory: IntGauge,
+    spill: IntGauge,
     /// One scrape at a time: a refresh resets and sets gauges, and advances counters.
     scraping: std::sync::Mutex<()>,
 }
@@ -62,7 +65,7 @@ fn internal(error: prometheus::Error) -> Error {
 impl StateCollector {
     pub(crate) fn new(
         registry: Arc<Registry>,
-        store: Arc<RocksStore>,
+        (store, offline): (Arc<RocksStore>, Arc<quiver_offline::OfflineStore>),
         clock: Arc<dyn Clock>,
         health: Arc<Health>,
         materialization_runs: IntCounterVec,
@@ -123,6 +126,14 @@ impl StateCollector {
                 "quiver_rocksdb_pending_compaction_bytes",
                 "Bytes compaction still has to rewrite.",
             )?,
+            offline_memory: int_gauge(
+                "quiver_offline_memory_reserved_bytes",
+                "Bytes of --offline-memory-limit held by running point-in-time joins.",
+            )?,
+            spill: int_gauge(
+                "quiver_offline_spill_bytes",
+                "Bytes of spill files of joins larger than the memory limit, on disk now (bounded by --max-spill-bytes).",
+            )?,
             block_cache: int_gauge(
                 "quiver_rocksdb_block_cache_bytes",
                 "Bytes held by the online store's block cache (bounded by its capacity).",
@@ -148,6 +159,7 @@ impl StateCollector {
             run_violations,
             registry,
             store,
+            offline,
             clock,
             health,
         })
@@ -232,6 +244,10 @@ impl StateCollector {
             }
         }
         self.ready.set(i64::from(self.health.is_ready()));
+        self.offline_memory
+            .set(i64::try_from(self.offline.memory_reserved()).unwrap_or(i64::MAX));
+        self.spill
+            .set(i64::try_from(self.offline.spilled_bytes()).unwrap_or(i64::MAX));
         match self.store.stats() {
             Ok(stats) => {
                 self.live_data.set(stats.live_data_bytes as i64);
@@ -254,7 +270,7 @@ impl StateCollector {
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 18] {
+    fn collectors(&self) -> [&dyn Collector; 20] {
         [
             &self.materialization_runs,
             &self.violations,
@@ -274,6 +290,8 @@ impl StateCollector {
             &self.cache_hit_ratio,
             &self.cache_hits,
             &self.cache_misses,
+            &self.offline_memory,
+            &self.spill,
         ]
     }
 }
