@@ -156,13 +156,7 @@ async fn run_cell(
             anyhow::Ok((histogram, errors))
         }));
     }
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
-    for task in tasks {
-        let (h, e) = task.await??;
-        histogram.add(h)?;
-        errors += e;
-    }
+    let (histogram, errors) = merge_workers(tasks).await?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(Cell {
         rpc,
@@ -173,6 +167,21 @@ async fn run_cell(
         seconds,
         histogram,
     })
+}
+
+/// A worker's latencies (microseconds) and error count.
+type Worker = tokio::task::JoinHandle<Result<(Histogram<u64>, u64)>>;
+
+/// The workers' latencies merged, and their errors summed.
+pub(crate) async fn merge_workers(tasks: Vec<Worker>) -> Result<(Histogram<u64>, u64)> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for task in tasks {
+        let (h, e) = task.await??;
+        histogram.add(h)?;
+        errors += e;
+    }
+    Ok((histogram, errors))
 }
 
 async fn online(args: OnlineArgs) -> Result<()> {

@@ -80,13 +80,7 @@ async fn run_cell(
             anyhow::Ok((histogram, errors))
         }));
     }
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
-    for task in tasks {
-        let (h, e) = task.await??;
-        histogram.add(h)?;
-        errors += e;
-    }
+    let (histogram, errors) = crate::merge_workers(tasks).await?;
     Ok(Cell {
         pushes: histogram.len(),
         errors,
