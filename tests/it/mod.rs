@@ -15,6 +15,7 @@ mod monitoring;
 mod object_storage;
 mod offline;
 mod online;
+mod online_batches;
 mod registry;
 mod security;
 mod skew;
