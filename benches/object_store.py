@@ -26,6 +26,9 @@ import time
 import boto3
 import pyarrow.parquet as pq
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from bench_server import QuiverServer  # noqa: E402
+
 REPEAT = 3
 BUCKET = "quiver-bench"
 
@@ -36,26 +39,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Server:
-    def __init__(self, binary, root, *flags):
-        self.binary = binary
-        root.mkdir(parents=True)
-        addr = root / "addr"
-        self.process = subprocess.Popen(
-            [binary, "serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", str(root / "data"),
-             "--listener-addr-file", str(addr), "--log", "warn", *flags],
-            stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while not addr.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("quiver serve did not start")
-            time.sleep(0.02)
-        self.target = addr.read_text().splitlines()[0]
-
-    def cli(self, *args):
-        subprocess.run([self.binary, *args, "--server", f"http://{self.target}"],
-                       check=True, stdout=subprocess.DEVNULL)
-
+class Server(QuiverServer):
     def export(self, labels, out):
         times = []
         for _ in range(REPEAT):
@@ -64,10 +48,6 @@ class Server:
                      "--labels", labels, "--out", out)
             times.append(time.monotonic() - start)
         return statistics.median(times)
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=60)
 
 
 def moto_baseline(s3):

@@ -16,7 +16,6 @@ materialization of the whole range. Prints a table; ratios are against `bulk` in
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import push_rss  # noqa: E402
+from bench_server import QuiverServer  # noqa: E402
 
 T0 = 1_800_000_000_000_000
 USERS = 10_000
@@ -39,38 +39,15 @@ def push_request(first, rows):
     return push_rss.push_request(rows, first, USERS)
 
 
-class Server:
+class Server(QuiverServer):
     def __init__(self, binary, root, compaction):
-        self.binary, self.root = binary, root
-        addr = root / "addr"
-        self.process = subprocess.Popen(
-            [binary, "serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", str(root / "data"),
-             "--listener-addr-file", str(addr), "--source-root", str(root),
-             "--labels-root", str(root), "--log", "warn",
-             "--push-log-compaction-interval", str(compaction)],
-            stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while not addr.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("quiver serve did not start")
-            time.sleep(0.02)
-        self.target = addr.read_text().splitlines()[0]
+        super().__init__(binary, root, "--source-root", str(root), "--labels-root", str(root),
+                         "--push-log-compaction-interval", str(compaction))
         self.cli("apply", "-f", str(MANIFEST))
-
-    def cli(self, *args):
-        done = subprocess.run([self.binary, *args, "--server", f"http://{self.target}"],
-                              capture_output=True, text=True, timeout=3600)
-        if done.returncode != 0:
-            raise RuntimeError(done.stdout + done.stderr)
-        return done.stdout
 
     def files(self):
         log = self.root / "data" / "offline" / "clicks"
         return sum(1 for p in log.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=120)
 
 
 def push_singly(target, pushes, concurrency):
