@@ -309,7 +309,12 @@ async fn join_error(labels: RecordBatch, full_names: bool, twice: bool) -> Error
         as_known_at: false,
         event_times: false,
     };
-    // Refused before the stream starts, or (label times, checked per batch) while it streams.
+    failure(&store, request).await
+}
+
+/// The error of a join that must fail: refused before the stream starts, or while it
+/// streams (label times are checked per batch; views are read at the first poll).
+pub(crate) async fn failure(store: &crate::OfflineStore, request: JoinRequest) -> Error {
     match store.point_in_time_join(request).await {
         Ok(output) => {
             let drained: crate::Result<Vec<RecordBatch>> = output.stream.try_collect().await;

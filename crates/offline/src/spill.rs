@@ -201,8 +201,6 @@ pub(crate) struct PartitionWriter {
     batch_bytes: usize,
     /// Rows given per partition.
     rows: Vec<usize>,
-    /// Bytes written so far (batches' in-memory size).
-    pub(crate) bytes: usize,
 }
 
 impl PartitionWriter {
@@ -232,7 +230,6 @@ impl PartitionWriter {
             batch_rows: (SPILL_BATCH_ROWS * 32 / n.max(1)).clamp(512, SPILL_BATCH_ROWS),
             batch_bytes: (gather_bytes.min(MAX_GATHERED_BYTES) / n.max(1)).max(1 << 10),
             rows: vec![0; n],
-            bytes: 0,
         })
     }
 
@@ -265,7 +262,6 @@ impl PartitionWriter {
         }
         let batch = concat_batches(&self.schema, &pieces)?;
         self.dir.charge(batch.get_array_memory_size())?;
-        self.bytes += batch.get_array_memory_size();
         self.writers[p].write(&batch)?;
         Ok(())
     }

@@ -1,5 +1,5 @@
-//! Step 1 of the partitioned join (`spilled_join`): a view's rows written to one spill file
-//! per partition, in (file, row) order within each. Units are read `parallelism` at a time on
+//! Step 2 of the partitioned join (`spilled_join`): a view's rows written to one spill file
+//! per partition with labels, in (file, row) order within each. Units are read `parallelism` at a time on
 //! the blocking pool but written strictly in unit order: each reader hands over a few split
 //! batches at a time and waits while its turn has not come, so memory is a few batches per
 //! reader plus what the writer gathers, all paid from the budget.
@@ -28,12 +28,12 @@ enum Piece {
     End,
 }
 
-/// Blocking-pool work of step 1; `stop` is set when the join is dropped.
+/// Blocking-pool work of step 2; `stop` is set when the join is dropped.
 pub(crate) async fn partition_rows(
     reader: &ViewReader,
     scan: &ViewScan,
     dir: &Arc<SpillDir>,
-    n: usize,
+    (n, wanted): (usize, Vec<bool>),
     stop: &Arc<AtomicBool>,
 ) -> Result<Vec<PathBuf>> {
     let spec = Arc::clone(&scan.spec);
@@ -51,6 +51,7 @@ pub(crate) async fn partition_rows(
         held: Arc::clone(&held),
         stop: Arc::clone(stop),
         n,
+        wanted: Arc::new(wanted),
     };
     let (dir, stop) = (Arc::clone(dir), Arc::clone(stop));
     tokio::task::spawn_blocking(move || {
@@ -101,13 +102,15 @@ fn stopped() -> Error {
     )
 }
 
-/// Starts the readers of step 1.
+/// Starts the readers of step 2.
 struct UnitReaders {
     handle: tokio::runtime::Handle,
     spec: Arc<ScanSpec>,
     held: Arc<Held>,
     stop: Arc<AtomicBool>,
     n: usize,
+    /// Partitions with labels; rows of the others are not written.
+    wanted: Arc<Vec<bool>>,
 }
 
 impl UnitReaders {
@@ -116,6 +119,7 @@ impl UnitReaders {
     fn start(&self, unit: Unit) -> Receiver<Result<Piece>> {
         let (tx, rx) = sync_channel::<Result<Piece>>(2);
         let (spec, held, n) = (Arc::clone(&self.spec), Arc::clone(&self.held), self.n);
+        let wanted = Arc::clone(&self.wanted);
         let stop = Arc::clone(&self.stop);
         self.handle.spawn_blocking(move || {
             let mut parts = Vec::new();
@@ -123,7 +127,8 @@ impl UnitReaders {
                 if stop.load(Ordering::Relaxed) {
                     return Err(stopped());
                 }
-                let (pieces, bytes) = split_batch(batch, &spec, n, &held, &mut parts)?;
+                let (mut pieces, bytes) = split_batch(batch, &spec, n, &held, &mut parts)?;
+                pieces.retain(|(p, _)| wanted[*p]);
                 tx.send(Ok(Piece::Split(pieces, bytes)))
                     .map_err(|_| stopped())
             });

@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use quiver_core::ErrorCode;
 
 use crate::fixture::Fixture;
-use crate::join_tests::{check, collect, request};
+use crate::join_tests::{check, collect, failure, request};
 use crate::testutil::write_batches;
 use crate::view_index::ViewScan;
 use crate::{JoinRequest, LabelInput, OfflineStore};
@@ -189,14 +189,7 @@ async fn a_join_over_the_budget_spills_and_one_that_cannot_is_refused() {
 
     // 64 bytes hold no partition: refused naming the setting, nothing held or left on disk.
     let tiny = limited(64);
-    let error = match tiny.point_in_time_join(request()).await {
-        Ok(output) => output
-            .stream
-            .try_collect::<Vec<_>>()
-            .await
-            .expect_err("over the budget"),
-        Err(error) => error,
-    };
+    let error = failure(&tiny, request()).await;
     assert_eq!(error.code(), ErrorCode::ResourceExhausted, "{error}");
     assert!(
         error.to_string().contains("--offline-memory-limit"),
@@ -212,17 +205,7 @@ async fn spilling_past_the_disk_limit_is_refused_naming_it() {
         .with_partitions(4)
         .with_spill_limit(2_000, "--max-spill-bytes");
     let input = LabelInput::Batches(fixture.labels.clone());
-    let error = match store
-        .point_in_time_join(request(&fixture, input, false))
-        .await
-    {
-        Ok(output) => output
-            .stream
-            .try_collect::<Vec<_>>()
-            .await
-            .expect_err("over the spill limit"),
-        Err(error) => error,
-    };
+    let error = failure(&store, request(&fixture, input, false)).await;
     assert_eq!(error.code(), ErrorCode::ResourceExhausted, "{error}");
     assert!(error.to_string().contains("--max-spill-bytes"), "{error}");
     released(&store, &fixture).await;

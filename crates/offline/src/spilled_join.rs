@@ -2,9 +2,10 @@
 //! "grace" hash join with an as-of probe). Keys are hashed into `n` partitions
 //! (`crate::partition`), so a label and every row it may choose land in the same one:
 //!
-//! 1. the view's rows are scanned once and written to one spill file per partition, each in
-//!    (file, row) order, so the tie rule (the last equal row wins) holds within a partition;
-//! 2. the labels' keys and times are written the same way, in label order;
+//! 1. the labels' keys and times are written to one spill file per partition, in label order;
+//! 2. the view's rows are scanned once and written the same way, each partition in (file,
+//!    row) order, so the tie rule (the last equal row wins) holds within a partition; rows of
+//!    partitions without labels are not written;
 //! 3. partitions are joined `parallelism` at a time: one partition's rows indexed in memory
 //!    (paid from the budget), its labels probed, the chosen features written to a result
 //!    file, again in label order;
@@ -122,8 +123,10 @@ impl SpilledView {
         );
         let stop = Arc::new(AtomicBool::new(false));
         let mut stop_on_drop = StopOnDrop(Some(Arc::clone(&stop)));
-        let rows = partition_rows(reader, &scan, &dir, n, &stop).await?;
+        // Labels first: view rows of partitions without labels need not be written.
         let (label_files, label_rows) = partition_labels(labels, &side, &dir, n).await?;
+        let wanted: Vec<bool> = label_rows.iter().map(|rows| *rows > 0).collect();
+        let rows = partition_rows(reader, &scan, &dir, (n, wanted), &stop).await?;
         let (spec, ttl) = (Arc::clone(&scan.spec), scan.ttl);
         drop(scan); // Read: compaction may remove merged files now.
         let at_once = concurrency(estimated, n, reader.memory.available(), reader.parallelism);
@@ -187,7 +190,7 @@ fn label_keys(batch: &RecordBatch, keys: &[(usize, KeyType)]) -> Result<Vec<Arra
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Step 2: the labels' keys and times, in label order within each partition; with the
+/// Step 1: the labels' keys and times, in label order within each partition; with the
 /// number of labels in each.
 async fn partition_labels(
     labels: &Labels,
@@ -196,19 +199,18 @@ async fn partition_labels(
     n: usize,
 ) -> Result<(Vec<PathBuf>, Vec<usize>)> {
     let schema = label_schema(&side.keys);
-    let writer = {
+    let mut writer = {
         let (dir, schema) = (Arc::clone(dir), Arc::clone(&schema));
         tokio::task::spawn_blocking(move || {
             PartitionWriter::create(&dir, "labels", schema, (n, MAX_GATHERED_BYTES))
         })
         .await??
     };
-    let mut writer = Some(writer);
     let mut stream = labels.stream().await?;
     while let Some(batch) = stream.try_next().await? {
-        let mut w = writer.take().ok_or_else(lost_writer)?;
         let (side, schema) = (side.clone(), Arc::clone(&schema));
-        let written = tokio::task::spawn_blocking(move || {
+        // The writer goes to the blocking write and comes back with it.
+        writer = tokio::task::spawn_blocking(move || {
             let mut columns = label_keys(&batch, &side.keys)?;
             let mut parts = Vec::new();
             partitions(&columns, batch.num_rows(), n, &mut parts)?;
@@ -216,23 +218,14 @@ async fn partition_labels(
             columns.push(Arc::new(t));
             let keyed = RecordBatch::try_new(schema, columns)?;
             for (p, piece) in split(&keyed, &parts, n)? {
-                w.write(p, piece)?;
+                writer.write(p, piece)?;
             }
-            Ok::<_, Error>(w)
-        });
-        writer = Some(written.await??);
+            Ok::<_, Error>(writer)
+        })
+        .await??;
     }
     drop(stream);
-    let writer = writer.ok_or_else(lost_writer)?;
     tokio::task::spawn_blocking(move || writer.finish()).await?
-}
-
-/// A writer is taken out only for a blocking write that gives it back or fails the join.
-fn lost_writer() -> Error {
-    Error::io(
-        "spill",
-        std::io::Error::other("a spill writer was lost to a failed write"),
-    )
 }
 
 /// Step 3 for one partition.
@@ -286,9 +279,10 @@ impl Partition {
                 self.dir.charge(result.get_array_memory_size())?;
                 out.write(&result)?;
             }
+        } else {
+            remove(&self.rows);
         }
         out.finish()?;
-        remove(&self.rows);
         remove(&self.labels);
         Ok(self.result)
     }
