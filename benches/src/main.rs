@@ -60,6 +60,10 @@ struct OnlineArgs {
     /// Connections shared by the workers.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// The server's process id, when it runs on this machine: each cell then reports the
+    /// server's CPU time (user + system, from /proc) per request.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +81,8 @@ struct Cell {
     errors: u64,
     seconds: f64,
     histogram: Histogram<u64>,
+    /// The server's CPU microseconds per request (with `--server-pid`).
+    server_cpu_us: Option<f64>,
 }
 
 impl Cell {
@@ -87,6 +93,28 @@ impl Cell {
     fn ms(&self, q: f64) -> f64 {
         self.histogram.value_at_quantile(q) as f64 / 1_000.0
     }
+
+    fn cpu(&self) -> String {
+        self.server_cpu_us
+            .map_or_else(|| "-".into(), |us| format!("{us:.0}"))
+    }
+}
+
+/// CPU seconds (user + system) used so far by process `pid`, from `/proc/PID/stat` (clock
+/// ticks of 1/100 s, the Linux default).
+fn process_cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("parse /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields.get(i).context("short /proc stat")?.parse::<f64>()?)
+    };
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the name.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 fn request(args: &OnlineArgs, batch: usize, seed: &mut u64) -> v1::GetOnlineFeaturesRequest {
@@ -124,6 +152,7 @@ async fn run_cell(
     batch: usize,
 ) -> Result<Cell> {
     let deadline = Duration::from_secs_f64(args.seconds);
+    let cpu_before = args.server_pid.map(process_cpu_seconds).transpose()?;
     let budget = Arc::new(std::sync::atomic::AtomicU64::new(args.max_requests));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -158,6 +187,10 @@ async fn run_cell(
     }
     let (histogram, errors) = merge_workers(tasks).await?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_after = args.server_pid.map(process_cpu_seconds).transpose()?;
+    let server_cpu_us = cpu_before
+        .zip(cpu_after)
+        .map(|(before, after)| (after - before) * 1e6 / histogram.len().max(1) as f64);
     Ok(Cell {
         rpc,
         concurrency,
@@ -166,6 +199,7 @@ async fn run_cell(
         errors,
         seconds,
         histogram,
+        server_cpu_us,
     })
 }
 
@@ -198,9 +232,9 @@ async fn online(args: OnlineArgs) -> Result<()> {
     // Warm up connections and caches.
     run_cell(Arc::clone(&args), &channels, Rpc::Get, 4, 10).await?;
     println!(
-        "| concurrency | batch | get QPS | get p50 ms | get p99 ms | get p999 ms | echo QPS | echo p99 ms | QPS ratio get/echo | errors |"
+        "| concurrency | batch | get QPS | get p50 ms | get p99 ms | get p999 ms | get server CPU us/req | echo QPS | echo p99 ms | echo server CPU us/req | QPS ratio get/echo | errors |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &concurrency in &args.concurrency {
         for &batch in &args.batch {
             // Interleave: echo, get, so that drift on a shared machine hits both.
@@ -208,22 +242,24 @@ async fn online(args: OnlineArgs) -> Result<()> {
                 run_cell(Arc::clone(&args), &channels, Rpc::Echo, concurrency, batch).await?;
             let get = run_cell(Arc::clone(&args), &channels, Rpc::Get, concurrency, batch).await?;
             println!(
-                "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.0} | {:.3} | {:.2} | {} |",
+                "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.0} | {:.3} | {} | {:.2} | {} |",
                 concurrency,
                 batch,
                 get.qps(),
                 get.ms(0.5),
                 get.ms(0.99),
                 get.ms(0.999),
+                get.cpu(),
                 echo.qps(),
                 echo.ms(0.99),
+                echo.cpu(),
                 get.qps() / echo.qps().max(1e-9),
                 get.errors + echo.errors
             );
             let json = serde_json::json!({
                 "concurrency": concurrency, "batch": batch,
-                "get": {"qps": get.qps(), "p50_ms": get.ms(0.5), "p99_ms": get.ms(0.99), "p999_ms": get.ms(0.999), "requests": get.requests, "errors": get.errors, "rpc": format!("{:?}", get.rpc)},
-                "echo": {"qps": echo.qps(), "p50_ms": echo.ms(0.5), "p99_ms": echo.ms(0.99), "p999_ms": echo.ms(0.999), "requests": echo.requests, "errors": echo.errors, "rpc": format!("{:?}", echo.rpc)},
+                "get": {"qps": get.qps(), "p50_ms": get.ms(0.5), "p99_ms": get.ms(0.99), "p999_ms": get.ms(0.999), "requests": get.requests, "errors": get.errors, "server_cpu_us": get.server_cpu_us, "rpc": format!("{:?}", get.rpc)},
+                "echo": {"qps": echo.qps(), "p50_ms": echo.ms(0.5), "p99_ms": echo.ms(0.99), "p999_ms": echo.ms(0.999), "requests": echo.requests, "errors": echo.errors, "server_cpu_us": echo.server_cpu_us, "rpc": format!("{:?}", echo.rpc)},
                 "cell": [get.concurrency, get.batch],
             });
             eprintln!("{json}");

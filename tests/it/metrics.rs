@@ -298,6 +298,10 @@ async fn metrics_count_what_the_clients_saw() -> anyhow::Result<()> {
         assert!(value(&samples, name, &[]).is_some(), "{name} missing");
     }
     assert!(value(&samples, "quiver_rocksdb_memtable_bytes", &[]).is_some_and(|b| b > 0.0));
+    // Every key read went through the row cache: a miss, then filled.
+    let row_cache = |name| value(&samples, name, &[]).unwrap_or_default();
+    assert!(row_cache("quiver_online_row_cache_misses_total") > 0.0);
+    assert!(row_cache("quiver_online_row_cache_bytes") > 0.0);
     server.stop().await?;
     Ok(())
 }

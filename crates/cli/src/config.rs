@@ -49,6 +49,8 @@ pub(crate) struct ConfigFile {
     pub push_log_compaction_interval: Option<u64>,
     /// RocksDB block cache for online rows (`--online-block-cache-bytes`).
     pub online_block_cache_bytes: Option<crate::commands::limits::ByteSetting>,
+    /// Cache of decoded online rows, 0 for none (`--online-row-cache-bytes`).
+    pub online_row_cache_bytes: Option<crate::commands::limits::ByteSetting>,
     /// URL scheduled drift ALERTs are POSTed to (`--alert-webhook`).
     pub alert_webhook: Option<String>,
     /// Days stored profiles are kept, 0 for ever (`--profile-retention-days`).
@@ -105,6 +107,7 @@ mod tests {
             config.online_block_cache_bytes.map(|b| b.0),
             Some(256 << 20)
         );
+        assert_eq!(config.online_row_cache_bytes.map(|b| b.0), Some(128 << 20));
     }
 
     #[test]

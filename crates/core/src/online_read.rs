@@ -63,14 +63,26 @@ impl<'a> RowRead<'a> {
 
     /// The value served for the feature at `position` of the read view, and its status.
     pub fn value(&self, position: usize) -> (Value, FeatureStatus) {
+        let (value, status) = self.value_ref(position);
+        (value.cloned().unwrap_or(Value::Null), status)
+    }
+
+    /// Like [`RowRead::value`], borrowed: `None` for every status but `PRESENT`.
+    pub fn value_ref(&self, position: usize) -> (Option<&Value>, FeatureStatus) {
         match self {
-            RowRead::NotFound => (Value::Null, FeatureStatus::NotFound),
-            RowRead::OutsideMaxAge => (Value::Null, FeatureStatus::OutsideMaxAge),
-            RowRead::Fresh(values) => match values.get(position) {
-                Some(value) if !value.is_null() => (value.clone(), FeatureStatus::Present),
-                _ => (Value::Null, FeatureStatus::NullValue),
-            },
+            RowRead::NotFound => (None, FeatureStatus::NotFound),
+            RowRead::OutsideMaxAge => (None, FeatureStatus::OutsideMaxAge),
+            RowRead::Fresh(values) => fresh_value(values, position),
         }
+    }
+}
+
+/// The value at `position` of a fresh row's values (in the read view's feature order) and
+/// its status: `PRESENT` unless it is null or missing (`NULL_VALUE`).
+pub fn fresh_value(values: &[Value], position: usize) -> (Option<&Value>, FeatureStatus) {
+    match values.get(position) {
+        Some(value) if !value.is_null() => (Some(value), FeatureStatus::Present),
+        _ => (None, FeatureStatus::NullValue),
     }
 }
 

@@ -32,6 +32,12 @@ const TAG_BYTES: u8 = 4;
 pub fn encode_key(view: &str, key: &[KeyValue]) -> Vec<u8> {
     let parts_len: usize = key.iter().map(|part| 5 + part_len(part)).sum();
     let mut out = Vec::with_capacity(3 + view.len() + parts_len);
+    encode_key_into(&mut out, view, key);
+    out
+}
+
+/// Like [`encode_key`], appending to `out` (a buffer reused across keys).
+pub fn encode_key_into(out: &mut Vec<u8>, view: &str, key: &[KeyValue]) {
     out.push(FORMAT_V1);
     out.extend_from_slice(&clamp_u16(view.len()).to_be_bytes());
     out.extend_from_slice(view.as_bytes());
@@ -57,7 +63,6 @@ pub fn encode_key(view: &str, key: &[KeyValue]) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
 /// Decodes a key written by [`encode_key`] into the view name and the key parts.

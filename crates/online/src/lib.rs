@@ -48,6 +48,7 @@ mod error;
 mod online;
 mod profiles;
 mod reader;
+mod row_cache;
 mod row_codec;
 mod stats;
 mod store;
@@ -60,6 +61,7 @@ mod test_support;
 
 pub use error::{Error, Result};
 pub use online::WriteStats;
+pub use row_cache::DEFAULT_ROW_CACHE_BYTES;
 pub use row_codec::StoredRow;
 pub use stats::StoreStats;
-pub use store::{DEFAULT_BLOCK_CACHE_BYTES, RocksStore};
+pub use store::{DEFAULT_BLOCK_CACHE_BYTES, RocksStore, StoreOptions};

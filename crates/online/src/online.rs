@@ -1,6 +1,7 @@
 //! Online rows: ordered, atomic-per-key writes and batched reads.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use quiver_core::ResolvedView;
 use quiver_core::semantics::{row_order, write_wins};
@@ -8,10 +9,11 @@ use quiver_core::value::{KeyValue, Row};
 use rocksdb::WriteBatch;
 
 use crate::error::{Error, Result};
-use crate::keys::{check_key, encode_key};
+use crate::keys::{check_key, encode_key, encode_key_into};
+use crate::row_cache::{Cached, Miss};
 use crate::row_codec::{StoredRow, decode_order, decode_row, encode_row};
 use crate::stats::raise_newest_event;
-use crate::store::{CF_ONLINE, RocksStore, synced};
+use crate::store::{CF_ONLINE, RocksStore, stripe_of, synced};
 use crate::validate::validate_row;
 
 /// What `write_rows` did: every row given is counted exactly once.
@@ -90,9 +92,14 @@ impl RocksStore {
             } else {
                 rocksdb::WriteOptions::default()
             };
-            self.db
-                .write_opt(batch, &options)
-                .map_err(Error::storage("write online rows"))?;
+            let wrote = self.db.write_opt(batch, &options);
+            // After the write, under the stripe locks: see `row_cache` for why this order.
+            if let Some(cache) = &self.row_cache {
+                for key in latest.keys() {
+                    cache.invalidate(key, stripe_of(key));
+                }
+            }
+            wrote.map_err(Error::storage("write online rows"))?;
         } else if durable && !rows.is_empty() {
             // Every row lost to a stored one, which may come from a write not yet synced.
             self.sync()?;
@@ -113,73 +120,120 @@ impl RocksStore {
         Ok(stats)
     }
 
-    /// Reads the stored row for each key (in the view's canonical join key order) with one
-    /// multi-get. A key that does not match `view.join_keys` is [`Error::KeyType`] (or
-    /// [`Error::KeyArity`]), never a silent miss.
+    /// Reads the stored row for each key (in the view's canonical join key order): from the
+    /// row cache, and the rest with one multi-get. A key that does not match
+    /// `view.join_keys` is [`Error::KeyType`] (or [`Error::KeyArity`]), never a silent miss.
     pub fn read_rows(
         &self,
         view: &ResolvedView,
         keys: &[Vec<KeyValue>],
-    ) -> Result<Vec<Option<StoredRow>>> {
-        self.multi_get(view, keys, &rocksdb::ReadOptions::default())?
-            .into_iter()
-            .map(decode_stored)
-            .collect()
+    ) -> Result<Vec<Option<Arc<StoredRow>>>> {
+        let (mut rows, missed) = self.cached_rows(view, keys)?;
+        if missed.is_empty() {
+            return Ok(rows);
+        }
+        let cf = self.cf(CF_ONLINE)?;
+        let stored = self.db.batched_multi_get_cf_opt(
+            cf,
+            missed.iter().map(|missed| &missed.key),
+            false,
+            &rocksdb::ReadOptions::default(),
+        );
+        for (missed, stored) in missed.iter().zip(stored) {
+            let row = decode_stored(stored)?;
+            self.fill(missed, &row);
+            if let Some(slot) = rows.get_mut(missed.index) {
+                *slot = row;
+            }
+        }
+        Ok(rows)
     }
 
-    /// Like [`RocksStore::read_rows`], from memory only (memtables and the block cache: no
-    /// I/O, so it may run on an async worker); `None` when some key would need a disk read.
-    /// One point lookup per key: RocksDB's batched MultiGet does not honour the block-cache
-    /// read tier (it reads the disk), single gets do.
+    /// Like [`RocksStore::read_rows`], from memory only (the row cache, memtables and the
+    /// block cache: no I/O, so it may run on an async worker); `None` when some key would
+    /// need a disk read. One point lookup per missed key: RocksDB's batched MultiGet does not
+    /// honour the block-cache read tier (it reads the disk), single gets do.
     pub fn read_rows_cached(
         &self,
         view: &ResolvedView,
         keys: &[Vec<KeyValue>],
-    ) -> Result<Option<Vec<Option<StoredRow>>>> {
-        for key in keys {
-            check_key(view, key)?;
-        }
+    ) -> Result<Option<Vec<Option<Arc<StoredRow>>>>> {
+        let (mut rows, missed) = self.cached_rows(view, keys)?;
         let mut options = rocksdb::ReadOptions::default();
         options.set_read_tier(rocksdb::ReadTier::BlockCache);
         let cf = self.cf(CF_ONLINE)?;
-        let mut rows = Vec::with_capacity(keys.len());
-        for key in keys {
-            match self
-                .db
-                .get_pinned_cf_opt(cf, encode_key(&view.name, key), &options)
-            {
+        for missed in &missed {
+            let row = match self.db.get_pinned_cf_opt(cf, &missed.key, &options) {
                 Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => return Ok(None),
-                stored => rows.push(decode_stored(stored)?),
+                stored => decode_stored(stored)?,
+            };
+            self.fill(missed, &row);
+            if let Some(slot) = rows.get_mut(missed.index) {
+                *slot = row;
             }
         }
         Ok(Some(rows))
     }
 
-    /// Checks and encodes `keys`, then one multi-get under `options`.
-    fn multi_get(
+    /// Checks `keys` and looks each up in the row cache (encoding into one reused buffer);
+    /// returns the rows found there and the keys to read from RocksDB.
+    fn cached_rows(
         &self,
         view: &ResolvedView,
         keys: &[Vec<KeyValue>],
-        options: &rocksdb::ReadOptions,
-    ) -> Result<Vec<std::result::Result<Option<rocksdb::DBPinnableSlice<'_>>, rocksdb::Error>>>
-    {
+    ) -> Result<(Vec<Cached>, Vec<Missed>)> {
         for key in keys {
             check_key(view, key)?;
         }
-        let encoded: Vec<Vec<u8>> = keys.iter().map(|key| encode_key(&view.name, key)).collect();
-        let cf = self.cf(CF_ONLINE)?;
-        Ok(self
-            .db
-            .batched_multi_get_cf_opt(cf, &encoded, false, options))
+        let mut rows = vec![None; keys.len()];
+        let mut missed = Vec::new();
+        let mut buffer = Vec::with_capacity(64);
+        for (index, (key, slot)) in keys.iter().zip(&mut rows).enumerate() {
+            buffer.clear();
+            encode_key_into(&mut buffer, &view.name, key);
+            let ticket = match &self.row_cache {
+                Some(cache) => match cache.get(&buffer) {
+                    Some(cached) => {
+                        *slot = cached;
+                        continue;
+                    }
+                    None => Some(cache.miss(stripe_of(&buffer))),
+                },
+                None => None,
+            };
+            missed.push(Missed {
+                index,
+                key: buffer.clone(),
+                ticket,
+            });
+        }
+        Ok((rows, missed))
     }
+
+    /// Caches a row read after a miss, under the key's stripe lock (see `row_cache`).
+    fn fill(&self, missed: &Missed, row: &Cached) {
+        if let (Some(cache), Some(ticket)) = (&self.row_cache, missed.ticket) {
+            let _guard = self.lock_stripe(stripe_of(&missed.key));
+            cache.fill(&missed.key, ticket, row.clone());
+        }
+    }
+}
+
+/// A key the row cache did not hold: its position in the read, its encoding, and the
+/// cache's ticket for filling it.
+#[derive(Debug)]
+struct Missed {
+    index: usize,
+    key: Vec<u8>,
+    ticket: Option<Miss>,
 }
 
 fn decode_stored(
     stored: std::result::Result<Option<rocksdb::DBPinnableSlice<'_>>, rocksdb::Error>,
-) -> Result<Option<StoredRow>> {
+) -> Result<Cached> {
     match stored.map_err(Error::storage("read online rows"))? {
         None => Ok(None),
-        Some(bytes) => decode_row(&bytes).map(Some),
+        Some(bytes) => decode_row(&bytes).map(|row| Some(Arc::new(row))),
     }
 }
 
@@ -321,15 +375,20 @@ mod tests {
         }
     }
 
+    /// The block-cache tier on its own: no row cache.
     #[test]
     fn cached_reads_answer_from_memory_or_not_at_all() {
         let dir = tempfile::tempdir().expect("tempdir");
         let view = driver_view();
+        let options = crate::StoreOptions {
+            row_cache_bytes: 0,
+            ..Default::default()
+        };
         // Keys 0 and 1 are stored, -1 is not; 50,000 rows make the table larger than what
         // opening it reads (its tail), so a reopened store holds no data block in memory.
         let keys: Vec<Vec<KeyValue>> = [0, 1, -1].map(|id| vec![KeyValue::Int64(id)]).to_vec();
         {
-            let store = RocksStore::open(dir.path()).expect("open");
+            let store = RocksStore::open_with(dir.path(), options).expect("open");
             let rows: Vec<Row> = (0..50_000).map(|id| row(id, 5, None, id * 10)).collect();
             store.write_rows(&view, &rows, true).expect("write");
             // In the memtable: the cached read answers, and agrees with the full read.
@@ -340,7 +399,7 @@ mod tests {
         }
         // Reopened, the rows are only on disk: a memory-only read declines; once a full read
         // has loaded their blocks, it answers.
-        let store = RocksStore::open(dir.path()).expect("reopen");
+        let store = RocksStore::open_with(dir.path(), options).expect("reopen");
         assert_eq!(
             store.read_rows_cached(&view, &keys[..1]).expect("read"),
             None
@@ -456,6 +515,76 @@ mod tests {
             view_version: 1,
             values: vec![Value::Float64(2.5)],
         };
-        assert_eq!(read, vec![Some(want)]);
+        assert_eq!(read, vec![Some(Arc::new(want))]);
+    }
+
+    /// Readers racing writers through the row cache never see a row older than one they
+    /// already saw, and once the writers stop every read sees the newest row (a stale fill
+    /// would stay in the cache and fail here).
+    #[test]
+    fn the_row_cache_never_serves_an_older_row_than_the_store() {
+        const N_WRITES: i64 = 2_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RocksStore::open(dir.path()).expect("open");
+        let view = driver_view();
+        let keys: Vec<Vec<KeyValue>> = (0..4).map(|id| vec![KeyValue::Int64(id)]).collect();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let (store, view, keys, done) = (&store, &view, &keys, &done);
+            for reader in 0..3 {
+                scope.spawn(move || {
+                    let mut seen = vec![i64::MIN; keys.len()];
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                        // Alternate the multi-get and the memory-only path.
+                        let rows = if reader % 2 == 0 {
+                            store.read_rows(view, keys).expect("read")
+                        } else {
+                            store
+                                .read_rows_cached(view, keys)
+                                .expect("read")
+                                .expect("memory")
+                        };
+                        for (seen, row) in seen.iter_mut().zip(rows) {
+                            let event_ts = row.map_or(i64::MIN, |row| row.event_ts);
+                            assert!(event_ts >= *seen, "went back from {seen} to {event_ts}");
+                            *seen = event_ts;
+                        }
+                    }
+                });
+            }
+            for event_ts in 1..=N_WRITES {
+                let rows: Vec<Row> = (0..4).map(|id| row(id, event_ts, None, id)).collect();
+                store.write_rows(view, &rows, false).expect("write");
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        for id in 0..4 {
+            assert_eq!(
+                trips(&store, &view, id).map(|(event_ts, ..)| event_ts),
+                Some(N_WRITES)
+            );
+        }
+    }
+
+    #[test]
+    fn reads_agree_with_and_without_the_row_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RocksStore::open(dir.path()).expect("open");
+        let view = driver_view();
+        let rows: Vec<Row> = (0..100).map(|id| row(id, id, None, id * 2)).collect();
+        store.write_rows(&view, &rows, false).expect("write");
+        let keys: Vec<Vec<KeyValue>> = (-5..105).map(|id| vec![KeyValue::Int64(id)]).collect();
+        let cold = store.read_rows(&view, &keys).expect("cold");
+        let warm = store.read_rows(&view, &keys).expect("warm");
+        assert_eq!(cold, warm);
+        assert_eq!(cold.iter().filter(|row| row.is_some()).count(), 100);
+        let stats = store.stats().expect("stats");
+        assert_eq!((stats.row_cache_hits, stats.row_cache_misses), (110, 110));
+        assert!(stats.row_cache_bytes > 0);
+        // A write replaces what the cache holds.
+        store
+            .write_rows(&view, &[row(3, 500, None, 7)], false)
+            .expect("write");
+        assert_eq!(trips(&store, &view, 3), Some((500, None, Value::Int64(7))));
     }
 }

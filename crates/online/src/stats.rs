@@ -27,6 +27,13 @@ pub struct StoreStats {
     /// Block cache hits and misses since the store was opened (every column family).
     pub block_cache_hits: u64,
     pub block_cache_misses: u64,
+    /// Bytes held by the cache of decoded rows, and its capacity
+    /// (`--online-row-cache-bytes`; both 0 when it is off).
+    pub row_cache_bytes: u64,
+    pub row_cache_capacity_bytes: u64,
+    /// Row cache hits and misses since the store was opened.
+    pub row_cache_hits: u64,
+    pub row_cache_misses: u64,
 }
 
 impl StoreStats {
@@ -51,7 +58,16 @@ impl RocksStore {
             memtable_bytes += property(cf, properties::CUR_SIZE_ALL_MEM_TABLES)?;
         }
         let property = |name| property(CF_ONLINE, name);
+        let rows = self
+            .row_cache
+            .as_ref()
+            .map(crate::row_cache::RowCache::stats)
+            .unwrap_or_default();
         Ok(StoreStats {
+            row_cache_bytes: rows.bytes,
+            row_cache_capacity_bytes: rows.capacity_bytes,
+            row_cache_hits: rows.hits,
+            row_cache_misses: rows.misses,
             live_data_bytes: property(properties::ESTIMATE_LIVE_DATA_SIZE)?,
             memtable_bytes,
             pending_compaction_bytes: property(properties::ESTIMATE_PENDING_COMPACTION_BYTES)?,
@@ -182,17 +198,36 @@ mod tests {
             crate::DEFAULT_BLOCK_CACHE_BYTES as u64
         );
         drop(store);
-        let store = RocksStore::open_with_cache(dir.path(), 8 << 20).expect("reopen");
+        let options = crate::StoreOptions {
+            block_cache_bytes: 8 << 20,
+            row_cache_bytes: 1 << 20,
+        };
+        let store = RocksStore::open_with(dir.path(), options).expect("reopen");
+        let stats = store.stats().expect("stats");
+        assert_eq!(stats.block_cache_capacity_bytes, 8 << 20);
+        assert_eq!(stats.row_cache_capacity_bytes, 1 << 20);
+        drop(store);
+        let off = crate::StoreOptions {
+            row_cache_bytes: 0,
+            ..options
+        };
+        let store = RocksStore::open_with(dir.path(), off).expect("reopen");
+        let stats = store.stats().expect("stats");
         assert_eq!(
-            store.stats().expect("stats").block_cache_capacity_bytes,
-            8 << 20
+            (stats.row_cache_capacity_bytes, stats.row_cache_hits),
+            (0, 0)
         );
     }
 
     #[test]
     fn stats_count_block_cache_lookups_and_live_data() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = RocksStore::open(dir.path()).expect("open");
+        // Without the row cache, whose hits would spare the block cache its second lookups.
+        let options = crate::StoreOptions {
+            row_cache_bytes: 0,
+            ..Default::default()
+        };
+        let store = RocksStore::open_with(dir.path(), options).expect("open");
         let before = store.stats().expect("stats");
         assert_eq!(before.block_cache_hit_ratio(), None);
         let view = trips();

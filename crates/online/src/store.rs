@@ -37,6 +37,8 @@ pub struct RocksStore {
     stripes: Box<[Mutex<()>]>,
     /// Concurrent [`RocksStore::sync`] calls share fsyncs.
     syncs: crate::sync_group::SyncGroup,
+    /// Decoded rows by encoded key (`row_cache`); `None` when configured off.
+    pub(crate) row_cache: Option<crate::row_cache::RowCache>,
     path: PathBuf,
 }
 
@@ -48,15 +50,34 @@ impl std::fmt::Debug for RocksStore {
     }
 }
 
+/// The memory the online store may use for caching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// RocksDB's block cache of the online column family (encoded blocks).
+    pub block_cache_bytes: usize,
+    /// The cache of decoded rows in front of RocksDB; 0 turns it off.
+    pub row_cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
+            row_cache_bytes: crate::row_cache::DEFAULT_ROW_CACHE_BYTES,
+        }
+    }
+}
+
 impl RocksStore {
     /// Opens or creates `<dir>` (creates column families `registry`, `online`, `meta`) with
-    /// the default block cache.
+    /// the default caches.
     pub fn open(dir: &Path) -> Result<RocksStore> {
-        Self::open_with_cache(dir, DEFAULT_BLOCK_CACHE_BYTES)
+        Self::open_with(dir, StoreOptions::default())
     }
 
-    /// Like [`RocksStore::open`], with a block cache of `cache_bytes` for online rows.
-    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<RocksStore> {
+    /// Like [`RocksStore::open`], with the given cache sizes.
+    pub fn open_with(dir: &Path, store_options: StoreOptions) -> Result<RocksStore> {
+        let cache_bytes = store_options.block_cache_bytes;
         let mut db_options = Options::default();
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
@@ -79,6 +100,7 @@ impl RocksStore {
             options: db_options,
             stripes,
             syncs: Default::default(),
+            row_cache: crate::row_cache::RowCache::new(store_options.row_cache_bytes, N_STRIPES),
             path: dir.to_path_buf(),
         };
         for name in [CF_ONLINE, CF_REGISTRY, CF_META] {
@@ -222,6 +244,16 @@ impl RocksStore {
             .ok_or(Error::MissingColumnFamily(name))
     }
 
+    /// Locks the stripe of one key (see [`RocksStore::lock_keys`]).
+    pub(crate) fn lock_stripe(&self, stripe: usize) -> Option<MutexGuard<'_, ()>> {
+        // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
+        self.stripes.get(stripe).map(|stripe| {
+            stripe
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        })
+    }
+
     /// Locks the stripes of `keys` in ascending stripe order (so that callers never
     /// deadlock) and returns the guards; the locks are held until they are dropped.
     pub(crate) fn lock_keys<'a>(
@@ -233,13 +265,7 @@ impl RocksStore {
         indexes.dedup();
         indexes
             .into_iter()
-            .filter_map(|index| self.stripes.get(index))
-            // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
-            .map(|stripe| {
-                stripe
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-            })
+            .filter_map(|index| self.lock_stripe(index))
             .collect()
     }
 }
@@ -250,7 +276,7 @@ pub(crate) fn synced() -> WriteOptions {
     options
 }
 
-fn stripe_of(key: &[u8]) -> usize {
+pub(crate) fn stripe_of(key: &[u8]) -> usize {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::hash::DefaultHasher::new();
     key.hash(&mut hasher);

@@ -426,26 +426,31 @@ pub fn column_to_micros(column: &v1::Column, field: &str) -> Result<Vec<i64>> {
 
 /// Builds a column of `value_type` from values (nulls where `Value::Null` or a mismatching type).
 pub fn values_to_column(values: &[Value], value_type: ValueType) -> v1::Column {
-    let nulls: Vec<bool> = values
-        .iter()
-        .map(|v| !matches!(v, v if !v.is_null() && v.fits(value_type)))
-        .collect();
+    optional_values_to_column(values.iter().map(Some), value_type)
+}
+
+/// Like [`values_to_column`], from borrowed values (`None` is null), written straight into
+/// the column's typed vectors: only strings and bytes are copied.
+pub fn optional_values_to_column<'a, I>(values: I, value_type: ValueType) -> v1::Column
+where
+    I: ExactSizeIterator<Item = Option<&'a Value>> + Clone,
+{
+    let usable = move |v: Option<&'a Value>| v.filter(|v| !v.is_null() && v.fits(value_type));
+    let nulls: Vec<bool> = values.clone().map(|v| usable(v).is_none()).collect();
     let any_null = nulls.iter().any(|n| *n);
     let column_values = if value_type.list {
         let mut offsets = Vec::with_capacity(values.len() + 1);
-        let mut items = Vec::new();
+        let mut items: Vec<&Value> = Vec::new();
         offsets.push(0u32);
         for value in values {
-            if let Value::List(list) = value
-                && value.fits(value_type)
-            {
-                items.extend(list.iter().cloned());
+            if let Some(Value::List(list)) = usable(value) {
+                items.extend(list.iter());
             }
             offsets.push(items.len() as u32);
         }
         Values::ListValues(Box::new(v1::ListValues {
             offsets,
-            values: Some(Box::new(values_to_column(
+            values: Some(Box::new(items_to_column(
                 &items,
                 ValueType::scalar(value_type.scalar),
             ))),
@@ -455,9 +460,8 @@ pub fn values_to_column(values: &[Value], value_type: ValueType) -> v1::Column {
             ($variant:ident, $wire:ident, $field:ident, $default:expr, $pat:pat => $out:expr) => {
                 Values::$wire(v1::$wire {
                     $field: values
-                        .iter()
-                        .map(|v| match v {
-                            $pat => $out,
+                        .map(|v| match usable(v) {
+                            Some($pat) => $out,
                             _ => $default,
                         })
                         .collect(),
@@ -489,6 +493,11 @@ pub fn values_to_column(values: &[Value], value_type: ValueType) -> v1::Column {
         values: Some(column_values),
         nulls: if any_null { nulls } else { Vec::new() },
     }
+}
+
+/// The items of list values as one column (one instantiation, whatever the caller's iterator).
+fn items_to_column(items: &[&Value], value_type: ValueType) -> v1::Column {
+    optional_values_to_column(items.iter().map(|v| Some(*v)), value_type)
 }
 
 #[cfg(test)]

@@ -53,9 +53,9 @@ impl Components {
             ))
         })?;
         let roots = options.files.open()?;
-        let store = Arc::new(RocksStore::open_with_cache(
+        let store = Arc::new(RocksStore::open_with(
             &options.data_dir.join("rocksdb"),
-            options.online_block_cache_bytes,
+            options.online_caches,
         )?);
         let offline = Arc::new(
             OfflineStore::new(&options.data_dir, roots.sources.clone(), roots.labels)

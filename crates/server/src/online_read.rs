@@ -3,15 +3,17 @@
 //! rules per value (TTL, statuses, reading another version's row) are
 //! `quiver_core::online_read`'s; this module only gathers keys and rows.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use quiver_core::RegistryState;
-use quiver_core::online_read::{RowRead, StoredRowRef};
+use quiver_core::online_read::{RowRead, StoredRowRef, fresh_value};
 use quiver_core::selection::Selection;
 use quiver_core::semantics::FeatureStatus;
 use quiver_core::types::Micros;
 use quiver_core::value::{KeyValue, Value};
-use quiver_online::RocksStore;
+use quiver_online::{RocksStore, StoredRow};
 use quiver_proto::convert::{column_len, column_to_keys, columns_by_name};
 use quiver_proto::selector::online_selector;
 use quiver_proto::v1;
@@ -34,21 +36,82 @@ pub struct OnlineRead {
     pub n_rows: usize,
 }
 
-/// What was read for one selected view.
-#[derive(Debug)]
+/// What was read for one selected view: per entity row, the stored row as the read rules
+/// classified it. Values stay in the stored rows (shared with the store's row cache); the
+/// response's typed columns are filled from them directly.
+#[derive(Debug, Clone)]
 pub struct ViewRead {
-    /// One entry per selected feature, in request order.
-    pub features: Vec<FeatureValues>,
-    /// The served row's event time per entity row (0 when none was found).
-    pub event_timestamps: Vec<Micros>,
-    /// Whether a row was stored for each entity row.
-    pub found: Vec<bool>,
+    pub rows: Vec<Served>,
 }
 
-#[derive(Debug)]
-pub struct FeatureValues {
-    pub values: Vec<Value>,
-    pub statuses: Vec<FeatureStatus>,
+/// One entity row of one view under the read rules (`quiver_core::online_read`).
+#[derive(Debug, Clone)]
+pub enum Served {
+    NotFound,
+    OutsideMaxAge {
+        event_ts: Micros,
+    },
+    /// A fresh row written by the read version of the view.
+    Fresh(Arc<StoredRow>),
+    /// A fresh row written by another version, its values mapped onto the read version.
+    Projected {
+        event_ts: Micros,
+        values: Vec<Value>,
+    },
+}
+
+impl Served {
+    fn classify(
+        stored: Option<Arc<StoredRow>>,
+        view: &quiver_core::ResolvedView,
+        now: Micros,
+        registry: &RegistryState,
+    ) -> Served {
+        let Some(row) = stored else {
+            return Served::NotFound;
+        };
+        let stored_ref = StoredRowRef {
+            event_ts: row.event_ts,
+            view_version: row.view_version,
+            values: &row.values,
+        };
+        match RowRead::classify(Some(stored_ref), view, now, registry) {
+            RowRead::NotFound => Served::NotFound,
+            RowRead::OutsideMaxAge => Served::OutsideMaxAge {
+                event_ts: row.event_ts,
+            },
+            RowRead::Fresh(Cow::Owned(values)) => Served::Projected {
+                event_ts: row.event_ts,
+                values,
+            },
+            RowRead::Fresh(Cow::Borrowed(_)) => Served::Fresh(row),
+        }
+    }
+
+    /// The value served for the read view's feature at `position` (`None` unless
+    /// `PRESENT`), and its status.
+    pub fn value(&self, position: usize) -> (Option<&Value>, FeatureStatus) {
+        match self {
+            Served::NotFound => (None, FeatureStatus::NotFound),
+            Served::OutsideMaxAge { .. } => (None, FeatureStatus::OutsideMaxAge),
+            Served::Fresh(row) => fresh_value(&row.values, position),
+            Served::Projected { values, .. } => fresh_value(values, position),
+        }
+    }
+
+    /// Whether a row was stored for the key.
+    pub fn found(&self) -> bool {
+        !matches!(self, Served::NotFound)
+    }
+
+    /// The stored row's event time (0 when none was found).
+    pub fn event_ts(&self) -> Micros {
+        match self {
+            Served::NotFound => 0,
+            Served::OutsideMaxAge { event_ts } | Served::Projected { event_ts, .. } => *event_ts,
+            Served::Fresh(row) => row.event_ts,
+        }
+    }
 }
 
 impl OnlineRead {
@@ -111,7 +174,7 @@ impl OnlineRead {
                 } else {
                     vec![None; self.n_rows]
                 };
-                Ok(self.view_read(selected, &stored, registry, now))
+                Ok(view_read(selected, stored, registry, now))
             })
             .collect()
     }
@@ -133,49 +196,24 @@ impl OnlineRead {
             let Some(stored) = store.read_rows_cached(&selected.view, keys)? else {
                 return Ok(None);
             };
-            views.push(self.view_read(selected, &stored, registry, now));
+            views.push(view_read(selected, stored, registry, now));
         }
         Ok(Some(views))
     }
+}
 
-    /// Applies the read rules to the rows stored for one selected view.
-    fn view_read(
-        &self,
-        selected: &quiver_core::selection::SelectedView,
-        stored: &[Option<quiver_online::StoredRow>],
-        registry: &RegistryState,
-        now: Micros,
-    ) -> ViewRead {
-        let mut read = ViewRead {
-            features: selected
-                .positions
-                .iter()
-                .map(|_| FeatureValues {
-                    values: Vec::with_capacity(self.n_rows),
-                    statuses: Vec::with_capacity(self.n_rows),
-                })
-                .collect(),
-            event_timestamps: Vec::with_capacity(self.n_rows),
-            found: Vec::with_capacity(self.n_rows),
-        };
-        for row in stored {
-            let stored_ref = row.as_ref().map(|r| StoredRowRef {
-                event_ts: r.event_ts,
-                view_version: r.view_version,
-                values: &r.values,
-            });
-            let row_read = RowRead::classify(stored_ref, &selected.view, now, registry);
-            read.event_timestamps
-                .push(row.as_ref().map_or(0, |r| r.event_ts));
-            read.found.push(row.is_some());
-            for (feature, position) in read.features.iter_mut().zip(&selected.positions) {
-                let (value, status) = row_read.value(*position);
-                feature.values.push(value);
-                feature.statuses.push(status);
-            }
-        }
-        read
-    }
+/// Applies the read rules to the rows stored for one selected view.
+fn view_read(
+    selected: &quiver_core::selection::SelectedView,
+    stored: Vec<Option<Arc<StoredRow>>>,
+    registry: &RegistryState,
+    now: Micros,
+) -> ViewRead {
+    let rows = stored
+        .into_iter()
+        .map(|row| Served::classify(row, &selected.view, now, registry))
+        .collect();
+    ViewRead { rows }
 }
 
 /// Validates entity columns: equal lengths, no unknown names; returns the row count.

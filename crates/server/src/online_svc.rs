@@ -6,7 +6,7 @@ use std::sync::Arc;
 use quiver_core::RegistryState;
 use quiver_core::semantics::FeatureStatus;
 use quiver_online::RocksStore;
-use quiver_proto::convert::values_to_column;
+use quiver_proto::convert::optional_values_to_column;
 use quiver_proto::v1;
 use tonic::{Request, Response, Status};
 
@@ -17,7 +17,7 @@ use crate::auth::principal;
 use crate::error::Result;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::online_read::{OnlineRead, ViewRead};
+use crate::online_read::{OnlineRead, Served, ViewRead};
 use crate::options::Clock;
 use crate::push::{PushBatch, Pushed, Pusher};
 use crate::registry::Registry;
@@ -70,10 +70,10 @@ impl OnlineService {
         let registry = self.registry.snapshot();
         let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
         let now = self.clock.now();
-        let mut views = read.execute(&self.store, &registry, now, lookup)?;
+        let views = read.execute(&self.store, &registry, now, lookup)?;
         Ok(match request_id {
             Some(id) => respond_and_log(&self.served_log, &registry, read, views, (id, now)),
-            None => response(read, &mut views, now, false),
+            None => response(read, &views, now),
         })
     }
 
@@ -140,26 +140,27 @@ fn respond_and_log(
     log: &ServedLog,
     registry: &RegistryState,
     mut read: OnlineRead,
-    mut views: Vec<ViewRead>,
+    views: Vec<ViewRead>,
     (request_id, now): (Arc<str>, i64),
 ) -> v1::GetOnlineFeaturesResponse {
     let Some(sampled) = log.sample(registry, &read) else {
-        return response(read, &mut views, now, false);
+        return response(read, &views, now);
     };
     let keys = std::mem::take(&mut read.keys);
-    let answer = response(read, &mut views, now, true);
-    log.record(sampled, keys, views, request_id, now);
+    let positions = read
+        .selection
+        .views
+        .iter()
+        .map(|selected| selected.positions.clone())
+        .collect();
+    let answer = response(read, &views, now);
+    log.record(sampled, keys, (views, positions), request_id, now);
     answer
 }
 
-/// The wire response of `read`. The event times and found flags move out of `views` unless
-/// `keep` (the served-row log still needs them).
-fn response(
-    read: OnlineRead,
-    views: &mut [ViewRead],
-    now: i64,
-    keep: bool,
-) -> v1::GetOnlineFeaturesResponse {
+/// The wire response of `read`: each feature's typed column and statuses filled in one pass
+/// over the rows read, from the stored values (no intermediate values).
+fn response(read: OnlineRead, views: &[ViewRead], now: i64) -> v1::GetOnlineFeaturesResponse {
     let mut response = v1::GetOnlineFeaturesResponse {
         served_at_micros: now,
         ..Default::default()
@@ -174,22 +175,22 @@ fn response(
         .views
         .into_iter()
         .zip(read.names)
-        .zip(views.iter_mut())
+        .zip(views)
         .enumerate()
     {
-        let features = view_read.features.iter().zip(&selected.positions);
-        for ((values, position), name) in features.zip(names) {
+        let rows = &view_read.rows;
+        for (&position, name) in selected.positions.iter().zip(names) {
+            let Some(feature) = selected.view.features.get(position) else {
+                continue;
+            };
+            let values = rows.iter().map(|row| row.value(position).0);
             response.features.push(v1::FeatureColumn {
                 name,
                 view_index: view_index as u32,
-                values: Some(values_to_column(
-                    &values.values,
-                    selected.view.features[*position].value_type,
-                )),
-                statuses: values
-                    .statuses
+                values: Some(optional_values_to_column(values, feature.value_type)),
+                statuses: rows
                     .iter()
-                    .map(|s| status_to_proto(*s) as i32)
+                    .map(|row| status_to_proto(row.value(position).1) as i32)
                     .collect(),
             });
         }
@@ -197,19 +198,11 @@ fn response(
             name: selected.view.name,
             version: selected.view.version,
             fingerprint: selected.view.fingerprint,
-            event_timestamps: take_or_clone(&mut view_read.event_timestamps, keep),
-            found: take_or_clone(&mut view_read.found, keep),
+            event_timestamps: rows.iter().map(Served::event_ts).collect(),
+            found: rows.iter().map(Served::found).collect(),
         });
     }
     response
-}
-
-fn take_or_clone<T: Clone>(items: &mut Vec<T>, keep: bool) -> Vec<T> {
-    if keep {
-        items.clone()
-    } else {
-        std::mem::take(items)
-    }
 }
 
 fn pushed_to_proto(n_rows: u64, pushed: Vec<Pushed>) -> v1::PushResponse {

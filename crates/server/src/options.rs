@@ -58,8 +58,9 @@ pub struct ServerOptions {
     pub served_log: crate::served_log::ServedLogOptions,
     /// How often push logs are compacted (runs of small files merged); None: never.
     pub push_log_compaction: Option<std::time::Duration>,
-    /// Bytes of RocksDB block cache for online rows (`--online-block-cache-bytes`).
-    pub online_block_cache_bytes: usize,
+    /// The online store's caches: RocksDB's block cache (`--online-block-cache-bytes`) and
+    /// the decoded rows (`--online-row-cache-bytes`).
+    pub online_caches: quiver_online::StoreOptions,
 }
 
 /// The default of [`ServerOptions::monitoring_interval`].
@@ -93,7 +94,7 @@ impl ServerOptions {
             run_profiles: true,
             served_log: crate::served_log::ServedLogOptions::default(),
             push_log_compaction: Some(DEFAULT_PUSH_LOG_COMPACTION),
-            online_block_cache_bytes: quiver_online::DEFAULT_BLOCK_CACHE_BYTES,
+            online_caches: quiver_online::StoreOptions::default(),
         }
     }
 }

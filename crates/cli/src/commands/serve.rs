@@ -50,6 +50,11 @@ pub(crate) struct ServeArgs {
     /// hot rows' blocks stay in memory, so reads of them need no disk. [default: 256MiB]
     #[arg(long, env = "QUIVER_ONLINE_BLOCK_CACHE_BYTES", value_name = "SIZE")]
     online_block_cache_bytes: Option<super::limits::ByteSetting>,
+    /// Cache of decoded online rows in front of RocksDB, in bytes or with a unit; 0 turns it
+    /// off. A hot key is then served without a RocksDB lookup or a decode; writes replace
+    /// what it holds before they are acknowledged. [default: 128MiB]
+    #[arg(long, env = "QUIVER_ONLINE_ROW_CACHE_BYTES", value_name = "SIZE")]
+    online_row_cache_bytes: Option<super::limits::ByteSetting>,
     /// URL a scheduled drift check that ends in ALERT is POSTed to as JSON (retried, never
     /// on a request path); off when not given.
     #[arg(long, env = "QUIVER_ALERT_WEBHOOK", value_name = "URL")]
@@ -159,7 +164,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         .online_block_cache_bytes
         .or(file.online_block_cache_bytes)
     {
-        options.online_block_cache_bytes = usize::try_from(size.0).unwrap_or(usize::MAX);
+        options.online_caches.block_cache_bytes = usize::try_from(size.0).unwrap_or(usize::MAX);
+    }
+    if let Some(size) = args.online_row_cache_bytes.or(file.online_row_cache_bytes) {
+        options.online_caches.row_cache_bytes = usize::try_from(size.0).unwrap_or(usize::MAX);
     }
     options.alert_webhook = args.alert_webhook.or(file.alert_webhook);
     options.run_profiles = !args.no_run_profiles && file.run_profiles.unwrap_or(true);

@@ -46,6 +46,9 @@ pub(crate) struct StateCollector {
     cache_hit_ratio: Gauge,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
+    row_cache: IntGauge,
+    row_cache_hits: IntCounter,
+    row_cache_misses: IntCounter,
     offline_memory: IntGauge,
     spill: IntGauge,
     /// One scrape at a time: a refresh resets and sets gauges, and advances counters.
@@ -151,6 +154,20 @@ impl StateCollector {
             cache_misses: IntCounter::new(
                 "quiver_rocksdb_block_cache_misses_total",
                 "Block cache misses since the server started.",
+            )
+            .map_err(internal)?,
+            row_cache: int_gauge(
+                "quiver_online_row_cache_bytes",
+                "Bytes held by the cache of decoded online rows (bounded by --online-row-cache-bytes).",
+            )?,
+            row_cache_hits: IntCounter::new(
+                "quiver_online_row_cache_hits_total",
+                "Online keys answered from the cache of decoded rows since the server started.",
+            )
+            .map_err(internal)?,
+            row_cache_misses: IntCounter::new(
+                "quiver_online_row_cache_misses_total",
+                "Online keys the cache of decoded rows did not hold (read from RocksDB) since the server started.",
             )
             .map_err(internal)?,
             scraping: std::sync::Mutex::new(()),
@@ -265,12 +282,23 @@ impl StateCollector {
                         .block_cache_misses
                         .saturating_sub(self.cache_misses.get()),
                 );
+                self.row_cache.set(stats.row_cache_bytes as i64);
+                self.row_cache_hits.inc_by(
+                    stats
+                        .row_cache_hits
+                        .saturating_sub(self.row_cache_hits.get()),
+                );
+                self.row_cache_misses.inc_by(
+                    stats
+                        .row_cache_misses
+                        .saturating_sub(self.row_cache_misses.get()),
+                );
             }
             Err(error) => tracing::warn!(%error, "store metrics unavailable"),
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 20] {
+    fn collectors(&self) -> [&dyn Collector; 23] {
         [
             &self.materialization_runs,
             &self.violations,
@@ -290,6 +318,9 @@ impl StateCollector {
             &self.cache_hit_ratio,
             &self.cache_hits,
             &self.cache_misses,
+            &self.row_cache,
+            &self.row_cache_hits,
+            &self.row_cache_misses,
             &self.offline_memory,
             &self.spill,
         ]

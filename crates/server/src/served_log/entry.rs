@@ -8,7 +8,7 @@ use quiver_core::logging::{is_sampled, key_hash};
 use quiver_core::types::Micros;
 use quiver_core::value::{KeyValue, Value};
 
-use crate::online_read::{FeatureValues, OnlineRead, ViewRead};
+use crate::online_read::{OnlineRead, ViewRead};
 
 /// Which rows of a read are logged, decided before the response is built.
 #[derive(Debug)]
@@ -27,11 +27,39 @@ pub(crate) struct LogEntry {
     pub(crate) request_id: Arc<str>,
     pub(crate) served_at: Micros,
     /// Per selected view: the rows' keys (the view's join-key order) and what was served.
-    pub(crate) views: Vec<(Vec<Vec<KeyValue>>, ViewRead)>,
+    pub(crate) views: Vec<LoggedView>,
     pub(crate) rows: usize,
     /// A rough size of the rows in memory, for the queue and the rate bound.
     pub(crate) bytes: usize,
 }
+
+/// The logged rows of one selected view.
+#[derive(Debug)]
+pub(crate) struct LoggedView {
+    /// Each row's key, in the view's join-key order.
+    pub(crate) keys: Vec<Vec<KeyValue>>,
+    /// What was served for each row.
+    pub(crate) read: ViewRead,
+    /// The view's features selected, as positions in the read version's features.
+    pub(crate) positions: Vec<usize>,
+}
+
+impl LoggedView {
+    /// The value served for selected feature `f` of each row (`Value::Null` unless
+    /// `PRESENT`) and its status.
+    pub(crate) fn feature(
+        &self,
+        f: usize,
+    ) -> impl Iterator<Item = (&Value, quiver_core::semantics::FeatureStatus)> {
+        let position = self.positions.get(f).copied().unwrap_or(usize::MAX);
+        self.read.rows.iter().map(move |row| {
+            let (value, status) = row.value(position);
+            (value.unwrap_or(&NULL), status)
+        })
+    }
+}
+
+static NULL: Value = Value::Null;
 
 /// Which rows of `read` are logged under `threshold`: by the hash of each row's join keys
 /// (every view's, in selection order, each name once), so a key is logged on every request.
@@ -55,21 +83,31 @@ impl LogEntry {
     pub(crate) fn new(
         sampled: Sampled,
         keys: Vec<Vec<Vec<KeyValue>>>,
-        views: Vec<ViewRead>,
+        (views, positions): (Vec<ViewRead>, Vec<Vec<usize>>),
         request_id: Arc<str>,
         served_at: Micros,
     ) -> LogEntry {
-        let views: Vec<(Vec<Vec<KeyValue>>, ViewRead)> = match &sampled.rows {
-            None => keys.into_iter().zip(views).collect(),
-            Some(rows) => keys
-                .iter()
-                .zip(&views)
-                .map(|(keys, view)| (pick(keys, rows), pick_read(view, rows)))
-                .collect(),
-        };
-        let rows = views.first().map_or(0, |(_, v)| v.found.len());
-        let bytes =
-            64 + request_id.len() + views.iter().map(|(k, v)| view_bytes(k, v)).sum::<usize>();
+        let views: Vec<LoggedView> = keys
+            .into_iter()
+            .zip(views)
+            .zip(positions)
+            .map(|((keys, read), positions)| match &sampled.rows {
+                None => LoggedView {
+                    keys,
+                    read,
+                    positions,
+                },
+                Some(rows) => LoggedView {
+                    keys: pick(&keys, rows),
+                    read: ViewRead {
+                        rows: pick(&read.rows, rows),
+                    },
+                    positions,
+                },
+            })
+            .collect();
+        let rows = views.first().map_or(0, |v| v.read.rows.len());
+        let bytes = 64 + request_id.len() + views.iter().map(view_bytes).sum::<usize>();
         LogEntry {
             service: sampled.service,
             version: sampled.version,
@@ -86,29 +124,16 @@ fn pick<T: Clone>(items: &[T], rows: &[usize]) -> Vec<T> {
     rows.iter().map(|r| items[*r].clone()).collect()
 }
 
-fn pick_read(view: &ViewRead, rows: &[usize]) -> ViewRead {
-    ViewRead {
-        features: view
-            .features
-            .iter()
-            .map(|f| FeatureValues {
-                values: pick(&f.values, rows),
-                statuses: pick(&f.statuses, rows),
-            })
-            .collect(),
-        event_timestamps: pick(&view.event_timestamps, rows),
-        found: pick(&view.found, rows),
-    }
-}
-
-fn view_bytes(keys: &[Vec<KeyValue>], view: &ViewRead) -> usize {
-    let keys: usize = keys.iter().flatten().map(key_bytes).sum();
-    let values: usize = view
-        .features
-        .iter()
-        .map(|f| f.values.iter().map(value_bytes).sum::<usize>() + f.statuses.len())
+fn view_bytes(view: &LoggedView) -> usize {
+    let keys: usize = view.keys.iter().flatten().map(key_bytes).sum();
+    let values: usize = (0..view.positions.len())
+        .map(|f| {
+            view.feature(f)
+                .map(|(value, _)| value_bytes(value) + 1)
+                .sum::<usize>()
+        })
         .sum();
-    keys + values + 9 * view.found.len()
+    keys + values + 9 * view.read.rows.len()
 }
 
 fn key_bytes(key: &KeyValue) -> usize {

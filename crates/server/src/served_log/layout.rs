@@ -132,7 +132,7 @@ impl Layout {
         for ((v, k), key) in &self.keys {
             let values = entries
                 .iter()
-                .flat_map(|e| e.views[*v].0.iter().map(|row| &row[*k]));
+                .flat_map(|e| e.views[*v].keys.iter().map(|row| &row[*k]));
             let column = key_column(*key, values.collect::<Vec<_>>().into_iter())
                 .map_err(|row| Error::Internal(format!("log key of another type at row {row}")))?;
             columns.push(column);
@@ -140,11 +140,11 @@ impl Layout {
         for (v, (version, types)) in self.views.iter().enumerate() {
             columns.push(Arc::new(Int64Array::from(vec![i64::from(*version); rows])));
             let events = entries.iter().flat_map(|e| {
-                let read = &e.views[v].1;
-                read.found
+                e.views[v]
+                    .read
+                    .rows
                     .iter()
-                    .zip(&read.event_timestamps)
-                    .map(|(found, event)| found.then_some(*event))
+                    .map(|row| row.found().then_some(row.event_ts()))
             });
             columns.push(Arc::new(
                 TimestampMicrosecondArray::from(events.collect::<Vec<_>>()).with_timezone("UTC"),
@@ -152,7 +152,7 @@ impl Layout {
             for (f, value_type) in types.iter().enumerate() {
                 let values = entries
                     .iter()
-                    .flat_map(|e| e.views[v].1.features[f].values.iter());
+                    .flat_map(|e| e.views[v].feature(f).map(|(value, _)| value));
                 let column = value_column(*value_type, values.collect::<Vec<_>>().into_iter())
                     .map_err(|row| {
                         Error::Internal(format!("log value of another type at row {row}"))
@@ -160,7 +160,7 @@ impl Layout {
                 columns.push(column);
                 let mut statuses = StringBuilder::with_capacity(rows, rows * 8);
                 for entry in entries {
-                    for status in &entry.views[v].1.features[f].statuses {
+                    for (_, status) in entry.views[v].feature(f) {
                         statuses.append_value(status.name());
                     }
                 }

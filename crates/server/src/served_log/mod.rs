@@ -179,12 +179,13 @@ impl ServedLog {
     }
 
     /// On the request path, after the response is built: queues the `sampled` rows of the
-    /// read's `keys` (taken from it) and `views`.
+    /// read's `keys` (taken from it) and `views` (with each view's selected feature
+    /// positions).
     pub(crate) fn record(
         &self,
         sampled: entry::Sampled,
         keys: Vec<Vec<Vec<KeyValue>>>,
-        views: Vec<ViewRead>,
+        views: (Vec<ViewRead>, Vec<Vec<usize>>),
         request_id: Arc<str>,
         served_at: Micros,
     ) {
