@@ -154,10 +154,30 @@ impl OnlineRead {
         })
     }
 
-    /// Reads every selected view at `now` from the store (blocking: disk reads); with
-    /// `lookup` false reads nothing: every value is NOT_FOUND and the answer keeps its shape
-    /// (the transport baseline `Echo`).
+    /// Reads every selected view at `now` from the store (blocking: disk reads).
     pub fn execute(
+        &self,
+        store: &RocksStore,
+        registry: &RegistryState,
+        now: Micros,
+    ) -> Result<Vec<ViewRead>> {
+        self.read(store, registry, now, true)
+    }
+
+    /// The transport baseline `Echo`: a response of the same shape and about the same size
+    /// as [`OnlineRead::execute`]'s, for one lookup per view: the first entity row's stored
+    /// row (from memory only, never the disk, so an async worker may run it) is served for
+    /// every entity row.
+    pub fn echo(
+        &self,
+        store: &RocksStore,
+        registry: &RegistryState,
+        now: Micros,
+    ) -> Result<Vec<ViewRead>> {
+        self.read(store, registry, now, false)
+    }
+
+    fn read(
         &self,
         store: &RocksStore,
         registry: &RegistryState,
@@ -172,7 +192,10 @@ impl OnlineRead {
                 let stored = if lookup {
                     store.read_rows(&selected.view, keys)?
                 } else {
-                    vec![None; self.n_rows]
+                    let first = keys.get(..1).unwrap_or_default();
+                    let first = store.read_rows_cached(&selected.view, first)?;
+                    let row = first.and_then(|rows| rows.into_iter().next().flatten());
+                    vec![row; self.n_rows]
                 };
                 Ok(view_read(selected, stored, registry, now))
             })

@@ -59,22 +59,25 @@ impl OnlineService {
         }
     }
 
-    /// One registry snapshot serves the whole request: resolution and reading alike.
-    /// With a `request_id`, the served rows are offered to the served-row log.
+    /// One registry snapshot serves the whole request: resolution and reading alike. The
+    /// served rows are offered to the served-row log.
     fn get(
         &self,
         request: &v1::GetOnlineFeaturesRequest,
-        lookup: bool,
-        request_id: Option<Arc<str>>,
+        request_id: Arc<str>,
     ) -> Result<v1::GetOnlineFeaturesResponse> {
         let registry = self.registry.snapshot();
         let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
         let now = self.clock.now();
-        let views = read.execute(&self.store, &registry, now, lookup)?;
-        Ok(match request_id {
-            Some(id) => respond_and_log(&self.served_log, &registry, read, views, (id, now)),
-            None => response(read, &views, now),
-        })
+        let views = read.execute(&self.store, &registry, now)?;
+        let call = (request_id, now);
+        Ok(respond_and_log(
+            &self.served_log,
+            &registry,
+            read,
+            views,
+            call,
+        ))
     }
 
     /// A small read: validated here, answered here when its rows are all in memory, else
@@ -99,7 +102,7 @@ impl OnlineService {
         }
         let (store, served_log) = (Arc::clone(&self.store), Arc::clone(&self.served_log));
         crate::run_blocking(move || {
-            let views = read.execute(&store, &registry, now, true)?;
+            let views = read.execute(&store, &registry, now)?;
             let call = (request_id, now);
             Ok(respond_and_log(&served_log, &registry, read, views, call))
         })
@@ -235,7 +238,7 @@ impl v1::online_service_server::OnlineService for OnlineService {
             self.get_small(&request).await?
         } else {
             let (service, id) = (self.clone(), crate::transport::request_id());
-            crate::run_blocking(move || service.get(&request, true, Some(id))).await?
+            crate::run_blocking(move || service.get(&request, id)).await?
         };
         self.metrics.record_online_read(&response);
         Ok(Response::new(response))
@@ -294,6 +297,10 @@ impl v1::online_service_server::OnlineService for OnlineService {
         request: Request<v1::GetOnlineFeaturesRequest>,
     ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
         check_scope(&request)?;
-        Ok(Response::new(self.get(request.get_ref(), false, None)?))
+        let registry = self.registry.snapshot();
+        let read = OnlineRead::from_wire(request.get_ref(), &registry, &self.limits)?;
+        let now = self.clock.now();
+        let views = read.echo(&self.store, &registry, now)?;
+        Ok(Response::new(response(read, &views, now)))
     }
 }

@@ -73,8 +73,9 @@ class OnlineServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Echo(self, request, context):
-        """Does no lookup: returns a response shaped like GetOnlineFeatures for the same request
-        (same columns, null values). The baseline of the serving benchmark.
+        """One lookup per view instead of one per entity: returns the response GetOnlineFeatures
+        would give if every entity row had the first row's key (same columns, same size when rows
+        are alike). The transport baseline of the serving benchmark.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
