@@ -19,7 +19,7 @@ pub(super) const T: i64 = 1_800_000_000_000_000;
 pub(super) const TTL_HOURS: i64 = 3;
 
 /// The reference: a plain scan for the greatest (event, created) among candidates.
-fn reference(rows: &[TestRow], user_id: i64, t: i64) -> Option<i64> {
+pub(super) fn reference(rows: &[TestRow], user_id: i64, t: i64) -> Option<i64> {
     rows.iter()
         .filter(|r| r.user_id == user_id && r.event_ts <= t && r.event_ts >= t - TTL_HOURS * HOUR)
         .max_by_key(|r| (r.event_ts, r.created_ts))

@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod moto;
+pub mod redis_cluster;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -51,6 +51,8 @@ pub(crate) struct ConfigFile {
     pub online_block_cache_bytes: Option<crate::commands::limits::ByteSetting>,
     /// Cache of decoded online rows, 0 for none (`--online-row-cache-bytes`).
     pub online_row_cache_bytes: Option<crate::commands::limits::ByteSetting>,
+    /// Where online rows live (`--online-store`): `rocksdb` or a `redis+cluster://` URL.
+    pub online_store: Option<String>,
     /// URL scheduled drift ALERTs are POSTed to (`--alert-webhook`).
     pub alert_webhook: Option<String>,
     /// Days stored profiles are kept, 0 for ever (`--profile-retention-days`).

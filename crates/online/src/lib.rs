@@ -46,6 +46,7 @@ pub mod keys;
 
 mod error;
 mod online;
+mod online_store;
 mod profiles;
 mod reader;
 mod row_cache;
@@ -61,7 +62,8 @@ mod test_support;
 
 pub use error::{Error, Result};
 pub use online::WriteStats;
+pub use online_store::{EncodedRow, OnlineStore, encode_rows};
 pub use row_cache::DEFAULT_ROW_CACHE_BYTES;
-pub use row_codec::StoredRow;
+pub use row_codec::{StoredRow, decode_row};
 pub use stats::StoreStats;
 pub use store::{DEFAULT_BLOCK_CACHE_BYTES, RocksStore, StoreOptions};

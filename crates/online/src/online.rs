@@ -1,20 +1,19 @@
 //! Online rows: ordered, atomic-per-key writes and batched reads.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use quiver_core::ResolvedView;
-use quiver_core::semantics::{row_order, write_wins};
+use quiver_core::semantics::write_wins;
 use quiver_core::value::{KeyValue, Row};
 use rocksdb::WriteBatch;
 
 use crate::error::{Error, Result};
-use crate::keys::{check_key, encode_key, encode_key_into};
+use crate::keys::{check_key, encode_key_into};
+use crate::online_store::EncodedRow;
 use crate::row_cache::{Cached, Miss};
-use crate::row_codec::{StoredRow, decode_order, decode_row, encode_row};
+use crate::row_codec::{StoredRow, decode_order, decode_row};
 use crate::stats::raise_newest_event;
 use crate::store::{CF_ONLINE, RocksStore, stripe_of, synced};
-use crate::validate::validate_row;
 
 /// What `write_rows` did: every row given is counted exactly once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,41 +39,17 @@ impl RocksStore {
         rows: &[Row],
         durable: bool,
     ) -> Result<WriteStats> {
-        for (index, row) in rows.iter().enumerate() {
-            validate_row(view, index, row)?;
-        }
-        // Latest row per encoded key (the map keeps keys sorted for the multi-get).
-        let mut latest: BTreeMap<Vec<u8>, &Row> = BTreeMap::new();
-        for row in rows {
-            let key = encode_key(&view.name, &row.key);
-            match latest.get(&key) {
-                Some(kept)
-                    if !write_wins(
-                        row_order(row.event_ts, row.created_ts),
-                        Some(row_order(kept.event_ts, kept.created_ts)),
-                    ) => {}
-                _ => {
-                    latest.insert(key, row);
-                }
-            }
-        }
-        let mut encoded = Vec::with_capacity(latest.len());
-        for (key, row) in &latest {
-            let value = encode_row(view.version, row.event_ts, row.created_ts, &row.values)?;
-            encoded.push((
-                key.as_slice(),
-                row_order(row.event_ts, row.created_ts),
-                value,
-            ));
-        }
-
+        // Latest row per encoded key, sorted by key for the multi-get.
+        let encoded = crate::online_store::encode_rows(view, rows)?;
         let cf = self.cf(CF_ONLINE)?;
-        let guards = self.lock_keys(latest.keys().map(Vec::as_slice));
-        let stored = self.db.batched_multi_get_cf(cf, latest.keys(), true);
+        let guards = self.lock_keys(encoded.iter().map(|row| row.key.as_slice()));
+        let stored = self
+            .db
+            .batched_multi_get_cf(cf, encoded.iter().map(|row| &row.key), true);
         let mut batch = WriteBatch::default();
         let mut written = 0u64;
         let mut newest = i64::MIN;
-        for ((key, order, value), stored) in encoded.iter().zip(stored) {
+        for (EncodedRow { key, order, value }, stored) in encoded.iter().zip(stored) {
             let stored_order = match stored.map_err(Error::storage("read stored rows"))? {
                 None => None,
                 Some(bytes) => Some(decode_order(&bytes)?),
@@ -95,8 +70,8 @@ impl RocksStore {
             let wrote = self.db.write_opt(batch, &options);
             // After the write, under the stripe locks: see `row_cache` for why this order.
             if let Some(cache) = &self.row_cache {
-                for key in latest.keys() {
-                    cache.invalidate(key, stripe_of(key));
+                for row in &encoded {
+                    cache.invalidate(&row.key, stripe_of(&row.key));
                 }
             }
             wrote.map_err(Error::storage("write online rows"))?;
@@ -240,6 +215,7 @@ fn decode_stored(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::encode_key;
     use crate::test_support::view;
     use quiver_core::ErrorCode;
     use quiver_core::types::KeyType;

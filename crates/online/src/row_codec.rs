@@ -82,7 +82,7 @@ pub(crate) fn encode_row(
 }
 
 /// Decodes a whole stored row.
-pub(crate) fn decode_row(bytes: &[u8]) -> Result<StoredRow> {
+pub fn decode_row(bytes: &[u8]) -> Result<StoredRow> {
     let mut reader = Reader::new(bytes, WHAT);
     let (view_version, event_ts, created_ts) = decode_header(&mut reader)?;
     let count = usize::from(u16::from_le_bytes(reader.array()?));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use quiver_offline::{OfflineStore, ParquetSchemaCheck};
-use quiver_online::RocksStore;
+use quiver_online::{OnlineStore, RocksStore};
 use quiver_proto::v1;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,8 @@ use crate::{
 #[derive(Debug)]
 pub(crate) struct Components {
     pub(crate) store: Arc<RocksStore>,
+    /// Online rows: `store` itself, or a shared store (`--online-store`).
+    pub(crate) online: Arc<dyn OnlineStore>,
     registry: Arc<registry::Registry>,
     pusher: Arc<push::Pusher>,
     exporter: Arc<export::Exporter>,
@@ -57,6 +59,7 @@ impl Components {
             &options.data_dir.join("rocksdb"),
             options.online_caches,
         )?);
+        let online = open_online_store(options.online_store.as_deref(), &store)?;
         let offline = Arc::new(
             OfflineStore::new(&options.data_dir, roots.sources.clone(), roots.labels)
                 .with_memory_limit(
@@ -120,7 +123,7 @@ impl Components {
             backups,
             drift_checks,
             monitor: Arc::clone(&monitor),
-            pusher: Arc::new(push::Pusher::new(Arc::clone(&store), Arc::clone(&offline))),
+            pusher: Arc::new(push::Pusher::new(Arc::clone(&online), Arc::clone(&offline))),
             exporter: Arc::new(export::Exporter::new(
                 Arc::clone(&registry),
                 Arc::clone(&offline),
@@ -132,13 +135,14 @@ impl Components {
             )),
             materializer: Arc::new(jobs::Materializer::new(
                 options.run_profiles.then_some(Arc::clone(&monitor)),
-                monitor,
+                (monitor, Arc::clone(&online)),
                 jobs_shutdown,
                 options.limits.max_concurrent_jobs,
                 Arc::clone(&metrics),
             )),
             registry,
             store,
+            online,
             metrics,
         })
     }
@@ -151,7 +155,11 @@ impl Components {
     ) -> Result<StateCollector> {
         StateCollector::new(
             Arc::clone(&self.registry),
-            (Arc::clone(&self.store), Arc::clone(&self.offline)),
+            (
+                Arc::clone(&self.store),
+                Arc::clone(&self.online),
+                Arc::clone(&self.offline),
+            ),
             Arc::clone(&options.clock),
             health,
             self.metrics.materialization_runs(),
@@ -183,7 +191,7 @@ impl Components {
                 v1::online_service_server::OnlineServiceServer::new(
                     online_svc::OnlineService::new(
                         Arc::clone(&self.registry),
-                        Arc::clone(&self.store),
+                        Arc::clone(&self.online),
                         Arc::clone(&self.pusher),
                         Arc::clone(&self.served_log),
                         Arc::clone(&options.clock),
@@ -232,5 +240,24 @@ impl Components {
                 .max_decoding_message_size(data)
                 .max_encoding_message_size(data),
             )
+    }
+}
+
+/// The online store `--online-store` names: RocksDB in the data directory (`None` or
+/// `rocksdb`), or a Redis Cluster (`redis+cluster://...`).
+fn open_online_store(url: Option<&str>, store: &Arc<RocksStore>) -> Result<Arc<dyn OnlineStore>> {
+    match url {
+        None | Some("rocksdb") => Ok(Arc::clone(store) as Arc<dyn OnlineStore>),
+        Some(url) if url.starts_with("redis+cluster://") => {
+            let redis = quiver_redis::RedisStore::open(url).map_err(quiver_online::Error::from)?;
+            Ok(Arc::new(redis))
+        }
+        Some(other) => Err(Error::invalid(
+            "--online-store",
+            format!(
+                "`{}` is not a store: use `rocksdb` (the default) or redis+cluster://HOST:PORT[,HOST:PORT]",
+                other.split('@').next_back().unwrap_or_default()
+            ),
+        )),
     }
 }

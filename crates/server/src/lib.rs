@@ -193,6 +193,7 @@ async fn serve_grpc(
         Ok(())
     })
     .await?;
+    components.online.sync()?;
     components.store.sync()?;
     tracing::info!("storage synced; bye");
     Ok(())

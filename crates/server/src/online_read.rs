@@ -13,7 +13,7 @@ use quiver_core::selection::Selection;
 use quiver_core::semantics::FeatureStatus;
 use quiver_core::types::Micros;
 use quiver_core::value::{KeyValue, Value};
-use quiver_online::{RocksStore, StoredRow};
+use quiver_online::{OnlineStore, StoredRow};
 use quiver_proto::convert::{column_len, column_to_keys, columns_by_name};
 use quiver_proto::selector::online_selector;
 use quiver_proto::v1;
@@ -157,7 +157,7 @@ impl OnlineRead {
     /// Reads every selected view at `now` from the store (blocking: disk reads).
     pub fn execute(
         &self,
-        store: &RocksStore,
+        store: &dyn OnlineStore,
         registry: &RegistryState,
         now: Micros,
     ) -> Result<Vec<ViewRead>> {
@@ -170,7 +170,7 @@ impl OnlineRead {
     /// every entity row.
     pub fn echo(
         &self,
-        store: &RocksStore,
+        store: &dyn OnlineStore,
         registry: &RegistryState,
         now: Micros,
     ) -> Result<Vec<ViewRead>> {
@@ -179,7 +179,7 @@ impl OnlineRead {
 
     fn read(
         &self,
-        store: &RocksStore,
+        store: &dyn OnlineStore,
         registry: &RegistryState,
         now: Micros,
         lookup: bool,
@@ -207,7 +207,7 @@ impl OnlineRead {
     /// `MEMORY_READ_MAX_ROWS` or some row would need the disk.
     pub fn execute_from_memory(
         &self,
-        store: &RocksStore,
+        store: &dyn OnlineStore,
         registry: &RegistryState,
         now: Micros,
     ) -> Result<Option<Vec<ViewRead>>> {

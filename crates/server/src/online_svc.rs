@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use quiver_core::RegistryState;
 use quiver_core::semantics::FeatureStatus;
-use quiver_online::RocksStore;
+use quiver_online::OnlineStore;
 use quiver_proto::convert::optional_values_to_column;
 use quiver_proto::v1;
 use tonic::{Request, Response, Status};
@@ -30,7 +30,7 @@ const INLINE_READ_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct OnlineService {
     registry: Arc<Registry>,
-    store: Arc<RocksStore>,
+    store: Arc<dyn OnlineStore>,
     pusher: Arc<Pusher>,
     served_log: Arc<ServedLog>,
     clock: Arc<dyn Clock>,
@@ -41,7 +41,7 @@ pub struct OnlineService {
 impl OnlineService {
     pub(crate) fn new(
         registry: Arc<Registry>,
-        store: Arc<RocksStore>,
+        store: Arc<dyn OnlineStore>,
         pusher: Arc<Pusher>,
         served_log: Arc<ServedLog>,
         clock: Arc<dyn Clock>,
@@ -69,7 +69,7 @@ impl OnlineService {
         let registry = self.registry.snapshot();
         let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
         let now = self.clock.now();
-        let views = read.execute(&self.store, &registry, now)?;
+        let views = read.execute(&*self.store, &registry, now)?;
         let call = (request_id, now);
         Ok(respond_and_log(
             &self.served_log,
@@ -90,7 +90,7 @@ impl OnlineService {
         let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
         let now = self.clock.now();
         let request_id = crate::transport::request_id();
-        if let Some(views) = read.execute_from_memory(&self.store, &registry, now)? {
+        if let Some(views) = read.execute_from_memory(&*self.store, &registry, now)? {
             let call = (request_id, now);
             return Ok(respond_and_log(
                 &self.served_log,
@@ -102,7 +102,7 @@ impl OnlineService {
         }
         let (store, served_log) = (Arc::clone(&self.store), Arc::clone(&self.served_log));
         crate::run_blocking(move || {
-            let views = read.execute(&store, &registry, now)?;
+            let views = read.execute(&*store, &registry, now)?;
             let call = (request_id, now);
             Ok(respond_and_log(&served_log, &registry, read, views, call))
         })
@@ -300,7 +300,7 @@ impl v1::online_service_server::OnlineService for OnlineService {
         let registry = self.registry.snapshot();
         let read = OnlineRead::from_wire(request.get_ref(), &registry, &self.limits)?;
         let now = self.clock.now();
-        let views = read.echo(&self.store, &registry, now)?;
+        let views = read.echo(&*self.store, &registry, now)?;
         Ok(Response::new(response(read, &views, now)))
     }
 }

@@ -61,6 +61,9 @@ pub struct ServerOptions {
     /// The online store's caches: RocksDB's block cache (`--online-block-cache-bytes`) and
     /// the decoded rows (`--online-row-cache-bytes`).
     pub online_caches: quiver_online::StoreOptions,
+    /// Where online rows live (`--online-store`): `None` for RocksDB in the data directory,
+    /// or a `redis+cluster://` URL (crate `quiver-redis`).
+    pub online_store: Option<String>,
 }
 
 /// The default of [`ServerOptions::monitoring_interval`].
@@ -95,6 +98,7 @@ impl ServerOptions {
             served_log: crate::served_log::ServedLogOptions::default(),
             push_log_compaction: Some(DEFAULT_PUSH_LOG_COMPACTION),
             online_caches: quiver_online::StoreOptions::default(),
+            online_store: None,
         }
     }
 }

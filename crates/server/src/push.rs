@@ -15,7 +15,7 @@ use quiver_core::semantics::{invalid_time_message, is_valid_time};
 use quiver_core::value::Row;
 use quiver_core::{Kind, RegistryState, ResolvedView};
 use quiver_offline::{OfflineStore, push_log_batch};
-use quiver_online::RocksStore;
+use quiver_online::OnlineStore;
 use quiver_proto::convert::{
     column_len, column_to_keys, column_to_micros, column_to_values, columns_by_name, slice_column,
 };
@@ -152,12 +152,12 @@ impl PushBatch {
 /// before the push is acknowledged. Blocking: call it off the async workers.
 #[derive(Debug)]
 pub struct Pusher {
-    store: Arc<RocksStore>,
+    store: Arc<dyn OnlineStore>,
     offline: Arc<OfflineStore>,
 }
 
 impl Pusher {
-    pub fn new(store: Arc<RocksStore>, offline: Arc<OfflineStore>) -> Self {
+    pub fn new(store: Arc<dyn OnlineStore>, offline: Arc<OfflineStore>) -> Self {
         Pusher { store, offline }
     }
 

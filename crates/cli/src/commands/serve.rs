@@ -55,6 +55,17 @@ pub(crate) struct ServeArgs {
     /// what it holds before they are acknowledged. [default: 128MiB]
     #[arg(long, env = "QUIVER_ONLINE_ROW_CACHE_BYTES", value_name = "SIZE")]
     online_row_cache_bytes: Option<super::limits::ByteSetting>,
+    /// Where online rows live: `rocksdb` (the data directory, the default) or a Redis
+    /// Cluster / Valkey shared by several replicas:
+    /// `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT][?replicas=N&timeout_ms=MS]`
+    /// (give a password through the environment variable, not the command line).
+    #[arg(
+        long,
+        env = "QUIVER_ONLINE_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    online_store: Option<String>,
     /// URL a scheduled drift check that ends in ALERT is POSTed to as JSON (retried, never
     /// on a request path); off when not given.
     #[arg(long, env = "QUIVER_ALERT_WEBHOOK", value_name = "URL")]
@@ -166,6 +177,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     {
         options.online_caches.block_cache_bytes = usize::try_from(size.0).unwrap_or(usize::MAX);
     }
+    options.online_store = args.online_store.or(file.online_store);
     if let Some(size) = args.online_row_cache_bytes.or(file.online_row_cache_bytes) {
         options.online_caches.row_cache_bytes = usize::try_from(size.0).unwrap_or(usize::MAX);
     }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use quiver_core::ResolvedView;
 use quiver_offline::OfflineStore;
-use quiver_online::RocksStore;
+use quiver_online::{OnlineStore, RocksStore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -43,7 +43,10 @@ const MAX_FINISHED_JOBS: usize = 256;
 /// Runs materialization jobs in the background and keeps their table.
 #[derive(Debug)]
 pub struct Materializer {
+    /// Watermarks.
     store: Arc<RocksStore>,
+    /// Online rows.
+    online: Arc<dyn OnlineStore>,
     offline: Arc<OfflineStore>,
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
@@ -58,17 +61,18 @@ pub struct Materializer {
 }
 
 impl Materializer {
-    /// Jobs over the stores, registry and clock `monitor` uses; `profiler` (when given)
-    /// profiles each run.
+    /// Jobs over the stores, registry and clock `monitor` uses, writing online rows to
+    /// `online`; `profiler` (when given) profiles each run.
     pub(crate) fn new(
         profiler: Option<Arc<Monitor>>,
-        monitor: Arc<Monitor>,
+        (monitor, online): (Arc<Monitor>, Arc<dyn OnlineStore>),
         shutdown: CancellationToken,
         max_concurrent_jobs: u64,
         metrics: Arc<Metrics>,
     ) -> Self {
         Materializer {
             store: Arc::clone(monitor.store()),
+            online,
             offline: Arc::clone(monitor.offline()),
             registry: Arc::clone(monitor.registry()),
             clock: Arc::clone(monitor.clock()),
@@ -274,21 +278,22 @@ impl Materializer {
                 if job.cancel.is_cancelled() {
                     return Err(Error::Cancelled);
                 }
-                let (store, view, chunk) = (Arc::clone(&self.store), view.clone(), chunk.to_vec());
+                let (store, view, chunk) = (Arc::clone(&self.online), view.clone(), chunk.to_vec());
                 let stats =
                     crate::run_blocking(move || Ok(store.write_rows(&view, &chunk, false)?))
                         .await?;
                 view_job.written.fetch_add(stats.written, Ordering::Relaxed);
             }
         }
-        let (store, view, start, end) = (
+        let (store, online, view, start, end) = (
             Arc::clone(&self.store),
+            Arc::clone(&self.online),
             view.clone(),
             view_job.start,
             view_job.end,
         );
         crate::run_blocking(move || {
-            store.sync()?;
+            online.sync()?;
             let watermark = store.watermark(&view)?.unwrap_or(i64::MIN);
             if start <= watermark && end > watermark {
                 store.set_watermark(&view, end)?;
@@ -367,6 +372,7 @@ mod tests {
                 "--source-root",
             )),
         )?);
+        let online = Arc::clone(&store) as Arc<dyn OnlineStore>;
         let monitor = Arc::new(Monitor::open(
             registry,
             offline,
@@ -375,7 +381,7 @@ mod tests {
         )?);
         Ok(Materializer::new(
             Some(Arc::clone(&monitor)),
-            monitor,
+            (monitor, online),
             CancellationToken::new(),
             max_jobs,
             Arc::new(crate::Metrics::new()?),

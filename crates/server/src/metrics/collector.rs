@@ -9,7 +9,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts};
 use quiver_core::Kind;
-use quiver_online::RocksStore;
+use quiver_online::{OnlineStore, RocksStore};
 
 use super::Health;
 use crate::error::{Error, Result};
@@ -20,6 +20,8 @@ use crate::registry::Registry;
 pub(crate) struct StateCollector {
     registry: Arc<Registry>,
     store: Arc<RocksStore>,
+    /// Online rows (the newest event per view).
+    online: Arc<dyn OnlineStore>,
     offline: Arc<quiver_offline::OfflineStore>,
     clock: Arc<dyn Clock>,
     health: Arc<Health>,
@@ -68,7 +70,11 @@ fn internal(error: prometheus::Error) -> Error {
 impl StateCollector {
     pub(crate) fn new(
         registry: Arc<Registry>,
-        (store, offline): (Arc<RocksStore>, Arc<quiver_offline::OfflineStore>),
+        (store, online, offline): (
+            Arc<RocksStore>,
+            Arc<dyn OnlineStore>,
+            Arc<quiver_offline::OfflineStore>,
+        ),
         clock: Arc<dyn Clock>,
         health: Arc<Health>,
         materialization_runs: IntCounterVec,
@@ -176,6 +182,7 @@ impl StateCollector {
             run_violations,
             registry,
             store,
+            online,
             offline,
             clock,
             health,
@@ -234,7 +241,7 @@ impl StateCollector {
                 self.ttl.with_label_values(&name).set(view.ttl as f64 / 1e6);
             }
             match (
-                self.store.newest_event(&view.name),
+                self.online.newest_event(&view.name),
                 self.store.watermark(view),
             ) {
                 (Ok(newest), Ok(watermark)) => {

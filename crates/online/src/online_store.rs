@@ -1,0 +1,132 @@
+//! [`OnlineStore`]: where online rows live, behind one trait. RocksDB in the data directory
+//! ([`RocksStore`], the embedded default) implements it here; Redis Cluster or Valkey (crate
+//! `quiver-redis`, shared by several Quiver replicas) implements it there. Both store the same
+//! key and row layouts (`keys`, `row_codec`) and apply the same ordering rule
+//! ([`quiver_core::semantics::write_wins`]) atomically per key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use quiver_core::ResolvedView;
+use quiver_core::semantics::{RowOrder, row_order, write_wins};
+use quiver_core::value::{KeyValue, Row};
+
+use crate::error::Result;
+use crate::keys::encode_key;
+use crate::online::WriteStats;
+use crate::row_codec::{StoredRow, encode_row};
+use crate::store::RocksStore;
+use crate::validate::validate_row;
+
+/// Online rows: batched reads, ordered writes. Calls block (disk or network): callers run
+/// them on the blocking pool, except [`OnlineStore::read_rows_cached`].
+pub trait OnlineStore: Send + Sync + std::fmt::Debug {
+    /// The stored row for each key (in the view's canonical join key order), `None` where
+    /// there is none. A key of the wrong shape is an `INVALID_ARGUMENT` error.
+    fn read_rows(
+        &self,
+        view: &ResolvedView,
+        keys: &[Vec<KeyValue>],
+    ) -> Result<Vec<Option<Arc<StoredRow>>>>;
+
+    /// Like [`OnlineStore::read_rows`] from memory only, so that an async worker may call
+    /// it; `None` when some row would need I/O. Stores without a memory tier return `None`.
+    fn read_rows_cached(
+        &self,
+        view: &ResolvedView,
+        keys: &[Vec<KeyValue>],
+    ) -> Result<Option<Vec<Option<Arc<StoredRow>>>>> {
+        let _ = (view, keys);
+        Ok(None)
+    }
+
+    /// Writes rows of `view` under the ordering rule, atomically per key; every row is
+    /// validated first and an invalid one writes nothing of the batch. `durable` returns
+    /// only once the store's durability level is reached ([`OnlineStore::sync`]).
+    fn write_rows(&self, view: &ResolvedView, rows: &[Row], durable: bool) -> Result<WriteStats>;
+
+    /// Makes every write done before the call reach the store's durability level.
+    fn sync(&self) -> Result<()>;
+
+    /// The newest event time ever written online for the view named `view`.
+    fn newest_event(&self, view: &str) -> Result<Option<i64>>;
+
+    /// The backend's name, for logs (`rocksdb`, `redis-cluster`).
+    fn backend(&self) -> &'static str;
+}
+
+impl OnlineStore for RocksStore {
+    fn read_rows(
+        &self,
+        view: &ResolvedView,
+        keys: &[Vec<KeyValue>],
+    ) -> Result<Vec<Option<Arc<StoredRow>>>> {
+        RocksStore::read_rows(self, view, keys)
+    }
+
+    fn read_rows_cached(
+        &self,
+        view: &ResolvedView,
+        keys: &[Vec<KeyValue>],
+    ) -> Result<Option<Vec<Option<Arc<StoredRow>>>>> {
+        RocksStore::read_rows_cached(self, view, keys)
+    }
+
+    fn write_rows(&self, view: &ResolvedView, rows: &[Row], durable: bool) -> Result<WriteStats> {
+        RocksStore::write_rows(self, view, rows, durable)
+    }
+
+    fn sync(&self) -> Result<()> {
+        RocksStore::sync(self)
+    }
+
+    fn newest_event(&self, view: &str) -> Result<Option<i64>> {
+        RocksStore::newest_event(self, view)
+    }
+
+    fn backend(&self) -> &'static str {
+        "rocksdb"
+    }
+}
+
+/// One row of a write batch, ready for a store: the greatest row of its key in the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedRow {
+    /// The key layout of `keys` (view name, then the join key parts).
+    pub key: Vec<u8>,
+    pub order: RowOrder,
+    /// The row layout of `row_codec`.
+    pub value: Vec<u8>,
+}
+
+/// Validates `rows` (all of them, first) and keeps the greatest row per key (ties: the last
+/// one), encoded, sorted by key.
+pub fn encode_rows(view: &ResolvedView, rows: &[Row]) -> Result<Vec<EncodedRow>> {
+    for (index, row) in rows.iter().enumerate() {
+        validate_row(view, index, row)?;
+    }
+    let mut latest: BTreeMap<Vec<u8>, &Row> = BTreeMap::new();
+    for row in rows {
+        let key = encode_key(&view.name, &row.key);
+        match latest.get(&key) {
+            Some(kept)
+                if !write_wins(
+                    row_order(row.event_ts, row.created_ts),
+                    Some(row_order(kept.event_ts, kept.created_ts)),
+                ) => {}
+            _ => {
+                latest.insert(key, row);
+            }
+        }
+    }
+    latest
+        .into_iter()
+        .map(|(key, row)| {
+            Ok(EncodedRow {
+                value: encode_row(view.version, row.event_ts, row.created_ts, &row.values)?,
+                order: row_order(row.event_ts, row.created_ts),
+                key,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,56 @@
+//! The crate's one error type, and its conversion into the online store's error (which the
+//! server maps onto gRPC codes).
+
+use quiver_core::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The `--online-store` URL is malformed.
+    #[error("--online-store: {0}")]
+    Url(String),
+    /// The cluster could not be reached, or a command failed or timed out.
+    #[error("redis cluster failed to {action}: {source}")]
+    Redis {
+        action: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The cluster is configured in a way Quiver cannot run on (eviction, for example).
+    #[error("redis cluster: {0}")]
+    Config(String),
+    /// Fewer replicas acknowledged a durable write than `replicas=` asks for.
+    #[error(
+        "a durable write reached {acknowledged} replica(s) of some primary within the timeout; `replicas={wanted}` asks for {wanted}"
+    )]
+    Replicas { acknowledged: i64, wanted: u32 },
+    /// The cluster answered something this crate did not expect.
+    #[error("redis cluster: unexpected answer to {0}")]
+    Protocol(&'static str),
+}
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Url(_) => ErrorCode::InvalidArgument,
+            Error::Redis { .. } | Error::Replicas { .. } => ErrorCode::Unavailable,
+            Error::Config(_) => ErrorCode::FailedPrecondition,
+            Error::Protocol(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub(crate) fn redis(action: &'static str) -> impl FnOnce(redis::RedisError) -> Error {
+        move |source| Error::Redis { action, source }
+    }
+}
+
+impl From<Error> for quiver_online::Error {
+    fn from(error: Error) -> Self {
+        quiver_online::Error::Remote {
+            backend: "redis-cluster",
+            code: error.code(),
+            message: error.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

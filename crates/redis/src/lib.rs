@@ -1,0 +1,333 @@
+//! The online store on a Redis Cluster or Valkey cluster ([`RedisStore`]), so that several
+//! stateless Quiver replicas serve the same online rows. `quiver serve --online-store
+//! redis+cluster://HOST:PORT[,HOST:PORT]` selects it; RocksDB stays the embedded default.
+//!
+//! # Layout
+//!
+//! - One key per (view, entity): `q{<hex of the encoded join key parts>}<view name>`. The
+//!   braces are a hash tag: every view's row of one entity lives in one slot. The value is
+//!   the online row layout of `quiver-online` (format byte 1), byte for byte what RocksDB
+//!   stores.
+//! - `quiver:newest:<view name>`: the newest event written online, 8 bytes little-endian.
+//!
+//! # Rules
+//!
+//! - The ordering rule is applied by the Redis Function library `quiver` (`quiver.lua`,
+//!   loaded with `FUNCTION LOAD REPLACE` on every primary when the store opens), atomically
+//!   per key and exactly at every i64 (compared in 32-bit halves).
+//! - Reads are one pipeline per call, split by the client per node (one round trip each).
+//! - TTL stays a read-time rule: keys never expire. `maxmemory-policy` must be `noeviction`
+//!   on every primary (checked at open): an evicted row would silently read as NOT_FOUND.
+//! - Durability: with `replicas=N` in the URL every write waits (`WAIT`) until N replicas of
+//!   each primary have it, else fails UNAVAILABLE; with 0 (the default) it is the
+//!   primaries' own persistence. Redis Cluster can still lose acknowledged writes on a
+//!   failover: treat it as rebuildable from the offline data (materialize again).
+
+mod error;
+mod url;
+
+use std::sync::{Arc, Mutex};
+
+use quiver_core::ResolvedView;
+use quiver_core::value::{KeyValue, Row};
+use quiver_online::keys::{check_key, encode_key};
+use quiver_online::{OnlineStore, StoredRow, WriteStats, decode_row, encode_rows};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
+use redis::cluster_routing::{AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+
+pub use error::{Error, Result};
+pub use url::ClusterUrl;
+
+/// The Function library with the ordering rule.
+const FUNCTIONS: &str = include_str!("quiver.lua");
+/// Idle connections kept for reuse (each holds one socket per node).
+const MAX_IDLE: usize = 64;
+
+/// Online rows in a Redis Cluster. `Send + Sync`; calls block on the network (run them on
+/// the blocking pool).
+pub struct RedisStore {
+    client: ClusterClient,
+    idle: Mutex<Vec<ClusterConnection>>,
+    url: ClusterUrl,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the cluster at `url`, checks that no primary evicts keys and loads the
+    /// Function library on every primary.
+    pub fn open(url: &str) -> Result<RedisStore> {
+        let url = ClusterUrl::parse(url)?;
+        let mut builder = ClusterClientBuilder::new(url.node_urls())
+            .connection_timeout(url.timeout)
+            .response_timeout(url.timeout);
+        if let Some(username) = &url.username {
+            builder = builder.username(username);
+        }
+        if let Some(password) = &url.password {
+            builder = builder.password(password);
+        }
+        let client = builder
+            .build()
+            .map_err(Error::redis("configure the client"))?;
+        let store = RedisStore {
+            client,
+            idle: Mutex::new(Vec::new()),
+            url,
+        };
+        store.with_connection(|connection| {
+            check_no_eviction(connection)?;
+            redis::cmd("FUNCTION")
+                .arg("LOAD")
+                .arg("REPLACE")
+                .arg(FUNCTIONS)
+                .exec(connection)
+                .map_err(Error::redis("load the quiver Function library"))
+        })?;
+        tracing::info!(nodes = ?store.url.nodes, replicas = store.url.replicas, "opened the redis cluster online store");
+        Ok(store)
+    }
+
+    /// Runs `f` on an idle connection (or a new one); the connection is reused only after
+    /// success, since a failed command may leave it mid-answer.
+    fn with_connection<T>(&self, f: impl FnOnce(&mut ClusterConnection) -> Result<T>) -> Result<T> {
+        let idle = self.idle_pool().pop();
+        let mut connection = match idle {
+            Some(connection) => connection,
+            None => self
+                .client
+                .get_connection()
+                .map_err(Error::redis("connect"))?,
+        };
+        let result = f(&mut connection);
+        if result.is_ok() {
+            let mut idle = self.idle_pool();
+            if idle.len() < MAX_IDLE {
+                idle.push(connection);
+            }
+        }
+        result
+    }
+
+    fn idle_pool(&self) -> std::sync::MutexGuard<'_, Vec<ClusterConnection>> {
+        // The pool holds no invariant a panic could break.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until `replicas=` replicas of every primary have this connection's writes.
+    fn wait_for_replicas(&self, connection: &mut ClusterConnection) -> Result<()> {
+        if self.url.replicas == 0 {
+            return Ok(());
+        }
+        // Half the response timeout, so that WAIT answers (with the count it got) before the
+        // socket gives up on it.
+        let timeout_ms = u64::try_from(self.url.timeout.as_millis() / 2)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let routing = RoutingInfo::MultiNode((
+            MultipleNodeRoutingInfo::AllMasters,
+            Some(ResponsePolicy::Aggregate(AggregateOp::Min)),
+        ));
+        let answer = connection
+            .route_command(
+                redis::cmd("WAIT").arg(self.url.replicas).arg(timeout_ms),
+                routing,
+            )
+            .map_err(Error::redis("wait for replicas"))?;
+        let acknowledged: i64 =
+            redis::from_redis_value(answer).map_err(|_| Error::Protocol("WAIT"))?;
+        if acknowledged < i64::from(self.url.replicas) {
+            return Err(Error::Replicas {
+                acknowledged,
+                wanted: self.url.replicas,
+            });
+        }
+        Ok(())
+    }
+
+    fn read(
+        &self,
+        view: &ResolvedView,
+        keys: &[Vec<KeyValue>],
+    ) -> Result<Vec<Option<Arc<StoredRow>>>, quiver_online::Error> {
+        for key in keys {
+            check_key(view, key)?;
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::cluster::cluster_pipe();
+        for key in keys {
+            pipe.get(redis_key(&view.name, &encode_key(&view.name, key)));
+        }
+        let stored: Vec<Option<Vec<u8>>> = self.with_connection(|connection| {
+            pipe.query(connection)
+                .map_err(Error::redis("read online rows"))
+        })?;
+        stored
+            .into_iter()
+            .map(|bytes| match bytes {
+                None => Ok(None),
+                Some(bytes) => decode_row(&bytes).map(|row| Some(Arc::new(row))),
+            })
+            .collect()
+    }
+
+    fn write(&self, view: &ResolvedView, rows: &[Row]) -> Result<WriteStats, quiver_online::Error> {
+        let encoded = encode_rows(view, rows)?;
+        if encoded.is_empty() {
+            return Ok(WriteStats::default());
+        }
+        let mut pipe = redis::cluster::cluster_pipe();
+        let mut newest = i64::MIN;
+        for row in &encoded {
+            pipe.cmd("FCALL")
+                .arg("quiver_put")
+                .arg(1)
+                .arg(redis_key(&view.name, &row.key))
+                .arg(&row.value);
+            newest = newest.max(row.order.0);
+        }
+        // A row the rule skipped is not newer than the stored one, whose event time was
+        // raised when it was written: raising by every offered row gives the same maximum.
+        pipe.cmd("FCALL")
+            .arg("quiver_max")
+            .arg(1)
+            .arg(newest_key(&view.name))
+            .arg(&newest.to_le_bytes()[..])
+            .ignore();
+        let written: Vec<i64> = self.with_connection(|connection| {
+            let written = pipe
+                .query(connection)
+                .map_err(Error::redis("write online rows"))?;
+            self.wait_for_replicas(connection)?;
+            Ok(written)
+        })?;
+        let written = written.iter().filter(|w| **w == 1).count() as u64;
+        let stats = WriteStats {
+            written,
+            skipped_older: rows.len() as u64 - written,
+        };
+        tracing::debug!(feature_view = %view.name, rows = rows.len(), written, "wrote online rows to redis");
+        Ok(stats)
+    }
+}
+
+impl OnlineStore for RedisStore {
+    fn read_rows(
+        &self,
+        view: &ResolvedView,
+        keys: &[Vec<KeyValue>],
+    ) -> quiver_online::Result<Vec<Option<Arc<StoredRow>>>> {
+        self.read(view, keys)
+    }
+
+    /// Every write already waited for the configured replicas (`WAIT` acknowledges the
+    /// writes of one connection, so it is sent on the connection that wrote).
+    fn write_rows(
+        &self,
+        view: &ResolvedView,
+        rows: &[Row],
+        _durable: bool,
+    ) -> quiver_online::Result<WriteStats> {
+        self.write(view, rows)
+    }
+
+    fn sync(&self) -> quiver_online::Result<()> {
+        Ok(())
+    }
+
+    fn newest_event(&self, view: &str) -> quiver_online::Result<Option<i64>> {
+        let stored: Option<Vec<u8>> = self.with_connection(|connection| {
+            redis::cmd("GET")
+                .arg(newest_key(view))
+                .query(connection)
+                .map_err(Error::redis("read a view's newest event"))
+        })?;
+        Ok(stored
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+            .map(i64::from_le_bytes))
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis-cluster"
+    }
+}
+
+/// Refuses a cluster where some primary may evict keys: an evicted row would read as
+/// NOT_FOUND, silently.
+fn check_no_eviction(connection: &mut ClusterConnection) -> Result<()> {
+    let routing = RoutingInfo::MultiNode((
+        MultipleNodeRoutingInfo::AllMasters,
+        Some(ResponsePolicy::CombineArrays),
+    ));
+    let answer = connection
+        .route_command(
+            redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"),
+            routing,
+        )
+        .map_err(Error::redis("read maxmemory-policy"))?;
+    let pairs: Vec<String> =
+        redis::from_redis_value(answer).map_err(|_| Error::Protocol("CONFIG GET"))?;
+    let policies: Vec<&String> = pairs.iter().skip(1).step_by(2).collect();
+    if policies.is_empty() {
+        return Err(Error::Protocol("CONFIG GET maxmemory-policy"));
+    }
+    match policies
+        .iter()
+        .find(|policy| policy.as_str() != "noeviction")
+    {
+        Some(policy) => Err(Error::Config(format!(
+            "a primary has maxmemory-policy `{policy}`; Quiver needs `noeviction` on every primary (an evicted row would read as NOT_FOUND): CONFIG SET maxmemory-policy noeviction"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `q{<hex of the key parts>}<view>` from the online key layout (`[1][u16 name length]
+/// [name][parts]`): the entity's parts are the hash tag, so an entity's views share a slot.
+fn redis_key(view: &str, encoded: &[u8]) -> Vec<u8> {
+    let parts = encoded.get(3 + view.len()..).unwrap_or_default();
+    let mut key = Vec::with_capacity(3 + parts.len() * 2 + view.len());
+    key.extend_from_slice(b"q{");
+    for byte in parts {
+        key.extend_from_slice(format!("{byte:02x}").as_bytes());
+    }
+    key.push(b'}');
+    key.extend_from_slice(view.as_bytes());
+    key
+}
+
+fn newest_key(view: &str) -> String {
+    format!("quiver:newest:{view}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entity_has_one_hash_tag_for_all_its_views() {
+        let key = [KeyValue::Int64(7), KeyValue::String("a}b".into())];
+        let trips = redis_key("trips", &encode_key("trips", &key));
+        let spend = redis_key("spend", &encode_key("spend", &key));
+        let tag = |key: &[u8]| {
+            let text = String::from_utf8(key.to_vec()).expect("hex is text");
+            let (start, end) = (text.find('{').expect("{"), text.find('}').expect("}"));
+            text[start + 1..end].to_string()
+        };
+        assert_eq!(tag(&trips), tag(&spend));
+        assert!(trips.ends_with(b"}trips"));
+        // Another entity, another tag.
+        let other = redis_key("trips", &encode_key("trips", &[KeyValue::Int64(8)]));
+        assert_ne!(tag(&other), tag(&trips));
+    }
+}
