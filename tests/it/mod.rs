@@ -19,6 +19,7 @@ mod online_batches;
 mod redis_online;
 mod registry;
 mod security;
+mod shared_registry;
 mod skew;
 mod spill;
 mod tls;

@@ -161,6 +161,15 @@ impl TestServer {
             token.clone(),
             options,
         ));
+        // Storage opens on the blocking pool: wait until the server says it is ready (or
+        // stopped: a test of a failing start looks at the handle).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !handle.is_finished() && std::time::Instant::now() < deadline {
+            if matches!(http_get(&format!("{http_url}/readyz")).await, Ok((200, _))) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         Ok(TestServer {
             url,
             http_url,

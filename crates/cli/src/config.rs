@@ -53,6 +53,10 @@ pub(crate) struct ConfigFile {
     pub online_row_cache_bytes: Option<crate::commands::limits::ByteSetting>,
     /// Where online rows live (`--online-store`): `rocksdb` or a `redis+cluster://` URL.
     pub online_store: Option<String>,
+    /// Where registry versions live (`--registry-store`).
+    pub registry_store: Option<String>,
+    /// Seconds between looks for versions applied elsewhere (`--registry-poll-interval`).
+    pub registry_poll_interval: Option<u64>,
     /// URL scheduled drift ALERTs are POSTed to (`--alert-webhook`).
     pub alert_webhook: Option<String>,
     /// Days stored profiles are kept, 0 for ever (`--profile-retention-days`).

@@ -77,6 +77,9 @@ pub enum Error {
     },
     #[error("corrupt registry state: {0}")]
     Corrupt(String),
+    /// A registry store (`registry_store`) failed or refused; its backend chose the code.
+    #[error("registry store: {message}")]
+    Store { code: ErrorCode, message: String },
 }
 
 fn format_problems(problems: &[Problem]) -> String {
@@ -96,6 +99,7 @@ impl Error {
             | Error::Breaking(_)
             | Error::FingerprintMismatch { .. } => ErrorCode::FailedPrecondition,
             Error::Corrupt(_) => ErrorCode::Internal,
+            Error::Store { code, .. } => *code,
         }
     }
 

@@ -21,6 +21,7 @@ pub mod online_read;
 pub mod plan;
 pub mod properties;
 pub mod registry;
+pub mod registry_store;
 mod resolve;
 pub mod selection;
 pub mod semantics;

@@ -49,6 +49,7 @@ mod online;
 mod online_store;
 mod profiles;
 mod reader;
+mod registry_store;
 mod row_cache;
 mod row_codec;
 mod stats;

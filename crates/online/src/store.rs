@@ -110,6 +110,11 @@ impl RocksStore {
         Ok(store)
     }
 
+    /// The data directory's RocksDB directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The last saved state, None on a fresh store.
     pub fn load_registry(&self) -> Result<Option<RegistryState>> {
         let cf = self.cf(CF_REGISTRY)?;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use quiver_core::registry_store::RegistryStore;
 use quiver_offline::{OfflineStore, ParquetSchemaCheck};
 use quiver_online::{OnlineStore, RocksStore};
 use quiver_proto::v1;
@@ -27,7 +28,7 @@ pub(crate) struct Components {
     pub(crate) store: Arc<RocksStore>,
     /// Online rows: `store` itself, or a shared store (`--online-store`).
     pub(crate) online: Arc<dyn OnlineStore>,
-    registry: Arc<registry::Registry>,
+    pub(crate) registry: Arc<registry::Registry>,
     pusher: Arc<push::Pusher>,
     exporter: Arc<export::Exporter>,
     pub(crate) materializer: Arc<jobs::Materializer>,
@@ -71,8 +72,16 @@ impl Components {
         // Nothing is being written yet: what a crashed append left behind can go.
         offline.remove_interrupted_appends()?;
         offline.resume_push_names()?;
+        let registry_store: Arc<dyn RegistryStore> = match &options.registry_store {
+            None => Arc::clone(&store) as Arc<dyn RegistryStore>,
+            Some(url) => {
+                let stores =
+                    quiver_offline::ObjectStores::new(options.files.object_store_options.clone());
+                Arc::new(quiver_offline::ObjectRegistry::open(url, &stores)?)
+            }
+        };
         let registry = Arc::new(registry::Registry::open(
-            Arc::clone(&store),
+            registry_store,
             ParquetSchemaCheck::new(roots.sources),
         )?);
         tracing::info!(

@@ -126,7 +126,18 @@ async fn serve_grpc(
         run_blocking(move || open_auth(&auth, addr, &shutdown)).await?
     };
     let tls = options.tls.as_ref().map(tls::TlsConfig::open).transpose()?;
-    let components = Components::open(&options, Arc::clone(metrics), shutdown.child_token())?;
+    // Storage opens on the blocking pool: RocksDB reads its files, a shared registry store
+    // is contacted over the network.
+    let components = {
+        let (opening, metrics, jobs) =
+            (options.clone(), Arc::clone(metrics), shutdown.child_token());
+        run_blocking(move || Components::open(&opening, metrics, jobs)).await?
+    };
+    let _registry_polling = options.registry_store.as_ref().map(|_| {
+        components
+            .registry
+            .spawn_polling(options.registry_poll_interval, shutdown.child_token())
+    });
     metrics.register_state(components.state_collector(&options, Arc::clone(health))?)?;
     let (router, reporter) =
         health_and_reflection(&options.limits, auth.clone(), metrics, options.rpc_spans).await?;

@@ -64,6 +64,11 @@ pub struct ServerOptions {
     /// Where online rows live (`--online-store`): `None` for RocksDB in the data directory,
     /// or a `redis+cluster://` URL (crate `quiver-redis`).
     pub online_store: Option<String>,
+    /// Where registry versions live (`--registry-store`): `None` for the data directory, or
+    /// an object-store URL (`s3://bucket/prefix`, `gs://`, `az://`, `file:///dir`) shared
+    /// by several replicas, polled every `registry_poll_interval`.
+    pub registry_store: Option<String>,
+    pub registry_poll_interval: std::time::Duration,
 }
 
 /// The default of [`ServerOptions::monitoring_interval`].
@@ -99,6 +104,8 @@ impl ServerOptions {
             push_log_compaction: Some(DEFAULT_PUSH_LOG_COMPACTION),
             online_caches: quiver_online::StoreOptions::default(),
             online_store: None,
+            registry_store: None,
+            registry_poll_interval: std::time::Duration::from_secs(5),
         }
     }
 }

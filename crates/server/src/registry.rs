@@ -7,9 +7,9 @@ use quiver_core::RegistryState;
 use quiver_core::manifest::{ManifestFile, parse_manifests};
 use quiver_core::model::Declared;
 use quiver_core::plan::{self, Plan};
+use quiver_core::registry_store::RegistryStore;
 use quiver_core::types::Micros;
 use quiver_offline::ParquetSchemaCheck;
-use quiver_online::RocksStore;
 
 use crate::error::{Error, Result};
 
@@ -57,7 +57,7 @@ pub struct ApplyRequest {
 
 #[derive(Debug)]
 pub struct Registry {
-    store: Arc<RocksStore>,
+    store: Arc<dyn RegistryStore>,
     current: RwLock<Arc<RegistryState>>,
     /// Serializes applies: read state, plan, persist, swap.
     apply_lock: tokio::sync::Mutex<()>,
@@ -66,10 +66,14 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads the persisted registry (empty if there is none); plans check sources with
-    /// `schema_check`.
-    pub fn open(store: Arc<RocksStore>, schema_check: ParquetSchemaCheck) -> Result<Registry> {
-        let state = store.load_registry()?.unwrap_or_default();
+    /// Loads the persisted registry (empty if there is none; blocking: reads the store);
+    /// plans check sources with `schema_check`.
+    pub fn open(
+        store: Arc<dyn RegistryStore>,
+        schema_check: ParquetSchemaCheck,
+    ) -> Result<Registry> {
+        let state = store.latest()?.unwrap_or_default();
+        tracing::info!(registry_version = state.version, store = %store.location(), "registry loaded");
         Ok(Registry {
             store,
             current: RwLock::new(Arc::new(state)),
@@ -121,10 +125,10 @@ impl Registry {
         let current = self.snapshot();
         let store = Arc::clone(&self.store);
         let check = self.schema_check.clone();
-        let (next, plan) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let applied = tokio::task::spawn_blocking(move || -> Result<_> {
             let declared = match &request.definitions {
                 Definitions::Manifests(manifests) => parse_manifests(manifests)?,
-                Definitions::Version(version) => declared_at(&store, version)?,
+                Definitions::Version(version) => declared_at(&*store, version)?,
             };
             let (mut next, plan) = plan::apply(
                 &current,
@@ -136,18 +140,27 @@ impl Registry {
             )?;
             let tag = request.tag.as_deref();
             if let Some(tag) = tag {
-                check_tag(&store, tag, next.version, !plan.is_empty())?;
+                check_tag(&*store, tag, next.version, !plan.is_empty())?;
             }
             if !plan.is_empty() {
                 next.record_applier(&request.applied_by);
-                store.save_registry_tagged(&next, tag)?;
+                store.create(&next, tag)?;
             } else if let Some(tag) = tag {
                 store.set_tag(tag, next.version)?;
             }
             Ok((next, plan))
         })
         .await
-        .map_err(|e| Error::Internal(format!("apply task failed: {e}")))??;
+        .map_err(|e| Error::Internal(format!("apply task failed: {e}")))?;
+        let (next, plan) = match applied {
+            // Another replica created the version first: serve what it applied; the caller
+            // plans again against it.
+            Err(Error::Core(quiver_core::Error::StaleRegistry { expected, actual })) => {
+                self.refresh().await?;
+                return Err(quiver_core::Error::StaleRegistry { expected, actual }.into());
+            }
+            other => other?,
+        };
         let version = next.version;
         if !plan.is_empty() {
             tracing::info!(
@@ -169,11 +182,70 @@ impl Registry {
             .map(|(name, version)| {
                 let applied_at = self
                     .store
-                    .registry_state(version)?
+                    .load(version)?
                     .map_or(0, |state| state.updated_at);
                 Ok((name, version, applied_at))
             })
             .collect()
+    }
+
+    /// Serves the store's newest version if it is newer than the snapshot (another replica
+    /// applied it); returns the version served.
+    pub async fn refresh(&self) -> Result<u64> {
+        let store = Arc::clone(&self.store);
+        let current = self.snapshot().version;
+        let newer = tokio::task::spawn_blocking(move || -> Result<Option<RegistryState>> {
+            let latest = store.latest_version()?;
+            Ok(if latest > current {
+                store.load(latest)?
+            } else {
+                None
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("registry refresh task failed: {e}")))??;
+        Ok(match newer {
+            Some(state) => {
+                let version = state.version;
+                self.swap_if_newer(state);
+                version
+            }
+            None => current,
+        })
+    }
+
+    /// Polls the store every `interval` (a shared registry: other replicas apply), until
+    /// `shutdown`. A store that cannot be reached is logged; the snapshot keeps serving.
+    pub fn spawn_polling(
+        self: &Arc<Self>,
+        interval: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let registry = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                if let Err(error) = registry.refresh().await {
+                    tracing::warn!(%error, "registry store unreachable; serving the version held");
+                }
+            }
+        })
+    }
+
+    fn swap_if_newer(&self, state: RegistryState) {
+        let state = Arc::new(state);
+        let mut guard = match self.current.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if state.version > guard.version {
+            *guard = state;
+        }
     }
 
     fn swap(&self, state: RegistryState) {
@@ -186,7 +258,7 @@ impl Registry {
 }
 
 /// The definitions live at registry version `version`.
-fn declared_at(store: &RocksStore, version: &VersionRef) -> Result<Vec<Declared>> {
+fn declared_at(store: &dyn RegistryStore, version: &VersionRef) -> Result<Vec<Declared>> {
     let number = match version {
         VersionRef::Number(number) => *number,
         VersionRef::Tag(name) => store.tag(name)?.ok_or_else(|| Error::NotFound {
@@ -194,12 +266,10 @@ fn declared_at(store: &RocksStore, version: &VersionRef) -> Result<Vec<Declared>
             name: name.clone(),
         })?,
     };
-    let state = store
-        .registry_state(number)?
-        .ok_or_else(|| Error::NotFound {
-            what: "registry version",
-            name: number.to_string(),
-        })?;
+    let state = store.load(number)?.ok_or_else(|| Error::NotFound {
+        what: "registry version",
+        name: number.to_string(),
+    })?;
     Ok(state.declared())
 }
 
@@ -207,7 +277,7 @@ fn declared_at(store: &RocksStore, version: &VersionRef) -> Result<Vec<Declared>
 /// existing tag may only be given again for the version it names: tags never move.
 /// `version` is the one the tag would name: the version the apply creates (`created`), or the
 /// current one when the apply changes nothing.
-fn check_tag(store: &RocksStore, tag: &str, version: u64, created: bool) -> Result<()> {
+fn check_tag(store: &dyn RegistryStore, tag: &str, version: u64, created: bool) -> Result<()> {
     let valid = !tag.is_empty()
         && tag.len() <= 128
         && tag

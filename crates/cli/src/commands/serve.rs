@@ -66,6 +66,16 @@ pub(crate) struct ServeArgs {
         hide_env_values = true
     )]
     online_store: Option<String>,
+    /// Where registry versions live: the data directory (the default) or object storage
+    /// shared by several replicas: `s3://BUCKET/PREFIX`, `gs://...`, `az://...` (credentials
+    /// as for sources) or `file:///DIR`. Versions are immutable objects; a replica serves a
+    /// version another one applied within `--registry-poll-interval`.
+    #[arg(long, env = "QUIVER_REGISTRY_STORE", value_name = "URL")]
+    registry_store: Option<String>,
+    /// Seconds between looks for registry versions applied by other replicas (with
+    /// `--registry-store`). [default: 5]
+    #[arg(long, env = "QUIVER_REGISTRY_POLL_INTERVAL", value_name = "SECONDS")]
+    registry_poll_interval: Option<u64>,
     /// URL a scheduled drift check that ends in ALERT is POSTed to as JSON (retried, never
     /// on a request path); off when not given.
     #[arg(long, env = "QUIVER_ALERT_WEBHOOK", value_name = "URL")]
@@ -178,6 +188,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         options.online_caches.block_cache_bytes = usize::try_from(size.0).unwrap_or(usize::MAX);
     }
     options.online_store = args.online_store.or(file.online_store);
+    options.registry_store = args.registry_store.or(file.registry_store);
+    if let Some(seconds) = args.registry_poll_interval.or(file.registry_poll_interval) {
+        anyhow::ensure!(
+            seconds > 0,
+            "--registry-poll-interval must be at least 1 second"
+        );
+        options.registry_poll_interval = std::time::Duration::from_secs(seconds);
+    }
     if let Some(size) = args.online_row_cache_bytes.or(file.online_row_cache_bytes) {
         options.online_caches.row_cache_bytes = usize::try_from(size.0).unwrap_or(usize::MAX);
     }

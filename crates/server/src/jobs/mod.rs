@@ -366,7 +366,7 @@ mod tests {
             quiver_offline::Roots::none("a labels root", "--labels-root"),
         ));
         let registry = Arc::new(Registry::open(
-            Arc::clone(&store),
+            Arc::clone(&store) as Arc<dyn quiver_core::registry_store::RegistryStore>,
             quiver_offline::ParquetSchemaCheck::new(quiver_offline::Roots::none(
                 "a source root",
                 "--source-root",

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# GetOnlineFeatures per replica with online rows in a local Redis Cluster (3 primaries on
+# loopback, Debian's redis-server) vs the embedded RocksDB store, in the same run: one server
+# each over the same materialized view (the 7.2 M-row source of `quiver-bench gen`, 10,000
+# keys), `quiver-bench online` at concurrency 1 and 32 x batch 1 and 100, ROUNDS rounds
+# alternating. Prints each table and the server's CPU per request (Redis's own CPU is not
+# in it: it is reported separately, summed over the primaries).
+#
+# usage: redis_ab.sh BIN_DIR [ROUNDS] [SECONDS_PER_CELL]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=$1 ROUNDS=${2:-2} SECONDS_PER_CELL=${3:-3}
+DATA=${QUIVER_BENCH_DATA:-/tmp/quiver-bench}
+WORK=$DATA/redis-ab
+[ -f "$DATA/driver_hourly.parquet" ] || "$BIN/quiver-bench" gen --out "$DATA" --entities 10000 --hours 720
+rm -rf "$WORK" && mkdir -p "$WORK"
+
+PORTS=(17001 17002 17003)
+for port in "${PORTS[@]}"; do
+  redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "nodes-$port.conf" \
+    --save "" --appendonly no --maxmemory-policy noeviction --dir "$WORK" --daemonize yes \
+    --pidfile "$WORK/redis-$port.pid" --logfile "$WORK/redis-$port.log"
+done
+trap 'for p in "${PORTS[@]}"; do redis-cli -p $p shutdown nosave >/dev/null 2>&1 || true; done' EXIT
+for port in "${PORTS[@]}"; do until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done; done
+redis-cli --cluster create "${PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >/dev/null
+until redis-cli -p "${PORTS[0]}" cluster info | grep -q cluster_state:ok; do sleep 0.1; done
+
+cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
+redis_cpu() { local total=0; for p in "${PORTS[@]}"; do total=$(echo "$total + $(cpu "$(cat "$WORK/redis-$p.pid")")" | bc); done; echo "$total"; }
+
+run() {  # run NAME [SERVE FLAGS...]
+  local name=$1; shift
+  rm -rf "$WORK/data" "$WORK/addr"
+  "$BIN/quiver" serve --data-dir "$WORK/data" --grpc-addr 127.0.0.1:0 --listener-addr-file "$WORK/addr" \
+    --log warn --source-root "$DATA" "$@" &
+  local pid=$!
+  while [ ! -s "$WORK/addr" ]; do sleep 0.05; done
+  local url="http://$(cat "$WORK/addr")"
+  "$BIN/quiver" apply -f "$DATA/features.yaml" --server "$url" >/dev/null
+  "$BIN/quiver" materialize --start 2025-12-01T00:00:00Z --end 2026-03-01T00:00:00Z --server "$url" >/dev/null
+  echo "== $name"
+  local redis_before; redis_before=$(redis_cpu)
+  "$BIN/quiver-bench" online --server "$url" --server-pid $pid --concurrency 1,32 --batch 1,100 \
+    --seconds "$SECONDS_PER_CELL" 2>>"$WORK/online.jsonl"
+  echo "redis CPU over the load (all primaries): $(echo "$(redis_cpu) - $redis_before" | bc) s"
+  kill -TERM $pid; wait $pid || true
+}
+
+for round in $(seq "$ROUNDS"); do
+  run "round $round embedded rocksdb"
+  redis-cli -p "${PORTS[0]}" --cluster call "127.0.0.1:${PORTS[0]}" flushall >/dev/null
+  run "round $round redis cluster (3 primaries)" --online-store "redis+cluster://127.0.0.1:${PORTS[0]}"
+done

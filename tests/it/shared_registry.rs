@@ -1,0 +1,136 @@
+//! Registry versions in object storage (a real S3-compatible server, `moto`, on loopback)
+//! shared by two replicas: an apply on one is served by the other; two applies racing for one
+//! version: one wins, the other is told to plan again and serves the winner's version; with
+//! the store unreachable, serving goes on from the version held and an apply is UNAVAILABLE.
+
+use std::time::{Duration, Instant};
+
+use quiver_integration_tests::moto::Moto;
+use quiver_integration_tests::{Clients, ManualClock, TestServer, manifests};
+use quiver_proto::v1;
+
+use super::consistency::T;
+use super::fixture::{MANIFEST, TestRow, batch};
+use super::online::get_request;
+
+const BUCKET: &str = "quiver-registry";
+
+async fn replica(moto: &Moto, poll: Duration) -> anyhow::Result<TestServer> {
+    let options = moto.options();
+    TestServer::start_with(tempfile::tempdir()?, ManualClock::new(T), move |o| {
+        o.registry_store = Some(format!("s3://{BUCKET}/prod"));
+        o.registry_poll_interval = poll;
+        o.files.object_store_options = options;
+    })
+    .await
+}
+
+/// Writes the fixture's project with `ttl` under the replica's directory; its manifests.
+fn project(server: &TestServer, ttl: &str) -> anyhow::Result<Vec<v1::ManifestFile>> {
+    let dir = server.path("repo");
+    let row = TestRow {
+        user_id: 1,
+        event_ts: T,
+        created_ts: T,
+        a: 1,
+        b: None,
+        s: String::new(),
+    };
+    quiver_integration_tests::write_parquet(&dir.join("data/stats.parquet"), &[batch(&[row])?])?;
+    std::fs::write(dir.join("features.yaml"), MANIFEST.replace("TTL", ttl))?;
+    manifests(&dir)
+}
+
+/// The registry version `clients`' replica serves (the base of a plan).
+async fn served_version(clients: &mut Clients, files: &[v1::ManifestFile]) -> anyhow::Result<u64> {
+    let plan = clients
+        .registry
+        .plan(v1::PlanRequest {
+            manifests: files.to_vec(),
+        })
+        .await?;
+    Ok(plan.into_inner().base_version)
+}
+
+async fn apply(
+    clients: &mut Clients,
+    files: &[v1::ManifestFile],
+    expected: u64,
+) -> Result<v1::ApplyResponse, tonic::Status> {
+    let request = v1::ApplyRequest {
+        manifests: files.to_vec(),
+        expected_version: Some(expected),
+        force: true,
+        tag: String::new(),
+    };
+    Ok(clients.registry.apply(request).await?.into_inner())
+}
+
+async fn wait_for_version(
+    clients: &mut Clients,
+    files: &[v1::ManifestFile],
+    version: u64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served_version(clients, files).await? != version {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "version {version} not served in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn replicas_share_registry_versions_in_object_storage() -> anyhow::Result<()> {
+    let moto = Moto::start()?;
+    moto.create_bucket(BUCKET)?;
+    let a = replica(&moto, Duration::from_millis(100)).await?;
+    // B learns of new versions only when an apply of its own collides with one.
+    let b = replica(&moto, Duration::from_secs(3_600)).await?;
+    let (mut on_a, mut on_b) = (a.clients().await?, b.clients().await?);
+    let (files_a, files_b) = (project(&a, "2h")?, project(&b, "2h")?);
+
+    // A applies version 1; B, started before, does not serve it yet.
+    assert_eq!(apply(&mut on_a, &files_a, 0).await?.registry_version, 1);
+    assert_eq!(served_version(&mut on_b, &files_b).await?, 0);
+    let unknown = on_b.online.get_online_features(get_request(vec![1])).await;
+    assert_eq!(
+        unknown.expect_err("no service yet").code(),
+        tonic::Code::NotFound
+    );
+
+    // B applies against version 0: version 1 exists, so B is told to plan again, and then
+    // serves version 1.
+    let lost = apply(&mut on_b, &project(&b, "4h")?, 0)
+        .await
+        .expect_err("lost");
+    assert_eq!(lost.code(), tonic::Code::FailedPrecondition, "{lost:?}");
+    assert!(lost.message().contains("plan again"), "{lost:?}");
+    assert_eq!(served_version(&mut on_b, &files_b).await?, 1);
+    on_b.online
+        .get_online_features(get_request(vec![1]))
+        .await?;
+
+    // B's second try creates version 2, which A (polling) serves.
+    let files_b = project(&b, "4h")?;
+    assert_eq!(apply(&mut on_b, &files_b, 1).await?.registry_version, 2);
+    wait_for_version(&mut on_a, &files_a, 2).await?;
+
+    // The store goes away: both keep serving version 2; an apply is UNAVAILABLE.
+    drop(moto);
+    on_a.online
+        .get_online_features(get_request(vec![1]))
+        .await?;
+    let down = apply(&mut on_a, &project(&a, "5h")?, 2)
+        .await
+        .expect_err("down");
+    assert_eq!(down.code(), tonic::Code::Unavailable, "{down:?}");
+    on_b.online
+        .get_online_features(get_request(vec![1]))
+        .await?;
+    a.stop().await?;
+    b.stop().await?;
+    Ok(())
+}
