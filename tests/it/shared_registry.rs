@@ -25,8 +25,21 @@ async fn replica(moto: &Moto, poll: Duration) -> anyhow::Result<TestServer> {
     .await
 }
 
+fn service(name: &str) -> v1::get_online_features_request::Selector {
+    v1::get_online_features_request::Selector::FeatureService(name.into())
+}
+
 /// Writes the fixture's project with `ttl` under the replica's directory; its manifests.
 fn project(server: &TestServer, ttl: &str) -> anyhow::Result<Vec<v1::ManifestFile>> {
+    project_with(server, ttl, "")
+}
+
+/// Like [`project`], with `extra` manifest objects after the fixture's.
+fn project_with(
+    server: &TestServer,
+    ttl: &str,
+    extra: &str,
+) -> anyhow::Result<Vec<v1::ManifestFile>> {
     let dir = server.path("repo");
     let row = TestRow {
         user_id: 1,
@@ -37,7 +50,10 @@ fn project(server: &TestServer, ttl: &str) -> anyhow::Result<Vec<v1::ManifestFil
         s: String::new(),
     };
     quiver_integration_tests::write_parquet(&dir.join("data/stats.parquet"), &[batch(&[row])?])?;
-    std::fs::write(dir.join("features.yaml"), MANIFEST.replace("TTL", ttl))?;
+    std::fs::write(
+        dir.join("features.yaml"),
+        MANIFEST.replace("TTL", ttl) + extra,
+    )?;
     manifests(&dir)
 }
 
@@ -92,14 +108,9 @@ async fn replicas_share_registry_versions_in_object_storage() -> anyhow::Result<
     let (mut on_a, mut on_b) = (a.clients().await?, b.clients().await?);
     let (files_a, files_b) = (project(&a, "2h")?, project(&b, "2h")?);
 
-    // A applies version 1; B, started before, does not serve it yet.
+    // A applies version 1; B, started before, does not serve it yet (no read asked).
     assert_eq!(apply(&mut on_a, &files_a, 0).await?.registry_version, 1);
     assert_eq!(served_version(&mut on_b, &files_b).await?, 0);
-    let unknown = on_b.online.get_online_features(get_request(vec![1])).await;
-    assert_eq!(
-        unknown.expect_err("no service yet").code(),
-        tonic::Code::NotFound
-    );
 
     // B applies against version 0: version 1 exists, so B is told to plan again, and then
     // serves version 1.
@@ -113,17 +124,31 @@ async fn replicas_share_registry_versions_in_object_storage() -> anyhow::Result<
         .get_online_features(get_request(vec![1]))
         .await?;
 
-    // B's second try creates version 2, which A (polling) serves.
-    let files_b = project(&b, "4h")?;
-    assert_eq!(apply(&mut on_b, &files_b, 1).await?.registry_version, 2);
-    wait_for_version(&mut on_a, &files_a, 2).await?;
+    // A adds a feature service (version 2). B does not poll, but a read naming the new
+    // service makes it look at the store at once, and it answers.
+    let extra = "---\nkind: FeatureService\nname: model_b\nfeatures: [{view: stats}]\n";
+    let files_a = project_with(&a, "2h", extra)?;
+    assert_eq!(apply(&mut on_a, &files_a, 1).await?.registry_version, 2);
+    let mut request = get_request(vec![1]);
+    request.selector = Some(service("model_b"));
+    let answer = on_b.online.get_online_features(request.clone()).await?;
+    assert_eq!(answer.into_inner().feature_service_version, 1);
+    // A name nobody applied is still NOT_FOUND (and looks again at most once a second).
+    request.selector = Some(service("nobody"));
+    let unknown = on_b.online.get_online_features(request).await;
+    assert_eq!(unknown.expect_err("unknown").code(), tonic::Code::NotFound);
 
-    // The store goes away: both keep serving version 2; an apply is UNAVAILABLE.
+    // B creates version 3, which A (polling) serves.
+    let files_b = project_with(&b, "4h", extra)?;
+    assert_eq!(apply(&mut on_b, &files_b, 2).await?.registry_version, 3);
+    wait_for_version(&mut on_a, &files_a, 3).await?;
+
+    // The store goes away: both keep serving version 3; an apply is UNAVAILABLE.
     drop(moto);
     on_a.online
         .get_online_features(get_request(vec![1]))
         .await?;
-    let down = apply(&mut on_a, &project(&a, "5h")?, 2)
+    let down = apply(&mut on_a, &project(&a, "5h")?, 3)
         .await
         .expect_err("down");
     assert_eq!(down.code(), tonic::Code::Unavailable, "{down:?}");

@@ -83,6 +83,7 @@ impl Components {
         let registry = Arc::new(registry::Registry::open(
             registry_store,
             ParquetSchemaCheck::new(roots.sources),
+            options.registry_store.is_some(),
         )?);
         tracing::info!(
             registry_version = registry.snapshot().version,

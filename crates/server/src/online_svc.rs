@@ -80,6 +80,20 @@ impl OnlineService {
         ))
     }
 
+    /// A small read is validated here and answered here when its rows are all in memory
+    /// (no I/O, little CPU); a large one is converted and read on the blocking pool.
+    async fn answer(
+        &self,
+        request: &Arc<v1::GetOnlineFeaturesRequest>,
+    ) -> Result<v1::GetOnlineFeaturesResponse> {
+        if prost::Message::encoded_len(&**request) <= INLINE_READ_BYTES {
+            return self.get_small(request).await;
+        }
+        let (service, id) = (self.clone(), crate::transport::request_id());
+        let request = Arc::clone(request);
+        crate::run_blocking(move || service.get(&request, id)).await
+    }
+
     /// A small read: validated here, answered here when its rows are all in memory, else
     /// read from the store on the blocking pool (validated once either way).
     async fn get_small(
@@ -231,14 +245,21 @@ impl v1::online_service_server::OnlineService for OnlineService {
         request: Request<v1::GetOnlineFeaturesRequest>,
     ) -> Result<Response<v1::GetOnlineFeaturesResponse>, Status> {
         check_scope(&request)?;
-        // A small read is validated here and answered here when its rows are all in memory
-        // (no I/O, little CPU); a large one is converted and read on the blocking pool.
-        let request = request.into_inner();
-        let response = if prost::Message::encoded_len(&request) <= INLINE_READ_BYTES {
-            self.get_small(&request).await?
-        } else {
-            let (service, id) = (self.clone(), crate::transport::request_id());
-            crate::run_blocking(move || service.get(&request, id)).await?
+        let request = Arc::new(request.into_inner());
+        let response = match self.answer(&request).await {
+            // A name or version this replica has not seen may come from an apply on another
+            // replica: look at the shared registry now (rate-limited), then answer again.
+            Err(error) if self.registry.may_be_elsewhere(&error) => {
+                match self.registry.refresh_on_demand().await {
+                    Ok(true) => self.answer(&request).await?,
+                    Ok(false) => return Err(error.into()),
+                    Err(unreachable) => {
+                        tracing::warn!(error = %unreachable, "registry store unreachable");
+                        return Err(error.into());
+                    }
+                }
+            }
+            other => other?,
         };
         self.metrics.record_online_read(&response);
         Ok(Response::new(response))

@@ -63,7 +63,15 @@ pub struct Registry {
     apply_lock: tokio::sync::Mutex<()>,
     /// Checks sources against their files, and that they lie under the source roots.
     schema_check: ParquetSchemaCheck,
+    /// Whether other replicas apply to the same store (`--registry-store`), and when a
+    /// request last made this one look (at most once per [`ON_DEMAND_EVERY`]).
+    shared: bool,
+    last_on_demand: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// The least time between two looks at a shared store for requests naming what this
+/// replica does not know (so that unknown names cannot turn into a flood of listings).
+const ON_DEMAND_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Registry {
     /// Loads the persisted registry (empty if there is none; blocking: reads the store);
@@ -71,6 +79,7 @@ impl Registry {
     pub fn open(
         store: Arc<dyn RegistryStore>,
         schema_check: ParquetSchemaCheck,
+        shared: bool,
     ) -> Result<Registry> {
         let state = store.latest()?.unwrap_or_default();
         tracing::info!(registry_version = state.version, store = %store.location(), "registry loaded");
@@ -79,6 +88,8 @@ impl Registry {
             current: RwLock::new(Arc::new(state)),
             apply_lock: tokio::sync::Mutex::new(()),
             schema_check,
+            shared,
+            last_on_demand: std::sync::Mutex::new(None),
         })
     }
 
@@ -212,6 +223,37 @@ impl Registry {
             }
             None => current,
         })
+    }
+
+    /// Whether `error` (a request naming a feature service, view or version) could be
+    /// answered by a version another replica applied to the shared store.
+    pub fn may_be_elsewhere(&self, error: &Error) -> bool {
+        self.shared
+            && matches!(
+                error,
+                Error::Core(
+                    quiver_core::Error::NotFound { .. }
+                        | quiver_core::Error::VersionNotFound { .. }
+                )
+            )
+    }
+
+    /// Refreshes from the shared store unless a request did so less than
+    /// [`ON_DEMAND_EVERY`] ago; whether a newer version is now served.
+    pub async fn refresh_on_demand(&self) -> Result<bool> {
+        {
+            let mut last = self
+                .last_on_demand
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let now = std::time::Instant::now();
+            if last.is_some_and(|at| now.duration_since(at) < ON_DEMAND_EVERY) {
+                return Ok(false);
+            }
+            *last = Some(now);
+        }
+        let before = self.snapshot().version;
+        Ok(self.refresh().await? > before)
     }
 
     /// Polls the store every `interval` (a shared registry: other replicas apply), until

@@ -371,6 +371,7 @@ mod tests {
                 "a source root",
                 "--source-root",
             )),
+            false,
         )?);
         let online = Arc::clone(&store) as Arc<dyn OnlineStore>;
         let monitor = Arc::new(Monitor::open(
