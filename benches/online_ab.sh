@@ -15,24 +15,17 @@ WORK=$DATA/online-ab
 [ -f "$DATA/driver_hourly.parquet" ] || "$AFTER/quiver-bench" gen --out "$DATA" --entities 10000 --hours 720
 mkdir -p "$WORK"
 
-cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
+source benches/serve.sh
 
 run() {  # run BIN_DIR NAME [SERVE FLAGS...]
   local bin=$1 name=$2; shift 2
-  rm -rf "$WORK/data" "$WORK/addr"
-  "$bin/quiver" serve --data-dir "$WORK/data" --grpc-addr 127.0.0.1:0 --listener-addr-file "$WORK/addr" \
-    --log warn --source-root "$DATA" "$@" &
-  local pid=$!
-  while [ ! -s "$WORK/addr" ]; do sleep 0.05; done
-  local url="http://$(cat "$WORK/addr")"
-  "$bin/quiver" apply -f "$DATA/features.yaml" --server "$url" >/dev/null
-  "$bin/quiver" materialize --start 2025-12-01T00:00:00Z --end 2026-03-01T00:00:00Z --server "$url" >/dev/null
+  serve_quiver "$bin" "$WORK" "$@"
   echo "== $name"
-  local before_cpu; before_cpu=$(cpu $pid)
-  "$AFTER/quiver-bench" online --server "$url" --server-pid $pid --concurrency 1,32 --batch 1,100,1000 \
+  local before_cpu; before_cpu=$(cpu_seconds $PID)
+  "$AFTER/quiver-bench" online --server "$URL" --server-pid $PID --concurrency 1,32 --batch 1,100,1000 \
     --seconds "$SECONDS_PER_CELL" 2>>"$WORK/online.jsonl"
-  echo "server CPU over the load: $(echo "$(cpu $pid) - $before_cpu" | bc) s"
-  kill -TERM $pid; wait $pid || true
+  echo "server CPU over the load: $(echo "$(cpu_seconds $PID) - $before_cpu" | bc) s"
+  kill -TERM $PID; wait $PID || true
 }
 
 for round in $(seq "$ROUNDS"); do

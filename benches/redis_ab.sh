@@ -26,25 +26,22 @@ for port in "${PORTS[@]}"; do until redis-cli -p "$port" ping >/dev/null 2>&1; d
 redis-cli --cluster create "${PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >/dev/null
 until redis-cli -p "${PORTS[0]}" cluster info | grep -q cluster_state:ok; do sleep 0.1; done
 
-cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
-redis_cpu() { local total=0; for p in "${PORTS[@]}"; do total=$(echo "$total + $(cpu "$(cat "$WORK/redis-$p.pid")")" | bc); done; echo "$total"; }
+source benches/serve.sh
+redis_cpu() {
+  local total=0
+  for p in "${PORTS[@]}"; do total=$(echo "$total + $(cpu_seconds "$(cat "$WORK/redis-$p.pid")")" | bc); done
+  echo "$total"
+}
 
 run() {  # run NAME [SERVE FLAGS...]
   local name=$1; shift
-  rm -rf "$WORK/data" "$WORK/addr"
-  "$BIN/quiver" serve --data-dir "$WORK/data" --grpc-addr 127.0.0.1:0 --listener-addr-file "$WORK/addr" \
-    --log warn --source-root "$DATA" "$@" &
-  local pid=$!
-  while [ ! -s "$WORK/addr" ]; do sleep 0.05; done
-  local url="http://$(cat "$WORK/addr")"
-  "$BIN/quiver" apply -f "$DATA/features.yaml" --server "$url" >/dev/null
-  "$BIN/quiver" materialize --start 2025-12-01T00:00:00Z --end 2026-03-01T00:00:00Z --server "$url" >/dev/null
+  serve_quiver "$BIN" "$WORK" "$@"
   echo "== $name"
   local redis_before; redis_before=$(redis_cpu)
-  "$BIN/quiver-bench" online --server "$url" --server-pid $pid --concurrency 1,32 --batch 1,100 \
+  "$BIN/quiver-bench" online --server "$URL" --server-pid $PID --concurrency 1,32 --batch 1,100 \
     --seconds "$SECONDS_PER_CELL" 2>>"$WORK/online.jsonl"
   echo "redis CPU over the load (all primaries): $(echo "$(redis_cpu) - $redis_before" | bc) s"
-  kill -TERM $pid; wait $pid || true
+  kill -TERM $PID; wait $PID || true
 }
 
 for round in $(seq "$ROUNDS"); do

@@ -22,7 +22,7 @@ local function row_order(row)
 end
 
 local function not_older(incoming, stored)
-  for i = 1, 5 do
+  for i = 1, #incoming do
     if incoming[i] ~= stored[i] then
       return incoming[i] > stored[i]
     end
@@ -30,41 +30,43 @@ local function not_older(incoming, stored)
   return true
 end
 
--- quiver_put KEY ROW: writes ROW unless the stored row is newer; 1 if written, 0 if not.
-local function put(keys, args)
-  local incoming = row_order(args[1])
-  if not incoming then
-    return redis.error_reply('quiver: a row of an unknown layout was offered')
+-- The order of an i64 (8 bytes, little-endian), or nil.
+local function i64_order(value)
+  if #value ~= 8 then
+    return nil
   end
-  local stored = redis.call('GET', keys[1])
+  local lo, hi = struct.unpack('<I4i4', value)
+  return { hi, lo }
+end
+
+-- Writes VALUE at KEY unless the stored value is newer by ORDER_OF; 1 if written, 0 if not.
+local function write_unless_newer(key, value, order_of)
+  local incoming = order_of(value)
+  if not incoming then
+    return redis.error_reply('quiver: a value of an unknown layout was offered')
+  end
+  local stored = redis.call('GET', key)
   if stored then
-    local order = row_order(stored)
+    local order = order_of(stored)
     if not order then
-      return redis.error_reply('quiver: the stored row has an unknown layout')
+      return redis.error_reply('quiver: the stored value has an unknown layout')
     end
     if not not_older(incoming, order) then
       return 0
     end
   end
-  redis.call('SET', keys[1], args[1])
+  redis.call('SET', key, value)
   return 1
+end
+
+-- quiver_put KEY ROW: writes ROW unless the stored row is newer; 1 if written, 0 if not.
+local function put(keys, args)
+  return write_unless_newer(keys[1], args[1], row_order)
 end
 
 -- quiver_max KEY I64: keeps the greatest i64 (8 bytes, little-endian); 1 if raised.
 local function max(keys, args)
-  if #args[1] ~= 8 then
-    return redis.error_reply('quiver: quiver_max takes 8 bytes')
-  end
-  local lo, hi = struct.unpack('<I4i4', args[1])
-  local stored = redis.call('GET', keys[1])
-  if stored and #stored == 8 then
-    local stored_lo, stored_hi = struct.unpack('<I4i4', stored)
-    if stored_hi > hi or (stored_hi == hi and stored_lo >= lo) then
-      return 0
-    end
-  end
-  redis.call('SET', keys[1], args[1])
-  return 1
+  return write_unless_newer(keys[1], args[1], i64_order)
 end
 
 redis.register_function('quiver_put', put)
