@@ -167,7 +167,7 @@ impl OnlineRead {
     /// The transport baseline `Echo`: a response of the same shape and about the same size
     /// as [`OnlineRead::execute`]'s, for one lookup per view: the first entity row's stored
     /// row (from memory only, never the disk, so an async worker may run it) is served for
-    /// every entity row.
+    /// every entity row. A store without a memory tier (Redis) gives no row: all NOT_FOUND.
     pub fn echo(
         &self,
         store: &dyn OnlineStore,
