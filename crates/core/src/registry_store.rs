@@ -19,8 +19,8 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug {
     fn load(&self, version: u64) -> Result<Option<RegistryState>>;
 
     /// Saves `state` as version `state.version` if no such version exists, else
-    /// [`Error::StaleRegistry`]; with `tag`, also names it (see [`RegistryStore::set_tag`]).
-    fn create(&self, state: &RegistryState, tag: Option<&str>) -> Result<()>;
+    /// [`Error::StaleRegistry`].
+    fn create(&self, state: &RegistryState) -> Result<()>;
 
     /// The version a release tag names.
     fn tag(&self, name: &str) -> Result<Option<u64>>;

@@ -6,6 +6,7 @@
 //! version is the greatest listed. Calls block on the blocking pool (like remote reads).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
@@ -25,6 +26,9 @@ pub struct ObjectRegistry {
     prefix: Path,
     /// The URL, for messages.
     url: String,
+    /// The newest version listed so far: versions are never removed, so a poll lists only
+    /// the names after it (its cost does not grow with the history).
+    seen: AtomicU64,
 }
 
 impl ObjectRegistry {
@@ -51,6 +55,7 @@ impl ObjectRegistry {
             store,
             prefix,
             url: url.to_string(),
+            seen: AtomicU64::new(0),
         })
     }
 
@@ -92,9 +97,13 @@ impl ObjectRegistry {
         }
     }
 
-    /// The file names under `dir`.
-    fn list(&self, dir: &Path) -> Result<Vec<String>> {
-        let listed = block_on(self.store.list(Some(dir)).try_collect::<Vec<_>>())?;
+    /// The file names under `dir`, after `offset` (a full path) when given.
+    fn list(&self, dir: &Path, offset: Option<&Path>) -> Result<Vec<String>> {
+        let listing = match offset {
+            Some(offset) => self.store.list_with_offset(Some(dir), offset),
+            None => self.store.list(Some(dir)),
+        };
+        let listed = block_on(listing.try_collect::<Vec<_>>())?;
         let objects = listed.map_err(|e| object_error(&self.url, &e))?;
         Ok(objects
             .into_iter()
@@ -136,12 +145,15 @@ impl RegistryStore for ObjectRegistry {
     }
 
     fn latest_version(&self) -> quiver_core::Result<u64> {
-        let names = self.list(&self.versions()).map_err(core)?;
-        Ok(names
+        let seen = self.seen.load(Ordering::SeqCst);
+        let after = self.version_path(seen);
+        let names = self.list(&self.versions(), Some(&after)).map_err(core)?;
+        let newest = names
             .iter()
             .filter_map(|name| name.strip_suffix(".json")?.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0))
+            .fold(seen, u64::max);
+        self.seen.fetch_max(newest, Ordering::SeqCst);
+        Ok(newest)
     }
 
     fn load(&self, version: u64) -> quiver_core::Result<Option<RegistryState>> {
@@ -160,7 +172,7 @@ impl RegistryStore for ObjectRegistry {
         Ok(Some(state))
     }
 
-    fn create(&self, state: &RegistryState, tag: Option<&str>) -> quiver_core::Result<()> {
+    fn create(&self, state: &RegistryState) -> quiver_core::Result<()> {
         let json = serde_json::to_vec(state).map_err(|e| {
             store_error(
                 ErrorCode::Internal,
@@ -177,10 +189,7 @@ impl RegistryStore for ObjectRegistry {
             });
         }
         tracing::info!(registry_version = state.version, store = %self.url, "saved registry version");
-        match tag {
-            Some(tag) => self.set_tag(tag, state.version),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     fn tag(&self, name: &str) -> quiver_core::Result<Option<u64>> {
@@ -215,7 +224,7 @@ impl RegistryStore for ObjectRegistry {
 
     fn tags(&self) -> quiver_core::Result<Vec<(String, u64)>> {
         let mut tags = Vec::new();
-        for name in self.list(&self.tags_dir()).map_err(core)? {
+        for name in self.list(&self.tags_dir(), None).map_err(core)? {
             if let Some(version) = self.tag(&name)? {
                 tags.push((name, version));
             }
@@ -248,10 +257,11 @@ mod tests {
         let url = format!("file://{}", dir.path().join("registry").display());
         let registry = ObjectRegistry::open(&url, &ObjectStores::new(Vec::new()))?;
         assert_eq!((registry.latest()?, registry.latest_version()?), (None, 0));
-        registry.create(&state(1), Some("v1"))?;
-        registry.create(&state(2), None)?;
+        registry.create(&state(1))?;
+        registry.set_tag("v1", 1)?;
+        registry.create(&state(2))?;
         // Another replica created version 2 first: this one is told to plan again.
-        let error = registry.create(&state(2), None).expect_err("exists");
+        let error = registry.create(&state(2)).expect_err("exists");
         assert!(matches!(
             error,
             quiver_core::Error::StaleRegistry {

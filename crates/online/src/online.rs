@@ -142,7 +142,11 @@ impl RocksStore {
                 Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => return Ok(None),
                 stored => decode_stored(stored)?,
             };
-            self.fill(missed, &row);
+            // An async worker never waits for a writer: with the key's stripe locked, the
+            // read goes to the blocking pool (which waits, see `row_cache`).
+            if !self.try_fill(missed, &row) {
+                return Ok(None);
+            }
             if let Some(slot) = rows.get_mut(missed.index) {
                 *slot = row;
             }
@@ -185,11 +189,27 @@ impl RocksStore {
         Ok((rows, missed))
     }
 
-    /// Caches a row read after a miss, under the key's stripe lock (see `row_cache`).
+    /// Caches a row read after a miss, under the key's stripe lock (see `row_cache`: the
+    /// row may be returned only once no write of the key is in progress).
     fn fill(&self, missed: &Missed, row: &Cached) {
         if let (Some(cache), Some(ticket)) = (&self.row_cache, missed.ticket) {
             let _guard = self.lock_stripe(stripe_of(&missed.key));
             cache.fill(&missed.key, ticket, row.clone());
+        }
+    }
+
+    /// Like [`RocksStore::fill`] without waiting: `false` when a writer holds the stripe
+    /// (then the row must not be returned).
+    fn try_fill(&self, missed: &Missed, row: &Cached) -> bool {
+        let (Some(cache), Some(ticket)) = (&self.row_cache, missed.ticket) else {
+            return true;
+        };
+        match self.try_lock_stripe(stripe_of(&missed.key)) {
+            Some(_guard) => {
+                cache.fill(&missed.key, ticket, row.clone());
+                true
+            }
+            None => false,
         }
     }
 }
@@ -511,14 +531,15 @@ mod tests {
                 scope.spawn(move || {
                     let mut seen = vec![i64::MIN; keys.len()];
                     while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                        // Alternate the multi-get and the memory-only path.
+                        // Alternate the multi-get and the memory-only path, which declines
+                        // (None) while a writer holds a key's stripe.
                         let rows = if reader % 2 == 0 {
                             store.read_rows(view, keys).expect("read")
                         } else {
-                            store
-                                .read_rows_cached(view, keys)
-                                .expect("read")
-                                .expect("memory")
+                            match store.read_rows_cached(view, keys).expect("read") {
+                                Some(rows) => rows,
+                                None => continue,
+                            }
                         };
                         for (seen, row) in seen.iter_mut().zip(rows) {
                             let event_ts = row.map_or(i64::MIN, |row| row.event_ts);

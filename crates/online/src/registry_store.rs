@@ -26,14 +26,14 @@ impl RegistryStore for RocksStore {
         self.registry_state(version).map_err(core)
     }
 
-    fn create(&self, state: &RegistryState, tag: Option<&str>) -> quiver_core::Result<()> {
+    fn create(&self, state: &RegistryState) -> quiver_core::Result<()> {
         if self.registry_state(state.version).map_err(core)?.is_some() {
             return Err(quiver_core::Error::StaleRegistry {
                 expected: state.version.saturating_sub(1),
                 actual: self.latest_version()?,
             });
         }
-        self.save_registry_tagged(state, tag).map_err(core)
+        self.save_registry(state).map_err(core)
     }
 
     fn tag(&self, name: &str) -> quiver_core::Result<Option<u64>> {

@@ -259,6 +259,15 @@ impl RocksStore {
         })
     }
 
+    /// Locks the stripe of one key unless it is held already (`None` then).
+    pub(crate) fn try_lock_stripe(&self, stripe: usize) -> Option<MutexGuard<'_, ()>> {
+        match self.stripes.get(stripe)?.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Locks the stripes of `keys` in ascending stripe order (so that callers never
     /// deadlock) and returns the guards; the locks are held until they are dropped.
     pub(crate) fn lock_keys<'a>(

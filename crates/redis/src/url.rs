@@ -45,12 +45,13 @@ impl ClusterUrl {
                 redact(url)
             ))
         })?;
-        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let authority = authority.trim_end_matches('/');
-        let (credentials, hosts) = match authority.rsplit_once('@') {
-            Some((credentials, hosts)) => (Some(credentials), hosts),
-            None => (None, authority),
+        // Credentials end at the last `@` (a password may hold `?` or `@`).
+        let (credentials, rest) = match rest.rsplit_once('@') {
+            Some((credentials, rest)) => (Some(credentials), rest),
+            None => (None, rest),
         };
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let hosts = hosts.trim_end_matches('/');
         let (username, password) = match credentials {
             None => (None, None),
             Some(credentials) => match credentials.split_once(':') {
@@ -76,9 +77,10 @@ impl ClusterUrl {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match name {
                 "replicas" => parsed.replicas = number(name, value)?,
-                "timeout_ms" => {
-                    parsed.timeout = Duration::from_millis(u64::from(number::<u32>(name, value)?))
-                }
+                "timeout_ms" => match number::<u32>(name, value)? {
+                    0 => return Err(invalid("`timeout_ms` must be at least 1".into())),
+                    ms => parsed.timeout = Duration::from_millis(u64::from(ms)),
+                },
                 other => {
                     return Err(invalid(format!(
                         "unknown parameter `{other}` (known: replicas, timeout_ms)"
@@ -153,7 +155,19 @@ mod tests {
             let error = ClusterUrl::parse(url).expect_err(url).to_string();
             assert!(error.contains(says), "{url}: {error}");
         }
-        let error = ClusterUrl::parse("redis://u:pw@h:1").expect_err("scheme");
-        assert!(!error.to_string().contains("pw"), "{error}");
+        for url in [
+            "redis://u:pw@h:1",
+            "redis+cluster://user:pa?ss@h",
+            "redis+cluster://u:12?x@h:1?tls=1",
+            "redis+cluster://u:p@ss?@h:1?timeout_ms=0",
+        ] {
+            let error = ClusterUrl::parse(url).expect_err(url).to_string();
+            assert!(
+                !error.contains("pw") && !error.contains("ss") && !error.contains("12"),
+                "{error}"
+            );
+        }
+        let url = ClusterUrl::parse("redis+cluster://u:p?w@d@h:1?replicas=2").expect("parse");
+        assert_eq!((url.password.as_deref(), url.replicas), (Some("p?w@d"), 2));
     }
 }

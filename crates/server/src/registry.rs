@@ -155,15 +155,26 @@ impl Registry {
             }
             if !plan.is_empty() {
                 next.record_applier(&request.applied_by);
-                store.create(&next, tag)?;
-            } else if let Some(tag) = tag {
-                store.set_tag(tag, next.version)?;
+                store.create(&next)?;
             }
-            Ok((next, plan))
+            // After the version (the commit point, served below whatever the tag does).
+            let tagged = tag.map(|tag| {
+                let written = store.set_tag(tag, next.version).map_err(Error::from);
+                match plan.is_empty() {
+                    true => written,
+                    false => written.map_err(|error| {
+                        Error::FailedPrecondition(format!(
+                            "registry version {} is applied, but tag `{tag}` was not written ({error}); apply again with the tag to name it",
+                            next.version
+                        ))
+                    }),
+                }
+            });
+            Ok((next, plan, tagged))
         })
         .await
         .map_err(|e| Error::Internal(format!("apply task failed: {e}")))?;
-        let (next, plan) = match applied {
+        let (next, plan, tagged) = match applied {
             // Another replica created the version first: serve what it applied; the caller
             // plans again against it.
             Err(Error::Core(quiver_core::Error::StaleRegistry { expected, actual })) => {
@@ -179,8 +190,9 @@ impl Registry {
                 changes = plan.changes.len(),
                 "registry applied"
             );
-            self.swap(next);
+            self.swap_if_newer(next);
         }
+        tagged.transpose()?;
         Ok((version, plan))
     }
 
@@ -289,14 +301,6 @@ impl Registry {
             *guard = state;
         }
     }
-
-    fn swap(&self, state: RegistryState) {
-        let state = Arc::new(state);
-        match self.current.write() {
-            Ok(mut guard) => *guard = state,
-            Err(poisoned) => *poisoned.into_inner() = state,
-        }
-    }
 }
 
 /// The definitions live at registry version `version`.
@@ -325,7 +329,9 @@ fn check_tag(store: &dyn RegistryStore, tag: &str, version: u64, created: bool) 
         && tag
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        && tag.parse::<u64>().is_err();
+        && tag.parse::<u64>().is_err()
+        && tag != "."
+        && tag != "..";
     if !valid {
         return Err(Error::invalid(
             "tag",

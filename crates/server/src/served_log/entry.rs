@@ -8,7 +8,7 @@ use quiver_core::logging::{is_sampled, key_hash};
 use quiver_core::types::Micros;
 use quiver_core::value::{KeyValue, Value};
 
-use crate::online_read::{OnlineRead, ViewRead};
+use crate::online_read::{OnlineRead, Served, ViewRead};
 
 /// Which rows of a read are logged, decided before the response is built.
 #[derive(Debug)]
@@ -124,16 +124,22 @@ fn pick<T: Clone>(items: &[T], rows: &[usize]) -> Vec<T> {
     rows.iter().map(|r| items[*r].clone()).collect()
 }
 
+/// The entry holds whole stored rows (every feature of each, not only the selected ones):
+/// all of their values count.
 fn view_bytes(view: &LoggedView) -> usize {
     let keys: usize = view.keys.iter().flatten().map(key_bytes).sum();
-    let values: usize = (0..view.positions.len())
-        .map(|f| {
-            view.feature(f)
-                .map(|(value, _)| value_bytes(value) + 1)
-                .sum::<usize>()
+    let values: usize = view
+        .read
+        .rows
+        .iter()
+        .map(|row| match row {
+            Served::Fresh(row) => row.values.iter().map(value_bytes).sum(),
+            Served::Projected { values, .. } => values.iter().map(value_bytes).sum(),
+            Served::NotFound | Served::OutsideMaxAge { .. } => 0,
         })
         .sum();
-    keys + values + 9 * view.read.rows.len()
+    let statuses = view.positions.len() * view.read.rows.len();
+    keys + values + statuses + 9 * view.read.rows.len()
 }
 
 fn key_bytes(key: &KeyValue) -> usize {
