@@ -64,7 +64,7 @@ pub struct Registry {
     /// Checks sources against their files, and that they lie under the source roots.
     schema_check: ParquetSchemaCheck,
     /// Whether other replicas apply to the same store (`--registry-store`), and when a
-    /// request last made this one look (at most once per [`ON_DEMAND_EVERY`]).
+    /// request last made this one look (at most once per `ON_DEMAND_EVERY`).
     shared: bool,
     last_on_demand: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -251,7 +251,7 @@ impl Registry {
     }
 
     /// Refreshes from the shared store unless a request did so less than
-    /// [`ON_DEMAND_EVERY`] ago; whether a newer version is now served.
+    /// a second ago; whether a newer version is now served.
     pub async fn refresh_on_demand(&self) -> Result<bool> {
         {
             let mut last = self
