@@ -228,6 +228,22 @@ fn a_durable_write_without_its_replicas_is_unavailable() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Primaries that lost the Function library (flushed, or added after the store opened) get
+/// it again on the first write that needs it.
+#[test]
+fn primaries_without_the_functions_get_them_again() -> anyhow::Result<()> {
+    let cluster = RedisCluster::start(3)?;
+    let store = RedisStore::open(&cluster.url())?;
+    for port in &cluster.ports {
+        assert_eq!(cluster.cli(*port, &["FUNCTION", "FLUSH"])?, "OK");
+    }
+    let rows: Vec<Row> = (0..30).map(|id| row(id, 5, None, id)).collect();
+    assert_eq!(store.write_rows(&view(), &rows, true)?.written, 30);
+    assert_eq!(stored(&store, 29)?, Some((5, None, Value::Int64(29))));
+    assert_eq!(store.newest_event("trips")?, Some(5));
+    Ok(())
+}
+
 #[test]
 fn stored_rows_are_the_rocksdb_layout() -> anyhow::Result<()> {
     let cluster = RedisCluster::start(3)?;

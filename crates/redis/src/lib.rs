@@ -83,12 +83,7 @@ impl RedisStore {
         };
         store.with_connection(|connection| {
             check_no_eviction(connection)?;
-            redis::cmd("FUNCTION")
-                .arg("LOAD")
-                .arg("REPLACE")
-                .arg(FUNCTIONS)
-                .exec(connection)
-                .map_err(Error::redis("load the quiver Function library"))
+            load_functions(connection)
         })?;
         tracing::info!(nodes = ?store.url.nodes, replicas = store.url.replicas, "opened the redis cluster online store");
         Ok(store)
@@ -205,9 +200,18 @@ impl RedisStore {
             .arg(&newest.to_le_bytes()[..])
             .ignore();
         let written: Vec<i64> = self.with_connection(|connection| {
-            let written = pipe
-                .query(connection)
-                .map_err(Error::redis("write online rows"))?;
+            let written = match pipe.query(connection) {
+                // A primary without the library (added to the cluster, or its functions
+                // flushed, after the store opened): load it everywhere, then write again
+                // (the ordering rule makes the second write of a row a no-op or a tie).
+                Err(error) if error.to_string().contains("Function not found") => {
+                    tracing::warn!(%error, "a primary lacks the quiver functions: loading them");
+                    load_functions(connection)?;
+                    pipe.query(connection)
+                }
+                other => other,
+            }
+            .map_err(Error::redis("write online rows"))?;
             self.wait_for_replicas(connection)?;
             Ok(written)
         })?;
@@ -260,6 +264,16 @@ impl OnlineStore for RedisStore {
     fn backend(&self) -> &'static str {
         "redis-cluster"
     }
+}
+
+/// Loads the Function library on every primary (`FUNCTION LOAD` is routed to all of them).
+fn load_functions(connection: &mut ClusterConnection) -> Result<()> {
+    redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(FUNCTIONS)
+        .exec(connection)
+        .map_err(Error::redis("load the quiver Function library"))
 }
 
 /// Refuses a cluster where some primary may evict keys: an evicted row would read as
