@@ -13,7 +13,8 @@
 //! # Rules
 //!
 //! - The ordering rule is applied by the Redis Function library `quiver` (`quiver.lua`,
-//!   loaded with `FUNCTION LOAD REPLACE` on every primary when the store opens), atomically
+//!   loaded with `FUNCTION LOAD REPLACE` on every primary when the store opens, and again
+//!   when a write finds a primary without it), atomically
 //!   per key and exactly at every i64 (compared in 32-bit halves).
 //! - Reads are one pipeline per call, split by the client per node (one round trip each).
 //! - TTL stays a read-time rule: keys never expire. `maxmemory-policy` must be `noeviction`
