@@ -133,11 +133,17 @@ async fn serve_grpc(
             (options.clone(), Arc::clone(metrics), shutdown.child_token());
         run_blocking(move || Components::open(&opening, metrics, jobs)).await?
     };
-    let _registry_polling = options.registry_store.as_ref().map(|_| {
-        components
-            .registry
-            .spawn_polling(options.registry_poll_interval, shutdown.child_token())
-    });
+    if options.registry_store.is_some() {
+        // A shared registry: other replicas apply; an unreachable store keeps the version held.
+        let registry = Arc::clone(&components.registry);
+        let interval = options.registry_poll_interval;
+        reload::spawn_reloader(
+            "registry version",
+            interval,
+            shutdown.child_token(),
+            move || registry.refresh_blocking(),
+        );
+    }
     metrics.register_state(components.state_collector(&options, Arc::clone(health))?)?;
     let (router, reporter) =
         health_and_reflection(&options.limits, auth.clone(), metrics, options.rpc_spans).await?;
@@ -171,9 +177,12 @@ async fn serve_grpc(
         match tls {
             Some(config) => {
                 let reloaded = Arc::clone(&config);
-                reload::spawn_reloader("TLS certificate", shutdown.clone(), move || {
-                    reloaded.reload_if_changed()
-                });
+                reload::spawn_reloader(
+                    "TLS certificate",
+                    reload::RELOAD_INTERVAL,
+                    shutdown.clone(),
+                    move || reloaded.reload_if_changed(),
+                );
                 let incoming = tls::incoming(listener, config, shutdown.clone());
                 router.serve_with_incoming_shutdown(incoming, stopped).await
             }
@@ -231,9 +240,12 @@ fn open_auth(
         return Ok(None);
     };
     let reloaded = Arc::clone(&authenticator);
-    reload::spawn_reloader("auth tokens", shutdown.clone(), move || {
-        reloaded.reload_if_changed()
-    });
+    reload::spawn_reloader(
+        "auth tokens",
+        reload::RELOAD_INTERVAL,
+        shutdown.clone(),
+        move || reloaded.reload_if_changed(),
+    );
     Ok(Some(authenticator))
 }
 

@@ -131,7 +131,11 @@ impl Registry {
             .map_err(|e| Error::Internal(format!("apply task failed: {e}")))?
     }
 
-    async fn apply_to_end(&self, request: ApplyRequest, now: Micros) -> Result<(u64, Plan)> {
+    async fn apply_to_end(
+        self: &Arc<Self>,
+        request: ApplyRequest,
+        now: Micros,
+    ) -> Result<(u64, Plan)> {
         let _guard = self.apply_lock.lock().await;
         let current = self.snapshot();
         let store = Arc::clone(&self.store);
@@ -213,28 +217,22 @@ impl Registry {
     }
 
     /// Serves the store's newest version if it is newer than the snapshot (another replica
-    /// applied it); returns the version served.
-    pub async fn refresh(&self) -> Result<u64> {
-        let store = Arc::clone(&self.store);
+    /// applied it); whether it did. Blocking: reads the store.
+    pub fn refresh_blocking(&self) -> Result<bool> {
         let current = self.snapshot().version;
-        let newer = tokio::task::spawn_blocking(move || -> Result<Option<RegistryState>> {
-            let latest = store.latest_version()?;
-            Ok(if latest > current {
-                store.load(latest)?
-            } else {
-                None
-            })
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("registry refresh task failed: {e}")))??;
-        Ok(match newer {
-            Some(state) => {
-                let version = state.version;
-                self.swap_if_newer(state);
-                version
-            }
-            None => current,
-        })
+        let latest = self.store.latest_version()?;
+        let newer = if latest > current {
+            self.store.load(latest)?
+        } else {
+            None
+        };
+        Ok(newer.map(|state| self.swap_if_newer(state)).is_some())
+    }
+
+    /// [`Registry::refresh_blocking`] on the blocking pool.
+    pub async fn refresh(self: &Arc<Self>) -> Result<bool> {
+        let registry = Arc::clone(self);
+        crate::run_blocking(move || registry.refresh_blocking()).await
     }
 
     /// Whether `error` (a request naming a feature service, view or version) could be
@@ -252,7 +250,7 @@ impl Registry {
 
     /// Refreshes from the shared store unless a request did so less than
     /// a second ago; whether a newer version is now served.
-    pub async fn refresh_on_demand(&self) -> Result<bool> {
+    pub async fn refresh_on_demand(self: &Arc<Self>) -> Result<bool> {
         {
             let mut last = self
                 .last_on_demand
@@ -264,31 +262,7 @@ impl Registry {
             }
             *last = Some(now);
         }
-        let before = self.snapshot().version;
-        Ok(self.refresh().await? > before)
-    }
-
-    /// Polls the store every `interval` (a shared registry: other replicas apply), until
-    /// `shutdown`. A store that cannot be reached is logged; the snapshot keeps serving.
-    pub fn spawn_polling(
-        self: &Arc<Self>,
-        interval: std::time::Duration,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        let registry = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = ticks.tick() => {}
-                }
-                if let Err(error) = registry.refresh().await {
-                    tracing::warn!(%error, "registry store unreachable; serving the version held");
-                }
-            }
-        })
+        self.refresh().await
     }
 
     fn swap_if_newer(&self, state: RegistryState) {

@@ -21,15 +21,19 @@ pub(crate) fn file_stamp(path: &std::path::Path) -> Stamp {
 /// How often watched files are checked.
 pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Calls `reload` every [`RELOAD_INTERVAL`] in a blocking task; it returns whether it
-/// installed a new version.
-pub(crate) fn spawn_reloader<F>(what: &'static str, shutdown: CancellationToken, reload: F)
-where
+/// Calls `reload` every `interval` in a blocking task; it returns whether it installed a
+/// new version.
+pub(crate) fn spawn_reloader<F>(
+    what: &'static str,
+    interval: Duration,
+    shutdown: CancellationToken,
+    reload: F,
+) where
     F: Fn() -> Result<bool> + Send + Sync + 'static,
 {
     let reload = Arc::new(reload);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+        let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
