@@ -117,16 +117,29 @@ pub(super) async fn materialize(
     start: i64,
     end: i64,
 ) -> anyhow::Result<quiver_proto::v1::Job> {
-    use futures::StreamExt;
-    use quiver_proto::v1;
-    let job = clients
-        .jobs
-        .start_materialization(v1::StartMaterializationRequest {
+    run_materialization(
+        clients,
+        quiver_proto::v1::StartMaterializationRequest {
             views: vec![],
             start_micros: start,
             end_micros: end,
             incremental: false,
-        })
+        },
+    )
+    .await
+}
+
+/// Starts the materialization `request` asks for and watches it to its end: the last
+/// update, which must be a success.
+pub(super) async fn run_materialization(
+    clients: &mut Clients,
+    request: quiver_proto::v1::StartMaterializationRequest,
+) -> anyhow::Result<quiver_proto::v1::Job> {
+    use futures::StreamExt;
+    use quiver_proto::v1;
+    let job = clients
+        .jobs
+        .start_materialization(request)
         .await?
         .into_inner()
         .job

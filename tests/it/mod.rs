@@ -16,6 +16,7 @@ mod object_storage;
 mod offline;
 mod online;
 mod online_batches;
+mod redis_coordination;
 mod redis_online;
 mod registry;
 mod security;

@@ -94,6 +94,20 @@ impl RedisCluster {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 
+    /// Deletes every key matching `pattern` on every node (as a failover that lost them
+    /// would); returns how many.
+    pub fn delete_matching(&self, pattern: &str) -> Result<usize> {
+        let mut deleted = 0;
+        for port in &self.ports {
+            let keys = self.cli(*port, &["--scan", "--pattern", pattern])?;
+            for key in keys.lines().filter(|k| !k.is_empty()) {
+                anyhow::ensure!(self.cli(*port, &["DEL", key])? == "1", "DEL {key}");
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Keys held by the node on `port`.
     pub fn keys_on(&self, port: u16) -> Result<u64> {
         Ok(self.cli(port, &["DBSIZE"])?.parse()?)

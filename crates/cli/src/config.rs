@@ -57,6 +57,12 @@ pub(crate) struct ConfigFile {
     pub registry_store: Option<String>,
     /// Seconds between looks for versions applied elsewhere (`--registry-poll-interval`).
     pub registry_poll_interval: Option<u64>,
+    /// This replica's name among those sharing an online store (`--replica-id`).
+    pub replica_id: Option<String>,
+    /// Seconds a materialization lease outlives its last renewal (`--lease-ttl`).
+    pub lease_ttl: Option<u64>,
+    /// Seconds before the watermark incremental runs start reading (`--materialize-lookback`).
+    pub materialize_lookback: Option<u64>,
     /// URL scheduled drift ALERTs are POSTed to (`--alert-webhook`).
     pub alert_webhook: Option<String>,
     /// Days stored profiles are kept, 0 for ever (`--profile-retention-days`).

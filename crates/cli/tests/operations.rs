@@ -5,30 +5,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{ServerProcess, ok, project, roots_beside};
-
-/// `GET path` over HTTP/1.0 on `addr`: (status, body).
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    (status, body.to_string())
-}
+use support::{ServerProcess, http_get, ok, project, roots_beside};
 
 /// The path of a tool the Debian `prometheus` package installs.
 fn prometheus_tool(name: &str) -> &'static str {

@@ -36,6 +36,15 @@ pub fn write_wins(incoming: RowOrder, stored: Option<RowOrder>) -> bool {
     stored.is_none_or(|stored| incoming >= stored)
 }
 
+/// "Writes (materialize, push)": a run over `[start, end)` moves the watermark to `end` only
+/// when it starts at or before the stored watermark (none: the beginning of time) and ends
+/// after it. Applied atomically by each online store, it is the fence of materialization: a
+/// stalled run can neither move a watermark backwards nor past data nobody wrote.
+pub fn watermark_advances(stored: Option<Micros>, start: Micros, end: Micros) -> bool {
+    let watermark = stored.unwrap_or(Micros::MIN);
+    start <= watermark && end > watermark
+}
+
 /// "Point-in-time join": whether a row with `event_ts` (and `created_ts`) is a candidate for a
 /// label at `t`, for a view with `ttl` (0 = unbounded), optionally "as known at t".
 pub fn is_candidate(
@@ -108,6 +117,29 @@ mod tests {
         assert!(is_valid_time(MIN_TIME) && is_valid_time(MAX_TIME) && is_valid_time(0));
         assert!(!is_valid_time(MIN_TIME - 1) && !is_valid_time(MAX_TIME + 1));
         assert!(!is_valid_time(i64::MAX) && !is_valid_time(i64::MIN));
+    }
+
+    #[test]
+    fn a_watermark_moves_forward_only_over_a_run_that_covers_it() {
+        // (stored, start, end) -> moves
+        let table = [
+            (None, Micros::MIN, 10, true),
+            (None, 0, 10, false),
+            (Some(10), 10, 20, true),
+            (Some(10), 5, 20, true),
+            (Some(10), 11, 20, false),
+            (Some(20), 10, 20, false),
+            (Some(20), 10, 15, false),
+            (Some(Micros::MAX - 1), Micros::MIN, Micros::MAX, true),
+            (Some(Micros::MAX), Micros::MIN, Micros::MAX, false),
+        ];
+        for (stored, start, end, moves) in table {
+            assert_eq!(
+                watermark_advances(stored, start, end),
+                moves,
+                "{stored:?} {start} {end}"
+            );
+        }
     }
 
     #[test]

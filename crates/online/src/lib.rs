@@ -45,6 +45,7 @@
 pub mod keys;
 
 mod error;
+mod leases;
 mod online;
 mod online_store;
 mod profiles;
@@ -63,7 +64,7 @@ mod test_support;
 
 pub use error::{Error, Result};
 pub use online::WriteStats;
-pub use online_store::{EncodedRow, OnlineStore, encode_rows};
+pub use online_store::{EncodedRow, Lease, OnlineStore, encode_rows};
 pub use row_cache::DEFAULT_ROW_CACHE_BYTES;
 pub use row_codec::{StoredRow, decode_row};
 pub use stats::StoreStats;

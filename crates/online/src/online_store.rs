@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use quiver_core::ResolvedView;
 use quiver_core::semantics::{RowOrder, row_order, write_wins};
@@ -51,8 +52,34 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
     /// The newest event time ever written online for the view named `view`.
     fn newest_event(&self, view: &str) -> Result<Option<i64>>;
 
+    /// The materialization watermark of `view`'s definition (its fingerprint), if any.
+    fn watermark(&self, view: &ResolvedView) -> Result<Option<i64>>;
+
+    /// Moves the watermark of `view`'s definition to `end` when a run over `[start, end)`
+    /// covers it ([`quiver_core::semantics::watermark_advances`]), atomically against every
+    /// other writer of the store; true if it moved. Call it only once the run's rows reached
+    /// the store's durability level.
+    fn advance_watermark(&self, view: &ResolvedView, start: i64, end: i64) -> Result<bool>;
+
+    /// Takes the lease `name` for `holder` for `ttl`, or renews it when `holder` has it.
+    /// Leases keep one replica at a task (a view's materialization, a scheduled check); they
+    /// expire, so correctness never rests on them alone (the watermark is the fence).
+    fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Lease>;
+
+    /// Gives the lease `name` up, if `holder` has it.
+    fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+
     /// The backend's name, for logs (`rocksdb`, `redis-cluster`).
     fn backend(&self) -> &'static str;
+}
+
+/// The answer to [`OnlineStore::acquire_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// The caller holds the lease for the asked time.
+    Acquired,
+    /// Another holder (named) has it.
+    HeldBy(String),
 }
 
 impl OnlineStore for RocksStore {
@@ -82,6 +109,23 @@ impl OnlineStore for RocksStore {
 
     fn newest_event(&self, view: &str) -> Result<Option<i64>> {
         RocksStore::newest_event(self, view)
+    }
+
+    fn watermark(&self, view: &ResolvedView) -> Result<Option<i64>> {
+        RocksStore::watermark(self, view)
+    }
+
+    fn advance_watermark(&self, view: &ResolvedView, start: i64, end: i64) -> Result<bool> {
+        RocksStore::advance_watermark(self, view, start, end)
+    }
+
+    fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Lease> {
+        Ok(self.leases.acquire(name, holder, ttl))
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.leases.release(name, holder);
+        Ok(())
     }
 
     fn backend(&self) -> &'static str {

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use quiver_core::semantics::watermark_advances;
 use quiver_core::{RegistryState, ResolvedView};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
@@ -39,6 +40,9 @@ pub struct RocksStore {
     syncs: crate::sync_group::SyncGroup,
     /// Decoded rows by encoded key (`row_cache`); `None` when configured off.
     pub(crate) row_cache: Option<crate::row_cache::RowCache>,
+    /// Makes a watermark's read-compare-write atomic.
+    watermarks: Mutex<()>,
+    pub(crate) leases: crate::leases::LocalLeases,
     path: PathBuf,
 }
 
@@ -102,6 +106,8 @@ impl RocksStore {
             syncs: Default::default(),
             row_cache: crate::row_cache::RowCache::new(store_options.row_cache_bytes, N_STRIPES),
             path: dir.to_path_buf(),
+            watermarks: Mutex::new(()),
+            leases: Default::default(),
         };
         for name in [CF_ONLINE, CF_REGISTRY, CF_META] {
             store.cf(name)?;
@@ -230,6 +236,17 @@ impl RocksStore {
         self.db
             .put_cf_opt(cf, watermark_key(view), micros.to_be_bytes(), &synced())
             .map_err(Error::storage("write a watermark"))
+    }
+
+    /// Moves the watermark of `view`'s definition to `end` if a run over `[start, end)`
+    /// covers it ([`quiver_core::semantics::watermark_advances`]), atomically; true if moved.
+    pub fn advance_watermark(&self, view: &ResolvedView, start: i64, end: i64) -> Result<bool> {
+        let _guard = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        let moves = watermark_advances(self.watermark(view)?, start, end);
+        if moves {
+            self.set_watermark(view, end)?;
+        }
+        Ok(moves)
     }
 
     /// Makes every write done before this call durable: fsyncs the WAL, or waits for an

@@ -9,6 +9,8 @@
 //!   the online row layout of `quiver-online` (format byte 1), byte for byte what RocksDB
 //!   stores.
 //! - `quiver:newest:<view name>`: the newest event written online, 8 bytes little-endian.
+//! - `quiver:watermark:<view>/<fingerprint>` and `quiver:lease:<name>`: how replicas share
+//!   materialization (`coordination`).
 //!
 //! # Rules
 //!
@@ -24,6 +26,7 @@
 //!   primaries' own persistence. Redis Cluster can still lose acknowledged writes on a
 //!   failover: treat it as rebuildable from the offline data (materialize again).
 
+mod coordination;
 mod error;
 mod url;
 
@@ -84,7 +87,7 @@ impl RedisStore {
         };
         store.with_connection(|connection| {
             check_no_eviction(connection)?;
-            load_functions(connection)
+            load_functions(connection).map_err(Error::redis("load the quiver Function library"))
         })?;
         tracing::info!(nodes = ?store.url.nodes, replicas = store.url.replicas, "opened the redis cluster online store");
         Ok(store)
@@ -201,18 +204,9 @@ impl RedisStore {
             .arg(&newest.to_le_bytes()[..])
             .ignore();
         let written: Vec<i64> = self.with_connection(|connection| {
-            let written = match pipe.query(connection) {
-                // A primary without the library (added to the cluster, or its functions
-                // flushed, after the store opened): load it everywhere, then write again
-                // (the ordering rule makes the second write of a row a no-op or a tie).
-                Err(error) if error.to_string().contains("Function not found") => {
-                    tracing::warn!(%error, "a primary lacks the quiver functions: loading them");
-                    load_functions(connection)?;
-                    pipe.query(connection)
-                }
-                other => other,
-            }
-            .map_err(Error::redis("write online rows"))?;
+            // The ordering rule makes a second write of a row a no-op or a tie.
+            let written = with_functions(connection, |c| pipe.query(c))
+                .map_err(Error::redis("write online rows"))?;
             self.wait_for_replicas(connection)?;
             Ok(written)
         })?;
@@ -258,8 +252,34 @@ impl OnlineStore for RedisStore {
                 .map_err(Error::redis("read a view's newest event"))
         })?;
         Ok(stored
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
-            .map(i64::from_le_bytes))
+            .map(|bytes| coordination::i64_from(&bytes, "a view's newest event"))
+            .transpose()?)
+    }
+
+    fn watermark(&self, view: &ResolvedView) -> quiver_online::Result<Option<i64>> {
+        Ok(self.read_watermark(view)?)
+    }
+
+    fn advance_watermark(
+        &self,
+        view: &ResolvedView,
+        start: i64,
+        end: i64,
+    ) -> quiver_online::Result<bool> {
+        Ok(self.advance(view, start, end)?)
+    }
+
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> quiver_online::Result<quiver_online::Lease> {
+        Ok(self.lease(name, holder, ttl)?)
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> quiver_online::Result<()> {
+        Ok(self.release(name, holder)?)
     }
 
     fn backend(&self) -> &'static str {
@@ -267,14 +287,46 @@ impl OnlineStore for RedisStore {
     }
 }
 
+impl RedisStore {
+    /// One Function call (`FCALL ...`), then `WAIT` for the configured replicas.
+    fn call_function<T: redis::FromRedisValue>(
+        &self,
+        call: &redis::Cmd,
+        action: &'static str,
+    ) -> Result<T> {
+        self.with_connection(|connection| {
+            let answer =
+                with_functions(connection, |c| call.query(c)).map_err(Error::redis(action))?;
+            self.wait_for_replicas(connection)?;
+            Ok(answer)
+        })
+    }
+}
+
+/// Runs `f`, and once more after loading the Function library when a primary lacks it (it
+/// was added to the cluster, or its functions flushed, after the store opened). `f` must be
+/// safe to repeat.
+fn with_functions<T>(
+    connection: &mut ClusterConnection,
+    mut f: impl FnMut(&mut ClusterConnection) -> redis::RedisResult<T>,
+) -> redis::RedisResult<T> {
+    match f(connection) {
+        Err(error) if error.to_string().contains("Function not found") => {
+            tracing::warn!(%error, "a primary lacks the quiver functions: loading them");
+            load_functions(connection)?;
+            f(connection)
+        }
+        other => other,
+    }
+}
+
 /// Loads the Function library on every primary (`FUNCTION LOAD` is routed to all of them).
-fn load_functions(connection: &mut ClusterConnection) -> Result<()> {
+fn load_functions(connection: &mut ClusterConnection) -> redis::RedisResult<()> {
     redis::cmd("FUNCTION")
         .arg("LOAD")
         .arg("REPLACE")
         .arg(FUNCTIONS)
         .exec(connection)
-        .map_err(Error::redis("load the quiver Function library"))
 }
 
 /// Refuses a cluster where some primary may evict keys: an evicted row would read as

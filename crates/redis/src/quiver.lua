@@ -69,5 +69,53 @@ local function max(keys, args)
   return write_unless_newer(keys[1], args[1], i64_order)
 end
 
+-- The order of i64::MIN: a missing watermark is the beginning of time.
+local BEGINNING = { -2147483648, 0 }
+
+-- quiver_advance KEY START END (i64s, 8 bytes little-endian): moves the watermark at KEY to
+-- END when START <= watermark < END (quiver_core::semantics::watermark_advances); 1 if moved.
+local function advance(keys, args)
+  local start, finish = i64_order(args[1]), i64_order(args[2])
+  if not start or not finish then
+    return redis.error_reply('quiver: a watermark bound is not an i64')
+  end
+  local watermark = BEGINNING
+  local stored = redis.call('GET', keys[1])
+  if stored then
+    watermark = i64_order(stored)
+    if not watermark then
+      return redis.error_reply('quiver: the stored watermark is not an i64')
+    end
+  end
+  if not_older(watermark, start) and not not_older(watermark, finish) then
+    redis.call('SET', keys[1], args[2])
+    return 1
+  end
+  return 0
+end
+
+-- quiver_lease KEY HOLDER TTL_MS: takes the lease at KEY for HOLDER, or renews it when HOLDER
+-- has it; returns the holder after the call.
+local function lease(keys, args)
+  local holder = redis.call('GET', keys[1])
+  if holder and holder ~= args[1] then
+    return holder
+  end
+  redis.call('SET', keys[1], args[1], 'PX', args[2])
+  return args[1]
+end
+
+-- quiver_release KEY HOLDER: deletes the lease at KEY if HOLDER has it; 1 if deleted.
+local function release(keys, args)
+  if redis.call('GET', keys[1]) == args[1] then
+    redis.call('DEL', keys[1])
+    return 1
+  end
+  return 0
+end
+
 redis.register_function('quiver_put', put)
 redis.register_function('quiver_max', max)
+redis.register_function('quiver_advance', advance)
+redis.register_function('quiver_lease', lease)
+redis.register_function('quiver_release', release)

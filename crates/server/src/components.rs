@@ -145,7 +145,7 @@ impl Components {
             )),
             materializer: Arc::new(jobs::Materializer::new(
                 options.run_profiles.then_some(Arc::clone(&monitor)),
-                (monitor, Arc::clone(&online)),
+                (monitor, Arc::clone(&online), options.replica.clone()),
                 jobs_shutdown,
                 options.limits.max_concurrent_jobs,
                 Arc::clone(&metrics),

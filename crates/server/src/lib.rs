@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use components::Components;
 pub use error::{Error, Result};
 pub use metrics::{Health, Metrics};
-pub use options::{Clock, FileRoots, Limits, ServerOptions, SystemClock};
+pub use options::{Clock, FileRoots, Limits, ReplicaOptions, ServerOptions, SystemClock};
 pub use served_log::ServedLogOptions;
 
 /// Runs blocking work (RocksDB reads, writes and syncs, file I/O, large conversions) on the

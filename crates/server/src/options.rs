@@ -69,6 +69,8 @@ pub struct ServerOptions {
     /// by several replicas, polled every `registry_poll_interval`.
     pub registry_store: Option<String>,
     pub registry_poll_interval: std::time::Duration,
+    /// This replica among those sharing the stores: its name, and how it holds jobs.
+    pub replica: ReplicaOptions,
 }
 
 /// The default of [`ServerOptions::monitoring_interval`].
@@ -106,8 +108,45 @@ impl ServerOptions {
             online_store: None,
             registry_store: None,
             registry_poll_interval: std::time::Duration::from_secs(5),
+            replica: ReplicaOptions::default(),
         }
     }
+}
+
+/// How a replica shares jobs with the others on the same online store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaOptions {
+    /// The replica's name in lease holders and logs (`--replica-id`).
+    pub id: String,
+    /// How long a lease (a view's materialization, a scheduled check) outlives its holder's
+    /// last renewal (`--lease-ttl`); holders renew at a third of it.
+    pub lease_ttl: std::time::Duration,
+    /// How far before the watermark an incremental materialization starts reading
+    /// (`--materialize-lookback`): rows a store lost in a failover are written again.
+    pub materialize_lookback: std::time::Duration,
+}
+
+/// The default of [`ReplicaOptions::lease_ttl`].
+pub const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Default for ReplicaOptions {
+    fn default() -> Self {
+        ReplicaOptions {
+            id: default_replica_id(),
+            lease_ttl: DEFAULT_LEASE_TTL,
+            materialize_lookback: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// `<host name>-<process id>`: the pod's name under Kubernetes.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "quiver".to_string());
+    format!("{host}-{}", std::process::id())
 }
 
 /// The directories requests may name files in (see ARCHITECTURE.md, "Files the server

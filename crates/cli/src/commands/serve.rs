@@ -76,6 +76,18 @@ pub(crate) struct ServeArgs {
     /// `--registry-store`). [default: 5]
     #[arg(long, env = "QUIVER_REGISTRY_POLL_INTERVAL", value_name = "SECONDS")]
     registry_poll_interval: Option<u64>,
+    /// This replica's name among the replicas sharing an online store (in lease holders and
+    /// logs). [default: <host name>-<process id>]
+    #[arg(long, env = "QUIVER_REPLICA_ID")]
+    replica_id: Option<String>,
+    /// Seconds a replica's lease on a view's materialization outlives its last renewal
+    /// (renewed at a third of it); another replica may take it over after. [default: 30]
+    #[arg(long, env = "QUIVER_LEASE_TTL", value_name = "SECONDS")]
+    lease_ttl: Option<u64>,
+    /// Seconds before the watermark an incremental materialization starts reading, so that
+    /// rows a shared online store lost (a Redis failover) are written again. [default: 0]
+    #[arg(long, env = "QUIVER_MATERIALIZE_LOOKBACK", value_name = "SECONDS")]
+    materialize_lookback: Option<u64>,
     /// URL a scheduled drift check that ends in ALERT is POSTed to as JSON (retried, never
     /// on a request path); off when not given.
     #[arg(long, env = "QUIVER_ALERT_WEBHOOK", value_name = "URL")]
@@ -195,6 +207,20 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             "--registry-poll-interval must be at least 1 second"
         );
         options.registry_poll_interval = std::time::Duration::from_secs(seconds);
+    }
+    if let Some(id) = args.replica_id.or(file.replica_id.clone()) {
+        anyhow::ensure!(
+            !id.is_empty() && id.len() <= 200,
+            "--replica-id must be 1 to 200 characters"
+        );
+        options.replica.id = id;
+    }
+    if let Some(seconds) = args.lease_ttl.or(file.lease_ttl) {
+        anyhow::ensure!(seconds > 0, "--lease-ttl must be at least 1 second");
+        options.replica.lease_ttl = std::time::Duration::from_secs(seconds);
+    }
+    if let Some(seconds) = args.materialize_lookback.or(file.materialize_lookback) {
+        options.replica.materialize_lookback = std::time::Duration::from_secs(seconds);
     }
     if let Some(size) = args.online_row_cache_bytes.or(file.online_row_cache_bytes) {
         options.online_caches.row_cache_bytes = usize::try_from(size.0).unwrap_or(usize::MAX);

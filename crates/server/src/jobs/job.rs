@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use quiver_core::ResolvedView;
 use quiver_core::types::Micros;
-use quiver_online::RocksStore;
+use quiver_online::OnlineStore;
 use tokio_util::sync::CancellationToken;
 
 use super::request::{Window, incremental_window};
@@ -62,6 +62,8 @@ pub struct Job {
     pub(super) views: Vec<ViewJob>,
     status: Mutex<(JobState, String, Option<Duration>)>,
     done: tokio::sync::Notify,
+    /// Why the job lost a view's lease, when it did (it is then cancelled, and fails).
+    pub(super) lease_lost: std::sync::OnceLock<String>,
 }
 
 /// One view of a job: its window and progress.
@@ -77,13 +79,19 @@ pub(super) struct ViewJob {
 }
 
 impl ViewJob {
-    /// The job of `view` over `window`; an incremental window starts at the watermark of the
-    /// view's definition (blocking: reads RocksDB).
-    pub(super) fn new(store: &RocksStore, view: ResolvedView, window: Window) -> Result<ViewJob> {
+    /// The job of `view` over `window`; an incremental window starts `lookback` before the
+    /// watermark of the view's definition (blocking: reads the online store).
+    pub(super) fn new(
+        store: &dyn OnlineStore,
+        view: ResolvedView,
+        window: Window,
+        lookback: Micros,
+    ) -> Result<ViewJob> {
         let (start, end) = match window {
             Window::Range { start, end } => (start, end),
             Window::Incremental { end } => {
-                incremental_window(&view.name, store.watermark(&view)?, end)?
+                let (start, end) = incremental_window(&view.name, store.watermark(&view)?, end)?;
+                (start.saturating_sub(lookback), end)
             }
         };
         Ok(ViewJob {
@@ -122,6 +130,7 @@ impl Job {
             views,
             status: Mutex::new((JobState::Running, String::new(), None)),
             done: tokio::sync::Notify::new(),
+            lease_lost: std::sync::OnceLock::new(),
         }
     }
 

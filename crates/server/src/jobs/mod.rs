@@ -12,6 +12,7 @@
 //! most recent finished ones.
 
 mod job;
+mod leases;
 mod request;
 
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use quiver_core::ResolvedView;
 use quiver_offline::OfflineStore;
-use quiver_online::{OnlineStore, RocksStore};
+use quiver_online::OnlineStore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -29,10 +30,11 @@ use crate::error::{Error, Result};
 use crate::limits::check;
 use crate::metrics::{Metrics, Outcome};
 use crate::monitor::{Monitor, RunProfiler};
-use crate::options::Clock;
+use crate::options::{Clock, ReplicaOptions};
 use crate::registry::Registry;
 use job::ViewJob;
 pub use job::{Job, JobReport, JobState, RunProfile, ViewReport};
+use leases::JobLeases;
 pub use request::{MaterializeRequest, Window};
 
 /// Rows per online write batch during materialization.
@@ -43,10 +45,10 @@ const MAX_FINISHED_JOBS: usize = 256;
 /// Runs materialization jobs in the background and keeps their table.
 #[derive(Debug)]
 pub struct Materializer {
-    /// Watermarks.
-    store: Arc<RocksStore>,
-    /// Online rows.
+    /// Online rows, watermarks and leases.
     online: Arc<dyn OnlineStore>,
+    /// This replica's name (in lease holders), lease time and look-back.
+    replica: ReplicaOptions,
     offline: Arc<OfflineStore>,
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
@@ -65,14 +67,14 @@ impl Materializer {
     /// `online`; `profiler` (when given) profiles each run.
     pub(crate) fn new(
         profiler: Option<Arc<Monitor>>,
-        (monitor, online): (Arc<Monitor>, Arc<dyn OnlineStore>),
+        (monitor, online, replica): (Arc<Monitor>, Arc<dyn OnlineStore>, ReplicaOptions),
         shutdown: CancellationToken,
         max_concurrent_jobs: u64,
         metrics: Arc<Metrics>,
     ) -> Self {
         Materializer {
-            store: Arc::clone(monitor.store()),
             online,
+            replica,
             offline: Arc::clone(monitor.offline()),
             registry: Arc::clone(monitor.registry()),
             clock: Arc::clone(monitor.clock()),
@@ -98,21 +100,26 @@ impl Materializer {
             })
     }
 
-    /// Plans the job (views, and windows from the watermarks, read on the blocking pool) and
-    /// starts it in the background.
+    /// Takes the views' leases, plans the job (windows from the watermarks) on the blocking
+    /// pool and starts it in the background.
     pub async fn start(self: &Arc<Self>, request: &MaterializeRequest) -> Result<Arc<Job>> {
         let views = self.selected_views(request)?;
-        let (store, window) = (Arc::clone(&self.store), request.window);
-        let views = crate::run_blocking(move || {
-            views
-                .into_iter()
-                .map(|view| ViewJob::new(&store, view, window))
-                .collect::<Result<Vec<_>>>()
-        })
-        .await?;
         let now = self.clock.now();
         let seq = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("mat-{now}-{seq}");
+        let (online, window) = (Arc::clone(&self.online), request.window);
+        let (holder, ttl) = (format!("{}/{id}", self.replica.id), self.replica.lease_ttl);
+        let lookback =
+            i64::try_from(self.replica.materialize_lookback.as_micros()).unwrap_or(i64::MAX);
+        let (leases, views) = crate::run_blocking(move || {
+            let leases = JobLeases::acquire(Arc::clone(&online), &views, holder, ttl)?;
+            let views = views
+                .into_iter()
+                .map(|view| ViewJob::new(&*online, view, window, lookback))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((Arc::new(leases), views))
+        })
+        .await?;
         let job = Arc::new(Job::new(
             id.clone(),
             seq,
@@ -123,9 +130,23 @@ impl Materializer {
         self.insert(id, Arc::clone(&job))?;
         let (materializer, task_job) = (Arc::clone(self), Arc::clone(&job));
         self.tasks.spawn(async move {
-            match materializer.run(&task_job).await {
+            let keeper = leases.keep(Arc::clone(&task_job));
+            let result = materializer.run(&task_job).await;
+            keeper.abort();
+            // Given back before the job is seen to finish, so that a next run may start.
+            let released = crate::run_blocking(move || {
+                leases.release();
+                Ok(())
+            });
+            if let Err(error) = released.await {
+                tracing::warn!(%error, "the leases were not given back; they expire");
+            }
+            match result {
                 Ok(()) => task_job.finish(JobState::Succeeded, String::new()),
-                Err(Error::Cancelled) => task_job.finish(JobState::Cancelled, String::new()),
+                Err(Error::Cancelled) => match task_job.lease_lost.get() {
+                    Some(lost) => task_job.finish(JobState::Failed, lost.clone()),
+                    None => task_job.finish(JobState::Cancelled, String::new()),
+                },
                 Err(error) => {
                     tracing::warn!(job = %task_job.id, %error, "materialization failed");
                     task_job.finish(JobState::Failed, error.to_string());
@@ -285,25 +306,22 @@ impl Materializer {
                 view_job.written.fetch_add(stats.written, Ordering::Relaxed);
             }
         }
-        let (store, online, view, start, end) = (
-            Arc::clone(&self.store),
+        let (online, view, start, end) = (
             Arc::clone(&self.online),
             view.clone(),
             view_job.start,
             view_job.end,
         );
-        crate::run_blocking(move || {
+        // The fence: moves only over a window that covers the watermark, whoever runs it.
+        let moved = crate::run_blocking(move || {
             online.sync()?;
-            let watermark = store.watermark(&view)?.unwrap_or(i64::MIN);
-            if start <= watermark && end > watermark {
-                store.set_watermark(&view, end)?;
-            }
-            Ok(())
+            Ok(online.advance_watermark(&view, start, end)?)
         })
         .await?;
         tracing::info!(
             scanned = view_job.scanned.load(Ordering::Relaxed),
             written = view_job.written.load(Ordering::Relaxed),
+            watermark_moved = moved,
             "view materialized"
         );
         if let Some(profiler) = &profiler {
@@ -349,6 +367,7 @@ impl Materializer {
 mod tests {
     use super::*;
     use crate::options::SystemClock;
+    use quiver_online::RocksStore;
 
     fn job(id: &str, seq: u64, state: JobState) -> Arc<Job> {
         let job = Job::new(id.to_string(), seq, 0, CancellationToken::new(), Vec::new());
@@ -382,7 +401,7 @@ mod tests {
         )?);
         Ok(Materializer::new(
             Some(Arc::clone(&monitor)),
-            (monitor, online),
+            (monitor, online, ReplicaOptions::default()),
             CancellationToken::new(),
             max_jobs,
             Arc::new(crate::Metrics::new()?),

@@ -20,7 +20,7 @@ use crate::registry::Registry;
 pub(crate) struct StateCollector {
     registry: Arc<Registry>,
     store: Arc<RocksStore>,
-    /// Online rows (the newest event per view).
+    /// Online rows (the newest event and the watermark per view).
     online: Arc<dyn OnlineStore>,
     offline: Arc<quiver_offline::OfflineStore>,
     clock: Arc<dyn Clock>,
@@ -242,7 +242,7 @@ impl StateCollector {
             }
             match (
                 self.online.newest_event(&view.name),
-                self.store.watermark(view),
+                self.online.watermark(view),
             ) {
                 (Ok(newest), Ok(watermark)) => {
                     if let Some(bound) = bound {

@@ -62,10 +62,6 @@ impl Monitor {
         })
     }
 
-    pub(crate) fn store(&self) -> &Arc<RocksStore> {
-        &self.store
-    }
-
     pub(crate) fn offline(&self) -> &Arc<OfflineStore> {
         &self.offline
     }

@@ -1,0 +1,82 @@
+//! Watermarks and leases in the cluster, so that replicas coordinate their jobs:
+//!
+//! - `quiver:watermark:<view>/<fingerprint>`: a view definition's materialization watermark,
+//!   8 bytes little-endian, moved only by the Function `quiver_advance` (the fence).
+//! - `quiver:lease:<name>`: a lease's holder, with the lease's time to live as the key's
+//!   expiry (`quiver_lease`, `quiver_release`).
+//!
+//! Each key is one slot, so each call is atomic on its primary.
+
+use std::time::Duration;
+
+use quiver_core::ResolvedView;
+use quiver_online::Lease;
+
+use crate::RedisStore;
+use crate::error::{Error, Result};
+
+impl RedisStore {
+    pub(crate) fn read_watermark(&self, view: &ResolvedView) -> Result<Option<i64>> {
+        let stored: Option<Vec<u8>> = self.with_connection(|connection| {
+            redis::cmd("GET")
+                .arg(watermark_key(view))
+                .query(connection)
+                .map_err(Error::redis("read a watermark"))
+        })?;
+        stored
+            .map(|bytes| i64_from(&bytes, "a watermark"))
+            .transpose()
+    }
+
+    pub(crate) fn advance(&self, view: &ResolvedView, start: i64, end: i64) -> Result<bool> {
+        let mut call = redis::cmd("FCALL");
+        call.arg("quiver_advance")
+            .arg(1)
+            .arg(watermark_key(view))
+            .arg(&start.to_le_bytes()[..])
+            .arg(&end.to_le_bytes()[..]);
+        let moved: i64 = self.call_function(&call, "move a watermark")?;
+        Ok(moved == 1)
+    }
+
+    pub(crate) fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Lease> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut call = redis::cmd("FCALL");
+        call.arg("quiver_lease")
+            .arg(1)
+            .arg(lease_key(name))
+            .arg(holder)
+            .arg(ttl_ms);
+        let now_held_by: String = self.call_function(&call, "take a lease")?;
+        Ok(if now_held_by == holder {
+            Lease::Acquired
+        } else {
+            Lease::HeldBy(now_held_by)
+        })
+    }
+
+    pub(crate) fn release(&self, name: &str, holder: &str) -> Result<()> {
+        let mut call = redis::cmd("FCALL");
+        call.arg("quiver_release")
+            .arg(1)
+            .arg(lease_key(name))
+            .arg(holder);
+        let _released: i64 = self.call_function(&call, "release a lease")?;
+        Ok(())
+    }
+}
+
+/// An i64 stored as 8 bytes little-endian.
+pub(crate) fn i64_from(bytes: &[u8], what: &'static str) -> Result<i64> {
+    <[u8; 8]>::try_from(bytes)
+        .map(i64::from_le_bytes)
+        .map_err(|_| Error::Protocol(what))
+}
+
+fn watermark_key(view: &ResolvedView) -> String {
+    format!("quiver:watermark:{}/{}", view.name, view.fingerprint)
+}
+
+fn lease_key(name: &str) -> String {
+    format!("quiver:lease:{name}")
+}

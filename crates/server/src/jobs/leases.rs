@@ -1,0 +1,144 @@
+//! Materialization leases: one replica at a time runs a view's materialization, among all the
+//! replicas that share an online store. A job takes the lease `materialize/<view>` of each of
+//! its views before it plans, renews them at a third of `--lease-ttl` while it runs, and gives
+//! them back when it ends (or they expire). A job that loses a lease (another holder took it
+//! after it expired, or it could not be renewed in time) stops and fails.
+//!
+//! Leases are for efficiency; correctness rests on the watermark's compare-and-set
+//! (`OnlineStore::advance_watermark`): a holder stalled past its lease writes rows the
+//! ordering rule keeps only where they are newest, and cannot move a watermark backwards or
+//! past data it did not write.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quiver_core::ResolvedView;
+use quiver_online::{Lease, OnlineStore};
+
+use super::job::Job;
+use crate::error::{Error, Result};
+
+/// The leases of one job's views.
+#[derive(Debug)]
+pub(super) struct JobLeases {
+    online: Arc<dyn OnlineStore>,
+    /// The leases held; emptied when they are given back.
+    names: std::sync::Mutex<Vec<String>>,
+    holder: String,
+    ttl: Duration,
+}
+
+impl JobLeases {
+    /// Takes the lease of every view for `holder` (blocking). When another holder has one,
+    /// gives back those taken and fails FAILED_PRECONDITION naming it.
+    pub(super) fn acquire(
+        online: Arc<dyn OnlineStore>,
+        views: &[ResolvedView],
+        holder: String,
+        ttl: Duration,
+    ) -> Result<JobLeases> {
+        let leases = JobLeases {
+            online,
+            names: Default::default(),
+            holder,
+            ttl,
+        };
+        for view in views {
+            let name = lease_name(&view.name);
+            match leases.online.acquire_lease(&name, &leases.holder, ttl)? {
+                Lease::Acquired => leases.held().push(name),
+                Lease::HeldBy(other) => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "view `{}` is being materialized by `{other}` (another replica or job holds its lease); one materialization per view runs at a time: wait for it, or for its lease to expire (--lease-ttl)",
+                        view.name
+                    )));
+                }
+            }
+        }
+        Ok(leases)
+    }
+
+    /// Renews the leases at a third of their time to live until the returned task is
+    /// aborted. When one is lost, records why on `job` and cancels it.
+    pub(super) fn keep(self: &Arc<Self>, job: Arc<Job>) -> tokio::task::JoinHandle<()> {
+        let leases = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut renewed = Instant::now();
+            loop {
+                tokio::time::sleep(leases.ttl / 3).await;
+                let renewing = Arc::clone(&leases);
+                let lost = match crate::run_blocking(move || renewing.renew()).await {
+                    Ok(None) => {
+                        renewed = Instant::now();
+                        continue;
+                    }
+                    Ok(Some(lost)) => lost,
+                    Err(error) if renewed.elapsed() >= leases.ttl => format!(
+                        "the materialization leases could not be renewed within --lease-ttl ({} s): {error}",
+                        leases.ttl.as_secs_f64()
+                    ),
+                    Err(error) => {
+                        tracing::warn!(%error, job = %job.id, "a lease renewal failed; retrying");
+                        continue;
+                    }
+                };
+                tracing::warn!(job = %job.id, reason = %lost, "materialization lease lost: stopping the job");
+                let _ = job.lease_lost.set(lost);
+                job.cancel();
+                return;
+            }
+        })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Renews every lease; why one is lost, if it is.
+    fn renew(&self) -> Result<Option<String>> {
+        for name in self.held().iter() {
+            if let Lease::HeldBy(other) = self.online.acquire_lease(name, &self.holder, self.ttl)? {
+                return Ok(Some(format!(
+                    "lease `{name}` expired and was taken by `{other}` (the job stalled longer than --lease-ttl)"
+                )));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl JobLeases {
+    /// Gives the leases back (blocking); the job's next run may start at once.
+    pub(super) fn release(&self) {
+        let names = std::mem::take(&mut *self.held());
+        for name in &names {
+            if let Err(error) = self.online.release_lease(name, &self.holder) {
+                tracing::warn!(%error, lease = %name, "a lease was not released; it expires after --lease-ttl");
+            }
+        }
+    }
+}
+
+/// Leases not given back explicitly (a job refused after they were taken) are, on the
+/// blocking pool when in a runtime.
+impl Drop for JobLeases {
+    fn drop(&mut self) {
+        if self.held().is_empty() {
+            return;
+        }
+        let leases = JobLeases {
+            online: Arc::clone(&self.online),
+            names: std::sync::Mutex::new(std::mem::take(&mut *self.held())),
+            holder: self.holder.clone(),
+            ttl: self.ttl,
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || leases.release())),
+            Err(_) => leases.release(),
+        }
+    }
+}
+
+fn lease_name(view: &str) -> String {
+    format!("materialize/{view}")
+}
