@@ -17,6 +17,7 @@ mod offline;
 mod online;
 mod online_batches;
 mod redis_coordination;
+mod redis_failover;
 mod redis_online;
 mod registry;
 mod security;

@@ -12,7 +12,7 @@ use quiver_integration_tests::redis_cluster::RedisCluster;
 use quiver_online::{OnlineStore, RocksStore, StoredRow, WriteStats};
 use quiver_redis::RedisStore;
 
-fn view() -> quiver_core::ResolvedView {
+pub(super) fn view() -> quiver_core::ResolvedView {
     quiver_core::testdata::view(
         "trips",
         &[("driver_id", KeyType::Int64)],
@@ -20,7 +20,7 @@ fn view() -> quiver_core::ResolvedView {
     )
 }
 
-fn row(id: i64, event_ts: i64, created_ts: Option<i64>, n: i64) -> Row {
+pub(super) fn row(id: i64, event_ts: i64, created_ts: Option<i64>, n: i64) -> Row {
     Row {
         key: vec![KeyValue::Int64(id)],
         event_ts,

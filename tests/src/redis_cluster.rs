@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-/// A running cluster of primaries (no replicas).
+/// A running cluster: its nodes' processes and ports (primaries first, as created).
 #[derive(Debug)]
 pub struct RedisCluster {
     children: Vec<Child>,
@@ -21,44 +21,25 @@ impl RedisCluster {
     /// Starts `primaries` (at least 3, as Redis Cluster requires) and waits until the
     /// cluster serves every slot.
     pub fn start(primaries: usize) -> Result<RedisCluster> {
+        Self::start_with_replicas(primaries, 0)
+    }
+
+    /// Starts `primaries` with `replicas` replicas each; a primary that stops answering for
+    /// a second fails over to its replica (`cluster-node-timeout 1000`).
+    pub fn start_with_replicas(primaries: usize, replicas: usize) -> Result<RedisCluster> {
         let mut cluster = RedisCluster {
             children: Vec::new(),
             ports: Vec::new(),
             dir: tempfile::tempdir()?,
         };
-        for _ in 0..primaries {
-            let port = free_port()?;
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--maxmemory-policy", "noeviction"])
-                .arg("--dir")
-                .arg(cluster.dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("cannot start redis-server; install it with `apt-get install redis-server` (scripts/setup does)")?;
-            cluster.children.push(child);
-            cluster.ports.push(port);
+        for _ in 0..primaries * (1 + replicas) {
+            cluster.spawn_node()?;
         }
-        for port in &cluster.ports {
-            wait_until(
-                || Ok(cluster.cli(*port, &["PING"])? == "PONG"),
-                "redis-server up",
-            )?;
-        }
-        let nodes: Vec<String> = cluster
-            .ports
-            .iter()
-            .map(|port| format!("127.0.0.1:{port}"))
-            .collect();
+        let nodes: Vec<String> = cluster.ports.iter().map(|p| node(*p)).collect();
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()?;
         anyhow::ensure!(
@@ -66,17 +47,121 @@ impl RedisCluster {
             "redis-cli --cluster create failed: {}",
             String::from_utf8_lossy(&created.stdout)
         );
-        for port in &cluster.ports {
+        for port in cluster.ports.clone() {
+            cluster.wait_for_ok(port)?;
             wait_until(
                 || {
-                    Ok(cluster
-                        .cli(*port, &["CLUSTER", "INFO"])?
-                        .contains("cluster_state:ok"))
+                    let info = cluster.cli(port, &["INFO", "replication"])?;
+                    Ok(info.contains("role:master") || info.contains("master_link_status:up"))
                 },
-                "cluster_state:ok",
+                "replicas in sync",
             )?;
         }
         Ok(cluster)
+    }
+
+    /// Starts one more node (not yet in the cluster) and returns its port.
+    fn spawn_node(&mut self) -> Result<u16> {
+        let port = free_port()?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .args(["--cluster-node-timeout", "1000"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--maxmemory-policy", "noeviction"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start redis-server; install it with `apt-get install redis-server` (scripts/setup does)")?;
+        self.children.push(child);
+        self.ports.push(port);
+        wait_until(
+            || Ok(self.cli(port, &["PING"])? == "PONG"),
+            "redis-server up",
+        )?;
+        Ok(port)
+    }
+
+    /// Waits until the node on `port` sees every slot served.
+    pub fn wait_for_ok(&self, port: u16) -> Result<()> {
+        wait_until(
+            || {
+                Ok(self
+                    .cli(port, &["CLUSTER", "INFO"])?
+                    .contains("cluster_state:ok"))
+            },
+            "cluster_state:ok",
+        )
+    }
+
+    /// Adds an empty primary to the cluster and returns its port.
+    pub fn add_primary(&mut self) -> Result<u16> {
+        let port = self.spawn_node()?;
+        let added = Command::new("redis-cli")
+            .args(["--cluster", "add-node", &node(port), &node(self.ports[0])])
+            .stdin(Stdio::null())
+            .output()?;
+        anyhow::ensure!(
+            added.status.success(),
+            "redis-cli --cluster add-node failed: {}",
+            String::from_utf8_lossy(&added.stdout)
+        );
+        wait_until(
+            || {
+                let checked = Command::new("redis-cli")
+                    .args(["--cluster", "check", &node(self.ports[0])])
+                    .stdin(Stdio::null())
+                    .output()?;
+                Ok(checked.status.success()
+                    && !String::from_utf8_lossy(&checked.stdout).contains("[ERR]"))
+            },
+            "every node agreeing on the new one",
+        )?;
+        self.wait_for_ok(port)?;
+        Ok(port)
+    }
+
+    /// Moves slots (and their keys) so that every primary, empty ones too, serves a share:
+    /// `redis-cli --cluster rebalance --cluster-use-empty-masters`.
+    pub fn rebalance(&self) -> Result<()> {
+        let moved = Command::new("redis-cli")
+            .args(["--cluster", "rebalance", &node(self.ports[0])])
+            .args(["--cluster-use-empty-masters", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()?;
+        let out = String::from_utf8_lossy(&moved.stdout);
+        anyhow::ensure!(
+            moved.status.success() && !out.contains("ERR"),
+            "redis-cli --cluster rebalance failed: {out}"
+        );
+        Ok(())
+    }
+
+    /// The ports of the nodes that are primaries now (per `CLUSTER NODES` on `via`).
+    pub fn primaries(&self, via: u16) -> Result<Vec<u16>> {
+        let nodes = self.cli(via, &["CLUSTER", "NODES"])?;
+        Ok(nodes
+            .lines()
+            .filter(|line| line.contains("master") && !line.contains("fail"))
+            .filter_map(|line| line.split_whitespace().nth(1))
+            .filter_map(|addr| addr.split('@').next()?.rsplit(':').next()?.parse().ok())
+            .collect())
+    }
+
+    /// Kills the node on `port` (SIGKILL).
+    pub fn kill(&mut self, port: u16) -> Result<()> {
+        let index = self
+            .ports
+            .iter()
+            .position(|p| *p == port)
+            .context("no such node")?;
+        self.children[index].kill()?;
+        self.children[index].wait()?;
+        Ok(())
     }
 
     /// The `--online-store` URL, seeded with the first node.
@@ -121,6 +206,10 @@ impl Drop for RedisCluster {
             let _ = child.wait();
         }
     }
+}
+
+fn node(port: u16) -> String {
+    format!("127.0.0.1:{port}")
 }
 
 /// A free loopback port whose cluster bus port (port + 10000) is free too.

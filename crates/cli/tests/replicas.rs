@@ -129,3 +129,189 @@ fn a_stalled_lease_holder_never_moves_the_watermark_backwards() {
     a.stop();
     b.stop();
 }
+
+/// One pushed row of the demo view for driver `id`, its value `conv_rate = id`.
+fn push_of(id: i64, event: i64) -> quiver_proto::v1::PushRequest {
+    use quiver_core::types::ValueType;
+    use quiver_core::value::Value;
+    use quiver_proto::v1;
+    let column = |value: Value, value_type: &str| {
+        let value_type = ValueType::parse(value_type).expect("a value type");
+        quiver_proto::convert::values_to_column(&[value], value_type)
+    };
+    let timestamp = |micros| v1::Column {
+        values: Some(v1::column::Values::TimestampValues(v1::TimestampValues {
+            micros: vec![micros],
+        })),
+        nulls: vec![],
+    };
+    let columns = [
+        ("driver_id", column(Value::Int64(id), "int64")),
+        ("event_timestamp", timestamp(event)),
+        ("created", timestamp(event)),
+        ("conv_rate", column(Value::Float32(id as f32), "float32")),
+        ("acc_rate", column(Value::Null, "float32")),
+        ("avg_daily_trips", column(Value::Null, "int64")),
+        ("vehicle_type", column(Value::Null, "string")),
+        ("embedding", column(Value::Null, "list<float32>")),
+    ];
+    v1::PushRequest {
+        target: Some(v1::push_request::Target::FeatureView("driver_stats".into())),
+        columns: columns
+            .into_iter()
+            .map(|(name, column)| v1::NamedColumn {
+                name: name.into(),
+                column: Some(column),
+            })
+            .collect(),
+        mode: v1::PushMode::Unspecified as i32,
+    }
+}
+
+/// Pushes one row per request through `url` from 4 concurrent clients until a push fails;
+/// returns the ids of the acknowledged ones. `pushed` counts them as they come.
+async fn push_until_failure(
+    url: String,
+    event: i64,
+    pushed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<i64> {
+    let channel = tonic::transport::Channel::from_shared(url)
+        .expect("a url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut tasks = Vec::new();
+    for worker in 0..4i64 {
+        let mut client =
+            quiver_proto::v1::online_service_client::OnlineServiceClient::new(channel.clone());
+        let pushed = std::sync::Arc::clone(&pushed);
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0.. {
+                let id = 100_000 + 4 * i + worker;
+                if client.push(push_of(id, event)).await.is_err() {
+                    break;
+                }
+                acknowledged.push(id);
+                pushed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            acknowledged
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.expect("a pusher"));
+    }
+    acknowledged
+}
+
+/// Replica A is killed (SIGKILL) while clients push through it: every push it acknowledged
+/// is served online by replica B (the rows are in Redis), and is in A's push log once A is
+/// back on its data directory.
+#[test]
+fn pushes_acknowledged_before_a_kill_9_are_kept() {
+    let cluster = RedisCluster::start(3).expect("a redis cluster");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let features = support::project(dir.path());
+    let features = features.to_str().expect("utf-8 path");
+    let (a, b) = (
+        replica(dir.path(), "replica-a", &cluster.url()),
+        replica(dir.path(), "replica-b", &cluster.url()),
+    );
+    for server in [&a, &b] {
+        support::ok(server.quiver(&["apply", "-f", features]));
+    }
+    let event = chrono::Utc::now().timestamp_micros() - 60_000_000;
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let pushed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pushers = runtime.spawn(push_until_failure(
+        a.url.clone(),
+        event,
+        std::sync::Arc::clone(&pushed),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pushed.load(std::sync::atomic::Ordering::Relaxed) < 200 {
+        assert!(Instant::now() < deadline, "pushes are too slow");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let data_a = dir.path().join("replica-a");
+    a.kill9();
+    let acknowledged = runtime.block_on(pushers).expect("the pushers end");
+    assert!(acknowledged.len() >= 200, "{}", acknowledged.len());
+
+    let served = |server: &ServerProcess| {
+        let ids: Vec<String> = acknowledged.iter().map(i64::to_string).collect();
+        let entity = format!("driver_id={}", ids.join(","));
+        let json = support::ok(server.quiver(&[
+            "get",
+            "--service",
+            "driver_model",
+            "--entity",
+            &entity,
+            "--format",
+            "json",
+        ]));
+        json.lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("json"))
+            .map(|row| (row["driver_id"].as_i64(), row["conv_rate"].as_f64()))
+            .collect::<Vec<_>>()
+    };
+    let want: Vec<_> = acknowledged
+        .iter()
+        .map(|id| (Some(*id), Some(*id as f32 as f64)))
+        .collect();
+    assert_eq!(served(&b), want, "replica B serves every acknowledged push");
+
+    // A, back on its data directory, has every acknowledged row in its push log.
+    let a = ServerProcess::start_with(
+        &data_a,
+        &{
+            let mut args = roots_beside(&data_a);
+            args.extend(["--online-store", &cluster.url()].map(String::from));
+            args
+        }
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    );
+    let logged = logged_ids(&data_a);
+    let missing: Vec<_> = acknowledged
+        .iter()
+        .filter(|id| !logged.contains(id))
+        .collect();
+    assert!(missing.is_empty(), "not in A's push log: {missing:?}");
+    assert_eq!(served(&a), want);
+    a.stop();
+    b.stop();
+}
+
+/// The driver ids in every push-log file of the data directory.
+fn logged_ids(data: &std::path::Path) -> std::collections::BTreeSet<i64> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut dirs = vec![data.join("offline")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("a directory").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let file = std::fs::File::open(&path).expect("a file");
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .expect("parquet")
+                        .build()
+                        .expect("a reader");
+                for batch in reader {
+                    let batch = batch.expect("a batch");
+                    let column = batch.column_by_name("driver_id").expect("driver_id");
+                    let column = column
+                        .as_any()
+                        .downcast_ref::<arrow::array::Int64Array>()
+                        .expect("int64");
+                    ids.extend(column.values().iter().copied());
+                }
+            }
+        }
+    }
+    ids
+}

@@ -38,6 +38,17 @@ impl Error {
         }
     }
 
+    /// A failure the cluster recovers from by itself: a redirection (slots moved), a
+    /// cluster briefly down, a node unreachable or a connection dropped (a failover).
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            Error::Redis { source, .. } => {
+                source.is_cluster_error() || source.is_io_error() || source.is_connection_dropped()
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn redis(action: &'static str) -> impl FnOnce(redis::RedisError) -> Error {
         move |source| Error::Redis { action, source }
     }

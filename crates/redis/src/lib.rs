@@ -94,8 +94,33 @@ impl RedisStore {
     }
 
     /// Runs `f` on an idle connection (or a new one); the connection is reused only after
-    /// success, since a failed command may leave it mid-answer.
-    fn with_connection<T>(&self, f: impl FnOnce(&mut ClusterConnection) -> Result<T>) -> Result<T> {
+    /// success, since a failed command may leave it mid-answer. A failure the cluster is
+    /// expected to recover from (a redirection after slots moved, a node down during a
+    /// failover, a dropped connection) is retried twice, after 50 and 250 ms, on a new
+    /// connection (which learns the slots anew); idle connections, whose slot maps may be
+    /// as stale, are dropped. Every caller is idempotent: reads, and writes under the
+    /// ordering rule (a retried write counts rows its failed attempt wrote as skipped).
+    fn with_connection<T>(
+        &self,
+        mut f: impl FnMut(&mut ClusterConnection) -> Result<T>,
+    ) -> Result<T> {
+        let mut backoff = [50, 250].into_iter();
+        loop {
+            match self.attempt(&mut f) {
+                Err(error) if error.is_transient() => match backoff.next() {
+                    Some(ms) => {
+                        tracing::debug!(%error, "retrying on a new redis connection");
+                        self.idle_pool().clear();
+                        std::thread::sleep(std::time::Duration::from_millis(ms));
+                    }
+                    None => return Err(error),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    fn attempt<T>(&self, f: &mut impl FnMut(&mut ClusterConnection) -> Result<T>) -> Result<T> {
         let idle = self.idle_pool().pop();
         let mut connection = match idle {
             Some(connection) => connection,
