@@ -19,6 +19,7 @@ mod online_batches;
 mod redis_coordination;
 mod redis_failover;
 mod redis_online;
+mod redis_tls;
 mod registry;
 mod security;
 mod shared_registry;

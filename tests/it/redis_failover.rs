@@ -162,6 +162,24 @@ fn reads_survive_a_primary_killed_and_acknowledged_rows_are_kept() -> anyhow::Re
     let ids: Vec<i64> = (0..KEYS).collect();
     let keys: Vec<Vec<KeyValue>> = ids.iter().map(|id| vec![KeyValue::Int64(*id)]).collect();
     check(&ids, &store.read_rows(&view(), &keys)?);
+
+    // With `replicas=1`, a write waits on the primaries it wrote to only: the promoted one
+    // has no replica left, so its keys are refused, and the other shards' are acknowledged.
+    let durable = RedisStore::open(&format!("{url}?replicas=1&timeout_ms=400"))?;
+    let (mut acknowledged, mut refused) = (0, 0);
+    for id in 0..30 {
+        match durable.write_rows(&view(), &[row(id, 10 * id + 5, None, id)], true) {
+            Ok(_) => acknowledged += 1,
+            Err(error) => {
+                assert_eq!(error.code(), quiver_core::ErrorCode::Unavailable, "{error}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        acknowledged > 0 && refused > 0,
+        "{acknowledged} acknowledged, {refused} refused"
+    );
     Ok(())
 }
 

@@ -15,6 +15,17 @@ pub struct RedisCluster {
     pub ports: Vec<u16>,
     /// The nodes' working directory (cluster configuration files).
     dir: tempfile::TempDir,
+    /// TLS on every port, the cluster bus and replication (then no plain port).
+    tls: Option<NodeTls>,
+}
+
+/// PEM files of a TLS cluster: the CA, and the certificate and key of every node (and of
+/// `redis-cli`).
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 impl RedisCluster {
@@ -27,16 +38,29 @@ impl RedisCluster {
     /// Starts `primaries` with `replicas` replicas each; a primary that stops answering for
     /// a second fails over to its replica (`cluster-node-timeout 1000`).
     pub fn start_with_replicas(primaries: usize, replicas: usize) -> Result<RedisCluster> {
+        Self::launch(primaries, replicas, None)
+    }
+
+    /// Starts `primaries` that speak only TLS (clients, cluster bus, replication) and ask
+    /// clients for a certificate signed by the CA (`tls-auth-clients optional`: without
+    /// one, a client must still trust the nodes' certificates).
+    pub fn start_tls(primaries: usize, tls: NodeTls) -> Result<RedisCluster> {
+        Self::launch(primaries, 0, Some(tls))
+    }
+
+    fn launch(primaries: usize, replicas: usize, tls: Option<NodeTls>) -> Result<RedisCluster> {
         let mut cluster = RedisCluster {
             children: Vec::new(),
             ports: Vec::new(),
             dir: tempfile::tempdir()?,
+            tls,
         };
         for _ in 0..primaries * (1 + replicas) {
             cluster.spawn_node()?;
         }
         let nodes: Vec<String> = cluster.ports.iter().map(|p| node(*p)).collect();
-        let created = Command::new("redis-cli")
+        let created = cluster
+            .redis_cli()
             .args(["--cluster", "create"])
             .args(&nodes)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
@@ -63,8 +87,22 @@ impl RedisCluster {
     /// Starts one more node (not yet in the cluster) and returns its port.
     fn spawn_node(&mut self) -> Result<u16> {
         let port = free_port()?;
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &port.to_string()]),
+            Some(tls) => command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .args(["--tls-auth-clients", "optional"])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes"])
             .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
             .args(["--cluster-node-timeout", "1000"])
@@ -101,7 +139,8 @@ impl RedisCluster {
     /// Adds an empty primary to the cluster and returns its port.
     pub fn add_primary(&mut self) -> Result<u16> {
         let port = self.spawn_node()?;
-        let added = Command::new("redis-cli")
+        let added = self
+            .redis_cli()
             .args(["--cluster", "add-node", &node(port), &node(self.ports[0])])
             .stdin(Stdio::null())
             .output()?;
@@ -112,7 +151,8 @@ impl RedisCluster {
         );
         wait_until(
             || {
-                let checked = Command::new("redis-cli")
+                let checked = self
+                    .redis_cli()
                     .args(["--cluster", "check", &node(self.ports[0])])
                     .stdin(Stdio::null())
                     .output()?;
@@ -128,7 +168,8 @@ impl RedisCluster {
     /// Moves slots (and their keys) so that every primary, empty ones too, serves a share:
     /// `redis-cli --cluster rebalance --cluster-use-empty-masters`.
     pub fn rebalance(&self) -> Result<()> {
-        let moved = Command::new("redis-cli")
+        let moved = self
+            .redis_cli()
             .args(["--cluster", "rebalance", &node(self.ports[0])])
             .args(["--cluster-use-empty-masters", "--cluster-yes"])
             .stdin(Stdio::null())
@@ -164,14 +205,37 @@ impl RedisCluster {
         Ok(())
     }
 
-    /// The `--online-store` URL, seeded with the first node.
+    /// The `--online-store` URL, seeded with the first node (`rediss+cluster://` without
+    /// its TLS parameters on a TLS cluster).
     pub fn url(&self) -> String {
-        format!("redis+cluster://127.0.0.1:{}", self.ports[0])
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}+cluster://127.0.0.1:{}", self.ports[0])
     }
 
     /// `redis-cli -p PORT ARGS...`, its output trimmed.
+    /// `redis-cli`, with the cluster's TLS files when it has them.
+    fn redis_cli(&self) -> Command {
+        let mut command = Command::new("redis-cli");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--tls")
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.cert)
+                .arg("--key")
+                .arg(&tls.key);
+        }
+        command
+    }
+
     pub fn cli(&self, port: u16, args: &[&str]) -> Result<String> {
-        let output = Command::new("redis-cli")
+        let output = self
+            .redis_cli()
             .args(["-h", "127.0.0.1", "-p", &port.to_string()])
             .args(args)
             .stdin(Stdio::null())

@@ -29,25 +29,27 @@ impl RedisStore {
     }
 
     pub(crate) fn advance(&self, view: &ResolvedView, start: i64, end: i64) -> Result<bool> {
+        let key = watermark_key(view);
         let mut call = redis::cmd("FCALL");
         call.arg("quiver_advance")
             .arg(1)
-            .arg(watermark_key(view))
+            .arg(&key)
             .arg(&start.to_le_bytes()[..])
             .arg(&end.to_le_bytes()[..]);
-        let moved: i64 = self.call_function(&call, "move a watermark")?;
+        let moved: i64 = self.call_function(&call, key.as_bytes(), "move a watermark")?;
         Ok(moved == 1)
     }
 
     pub(crate) fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Lease> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let key = lease_key(name);
         let mut call = redis::cmd("FCALL");
         call.arg("quiver_lease")
             .arg(1)
-            .arg(lease_key(name))
+            .arg(&key)
             .arg(holder)
             .arg(ttl_ms);
-        let now_held_by: String = self.call_function(&call, "take a lease")?;
+        let now_held_by: String = self.call_function(&call, key.as_bytes(), "take a lease")?;
         Ok(if now_held_by == holder {
             Lease::Acquired
         } else {
@@ -56,12 +58,10 @@ impl RedisStore {
     }
 
     pub(crate) fn release(&self, name: &str, holder: &str) -> Result<()> {
+        let key = lease_key(name);
         let mut call = redis::cmd("FCALL");
-        call.arg("quiver_release")
-            .arg(1)
-            .arg(lease_key(name))
-            .arg(holder);
-        let _released: i64 = self.call_function(&call, "release a lease")?;
+        call.arg("quiver_release").arg(1).arg(&key).arg(holder);
+        let _released: i64 = self.call_function(&call, key.as_bytes(), "release a lease")?;
         Ok(())
     }
 }

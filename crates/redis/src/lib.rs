@@ -1,6 +1,7 @@
 //! The online store on a Redis Cluster or Valkey cluster ([`RedisStore`]), so that several
 //! stateless Quiver replicas serve the same online rows. `quiver serve --online-store
-//! redis+cluster://HOST:PORT[,HOST:PORT]` selects it; RocksDB stays the embedded default.
+//! redis+cluster://HOST:PORT[,HOST:PORT]` selects it (`rediss+cluster://` with TLS, see
+//! [`ClusterUrl`]); RocksDB stays the embedded default.
 //!
 //! # Layout
 //!
@@ -22,7 +23,7 @@
 //! - TTL stays a read-time rule: keys never expire. `maxmemory-policy` must be `noeviction`
 //!   on every primary (checked at open): an evicted row would silently read as NOT_FOUND.
 //! - Durability: with `replicas=N` in the URL every write waits (`WAIT`) until N replicas of
-//!   each primary have it, else fails UNAVAILABLE; with 0 (the default) it is the
+//!   each primary it wrote to have it, else fails UNAVAILABLE; with 0 (the default) it is the
 //!   primaries' own persistence. Redis Cluster can still lose acknowledged writes on a
 //!   failover: treat it as rebuildable from the offline data (materialize again).
 
@@ -37,13 +38,19 @@ use quiver_core::value::{KeyValue, Row};
 use quiver_online::keys::{check_key, encode_key};
 use quiver_online::{OnlineStore, StoredRow, WriteStats, decode_row, encode_rows};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
-use redis::cluster_routing::{AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::cluster_routing::{
+    AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo,
+    SingleNodeRoutingInfo, SlotAddr,
+};
 
 pub use error::{Error, Result};
 pub use url::ClusterUrl;
 
 /// The Function library with the ordering rule.
 const FUNCTIONS: &str = include_str!("quiver.lua");
+/// A write to at most this many slots waits for replicas per slot; a larger one, on every
+/// primary.
+const MAX_ROUTED_WAITS: usize = 8;
 /// Idle connections kept for reuse (each holds one socket per node).
 const MAX_IDLE: usize = 64;
 
@@ -76,6 +83,9 @@ impl RedisStore {
         }
         if let Some(password) = &url.password {
             builder = builder.password(password);
+        }
+        if let Some(files) = &url.tls {
+            builder = builder.certs(tls_certificates(files)?);
         }
         let client = builder
             .build()
@@ -146,8 +156,16 @@ impl RedisStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits until `replicas=` replicas of every primary have this connection's writes.
-    fn wait_for_replicas(&self, connection: &mut ClusterConnection) -> Result<()> {
+    /// Waits until `replicas=` replicas of each primary that holds one of `keys` have this
+    /// connection's writes (`WAIT` counts one connection's writes on one node, so it goes to
+    /// the same node connections the writes went through). Up to [`MAX_ROUTED_WAITS`] slots
+    /// it is sent per slot (a slot's node, as the client routed the writes); beyond, every
+    /// primary is asked, which a batch spread over the cluster writes to anyway.
+    fn wait_for_replicas<K: AsRef<[u8]>>(
+        &self,
+        connection: &mut ClusterConnection,
+        keys: &[K],
+    ) -> Result<()> {
         if self.url.replicas == 0 {
             return Ok(());
         }
@@ -156,23 +174,37 @@ impl RedisStore {
         let timeout_ms = u64::try_from(self.url.timeout.as_millis() / 2)
             .unwrap_or(u64::MAX)
             .max(1);
-        let routing = RoutingInfo::MultiNode((
-            MultipleNodeRoutingInfo::AllMasters,
-            Some(ResponsePolicy::Aggregate(AggregateOp::Min)),
-        ));
-        let answer = connection
-            .route_command(
-                redis::cmd("WAIT").arg(self.url.replicas).arg(timeout_ms),
-                routing,
-            )
-            .map_err(Error::redis("wait for replicas"))?;
-        let acknowledged: i64 =
-            redis::from_redis_value(answer).map_err(|_| Error::Protocol("WAIT"))?;
-        if acknowledged < i64::from(self.url.replicas) {
-            return Err(Error::Replicas {
-                acknowledged,
-                wanted: self.url.replicas,
-            });
+        let wait = redis::cmd("WAIT")
+            .arg(self.url.replicas)
+            .arg(timeout_ms)
+            .clone();
+        let routes: std::collections::HashSet<Route> = keys
+            .iter()
+            .map(|key| Route::with_key(key, SlotAddr::Master))
+            .collect();
+        let routings: Vec<RoutingInfo> = if routes.len() <= MAX_ROUTED_WAITS {
+            routes
+                .into_iter()
+                .map(|route| RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)))
+                .collect()
+        } else {
+            vec![RoutingInfo::MultiNode((
+                MultipleNodeRoutingInfo::AllMasters,
+                Some(ResponsePolicy::Aggregate(AggregateOp::Min)),
+            ))]
+        };
+        for routing in routings {
+            let answer = connection
+                .route_command(&wait, routing)
+                .map_err(Error::redis("wait for replicas"))?;
+            let acknowledged: i64 =
+                redis::from_redis_value(answer).map_err(|_| Error::Protocol("WAIT"))?;
+            if acknowledged < i64::from(self.url.replicas) {
+                return Err(Error::Replicas {
+                    acknowledged,
+                    wanted: self.url.replicas,
+                });
+            }
         }
         Ok(())
     }
@@ -212,16 +244,20 @@ impl RedisStore {
         }
         let mut pipe = redis::cluster::cluster_pipe();
         let mut newest = i64::MIN;
+        let mut written_keys = Vec::with_capacity(encoded.len() + 1);
         for row in &encoded {
+            let key = redis_key(&view.name, &row.key);
             pipe.cmd("FCALL")
                 .arg("quiver_put")
                 .arg(1)
-                .arg(redis_key(&view.name, &row.key))
+                .arg(&key)
                 .arg(&row.value);
+            written_keys.push(key);
             newest = newest.max(row.order.0);
         }
         // A row the rule skipped is not newer than the stored one, whose event time was
         // raised when it was written: raising by every offered row gives the same maximum.
+        // It feeds freshness metrics only, so no `WAIT` is spent on its node alone.
         pipe.cmd("FCALL")
             .arg("quiver_max")
             .arg(1)
@@ -232,7 +268,7 @@ impl RedisStore {
             // The ordering rule makes a second write of a row a no-op or a tie.
             let written = with_functions(connection, |c| pipe.query(c))
                 .map_err(Error::redis("write online rows"))?;
-            self.wait_for_replicas(connection)?;
+            self.wait_for_replicas(connection, &written_keys)?;
             Ok(written)
         })?;
         let written = written.iter().filter(|w| **w == 1).count() as u64;
@@ -313,16 +349,17 @@ impl OnlineStore for RedisStore {
 }
 
 impl RedisStore {
-    /// One Function call (`FCALL ...`), then `WAIT` for the configured replicas.
+    /// One Function call (`FCALL ...`) on `key`, then `WAIT` for the configured replicas.
     fn call_function<T: redis::FromRedisValue>(
         &self,
         call: &redis::Cmd,
+        key: &[u8],
         action: &'static str,
     ) -> Result<T> {
         self.with_connection(|connection| {
             let answer =
                 with_functions(connection, |c| call.query(c)).map_err(Error::redis(action))?;
-            self.wait_for_replicas(connection)?;
+            self.wait_for_replicas(connection, &[key])?;
             Ok(answer)
         })
     }
@@ -343,6 +380,34 @@ fn with_functions<T>(
         }
         other => other,
     }
+}
+
+/// The PEM files of `rediss+cluster://` read into the client's form.
+fn tls_certificates(files: &url::TlsFiles) -> Result<redis::TlsCertificates> {
+    let read = |path: &String, what: &str| {
+        std::fs::read(path).map_err(|error| {
+            Error::Config(format!(
+                "cannot read the {what} `{path}` of --online-store: {error}"
+            ))
+        })
+    };
+    Ok(redis::TlsCertificates {
+        root_cert: files
+            .ca_file
+            .as_ref()
+            .map(|path| read(path, "ca_file"))
+            .transpose()?,
+        client_tls: files
+            .client
+            .as_ref()
+            .map(|(cert, key)| {
+                Ok::<_, Error>(redis::ClientTlsConfig {
+                    client_cert: read(cert, "cert_file")?,
+                    client_key: read(key, "key_file")?,
+                })
+            })
+            .transpose()?,
+    })
 }
 
 /// Loads the Function library on every primary (`FUNCTION LOAD` is routed to all of them).

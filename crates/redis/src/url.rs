@@ -1,5 +1,8 @@
 //! `--online-store` URLs of a Redis Cluster or Valkey cluster:
-//! `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...][?replicas=N&timeout_ms=MS]`.
+//! `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...][?replicas=N&timeout_ms=MS]`, or
+//! `rediss+cluster://...` for TLS to every node (`tls-cluster yes`), with
+//! `ca_file=PATH` (the CA that signed the nodes' certificates; default: the system's roots)
+//! and, where the nodes require client certificates, `cert_file=PATH&key_file=PATH`.
 //!
 //! - the hosts are seed nodes: the client learns the rest of the cluster from them;
 //! - `USER:PASSWORD` authenticate as an ACL user (percent-encoding is not decoded: pass the
@@ -13,6 +16,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 const SCHEME: &str = "redis+cluster://";
+const TLS_SCHEME: &str = "rediss+cluster://";
 
 /// A parsed `redis+cluster://` URL.
 #[derive(Clone, PartialEq, Eq)]
@@ -23,6 +27,17 @@ pub struct ClusterUrl {
     pub password: Option<String>,
     pub replicas: u32,
     pub timeout: Duration,
+    /// TLS to every node (`rediss+cluster://`), with these files.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of TLS to the cluster (paths the operator gave in the URL).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA of the nodes' certificates; `None`: the system's roots.
+    pub ca_file: Option<String>,
+    /// A client certificate and its key, for nodes that require one.
+    pub client: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for ClusterUrl {
@@ -33,18 +48,25 @@ impl std::fmt::Debug for ClusterUrl {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("replicas", &self.replicas)
             .field("timeout", &self.timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
 impl ClusterUrl {
     pub fn parse(url: &str) -> Result<ClusterUrl> {
-        let rest = url.strip_prefix(SCHEME).ok_or_else(|| {
-            invalid(format!(
-                "`{}` is not a {SCHEME}HOST:PORT[,HOST:PORT] URL",
-                redact(url)
-            ))
-        })?;
+        let (rest, tls) = match url.strip_prefix(TLS_SCHEME) {
+            Some(rest) => (rest, true),
+            None => (
+                url.strip_prefix(SCHEME).ok_or_else(|| {
+                    invalid(format!(
+                        "`{}` is not a {SCHEME}HOST:PORT[,HOST:PORT] URL (or {TLS_SCHEME}...)",
+                        redact(url)
+                    ))
+                })?,
+                false,
+            ),
+        };
         // Credentials end at the last `@` (a password may hold `?` or `@`).
         let (credentials, rest) = match rest.rsplit_once('@') {
             Some((credentials, rest)) => (Some(credentials), rest),
@@ -72,7 +94,9 @@ impl ClusterUrl {
             password,
             replicas: 0,
             timeout: Duration::from_millis(1000),
+            tls: tls.then(TlsFiles::default),
         };
+        let (mut cert_file, mut key_file) = (None, None);
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match name {
@@ -81,21 +105,48 @@ impl ClusterUrl {
                     0 => return Err(invalid("`timeout_ms` must be at least 1".into())),
                     ms => parsed.timeout = Duration::from_millis(u64::from(ms)),
                 },
-                other => {
+                "ca_file" | "cert_file" | "key_file" if !tls => {
                     return Err(invalid(format!(
-                        "unknown parameter `{other}` (known: replicas, timeout_ms)"
+                        "`{name}` is a TLS parameter: use {TLS_SCHEME}..."
                     )));
                 }
+                "ca_file" => {
+                    if let Some(files) = &mut parsed.tls {
+                        files.ca_file = Some(path(name, value)?);
+                    }
+                }
+                "cert_file" => cert_file = Some(path(name, value)?),
+                "key_file" => key_file = Some(path(name, value)?),
+                other => {
+                    return Err(invalid(format!(
+                        "unknown parameter `{other}` (known: replicas, timeout_ms, and with TLS ca_file, cert_file, key_file)"
+                    )));
+                }
+            }
+        }
+        match (cert_file, key_file, &mut parsed.tls) {
+            (Some(cert), Some(key), Some(files)) => files.client = Some((cert, key)),
+            (None, None, _) => {}
+            _ => {
+                return Err(invalid(
+                    "`cert_file` and `key_file` go together: give both for a client certificate"
+                        .into(),
+                ));
             }
         }
         Ok(parsed)
     }
 
-    /// The seed nodes as `redis://` URLs for the client.
+    /// The seed nodes as `redis://` (or `rediss://`) URLs for the client.
     pub(crate) fn node_urls(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.nodes
             .iter()
-            .map(|node| format!("redis://{node}"))
+            .map(|node| format!("{scheme}://{node}"))
             .collect()
     }
 }
@@ -108,6 +159,13 @@ fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
     value
         .parse()
         .map_err(|_| invalid(format!("`{name}={value}` is not a whole number")))
+}
+
+fn path(name: &str, value: &str) -> Result<String> {
+    if value.is_empty() {
+        return Err(invalid(format!("`{name}` needs a file path")));
+    }
+    Ok(value.to_string())
 }
 
 fn invalid(message: String) -> Error {
@@ -151,23 +209,43 @@ mod tests {
             ("redis+cluster://127.0.0.1", "is not HOST:PORT"),
             ("redis+cluster://h:1?replicas=x", "not a whole number"),
             ("redis+cluster://h:1?tls=1", "unknown parameter `tls`"),
+            ("redis+cluster://h:1?ca_file=/ca.pem", "is a TLS parameter"),
+            ("rediss+cluster://h:1?cert_file=/c.pem", "go together"),
+            ("rediss+cluster://h:1?ca_file=", "needs a file path"),
         ] {
             let error = ClusterUrl::parse(url).expect_err(url).to_string();
             assert!(error.contains(says), "{url}: {error}");
         }
-        for url in [
-            "redis://u:pw@h:1",
-            "redis+cluster://user:pa?ss@h",
-            "redis+cluster://u:12?x@h:1?tls=1",
-            "redis+cluster://u:p@ss?@h:1?timeout_ms=0",
+        for (url, password) in [
+            ("redis://u:pw@h:1", "pw"),
+            ("redis+cluster://user:pa?ss@h", "pa?ss"),
+            ("redis+cluster://u:12?x@h:1?tls=1", "12"),
+            ("redis+cluster://u:p@ss?@h:1?timeout_ms=0", "p@ss"),
+            ("rediss+cluster://u:zz9@h:1?cert_file=/c.pem", "zz9"),
         ] {
             let error = ClusterUrl::parse(url).expect_err(url).to_string();
-            assert!(
-                !error.contains("pw") && !error.contains("ss") && !error.contains("12"),
-                "{error}"
-            );
+            assert!(!error.contains(password), "{error}");
         }
         let url = ClusterUrl::parse("redis+cluster://u:p?w@d@h:1?replicas=2").expect("parse");
         assert_eq!((url.password.as_deref(), url.replicas), (Some("p?w@d"), 2));
+    }
+
+    #[test]
+    fn tls_urls_name_their_files() {
+        let url = ClusterUrl::parse(
+            "rediss+cluster://h:1,h:2?ca_file=/ca.pem&cert_file=/c.pem&key_file=/c.key",
+        )
+        .expect("parse");
+        assert_eq!(url.node_urls(), ["rediss://h:1", "rediss://h:2"]);
+        let files = url.tls.expect("tls");
+        assert_eq!(files.ca_file.as_deref(), Some("/ca.pem"));
+        assert_eq!(files.client, Some(("/c.pem".into(), "/c.key".into())));
+        let system_roots = ClusterUrl::parse("rediss+cluster://h:1").expect("parse");
+        assert_eq!(system_roots.tls, Some(TlsFiles::default()));
+        let plain = ClusterUrl::parse("redis+cluster://h:1").expect("parse");
+        assert_eq!(
+            (plain.tls.clone(), plain.node_urls()),
+            (None, vec!["redis://h:1".to_string()])
+        );
     }
 }

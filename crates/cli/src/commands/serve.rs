@@ -57,8 +57,10 @@ pub(crate) struct ServeArgs {
     online_row_cache_bytes: Option<super::limits::ByteSetting>,
     /// Where online rows live: `rocksdb` (the data directory, the default) or a Redis
     /// Cluster / Valkey shared by several replicas:
-    /// `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT][?replicas=N&timeout_ms=MS]`
-    /// (give a password through the environment variable, not the command line).
+    /// `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT][?replicas=N&timeout_ms=MS]`,
+    /// or `rediss+cluster://...` for TLS (`&ca_file=PEM`, and `&cert_file=PEM&key_file=PEM`
+    /// for a client certificate). Give a password through the environment variable, not
+    /// the command line.
     #[arg(
         long,
         env = "QUIVER_ONLINE_STORE",
