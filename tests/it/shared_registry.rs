@@ -40,7 +40,15 @@ fn project_with(
     ttl: &str,
     extra: &str,
 ) -> anyhow::Result<Vec<v1::ManifestFile>> {
-    let dir = server.path("repo");
+    project_in(&server.path("repo"), ttl, extra)
+}
+
+/// The fixture's project in `dir`.
+fn project_in(
+    dir: &std::path::Path,
+    ttl: &str,
+    extra: &str,
+) -> anyhow::Result<Vec<v1::ManifestFile>> {
     let row = TestRow {
         user_id: 1,
         event_ts: T,
@@ -54,7 +62,7 @@ fn project_with(
         dir.join("features.yaml"),
         MANIFEST.replace("TTL", ttl) + extra,
     )?;
-    manifests(&dir)
+    manifests(dir)
 }
 
 /// The registry version `clients`' replica serves (the base of a plan).
@@ -155,6 +163,77 @@ async fn replicas_share_registry_versions_in_object_storage() -> anyhow::Result<
     on_b.online
         .get_online_features(get_request(vec![1]))
         .await?;
+    a.stop().await?;
+    b.stop().await?;
+    Ok(())
+}
+
+/// Replicas sharing a registry hand out self-contained Flight tickets: a ticket from
+/// GetFlightInfo on A is redeemed on B (and again on A), with the same rows.
+#[tokio::test]
+async fn a_flight_ticket_from_one_replica_is_redeemed_on_another() -> anyhow::Result<()> {
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use futures::TryStreamExt;
+    use quiver_proto::prost::Message;
+
+    let moto = Moto::start()?;
+    moto.create_bucket(BUCKET)?;
+    let shared = tempfile::tempdir()?;
+    let over_shared = |dir: std::path::PathBuf| {
+        let options = moto.options();
+        async move {
+            TestServer::start_with(tempfile::tempdir()?, ManualClock::new(T), move |o| {
+                o.registry_store = Some(format!("s3://{BUCKET}/prod"));
+                o.files.object_store_options = options;
+                o.files.source_roots.push(dir.clone());
+                o.files.labels_roots.push(dir);
+            })
+            .await
+        }
+    };
+    let a = over_shared(shared.path().to_path_buf()).await?;
+    let b = over_shared(shared.path().to_path_buf()).await?;
+    let (mut on_a, mut on_b) = (a.clients().await?, b.clients().await?);
+    let files = project_in(&shared.path().join("repo"), "2h", "")?;
+    assert_eq!(apply(&mut on_a, &files, 0).await?.registry_version, 1);
+    wait_for_version(&mut on_b, &files, 1).await?;
+    let labels = shared.path().join("labels.parquet");
+    quiver_integration_tests::write_parquet(&labels, &[super::fixture::labels(5, T + 1)?])?;
+    let cmd = v1::ExportRequest {
+        selector: Some(v1::export_request::Selector::FeatureService("model".into())),
+        labels_path: labels.to_string_lossy().into_owned(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+
+    let info = FlightServiceClient::new(on_a.channel.clone())
+        .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(cmd.clone()))
+        .await?
+        .into_inner();
+    let ticket = info
+        .endpoint
+        .first()
+        .and_then(|e| e.ticket.clone())
+        .ok_or_else(|| anyhow::anyhow!("no ticket"))?;
+    assert_eq!(ticket.ticket.as_ref(), cmd.as_slice(), "the request itself");
+    let mut answers = Vec::new();
+    for clients in [&on_b, &on_a] {
+        let stream = FlightServiceClient::new(clients.channel.clone())
+            .do_get(ticket.clone())
+            .await?
+            .into_inner()
+            .map_err(|status| arrow_flight::error::FlightError::Tonic(Box::new(status)));
+        let batches: Vec<arrow::array::RecordBatch> =
+            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
+                .try_collect()
+                .await?;
+        answers.push(arrow::compute::concat_batches(
+            &batches[0].schema(),
+            &batches,
+        )?);
+    }
+    assert_eq!(answers[0].num_rows(), 5);
+    assert_eq!(answers[0], answers[1], "the same rows from B and from A");
     a.stop().await?;
     b.stop().await?;
     Ok(())

@@ -245,7 +245,10 @@ impl Components {
                 FlightServiceServer::new(flight::FlightExport::new(
                     Arc::clone(&self.exporter),
                     &options.limits,
-                    auth,
+                    (
+                        auth,
+                        options.online_store.is_some() || options.registry_store.is_some(),
+                    ),
                 ))
                 .max_decoding_message_size(data)
                 .max_encoding_message_size(data),

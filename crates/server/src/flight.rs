@@ -14,6 +14,12 @@
 //! `{"name": <upload name>, "rows": <row count>}`; an empty table (a schema, no batch) is kept
 //! and exports 0 rows, an upload without a schema is INVALID_ARGUMENT.
 //!
+//! A replica that shares its stores with others (`--online-store` or `--registry-store`)
+//! hands out self-contained tickets instead: the export request itself, which DoGet on any
+//! replica authorizes again for its caller and runs (so a ticket grants nothing its bearer
+//! could not ask for directly). Label tables uploaded with DoPut stay on the replica that
+//! took them; with several replicas, read labels from a labels root (object storage).
+//!
 //! Bounded (see [`crate::limits::Limits`]): tickets waiting for their DoGet
 //! (`--max-flight-tickets`, each valid `--flight-ticket-ttl`), and uploads while they stream
 //! in ([`crate::uploads`]). A DoGet whose client goes away stops: the join stream is dropped
@@ -48,11 +54,18 @@ pub struct FlightExport {
     exporter: Arc<Exporter>,
     pending: Arc<BoundedMap<PreparedExport>>,
     auth: Option<Arc<Authenticator>>,
+    /// Tickets are the export request itself, good on any replica (not parked here).
+    self_contained: bool,
 }
 
 impl FlightExport {
-    /// `auth` checks Handshake credentials (every other call is checked by the auth layer).
-    pub fn new(exporter: Arc<Exporter>, limits: &Limits, auth: Option<Arc<Authenticator>>) -> Self {
+    /// `auth` checks Handshake credentials (every other call is checked by the auth layer);
+    /// `self_contained`: tickets are the request itself (replicas sharing their stores).
+    pub fn new(
+        exporter: Arc<Exporter>,
+        limits: &Limits,
+        (auth, self_contained): (Option<Arc<Authenticator>>, bool),
+    ) -> Self {
         FlightExport {
             exporter,
             pending: Arc::new(BoundedMap::new(Bounds {
@@ -63,6 +76,7 @@ impl FlightExport {
                 ttl_setting: "--flight-ticket-ttl",
             })),
             auth,
+            self_contained,
         }
     }
 
@@ -192,7 +206,10 @@ impl FlightService for FlightExport {
         let prepared = audited(&principal, "GetFlightInfo", &objects, prepared)?;
         let schema = Arc::clone(&prepared.output.schema);
         let metadata = metadata_json(&prepared.metadata);
-        let ticket = self.park(prepared)?;
+        let ticket = match self.self_contained {
+            true => descriptor.cmd.clone(),
+            false => self.park(prepared)?.into(),
+        };
         let info = FlightInfo::new()
             .try_with_schema(&schema)
             .map_err(|e| Error::Internal(format!("schema encoding: {e}")))?
