@@ -315,3 +315,87 @@ fn logged_ids(data: &std::path::Path) -> std::collections::BTreeSet<i64> {
     }
     ids
 }
+
+/// A job started on replica A is seen (GetJob, WatchJob) and cancelled (CancelJob) through
+/// replica B, from the record A publishes in Redis.
+#[test]
+fn a_job_is_watched_and_cancelled_through_another_replica() {
+    use quiver_proto::v1;
+    let cluster = RedisCluster::start(3).expect("a redis cluster");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = chrono::Utc::now().timestamp_micros();
+    let shape = quiver_cli::demo::DemoShape {
+        drivers: 30_000,
+        hours: 8,
+        end: now - now % HOUR,
+        labels: 10,
+    };
+    quiver_cli::demo::write_project(dir.path(), shape).expect("demo project");
+    let features = dir.path().join("features");
+    let features = features.to_str().expect("utf-8 path");
+    let (a, b) = (
+        replica(dir.path(), "replica-a", &cluster.url()),
+        replica(dir.path(), "replica-b", &cluster.url()),
+    );
+    for server in [&a, &b] {
+        support::ok(server.quiver(&["apply", "-f", features]));
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let _context = runtime.enter();
+    let client = |url: &str| {
+        let channel = tonic::transport::Channel::from_shared(url.to_string()).expect("a url");
+        v1::job_service_client::JobServiceClient::new(channel.connect_lazy())
+    };
+    let (mut on_a, mut on_b) = (client(&a.url), client(&b.url));
+    let final_state = runtime.block_on(async move {
+        let started = on_a
+            .start_materialization(v1::StartMaterializationRequest {
+                end_micros: now,
+                incremental: true,
+                ..Default::default()
+            })
+            .await
+            .expect("started on A")
+            .into_inner()
+            .job
+            .expect("a job");
+        assert!(started.id.contains("replica-a"), "{}", started.id);
+        let id = started.id.clone();
+        let seen = on_b
+            .get_job(v1::GetJobRequest { id: id.clone() })
+            .await
+            .expect("B knows the job")
+            .into_inner()
+            .job
+            .expect("a job");
+        assert_eq!(seen.state, v1::JobState::Running as i32, "{seen:?}");
+        on_b.cancel_job(v1::CancelJobRequest { id: id.clone() })
+            .await
+            .expect("cancelled through B");
+        let mut watch = on_b
+            .watch_job(v1::WatchJobRequest { id: id.clone() })
+            .await
+            .expect("watched through B")
+            .into_inner();
+        let mut last = None;
+        while let Some(update) = watch.message().await.expect("an update") {
+            last = Some(update);
+        }
+        let on_a_end = on_a
+            .get_job(v1::GetJobRequest { id })
+            .await
+            .expect("A's job")
+            .into_inner()
+            .job
+            .expect("a job");
+        let last = last.expect("updates");
+        assert_eq!(
+            last.state, on_a_end.state,
+            "B's watch ends with A's outcome"
+        );
+        last.state
+    });
+    assert_eq!(final_state, v1::JobState::Cancelled as i32);
+    a.stop();
+    b.stop();
+}

@@ -1,6 +1,6 @@
-//! Leases of the embedded store. One process holds a data directory (RocksDB's lock file), so
-//! its leases live in that process's memory: they order the process's own tasks, and a
-//! restart forgets them with the tasks that held them.
+//! Leases and records of the embedded store. One process holds a data directory (RocksDB's
+//! lock file), so they live in that process's memory: they order and describe the process's
+//! own tasks, and a restart forgets them with the tasks.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use crate::online_store::Lease;
 
-/// Named leases, each held by one holder until it expires or is released.
+/// Named leases, each held by one holder until it expires or is released, and named records
+/// until they expire.
 #[derive(Debug, Default)]
 pub(crate) struct LocalLeases {
     held: Mutex<HashMap<String, (String, Instant)>>,
+    records: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
 }
 
 impl LocalLeases {
@@ -27,6 +29,21 @@ impl LocalLeases {
                 Lease::Acquired
             }
         }
+    }
+
+    pub(crate) fn put_record(&self, name: &str, bytes: &[u8], ttl: Duration) {
+        let now = Instant::now();
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        records.retain(|_, (_, expires)| *expires > now);
+        records.insert(name.to_string(), (bytes.to_vec(), now + ttl));
+    }
+
+    pub(crate) fn record(&self, name: &str) -> Option<Vec<u8>> {
+        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        records
+            .get(name)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(bytes, _)| bytes.clone())
     }
 
     /// Gives `name` up if `holder` has it.
@@ -64,5 +81,16 @@ mod tests {
         // An expired lease is free.
         assert_eq!(leases.acquire("m/c", "r1", Duration::ZERO), Lease::Acquired);
         assert_eq!(leases.acquire("m/c", "r2", long), Lease::Acquired);
+    }
+
+    #[test]
+    fn records_are_replaced_and_expire() {
+        let records = LocalLeases::default();
+        records.put_record("job/1", b"a", Duration::from_secs(60));
+        records.put_record("job/1", b"b", Duration::from_secs(60));
+        records.put_record("job/2", b"c", Duration::ZERO);
+        assert_eq!(records.record("job/1"), Some(b"b".to_vec()));
+        assert_eq!(records.record("job/2"), None);
+        assert_eq!(records.record("job/3"), None);
     }
 }

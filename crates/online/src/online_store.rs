@@ -69,6 +69,13 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
     /// Gives the lease `name` up, if `holder` has it.
     fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
 
+    /// Stores a small record (a job's progress) under `name` for `ttl`, replacing any; every
+    /// replica on the store reads it with [`OnlineStore::record`].
+    fn put_record(&self, name: &str, bytes: &[u8], ttl: Duration) -> Result<()>;
+
+    /// The record under `name`, unless it expired.
+    fn record(&self, name: &str) -> Result<Option<Vec<u8>>>;
+
     /// The backend's name, for logs (`rocksdb`, `redis-cluster`).
     fn backend(&self) -> &'static str;
 }
@@ -126,6 +133,15 @@ impl OnlineStore for RocksStore {
     fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         self.leases.release(name, holder);
         Ok(())
+    }
+
+    fn put_record(&self, name: &str, bytes: &[u8], ttl: Duration) -> Result<()> {
+        self.leases.put_record(name, bytes, ttl);
+        Ok(())
+    }
+
+    fn record(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.leases.record(name))
     }
 
     fn backend(&self) -> &'static str {

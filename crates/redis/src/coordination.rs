@@ -4,6 +4,7 @@
 //!   8 bytes little-endian, moved only by the Function `quiver_advance` (the fence).
 //! - `quiver:lease:<name>`: a lease's holder, with the lease's time to live as the key's
 //!   expiry (`quiver_lease`, `quiver_release`).
+//! - `quiver:record:<name>`: a small record (a job's progress), expiring.
 //!
 //! Each key is one slot, so each call is atomic on its primary.
 
@@ -64,6 +65,34 @@ impl RedisStore {
         let _released: i64 = self.call_function(&call, key.as_bytes(), "release a lease")?;
         Ok(())
     }
+}
+
+impl RedisStore {
+    pub(crate) fn put(&self, name: &str, bytes: &[u8], ttl: Duration) -> Result<()> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.with_connection(|connection| {
+            redis::cmd("SET")
+                .arg(record_key(name))
+                .arg(bytes)
+                .arg("PX")
+                .arg(ttl_ms)
+                .exec(connection)
+                .map_err(Error::redis("store a record"))
+        })
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.with_connection(|connection| {
+            redis::cmd("GET")
+                .arg(record_key(name))
+                .query(connection)
+                .map_err(Error::redis("read a record"))
+        })
+    }
+}
+
+fn record_key(name: &str) -> String {
+    format!("quiver:record:{name}")
 }
 
 /// An i64 stored as 8 bytes little-endian.

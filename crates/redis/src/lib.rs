@@ -343,6 +343,19 @@ impl OnlineStore for RedisStore {
         Ok(self.release(name, holder)?)
     }
 
+    fn put_record(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        ttl: std::time::Duration,
+    ) -> quiver_online::Result<()> {
+        Ok(self.put(name, bytes, ttl)?)
+    }
+
+    fn record(&self, name: &str) -> quiver_online::Result<Option<Vec<u8>>> {
+        Ok(self.get(name)?)
+    }
+
     fn backend(&self) -> &'static str {
         "redis-cluster"
     }

@@ -114,14 +114,22 @@ impl v1::job_service_server::JobService for JobService {
         &self,
         request: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let job = self.materializer.get(&request.into_inner().id)?;
-        let stream = futures::stream::unfold((job, false), |(job, ended)| async move {
-            if ended {
-                return None;
+        let id = request.into_inner().id;
+        // Unknown on every replica: NOT_FOUND now, not in the stream.
+        self.materializer.report(&id).await?;
+        let materializer = Arc::clone(&self.materializer);
+        let stream = futures::stream::unfold(Some(id), move |id| {
+            let materializer = Arc::clone(&materializer);
+            async move {
+                let id = id?;
+                match materializer.report_after(&id, WATCH_INTERVAL).await {
+                    Ok(report) => {
+                        let next = (report.state == JobState::Running).then_some(id);
+                        Some((Ok(job_to_proto(report)), next))
+                    }
+                    Err(error) => Some((Err(error.into()), None)),
+                }
             }
-            job.wait(WATCH_INTERVAL).await;
-            let finished = job.is_finished();
-            Some((Ok(job_to_proto(job.report())), (job, finished)))
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -132,10 +140,14 @@ impl v1::job_service_server::JobService for JobService {
     ) -> Result<Response<v1::CancelJobResponse>, Status> {
         let principal = principal(&request)?;
         let id = &request.get_ref().id;
-        let job = audited(principal, "CancelJob", id, self.materializer.get(id))?;
-        job.cancel();
+        let report = audited(
+            principal,
+            "CancelJob",
+            id,
+            self.materializer.cancel(id).await,
+        )?;
         Ok(Response::new(v1::CancelJobResponse {
-            job: Some(job_to_proto(job.report())),
+            job: Some(job_to_proto(report)),
         }))
     }
 
@@ -143,9 +155,9 @@ impl v1::job_service_server::JobService for JobService {
         &self,
         request: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::GetJobResponse>, Status> {
-        let job = self.materializer.get(&request.into_inner().id)?;
+        let report = self.materializer.report(&request.into_inner().id).await?;
         Ok(Response::new(v1::GetJobResponse {
-            job: Some(job_to_proto(job.report())),
+            job: Some(job_to_proto(report)),
         }))
     }
 }

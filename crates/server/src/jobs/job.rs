@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::request::{Window, incremental_window};
 use crate::error::Result;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JobState {
     Running,
     Succeeded,
@@ -20,8 +20,8 @@ pub enum JobState {
     Cancelled,
 }
 
-/// A job's progress at one moment.
-#[derive(Debug, Clone)]
+/// A job's progress at one moment (shared between replicas as JSON, `shared`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct JobReport {
     pub id: String,
     pub state: JobState,
@@ -31,7 +31,7 @@ pub struct JobReport {
     pub error: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ViewReport {
     pub view: String,
     pub version: u32,
@@ -45,7 +45,7 @@ pub struct ViewReport {
 }
 
 /// What the profile of a view's run says about the rows scanned.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RunProfile {
     pub id: u64,
     pub violations: Vec<(String, String, u64)>,

@@ -14,10 +14,12 @@
 mod job;
 mod leases;
 mod request;
+mod shared;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use quiver_core::ResolvedView;
 use quiver_offline::OfflineStore;
@@ -106,7 +108,7 @@ impl Materializer {
         let views = self.selected_views(request)?;
         let now = self.clock.now();
         let seq = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let id = format!("mat-{now}-{seq}");
+        let id = format!("mat-{now}-{}-{seq}", self.replica.id);
         let (online, window) = (Arc::clone(&self.online), request.window);
         let (holder, ttl) = (format!("{}/{id}", self.replica.id), self.replica.lease_ttl);
         let lookback =
@@ -131,8 +133,11 @@ impl Materializer {
         let (materializer, task_job) = (Arc::clone(self), Arc::clone(&job));
         self.tasks.spawn(async move {
             let keeper = leases.keep(Arc::clone(&task_job));
+            let publisher =
+                shared::spawn_publisher(Arc::clone(&materializer.online), Arc::clone(&task_job));
             let result = materializer.run(&task_job).await;
             keeper.abort();
+            publisher.abort();
             // Given back before the job is seen to finish, so that a next run may start.
             let released = crate::run_blocking(move || {
                 leases.release();
@@ -152,8 +157,59 @@ impl Materializer {
                     task_job.finish(JobState::Failed, error.to_string());
                 }
             }
+            let (online, report) = (Arc::clone(&materializer.online), task_job.report());
+            if let Err(error) =
+                crate::run_blocking(move || shared::publish(&*online, &report)).await
+            {
+                tracing::warn!(%error, "the finished job's record was not published");
+            }
         });
         Ok(job)
+    }
+
+    /// Job `id`'s report: from this replica's table, else from the record the replica that
+    /// runs it publishes (blocking read on the pool).
+    pub async fn report(&self, id: &str) -> Result<JobReport> {
+        if let Ok(job) = self.get(id) {
+            return Ok(job.report());
+        }
+        let (online, wanted) = (Arc::clone(&self.online), id.to_string());
+        crate::run_blocking(move || shared::read(&*online, &wanted))
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "job",
+                name: id.to_string(),
+            })
+    }
+
+    /// Job `id`'s report once it ends or `timeout` passes (a job of another replica: its
+    /// record after `timeout`, at least [`shared::PUBLISH_EVERY`]).
+    pub async fn report_after(&self, id: &str, timeout: Duration) -> Result<JobReport> {
+        match self.get(id) {
+            Ok(job) => {
+                job.wait(timeout).await;
+                Ok(job.report())
+            }
+            Err(_) => {
+                tokio::time::sleep(timeout.max(shared::PUBLISH_EVERY)).await;
+                self.report(id).await
+            }
+        }
+    }
+
+    /// Cancels job `id`: at once when it runs here, else by asking the replica that runs it
+    /// (which stops within [`shared::PUBLISH_EVERY`]). Its report.
+    pub async fn cancel(&self, id: &str) -> Result<JobReport> {
+        if let Ok(job) = self.get(id) {
+            job.cancel();
+            return Ok(job.report());
+        }
+        let report = self.report(id).await?;
+        if report.state == JobState::Running {
+            let (online, wanted) = (Arc::clone(&self.online), id.to_string());
+            crate::run_blocking(move || shared::request_cancel(&*online, &wanted)).await?;
+        }
+        Ok(report)
     }
 
     /// Cancels every job and waits for all of them to stop.

@@ -1,0 +1,66 @@
+//! Job records shared through the online store, so that any replica answers GetJob, WatchJob
+//! and CancelJob for a job another one runs. The replica running a job publishes its report
+//! (record `job/<id>`, JSON) every [`PUBLISH_EVERY`] and once it ends, kept [`KEEP`] after;
+//! CancelJob on another replica writes `cancel/<id>`, which the runner looks for as often.
+//! With the embedded store the records stay in the process, like its jobs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quiver_online::OnlineStore;
+
+use super::job::{Job, JobReport};
+use crate::error::{Error, Result};
+
+/// How often a running job's report is published (and a cancel request looked for).
+pub(super) const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// How long a job's record outlives its last publication.
+const KEEP: Duration = Duration::from_secs(3_600);
+
+pub(super) fn publish(online: &dyn OnlineStore, report: &JobReport) -> Result<()> {
+    let json = serde_json::to_vec(report)
+        .map_err(|e| Error::Internal(format!("a job report does not serialize: {e}")))?;
+    Ok(online.put_record(&format!("job/{}", report.id), &json, KEEP)?)
+}
+
+/// The report another replica published for job `id`, if any.
+pub(super) fn read(online: &dyn OnlineStore, id: &str) -> Result<Option<JobReport>> {
+    let Some(json) = online.record(&format!("job/{id}"))? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&json).map(Some).map_err(|e| {
+        Error::Internal(format!(
+            "the shared record of job `{id}` is unreadable: {e}"
+        ))
+    })
+}
+
+pub(super) fn request_cancel(online: &dyn OnlineStore, id: &str) -> Result<()> {
+    Ok(online.put_record(&format!("cancel/{id}"), b"1", KEEP)?)
+}
+
+/// Publishes `job`'s report every [`PUBLISH_EVERY`] until aborted, and cancels the job
+/// when another replica asked to. A failed publication is logged and retried.
+pub(super) fn spawn_publisher(
+    online: Arc<dyn OnlineStore>,
+    job: Arc<Job>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (store, running) = (Arc::clone(&online), Arc::clone(&job));
+            let cancel = crate::run_blocking(move || {
+                publish(&*store, &running.report())?;
+                Ok(store.record(&format!("cancel/{}", running.id))?.is_some())
+            })
+            .await;
+            match cancel {
+                Ok(true) => job.cancel(),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, job = %job.id, "the job's record was not published")
+                }
+            }
+            tokio::time::sleep(PUBLISH_EVERY).await;
+        }
+    })
+}
