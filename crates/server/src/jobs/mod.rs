@@ -183,7 +183,7 @@ impl Materializer {
     }
 
     /// Job `id`'s report once it ends or `timeout` passes (a job of another replica: its
-    /// record after `timeout`, at least [`shared::PUBLISH_EVERY`]).
+    /// record after `timeout`, at least a second).
     pub async fn report_after(&self, id: &str, timeout: Duration) -> Result<JobReport> {
         match self.get(id) {
             Ok(job) => {
@@ -198,7 +198,7 @@ impl Materializer {
     }
 
     /// Cancels job `id`: at once when it runs here, else by asking the replica that runs it
-    /// (which stops within [`shared::PUBLISH_EVERY`]). Its report.
+    /// (which stops within about a second). Its report.
     pub async fn cancel(&self, id: &str) -> Result<JobReport> {
         if let Ok(job) = self.get(id) {
             job.cancel();
