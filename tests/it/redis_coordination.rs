@@ -104,6 +104,11 @@ fn leases_have_one_holder_until_released_or_expired_on_both_stores() -> anyhow::
             Lease::Acquired,
             "{name}: renewal"
         );
+        assert!(store.renew_lease("m/a", "r1", long)?, "{name}");
+        assert!(
+            !store.renew_lease("m/a", "r2", long)?,
+            "{name}: not the holder"
+        );
         store.release_lease("m/a", "r2")?;
         assert_eq!(
             store.acquire_lease("m/a", "r2", long)?,
@@ -117,10 +122,14 @@ fn leases_have_one_holder_until_released_or_expired_on_both_stores() -> anyhow::
             "{name}"
         );
         assert_eq!(
-            store.acquire_lease("m/c", "r1", Duration::from_millis(200))?,
+            store.acquire_lease("m/c", "r1", Duration::from_millis(100))?,
             Lease::Acquired
         );
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            !store.renew_lease("m/c", "r1", long)?,
+            "{name}: an expired lease is not renewed"
+        );
         assert_eq!(
             store.acquire_lease("m/c", "r2", long)?,
             Lease::Acquired,

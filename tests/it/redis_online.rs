@@ -337,3 +337,37 @@ async fn two_replicas_serve_one_online_store() -> anyhow::Result<()> {
     b.stop().await?;
     Ok(())
 }
+
+/// `expire_after_ttl=true`: a row leaves Redis when it leaves its view's TTL (one written
+/// already outside it is not kept at all); without it, rows stay and TTL is a read-time rule.
+#[test]
+fn rows_expire_with_their_ttl_only_when_asked() -> anyhow::Result<()> {
+    let cluster = RedisCluster::start(3)?;
+    let second = 1_000_000;
+    let view = quiver_core::ResolvedView {
+        ttl: 2 * second,
+        ..view()
+    };
+    let now = chrono::Utc::now().timestamp_micros();
+    let expiring = RedisStore::open(&format!("{}?expire_after_ttl=true", cluster.url()))?;
+    let kept = RedisStore::open(&cluster.url())?;
+    let fresh_and_stale = [row(1, now, None, 1), row(2, now - 10 * second, None, 2)];
+    expiring.write_rows(&view, &fresh_and_stale, true)?;
+    kept.write_rows(&view, &[row(3, now - 10 * second, None, 3)], true)?;
+    let present = |ids: &[i64]| -> anyhow::Result<Vec<bool>> {
+        let keys: Vec<Vec<KeyValue>> = ids.iter().map(|id| vec![KeyValue::Int64(*id)]).collect();
+        Ok(kept
+            .read_rows(&view, &keys)?
+            .iter()
+            .map(Option::is_some)
+            .collect())
+    };
+    assert_eq!(present(&[1, 2, 3])?, [true, false, true]);
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    assert_eq!(
+        present(&[1, 2, 3])?,
+        [false, false, true],
+        "row 1 left with its TTL"
+    );
+    Ok(())
+}

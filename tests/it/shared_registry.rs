@@ -216,6 +216,11 @@ async fn a_flight_ticket_from_one_replica_is_redeemed_on_another() -> anyhow::Re
         .and_then(|e| e.ticket.clone())
         .ok_or_else(|| anyhow::anyhow!("no ticket"))?;
     assert_eq!(ticket.ticket.as_ref(), cmd.as_slice(), "the request itself");
+    let metadata = String::from_utf8(info.app_metadata.to_vec())?;
+    assert!(
+        metadata.contains("quiver.feature_service") && !metadata.contains("quiver.profile_id"),
+        "{metadata}"
+    );
     let mut answers = Vec::new();
     for clients in [&on_b, &on_a] {
         let stream = FlightServiceClient::new(clients.channel.clone())

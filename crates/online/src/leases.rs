@@ -31,6 +31,19 @@ impl LocalLeases {
         }
     }
 
+    /// Extends `name` while `holder` has it (not expired); false otherwise.
+    pub(crate) fn renew(&self, name: &str, holder: &str, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match held.get_mut(name) {
+            Some((h, expires)) if h == holder && *expires > now => {
+                *expires = now + ttl;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn put_record(&self, name: &str, bytes: &[u8], ttl: Duration) {
         let now = Instant::now();
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
@@ -78,9 +91,12 @@ mod tests {
         );
         leases.release("m/a", "r1");
         assert_eq!(leases.acquire("m/a", "r2", long), Lease::Acquired);
-        // An expired lease is free.
+        // An expired lease is free, and its old holder cannot renew it.
         assert_eq!(leases.acquire("m/c", "r1", Duration::ZERO), Lease::Acquired);
+        assert!(!leases.renew("m/c", "r1", long));
         assert_eq!(leases.acquire("m/c", "r2", long), Lease::Acquired);
+        assert!(leases.renew("m/c", "r2", long));
+        assert!(!leases.renew("m/c", "r1", long));
     }
 
     #[test]

@@ -62,9 +62,13 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
     fn advance_watermark(&self, view: &ResolvedView, start: i64, end: i64) -> Result<bool>;
 
     /// Takes the lease `name` for `holder` for `ttl`, or renews it when `holder` has it.
-    /// Leases keep one replica at a task (a view's materialization, a scheduled check); they
-    /// expire, so correctness never rests on them alone (the watermark is the fence).
+    /// Leases keep one replica at a task (a view's materialization); they expire, so
+    /// correctness never rests on them alone (the watermark is the fence).
     fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Lease>;
+
+    /// Extends the lease `name` by `ttl` while `holder` has it; false once it expired or
+    /// another holder took it (a lost lease is never taken again by a renewal).
+    fn renew_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool>;
 
     /// Gives the lease `name` up, if `holder` has it.
     fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
@@ -128,6 +132,10 @@ impl OnlineStore for RocksStore {
 
     fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Lease> {
         Ok(self.leases.acquire(name, holder, ttl))
+    }
+
+    fn renew_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        Ok(self.leases.renew(name, holder, ttl))
     }
 
     fn release_lease(&self, name: &str, holder: &str) -> Result<()> {

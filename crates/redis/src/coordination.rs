@@ -58,6 +58,19 @@ impl RedisStore {
         })
     }
 
+    pub(crate) fn renew(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let key = lease_key(name);
+        let mut call = redis::cmd("FCALL");
+        call.arg("quiver_renew")
+            .arg(1)
+            .arg(&key)
+            .arg(holder)
+            .arg(ttl_ms);
+        let renewed: i64 = self.call_function(&call, key.as_bytes(), "renew a lease")?;
+        Ok(renewed == 1)
+    }
+
     pub(crate) fn release(&self, name: &str, holder: &str) -> Result<()> {
         let key = lease_key(name);
         let mut call = redis::cmd("FCALL");

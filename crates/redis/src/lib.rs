@@ -20,8 +20,10 @@
 //!   when a write finds a primary without it), atomically
 //!   per key and exactly at every i64 (compared in 32-bit halves).
 //! - Reads are one pipeline per call, split by the client per node (one round trip each).
-//! - TTL stays a read-time rule: keys never expire. `maxmemory-policy` must be `noeviction`
-//!   on every primary (checked at open): an evicted row would silently read as NOT_FOUND.
+//! - TTL stays a read-time rule: keys never expire, unless `expire_after_ttl=true` (then a
+//!   row expires when it leaves its view's TTL, and reads it would have answered
+//!   OUTSIDE_MAX_AGE answer NOT_FOUND). `maxmemory-policy` must be `noeviction` on every
+//!   primary (checked at open): an evicted row would silently read as NOT_FOUND.
 //! - Durability: with `replicas=N` in the URL every write waits (`WAIT`) until N replicas of
 //!   each primary it wrote to have it, else fails UNAVAILABLE; with 0 (the default) it is the
 //!   primaries' own persistence. Redis Cluster can still lose acknowledged writes on a
@@ -108,8 +110,9 @@ impl RedisStore {
     /// expected to recover from (a redirection after slots moved, a node down during a
     /// failover, a dropped connection) is retried twice, after 50 and 250 ms, on a new
     /// connection (which learns the slots anew); idle connections, whose slot maps may be
-    /// as stale, are dropped. Every caller is idempotent: reads, and writes under the
-    /// ordering rule (a retried write counts rows its failed attempt wrote as skipped).
+    /// as stale, are dropped. Every caller may be repeated: reads, writes under the
+    /// ordering rule (a repeated row is a tie, written again), the watermark's
+    /// compare-and-set, lease calls for one holder.
     fn with_connection<T>(
         &self,
         mut f: impl FnMut(&mut ClusterConnection) -> Result<T>,
@@ -247,11 +250,17 @@ impl RedisStore {
         let mut written_keys = Vec::with_capacity(encoded.len() + 1);
         for row in &encoded {
             let key = redis_key(&view.name, &row.key);
-            pipe.cmd("FCALL")
+            let put = pipe
+                .cmd("FCALL")
                 .arg("quiver_put")
                 .arg(1)
                 .arg(&key)
                 .arg(&row.value);
+            if self.url.expire_after_ttl && view.ttl > 0 {
+                // Milliseconds since the epoch when the row leaves the TTL; at least 1 (a
+                // time in the past deletes the key at once).
+                put.arg((row.order.0.saturating_add(view.ttl) / 1_000).max(1));
+            }
             written_keys.push(key);
             newest = newest.max(row.order.0);
         }
@@ -337,6 +346,15 @@ impl OnlineStore for RedisStore {
         ttl: std::time::Duration,
     ) -> quiver_online::Result<quiver_online::Lease> {
         Ok(self.lease(name, holder, ttl)?)
+    }
+
+    fn renew_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> quiver_online::Result<bool> {
+        Ok(self.renew(name, holder, ttl)?)
     }
 
     fn release_lease(&self, name: &str, holder: &str) -> quiver_online::Result<()> {

@@ -59,9 +59,14 @@ local function write_unless_newer(key, value, order_of)
   return 1
 end
 
--- quiver_put KEY ROW: writes ROW unless the stored row is newer; 1 if written, 0 if not.
+-- quiver_put KEY ROW [EXPIRE_AT_MS]: writes ROW unless the stored row is newer; 1 if
+-- written, 0 if not. With EXPIRE_AT_MS (Unix milliseconds), a written row expires then.
 local function put(keys, args)
-  return write_unless_newer(keys[1], args[1], row_order)
+  local written = write_unless_newer(keys[1], args[1], row_order)
+  if written == 1 and args[2] then
+    redis.call('PEXPIREAT', keys[1], args[2])
+  end
+  return written
 end
 
 -- quiver_max KEY I64: keeps the greatest i64 (8 bytes, little-endian); 1 if raised.
@@ -91,6 +96,11 @@ local function advance(keys, args)
     redis.call('SET', keys[1], args[2])
     return 1
   end
+  if stored and stored == args[2] then
+    -- Already there (a retry after a lost answer): written again, so that a WAIT on this
+    -- connection counts it; the answer stays the rule's.
+    redis.call('SET', keys[1], args[2])
+  end
   return 0
 end
 
@@ -103,6 +113,16 @@ local function lease(keys, args)
   end
   redis.call('SET', keys[1], args[1], 'PX', args[2])
   return args[1]
+end
+
+-- quiver_renew KEY HOLDER TTL_MS: extends the lease at KEY while HOLDER has it; 1 if it
+-- did, 0 if the lease expired or another holder has it (it is then not taken again).
+local function renew(keys, args)
+  if redis.call('GET', keys[1]) == args[1] then
+    redis.call('PEXPIRE', keys[1], args[2])
+    return 1
+  end
+  return 0
 end
 
 -- quiver_release KEY HOLDER: deletes the lease at KEY if HOLDER has it; 1 if deleted.
@@ -118,4 +138,5 @@ redis.register_function('quiver_put', put)
 redis.register_function('quiver_max', max)
 redis.register_function('quiver_advance', advance)
 redis.register_function('quiver_lease', lease)
+redis.register_function('quiver_renew', renew)
 redis.register_function('quiver_release', release)

@@ -2,14 +2,18 @@
 //! `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...][?replicas=N&timeout_ms=MS]`, or
 //! `rediss+cluster://...` for TLS to every node (`tls-cluster yes`), with
 //! `ca_file=PATH` (the CA that signed the nodes' certificates; default: the system's roots)
-//! and, where the nodes require client certificates, `cert_file=PATH&key_file=PATH`.
+//! and, where the nodes require client certificates, `cert_file=PATH&key_file=PATH` (paths
+//! without `@`: the credentials end at the URL's last `@`).
 //!
 //! - the hosts are seed nodes: the client learns the rest of the cluster from them;
 //! - `USER:PASSWORD` authenticate as an ACL user (percent-encoding is not decoded: pass the
 //!   URL through the `QUIVER_ONLINE_STORE` environment variable to keep it out of `ps`);
 //! - `replicas` (default 0): a durable write returns only once this many replicas of every
 //!   primary acknowledged it (`WAIT`); 0 leaves durability to the primaries' own persistence;
-//! - `timeout_ms` (default 1000): connect and response timeout of every command.
+//! - `timeout_ms` (default 1000): connect and response timeout of every command;
+//! - `expire_after_ttl` (default false): a row written for a view with a TTL expires in
+//!   Redis when it leaves the TTL (event time + TTL), which frees memory but turns reads
+//!   that would be OUTSIDE_MAX_AGE into NOT_FOUND.
 
 use std::time::Duration;
 
@@ -29,6 +33,8 @@ pub struct ClusterUrl {
     pub timeout: Duration,
     /// TLS to every node (`rediss+cluster://`), with these files.
     pub tls: Option<TlsFiles>,
+    /// Rows expire in Redis once out of their view's TTL (`expire_after_ttl=true`).
+    pub expire_after_ttl: bool,
 }
 
 /// The PEM files of TLS to the cluster (paths the operator gave in the URL).
@@ -49,6 +55,7 @@ impl std::fmt::Debug for ClusterUrl {
             .field("replicas", &self.replicas)
             .field("timeout", &self.timeout)
             .field("tls", &self.tls)
+            .field("expire_after_ttl", &self.expire_after_ttl)
             .finish()
     }
 }
@@ -95,6 +102,7 @@ impl ClusterUrl {
             replicas: 0,
             timeout: Duration::from_millis(1000),
             tls: tls.then(TlsFiles::default),
+            expire_after_ttl: false,
         };
         let (mut cert_file, mut key_file) = (None, None);
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
@@ -105,6 +113,17 @@ impl ClusterUrl {
                     0 => return Err(invalid("`timeout_ms` must be at least 1".into())),
                     ms => parsed.timeout = Duration::from_millis(u64::from(ms)),
                 },
+                "expire_after_ttl" => {
+                    parsed.expire_after_ttl = match value {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => {
+                            return Err(invalid(format!(
+                                "`expire_after_ttl={value}` must be true or false"
+                            )));
+                        }
+                    }
+                }
                 "ca_file" | "cert_file" | "key_file" if !tls => {
                     return Err(invalid(format!(
                         "`{name}` is a TLS parameter: use {TLS_SCHEME}..."
@@ -119,7 +138,7 @@ impl ClusterUrl {
                 "key_file" => key_file = Some(path(name, value)?),
                 other => {
                     return Err(invalid(format!(
-                        "unknown parameter `{other}` (known: replicas, timeout_ms, and with TLS ca_file, cert_file, key_file)"
+                        "unknown parameter `{other}` (known: replicas, timeout_ms, expire_after_ttl, and with TLS ca_file, cert_file, key_file)"
                     )));
                 }
             }
@@ -194,6 +213,9 @@ mod tests {
         assert_eq!(url.username.as_deref(), Some("quiver"));
         assert_eq!(url.password.as_deref(), Some("s3cret"));
         assert_eq!((url.replicas, url.timeout), (1, Duration::from_millis(250)));
+        assert!(!url.expire_after_ttl);
+        let expiring = ClusterUrl::parse("redis+cluster://h:1?expire_after_ttl=true");
+        assert!(expiring.expect("parse").expire_after_ttl);
         assert!(!format!("{url:?}").contains("s3cret"));
         let plain = ClusterUrl::parse("redis+cluster://127.0.0.1:7000/").expect("parse");
         assert_eq!(
@@ -212,6 +234,10 @@ mod tests {
             ("redis+cluster://h:1?ca_file=/ca.pem", "is a TLS parameter"),
             ("rediss+cluster://h:1?cert_file=/c.pem", "go together"),
             ("rediss+cluster://h:1?ca_file=", "needs a file path"),
+            (
+                "redis+cluster://h:1?expire_after_ttl=yes",
+                "must be true or false",
+            ),
         ] {
             let error = ClusterUrl::parse(url).expect_err(url).to_string();
             assert!(error.contains(says), "{url}: {error}");

@@ -17,7 +17,8 @@
 //! A replica that shares its stores with others (`--online-store` or `--registry-store`)
 //! hands out self-contained tickets instead: the export request itself, which DoGet on any
 //! replica authorizes again for its caller and runs (so a ticket grants nothing its bearer
-//! could not ask for directly). Label tables uploaded with DoPut stay on the replica that
+//! could not ask for directly). The export is then planned twice (GetFlightInfo, DoGet), and
+//! the FlightInfo carries no `quiver.profile_id` (DoGet's run stores the profile). Label tables uploaded with DoPut stay on the replica that
 //! took them; with several replicas, read labels from a labels root (object storage).
 //!
 //! Bounded (see [`crate::limits::Limits`]): tickets waiting for their DoGet
@@ -205,7 +206,15 @@ impl FlightService for FlightExport {
         let prepared = self.exporter.prepare(&export_request).await;
         let prepared = audited(&principal, "GetFlightInfo", &objects, prepared)?;
         let schema = Arc::clone(&prepared.output.schema);
-        let metadata = metadata_json(&prepared.metadata);
+        // A self-contained ticket is planned again at DoGet, whose run stores the profile
+        // under an id of its own: the one reserved here would name nothing.
+        let metadata: Vec<(String, String)> = prepared
+            .metadata
+            .iter()
+            .filter(|(key, _)| !(self.self_contained && key == "quiver.profile_id"))
+            .cloned()
+            .collect();
+        let metadata = metadata_json(&metadata);
         let ticket = match self.self_contained {
             true => descriptor.cmd.clone(),
             false => self.park(prepared)?.into(),

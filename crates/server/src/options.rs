@@ -118,8 +118,8 @@ impl ServerOptions {
 pub struct ReplicaOptions {
     /// The replica's name in lease holders and logs (`--replica-id`).
     pub id: String,
-    /// How long a lease (a view's materialization, a scheduled check) outlives its holder's
-    /// last renewal (`--lease-ttl`); holders renew at a third of it.
+    /// How long a lease on a view's materialization outlives its holder's last renewal
+    /// (`--lease-ttl`); holders renew at a third of it.
     pub lease_ttl: std::time::Duration,
     /// How far before the watermark an incremental materialization starts reading
     /// (`--materialize-lookback`): rows a store lost in a failover are written again.

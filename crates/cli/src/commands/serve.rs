@@ -218,7 +218,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         options.replica.id = id;
     }
     if let Some(seconds) = args.lease_ttl.or(file.lease_ttl) {
-        anyhow::ensure!(seconds > 0, "--lease-ttl must be at least 1 second");
+        anyhow::ensure!(
+            (1..=86_400).contains(&seconds),
+            "--lease-ttl must be 1 to 86400 seconds"
+        );
         options.replica.lease_ttl = std::time::Duration::from_secs(seconds);
     }
     if let Some(seconds) = args.materialize_lookback.or(file.materialize_lookback) {

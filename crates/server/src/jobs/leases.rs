@@ -1,8 +1,10 @@
 //! Materialization leases: one replica at a time runs a view's materialization, among all the
 //! replicas that share an online store. A job takes the lease `materialize/<view>` of each of
 //! its views before it plans, renews them at a third of `--lease-ttl` while it runs, and gives
-//! them back when it ends (or they expire). A job that loses a lease (another holder took it
-//! after it expired, or it could not be renewed in time) stops and fails.
+//! them back when it ends (or they expire). A job that loses a lease (it expired before a
+//! renewal: the job stalled, or the store could not be reached, for longer than the lease)
+//! stops and fails, even when nobody took the lease meanwhile; it may then have written rows
+//! already, which the ordering rule keeps only where they are newest.
 //!
 //! Leases are for efficiency; correctness rests on the watermark's compare-and-set
 //! (`OnlineStore::advance_watermark`): a holder stalled past its lease writes rows the
@@ -94,12 +96,13 @@ impl JobLeases {
         self.names.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Renews every lease; why one is lost, if it is.
+    /// Renews every lease; why one is lost, if it is. A lease that expired is lost even
+    /// when nobody took it since: another run may have come and gone meanwhile.
     fn renew(&self) -> Result<Option<String>> {
         for name in self.held().iter() {
-            if let Lease::HeldBy(other) = self.online.acquire_lease(name, &self.holder, self.ttl)? {
+            if !self.online.renew_lease(name, &self.holder, self.ttl)? {
                 return Ok(Some(format!(
-                    "lease `{name}` expired and was taken by `{other}` (the job stalled longer than --lease-ttl)"
+                    "lease `{name}` expired before it was renewed (the job stalled longer than --lease-ttl); another replica may run the view now"
                 )));
             }
         }

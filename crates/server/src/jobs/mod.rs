@@ -130,14 +130,24 @@ impl Materializer {
             views,
         ));
         self.insert(id, Arc::clone(&job))?;
+        // Published before the start is answered, so every replica knows the job at once.
+        let (online, report) = (Arc::clone(&self.online), job.report());
+        if let Err(error) = crate::run_blocking(move || shared::publish(&*online, &report)).await {
+            tracing::warn!(%error, "the job's record was not published");
+        }
         let (materializer, task_job) = (Arc::clone(self), Arc::clone(&job));
         self.tasks.spawn(async move {
             let keeper = leases.keep(Arc::clone(&task_job));
-            let publisher =
-                shared::spawn_publisher(Arc::clone(&materializer.online), Arc::clone(&task_job));
+            let stop_publishing = CancellationToken::new();
+            let publisher = shared::spawn_publisher(
+                Arc::clone(&materializer.online),
+                Arc::clone(&task_job),
+                stop_publishing.clone(),
+            );
             let result = materializer.run(&task_job).await;
             keeper.abort();
-            publisher.abort();
+            stop_publishing.cancel();
+            let _ = publisher.await;
             // Given back before the job is seen to finish, so that a next run may start.
             let released = crate::run_blocking(move || {
                 leases.release();

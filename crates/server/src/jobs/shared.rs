@@ -1,26 +1,34 @@
 //! Job records shared through the online store, so that any replica answers GetJob, WatchJob
 //! and CancelJob for a job another one runs. The replica running a job publishes its report
-//! (record `job/<id>`, JSON) every [`PUBLISH_EVERY`] and once it ends, kept [`KEEP`] after;
-//! CancelJob on another replica writes `cancel/<id>`, which the runner looks for as often.
-//! With the embedded store the records stay in the process, like its jobs.
+//! (record `job/<id>`, JSON) when it starts, every [`PUBLISH_EVERY`] and once it ends. A
+//! running job's record lives [`RUNNING_TTL`], so the record of a job whose replica died goes
+//! away instead of saying "running" on; a finished job's lives [`KEEP`]. CancelJob on another
+//! replica writes `cancel/<id>`, which the runner looks for at each publication. With the
+//! embedded store the records stay in the process, like its jobs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use quiver_online::OnlineStore;
 
-use super::job::{Job, JobReport};
+use super::job::{Job, JobReport, JobState};
 use crate::error::{Error, Result};
 
 /// How often a running job's report is published (and a cancel request looked for).
 pub(super) const PUBLISH_EVERY: Duration = Duration::from_secs(1);
-/// How long a job's record outlives its last publication.
+/// How long a running job's record outlives its last publication.
+const RUNNING_TTL: Duration = Duration::from_secs(30);
+/// How long a finished job's record is kept.
 const KEEP: Duration = Duration::from_secs(3_600);
 
 pub(super) fn publish(online: &dyn OnlineStore, report: &JobReport) -> Result<()> {
     let json = serde_json::to_vec(report)
         .map_err(|e| Error::Internal(format!("a job report does not serialize: {e}")))?;
-    Ok(online.put_record(&format!("job/{}", report.id), &json, KEEP)?)
+    let ttl = match report.state {
+        JobState::Running => RUNNING_TTL,
+        _ => KEEP,
+    };
+    Ok(online.put_record(&format!("job/{}", report.id), &json, ttl)?)
 }
 
 /// The report another replica published for job `id`, if any.
@@ -39,14 +47,17 @@ pub(super) fn request_cancel(online: &dyn OnlineStore, id: &str) -> Result<()> {
     Ok(online.put_record(&format!("cancel/{id}"), b"1", KEEP)?)
 }
 
-/// Publishes `job`'s report every [`PUBLISH_EVERY`] until aborted, and cancels the job
-/// when another replica asked to. A failed publication is logged and retried.
+/// Publishes `job`'s report every [`PUBLISH_EVERY`] until `stop`, and cancels the job when
+/// another replica asked to. A failed publication is logged and retried. Await the handle
+/// after `stop` before publishing the final report: a publication in flight would otherwise
+/// land after it.
 pub(super) fn spawn_publisher(
     online: Arc<dyn OnlineStore>,
     job: Arc<Job>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        loop {
+        while !stop.is_cancelled() {
             let (store, running) = (Arc::clone(&online), Arc::clone(&job));
             let cancel = crate::run_blocking(move || {
                 publish(&*store, &running.report())?;
@@ -60,7 +71,10 @@ pub(super) fn spawn_publisher(
                     tracing::warn!(%error, job = %job.id, "the job's record was not published")
                 }
             }
-            tokio::time::sleep(PUBLISH_EVERY).await;
+            tokio::select! {
+                () = tokio::time::sleep(PUBLISH_EVERY) => {}
+                () = stop.cancelled() => {}
+            }
         }
     })
 }
