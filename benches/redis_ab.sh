@@ -15,23 +15,10 @@ WORK=$DATA/redis-ab
 [ -f "$DATA/driver_hourly.parquet" ] || "$BIN/quiver-bench" gen --out "$DATA" --entities 10000 --hours 720
 rm -rf "$WORK" && mkdir -p "$WORK"
 
-PORTS=(17001 17002 17003)
-for port in "${PORTS[@]}"; do
-  redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "nodes-$port.conf" \
-    --save "" --appendonly no --maxmemory-policy noeviction --dir "$WORK" --daemonize yes \
-    --pidfile "$WORK/redis-$port.pid" --logfile "$WORK/redis-$port.log"
-done
-trap 'for p in "${PORTS[@]}"; do redis-cli -p $p shutdown nosave >/dev/null 2>&1 || true; done' EXIT
-for port in "${PORTS[@]}"; do until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done; done
-redis-cli --cluster create "${PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >/dev/null
-until redis-cli -p "${PORTS[0]}" cluster info | grep -q cluster_state:ok; do sleep 0.1; done
-
 source benches/serve.sh
-redis_cpu() {
-  local total=0
-  for p in "${PORTS[@]}"; do total=$(echo "$total + $(cpu_seconds "$(cat "$WORK/redis-$p.pid")")" | bc); done
-  echo "$total"
-}
+PORTS=(17001 17002 17003)
+trap stop_redis_cluster EXIT
+start_redis_cluster "$WORK"
 
 run() {  # run NAME [SERVE FLAGS...]
   local name=$1; shift

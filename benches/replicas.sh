@@ -18,28 +18,15 @@ WORK=$DATA/replicas
 [ -f "$DATA/driver_hourly.parquet" ] || "$BIN/quiver-bench" gen --out "$DATA" --entities 10000 --hours 720
 rm -rf "$WORK" && mkdir -p "$WORK"
 
+source benches/serve.sh
 PORTS=(17101 17102 17103)
-for port in "${PORTS[@]}"; do
-  redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "nodes-$port.conf" \
-    --save "" --appendonly no --maxmemory-policy noeviction --dir "$WORK" --daemonize yes \
-    --pidfile "$WORK/redis-$port.pid" --logfile "$WORK/redis-$port.log"
-done
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for p in "${PORTS[@]}"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done
+  stop_redis_cluster
 }
 trap cleanup EXIT
-for port in "${PORTS[@]}"; do until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done; done
-redis-cli --cluster create "${PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >/dev/null
-until redis-cli -p "${PORTS[0]}" cluster info | grep -q cluster_state:ok; do sleep 0.1; done
-
-source benches/serve.sh
-redis_cpu() {
-  local total=0
-  for p in "${PORTS[@]}"; do total=$(echo "$total + $(cpu_seconds "$(cat "$WORK/redis-$p.pid")")" | bc); done
-  echo "$total"
-}
+start_redis_cluster "$WORK"
 
 SHARED=(--online-store "redis+cluster://127.0.0.1:${PORTS[0]}" --registry-store "file://$WORK/registry")
 mkdir -p "$WORK/registry"

@@ -17,3 +17,28 @@ serve_quiver() {
 }
 
 cpu_seconds() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
+
+# start_redis_cluster WORK_DIR: a Redis Cluster of the primaries on the ports in PORTS (no
+# replicas, no persistence, noeviction) under WORK_DIR; stop_redis_cluster stops it.
+# redis_cpu prints the CPU seconds its processes used so far.
+start_redis_cluster() {
+  local work=$1 port
+  for port in "${PORTS[@]}"; do
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "nodes-$port.conf" \
+      --save "" --appendonly no --maxmemory-policy noeviction --dir "$work" --daemonize yes \
+      --pidfile "$work/redis-$port.pid" --logfile "$work/redis-$port.log"
+  done
+  for port in "${PORTS[@]}"; do until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done; done
+  redis-cli --cluster create "${PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >/dev/null
+  until redis-cli -p "${PORTS[0]}" cluster info | grep -q cluster_state:ok; do sleep 0.1; done
+  REDIS_WORK=$work
+}
+stop_redis_cluster() {
+  local p
+  for p in "${PORTS[@]}"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done
+}
+redis_cpu() {
+  local total=0 p
+  for p in "${PORTS[@]}"; do total=$(echo "$total + $(cpu_seconds "$(cat "$REDIS_WORK/redis-$p.pid")")" | bc); done
+  echo "$total"
+}

@@ -62,9 +62,12 @@ fn lease_holder(cluster: &RedisCluster) -> String {
         .expect("redis-cli")
 }
 
-#[test]
-fn a_stalled_lease_holder_never_moves_the_watermark_backwards() {
-    let cluster = RedisCluster::start(3).expect("a redis cluster");
+/// The demo project with 30,000 drivers over 8 hours up to the last full hour (a
+/// materialization of it takes seconds in a debug build), applied on two replicas over
+/// `cluster`: (its directory, now, replica A, replica B).
+fn large_project_on_two_replicas(
+    cluster: &RedisCluster,
+) -> (tempfile::TempDir, i64, ServerProcess, ServerProcess) {
     let dir = tempfile::tempdir().expect("tempdir");
     let now = chrono::Utc::now().timestamp_micros();
     let shape = quiver_cli::demo::DemoShape {
@@ -74,15 +77,32 @@ fn a_stalled_lease_holder_never_moves_the_watermark_backwards() {
         labels: 10,
     };
     quiver_cli::demo::write_project(dir.path(), shape).expect("demo project");
-    let features = dir.path().join("features");
-    let features = features.to_str().expect("utf-8 path");
+    let (a, b) = two_replicas(cluster, dir.path(), &dir.path().join("features"));
+    (dir, now, a, b)
+}
+
+/// Replicas A and B over `cluster`, their data directories in `dir`, with `features`
+/// applied on both.
+fn two_replicas(
+    cluster: &RedisCluster,
+    dir: &std::path::Path,
+    features: &std::path::Path,
+) -> (ServerProcess, ServerProcess) {
     let (a, b) = (
-        replica(dir.path(), "replica-a", &cluster.url()),
-        replica(dir.path(), "replica-b", &cluster.url()),
+        replica(dir, "replica-a", &cluster.url()),
+        replica(dir, "replica-b", &cluster.url()),
     );
+    let features = features.to_str().expect("utf-8 path");
     for server in [&a, &b] {
         support::ok(server.quiver(&["apply", "-f", features]));
     }
+    (a, b)
+}
+
+#[test]
+fn a_stalled_lease_holder_never_moves_the_watermark_backwards() {
+    let cluster = RedisCluster::start(3).expect("a redis cluster");
+    let (_dir, now, a, b) = large_project_on_two_replicas(&cluster);
 
     // A materializes up to now - 3 h, and is stopped once it holds the lease.
     let (end_a, end_b) = (now - 3 * HOUR, now - 3 * HOUR / 2);
@@ -214,15 +234,7 @@ async fn push_until_failure(
 fn pushes_acknowledged_before_a_kill_9_are_kept() {
     let cluster = RedisCluster::start(3).expect("a redis cluster");
     let dir = tempfile::tempdir().expect("tempdir");
-    let features = support::project(dir.path());
-    let features = features.to_str().expect("utf-8 path");
-    let (a, b) = (
-        replica(dir.path(), "replica-a", &cluster.url()),
-        replica(dir.path(), "replica-b", &cluster.url()),
-    );
-    for server in [&a, &b] {
-        support::ok(server.quiver(&["apply", "-f", features]));
-    }
+    let (a, b) = two_replicas(&cluster, dir.path(), &support::project(dir.path()));
     let event = chrono::Utc::now().timestamp_micros() - 60_000_000;
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let pushed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -324,24 +336,7 @@ fn logged_ids(data: &std::path::Path) -> std::collections::BTreeSet<i64> {
 fn a_job_is_watched_and_cancelled_through_another_replica() {
     use quiver_proto::v1;
     let cluster = RedisCluster::start(3).expect("a redis cluster");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let now = chrono::Utc::now().timestamp_micros();
-    let shape = quiver_cli::demo::DemoShape {
-        drivers: 30_000,
-        hours: 8,
-        end: now - now % HOUR,
-        labels: 10,
-    };
-    quiver_cli::demo::write_project(dir.path(), shape).expect("demo project");
-    let features = dir.path().join("features");
-    let features = features.to_str().expect("utf-8 path");
-    let (a, b) = (
-        replica(dir.path(), "replica-a", &cluster.url()),
-        replica(dir.path(), "replica-b", &cluster.url()),
-    );
-    for server in [&a, &b] {
-        support::ok(server.quiver(&["apply", "-f", features]));
-    }
+    let (_dir, now, a, b) = large_project_on_two_replicas(&cluster);
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let _context = runtime.enter();
     let client = |url: &str| {

@@ -41,16 +41,26 @@ impl RedisStore {
         Ok(moved == 1)
     }
 
-    pub(crate) fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Lease> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    /// `FCALL function 1 quiver:lease:<name> holder [ttl in ms]`.
+    fn lease_call<T: redis::FromRedisValue>(
+        &self,
+        (function, action): (&str, &'static str),
+        name: &str,
+        holder: &str,
+        ttl: Option<Duration>,
+    ) -> Result<T> {
         let key = lease_key(name);
         let mut call = redis::cmd("FCALL");
-        call.arg("quiver_lease")
-            .arg(1)
-            .arg(&key)
-            .arg(holder)
-            .arg(ttl_ms);
-        let now_held_by: String = self.call_function(&call, key.as_bytes(), "take a lease")?;
+        call.arg(function).arg(1).arg(&key).arg(holder);
+        if let Some(ttl) = ttl {
+            call.arg(millis(ttl));
+        }
+        self.call_function(&call, key.as_bytes(), action)
+    }
+
+    pub(crate) fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Lease> {
+        let now_held_by: String =
+            self.lease_call(("quiver_lease", "take a lease"), name, holder, Some(ttl))?;
         Ok(if now_held_by == holder {
             Lease::Acquired
         } else {
@@ -59,30 +69,21 @@ impl RedisStore {
     }
 
     pub(crate) fn renew(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let key = lease_key(name);
-        let mut call = redis::cmd("FCALL");
-        call.arg("quiver_renew")
-            .arg(1)
-            .arg(&key)
-            .arg(holder)
-            .arg(ttl_ms);
-        let renewed: i64 = self.call_function(&call, key.as_bytes(), "renew a lease")?;
+        let renewed: i64 =
+            self.lease_call(("quiver_renew", "renew a lease"), name, holder, Some(ttl))?;
         Ok(renewed == 1)
     }
 
     pub(crate) fn release(&self, name: &str, holder: &str) -> Result<()> {
-        let key = lease_key(name);
-        let mut call = redis::cmd("FCALL");
-        call.arg("quiver_release").arg(1).arg(&key).arg(holder);
-        let _released: i64 = self.call_function(&call, key.as_bytes(), "release a lease")?;
+        let _released: i64 =
+            self.lease_call(("quiver_release", "release a lease"), name, holder, None)?;
         Ok(())
     }
 }
 
 impl RedisStore {
     pub(crate) fn put(&self, name: &str, bytes: &[u8], ttl: Duration) -> Result<()> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ttl_ms = millis(ttl);
         self.with_connection(|connection| {
             redis::cmd("SET")
                 .arg(record_key(name))
@@ -102,6 +103,11 @@ impl RedisStore {
                 .map_err(Error::redis("read a record"))
         })
     }
+}
+
+/// A time to live in whole milliseconds, at least 1.
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 fn record_key(name: &str) -> String {
