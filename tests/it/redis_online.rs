@@ -371,3 +371,28 @@ fn rows_expire_with_their_ttl_only_when_asked() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `max_connections=1`: concurrent callers take turns on the one connection, and all succeed.
+#[test]
+fn callers_beyond_max_connections_wait_their_turn() -> anyhow::Result<()> {
+    let cluster = RedisCluster::start(3)?;
+    let store = RedisStore::open(&format!("{}?max_connections=1", cluster.url()))?;
+    store.write_rows(&view(), &[row(1, 10, None, 1)], true)?;
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..20).try_for_each(|_| {
+                        anyhow::ensure!(stored(&store, 1)?.is_some(), "row 1");
+                        anyhow::Ok(())
+                    })
+                })
+            })
+            .collect();
+        readers.into_iter().try_for_each(|reader| {
+            reader
+                .join()
+                .map_err(|_| anyhow::anyhow!("a reader panicked"))?
+        })
+    })
+}

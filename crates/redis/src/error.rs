@@ -23,6 +23,11 @@ pub enum Error {
         "a durable write reached {acknowledged} replica(s) of some primary within the timeout; `replicas={wanted}` asks for {wanted}"
     )]
     Replicas { acknowledged: i64, wanted: u32 },
+    /// Every connection allowed is in use (`max_connections`), for longer than the timeout.
+    #[error(
+        "all {limit} redis connections are in use (`max_connections` in --online-store): raise it, or add replicas"
+    )]
+    Busy { limit: usize },
     /// The cluster answered something this crate did not expect.
     #[error("redis cluster: unexpected answer to {0}")]
     Protocol(&'static str),
@@ -34,6 +39,7 @@ impl Error {
             Error::Url(_) => ErrorCode::InvalidArgument,
             Error::Redis { .. } | Error::Replicas { .. } => ErrorCode::Unavailable,
             Error::Config(_) => ErrorCode::FailedPrecondition,
+            Error::Busy { .. } => ErrorCode::ResourceExhausted,
             Error::Protocol(_) => ErrorCode::Internal,
         }
     }

@@ -31,6 +31,7 @@
 
 mod coordination;
 mod error;
+mod gate;
 mod url;
 
 use std::sync::{Arc, Mutex};
@@ -53,14 +54,14 @@ const FUNCTIONS: &str = include_str!("quiver.lua");
 /// A write to at most this many slots waits for replicas per slot; a larger one, on every
 /// primary.
 const MAX_ROUTED_WAITS: usize = 8;
-/// Idle connections kept for reuse (each holds one socket per node).
-const MAX_IDLE: usize = 64;
 
 /// Online rows in a Redis Cluster. `Send + Sync`; calls block on the network (run them on
 /// the blocking pool).
 pub struct RedisStore {
     client: ClusterClient,
     idle: Mutex<Vec<ClusterConnection>>,
+    /// Connections in use at once, at most `max_connections`.
+    gate: gate::Gate,
     url: ClusterUrl,
 }
 
@@ -95,6 +96,7 @@ impl RedisStore {
         let store = RedisStore {
             client,
             idle: Mutex::new(Vec::new()),
+            gate: gate::Gate::new(url.max_connections),
             url,
         };
         store.with_connection(|connection| {
@@ -134,6 +136,7 @@ impl RedisStore {
     }
 
     fn attempt<T>(&self, f: &mut impl FnMut(&mut ClusterConnection) -> Result<T>) -> Result<T> {
+        let _pass = self.gate.enter(self.url.timeout)?;
         let idle = self.idle_pool().pop();
         let mut connection = match idle {
             Some(connection) => connection,
@@ -145,7 +148,7 @@ impl RedisStore {
         let result = f(&mut connection);
         if result.is_ok() {
             let mut idle = self.idle_pool();
-            if idle.len() < MAX_IDLE {
+            if idle.len() < self.url.max_connections {
                 idle.push(connection);
             }
         }

@@ -11,6 +11,8 @@
 //! - `replicas` (default 0): a durable write returns only once this many replicas of every
 //!   primary acknowledged it (`WAIT`); 0 leaves durability to the primaries' own persistence;
 //! - `timeout_ms` (default 1000): connect and response timeout of every command;
+//! - `max_connections` (default 64): cluster connections in use at once (each a socket per
+//!   node); a call beyond waits up to `timeout_ms`, then fails RESOURCE_EXHAUSTED;
 //! - `expire_after_ttl` (default false): a row written for a view with a TTL expires in
 //!   Redis when it leaves the TTL (event time + TTL), which frees memory but turns reads
 //!   that would be OUTSIDE_MAX_AGE into NOT_FOUND.
@@ -35,6 +37,8 @@ pub struct ClusterUrl {
     pub tls: Option<TlsFiles>,
     /// Rows expire in Redis once out of their view's TTL (`expire_after_ttl=true`).
     pub expire_after_ttl: bool,
+    /// Cluster connections in use at once (`max_connections`).
+    pub max_connections: usize,
 }
 
 /// The PEM files of TLS to the cluster (paths the operator gave in the URL).
@@ -56,6 +60,7 @@ impl std::fmt::Debug for ClusterUrl {
             .field("timeout", &self.timeout)
             .field("tls", &self.tls)
             .field("expire_after_ttl", &self.expire_after_ttl)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -103,6 +108,7 @@ impl ClusterUrl {
             timeout: Duration::from_millis(1000),
             tls: tls.then(TlsFiles::default),
             expire_after_ttl: false,
+            max_connections: crate::gate::DEFAULT_MAX_CONNECTIONS,
         };
         let (mut cert_file, mut key_file) = (None, None);
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
@@ -112,6 +118,10 @@ impl ClusterUrl {
                 "timeout_ms" => match number::<u32>(name, value)? {
                     0 => return Err(invalid("`timeout_ms` must be at least 1".into())),
                     ms => parsed.timeout = Duration::from_millis(u64::from(ms)),
+                },
+                "max_connections" => match number::<usize>(name, value)? {
+                    0 => return Err(invalid("`max_connections` must be at least 1".into())),
+                    n => parsed.max_connections = n,
                 },
                 "expire_after_ttl" => {
                     parsed.expire_after_ttl = match value {
@@ -138,7 +148,7 @@ impl ClusterUrl {
                 "key_file" => key_file = Some(path(name, value)?),
                 other => {
                     return Err(invalid(format!(
-                        "unknown parameter `{other}` (known: replicas, timeout_ms, expire_after_ttl, and with TLS ca_file, cert_file, key_file)"
+                        "unknown parameter `{other}` (known: replicas, timeout_ms, max_connections, expire_after_ttl, and with TLS ca_file, cert_file, key_file)"
                     )));
                 }
             }
@@ -238,6 +248,7 @@ mod tests {
                 "redis+cluster://h:1?expire_after_ttl=yes",
                 "must be true or false",
             ),
+            ("redis+cluster://h:1?max_connections=0", "at least 1"),
         ] {
             let error = ClusterUrl::parse(url).expect_err(url).to_string();
             assert!(error.contains(says), "{url}: {error}");
