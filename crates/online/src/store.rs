@@ -231,7 +231,8 @@ impl RocksStore {
     }
 
     /// Sets the materialization watermark of `view`'s definition, durably (WAL synced).
-    pub fn set_watermark(&self, view: &ResolvedView, micros: i64) -> Result<()> {
+    /// Private: a watermark moves only by [`RocksStore::advance_watermark`], the fence.
+    fn set_watermark(&self, view: &ResolvedView, micros: i64) -> Result<()> {
         let cf = self.cf(CF_META)?;
         self.db
             .put_cf_opt(cf, watermark_key(view), micros.to_be_bytes(), &synced())

@@ -17,16 +17,29 @@ use crate::RedisStore;
 use crate::error::{Error, Result};
 
 impl RedisStore {
-    pub(crate) fn read_watermark(&self, view: &ResolvedView) -> Result<Option<i64>> {
-        let stored: Option<Vec<u8>> = self.with_connection(|connection| {
+    /// `GET key`.
+    pub(crate) fn get_bytes(&self, key: &str, action: &'static str) -> Result<Option<Vec<u8>>> {
+        self.with_connection(|connection| {
             redis::cmd("GET")
-                .arg(watermark_key(view))
+                .arg(key)
                 .query(connection)
-                .map_err(Error::redis("read a watermark"))
-        })?;
-        stored
-            .map(|bytes| i64_from(&bytes, "a watermark"))
+                .map_err(Error::redis(action))
+        })
+    }
+
+    /// `GET key` of an i64 stored as 8 bytes little-endian.
+    pub(crate) fn get_i64(&self, key: &str, action: &'static str) -> Result<Option<i64>> {
+        self.get_bytes(key, action)?
+            .map(|bytes| {
+                <[u8; 8]>::try_from(bytes.as_slice())
+                    .map(i64::from_le_bytes)
+                    .map_err(|_| Error::Protocol(action))
+            })
             .transpose()
+    }
+
+    pub(crate) fn read_watermark(&self, view: &ResolvedView) -> Result<Option<i64>> {
+        self.get_i64(&watermark_key(view), "read a watermark")
     }
 
     pub(crate) fn advance(&self, view: &ResolvedView, start: i64, end: i64) -> Result<bool> {
@@ -96,12 +109,7 @@ impl RedisStore {
     }
 
     pub(crate) fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        self.with_connection(|connection| {
-            redis::cmd("GET")
-                .arg(record_key(name))
-                .query(connection)
-                .map_err(Error::redis("read a record"))
-        })
+        self.get_bytes(&record_key(name), "read a record")
     }
 }
 
@@ -112,13 +120,6 @@ fn millis(ttl: Duration) -> u64 {
 
 fn record_key(name: &str) -> String {
     format!("quiver:record:{name}")
-}
-
-/// An i64 stored as 8 bytes little-endian.
-pub(crate) fn i64_from(bytes: &[u8], what: &'static str) -> Result<i64> {
-    <[u8; 8]>::try_from(bytes)
-        .map(i64::from_le_bytes)
-        .map_err(|_| Error::Protocol(what))
 }
 
 fn watermark_key(view: &ResolvedView) -> String {

@@ -318,15 +318,7 @@ impl OnlineStore for RedisStore {
     }
 
     fn newest_event(&self, view: &str) -> quiver_online::Result<Option<i64>> {
-        let stored: Option<Vec<u8>> = self.with_connection(|connection| {
-            redis::cmd("GET")
-                .arg(newest_key(view))
-                .query(connection)
-                .map_err(Error::redis("read a view's newest event"))
-        })?;
-        Ok(stored
-            .map(|bytes| coordination::i64_from(&bytes, "a view's newest event"))
-            .transpose()?)
+        Ok(self.get_i64(&newest_key(view), "read a view's newest event")?)
     }
 
     fn watermark(&self, view: &ResolvedView) -> quiver_online::Result<Option<i64>> {
