@@ -108,9 +108,7 @@ impl JobLeases {
         }
         Ok(None)
     }
-}
 
-impl JobLeases {
     /// Gives the leases back (blocking); the job's next run may start at once.
     pub(super) fn release(&self) {
         let names = std::mem::take(&mut *self.held());
