@@ -166,6 +166,80 @@ fn redis_and_rocksdb_agree_on_every_row() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Rows equal on (event, created) written in random order, each from a random push-log
+/// position (replicas with shared prefixes, names past 2^53, row indexes) or from none: Redis
+/// and RocksDB each keep the row at the greatest position, which the reference picks by the
+/// positions' own order (not by their byte tokens); a row from no position loses every tie
+/// to a pushed one.
+#[test]
+fn ties_keep_the_row_at_the_greatest_log_position() -> anyhow::Result<()> {
+    use quiver_core::semantics::LogPosition;
+    let cluster = RedisCluster::start(3)?;
+    let redis = RedisStore::open(&cluster.url())?;
+    let dir = tempfile::tempdir()?;
+    let rocks = RocksStore::open(dir.path())?;
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = |modulo: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % modulo
+    };
+    let replicas = ["", "a", "a-1", "ab", "b"];
+    let mut greatest: std::collections::BTreeMap<i64, (Option<LogPosition>, i64)> =
+        Default::default();
+    for n in 0..400i64 {
+        let id = next(40) as i64;
+        let position = (next(5) > 0).then(|| LogPosition {
+            replica: replicas[next(5) as usize].to_string(),
+            micros: (1i64 << 53) + next(3) as i64,
+            seq: next(3),
+            row: next(3),
+        });
+        let row = row(id, 1_000, Some(7), n);
+        let (from_redis, from_rocks) = (
+            redis.write_rows_at(
+                &view(),
+                std::slice::from_ref(&row),
+                position.as_ref(),
+                false,
+            )?,
+            rocks.write_rows_at(
+                &view(),
+                std::slice::from_ref(&row),
+                position.as_ref(),
+                false,
+            )?,
+        );
+        assert_eq!(from_redis, from_rocks, "write {n}");
+        // Not older: an equal position (or none against none) is written again.
+        let kept = greatest.entry(id).or_insert((position.clone(), n));
+        if position >= kept.0 {
+            *kept = (position, n);
+        }
+    }
+    for (id, (_, n)) in greatest {
+        let want = Some((1_000, Some(7), Value::Int64(n)));
+        assert_eq!(stored(&redis, id)?, want, "key {id} on redis");
+        assert_eq!(stored(&rocks, id)?, want, "key {id} on rocksdb");
+    }
+    // One call with tied rows for a key: the greatest position among them, then the order.
+    let origin = LogPosition {
+        replica: "z".into(),
+        micros: 5,
+        seq: 0,
+        row: 0,
+    };
+    let rows = [
+        row(99, 10, None, 1),
+        row(99, 10, None, 2),
+        row(99, 9, None, 3),
+    ];
+    redis.write_rows_at(&view(), &rows, Some(&origin), false)?;
+    assert_eq!(stored(&redis, 99)?, Some((10, None, Value::Int64(2))));
+    Ok(())
+}
+
 #[test]
 fn concurrent_writers_leave_the_greatest_row() -> anyhow::Result<()> {
     const THREADS: i64 = 6;

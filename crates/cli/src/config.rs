@@ -57,6 +57,8 @@ pub(crate) struct ConfigFile {
     pub registry_store: Option<String>,
     /// Seconds between looks for versions applied elsewhere (`--registry-poll-interval`).
     pub registry_poll_interval: Option<u64>,
+    /// A push-log directory shared by replicas (`--push-log-dir`).
+    pub push_log_dir: Option<std::path::PathBuf>,
     /// This replica's name among those sharing an online store (`--replica-id`).
     pub replica_id: Option<String>,
     /// Seconds a materialization lease outlives its last renewal (`--lease-ttl`).

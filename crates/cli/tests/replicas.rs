@@ -15,30 +15,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis_cluster::RedisCluster;
-use support::{QUIVER, ServerProcess, http_get, roots_beside, text};
+use support::{QUIVER, ServerProcess, http_get, push_row, replica, roots_beside, text};
 
 const HOUR: i64 = 3_600_000_000;
 const LEASE: &str = "quiver:lease:materialize/driver_stats";
-
-fn replica(dir: &std::path::Path, name: &str, url: &str) -> ServerProcess {
-    let data = dir.join(name);
-    let mut args = roots_beside(&data);
-    args.extend(
-        [
-            "--online-store",
-            url,
-            "--replica-id",
-            name,
-            "--lease-ttl",
-            "2",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ]
-        .map(String::from),
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ServerProcess::start_with(&data, &args)
-}
 
 fn rfc3339(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
@@ -89,8 +69,8 @@ fn two_replicas(
     features: &std::path::Path,
 ) -> (ServerProcess, ServerProcess) {
     let (a, b) = (
-        replica(dir, "replica-a", &cluster.url()),
-        replica(dir, "replica-b", &cluster.url()),
+        replica(dir, "replica-a", &cluster.url(), &[]),
+        replica(dir, "replica-b", &cluster.url(), &[]),
     );
     let features = features.to_str().expect("utf-8 path");
     for server in [&a, &b] {
@@ -152,44 +132,6 @@ fn a_stalled_lease_holder_never_moves_the_watermark_backwards() {
     b.stop();
 }
 
-/// One pushed row of the demo view for driver `id`, its value `conv_rate = id`.
-fn push_of(id: i64, event: i64) -> quiver_proto::v1::PushRequest {
-    use quiver_core::types::ValueType;
-    use quiver_core::value::Value;
-    use quiver_proto::v1;
-    let column = |value: Value, value_type: &str| {
-        let value_type = ValueType::parse(value_type).expect("a value type");
-        quiver_proto::convert::values_to_column(&[value], value_type)
-    };
-    let timestamp = |micros| v1::Column {
-        values: Some(v1::column::Values::TimestampValues(v1::TimestampValues {
-            micros: vec![micros],
-        })),
-        nulls: vec![],
-    };
-    let columns = [
-        ("driver_id", column(Value::Int64(id), "int64")),
-        ("event_timestamp", timestamp(event)),
-        ("created", timestamp(event)),
-        ("conv_rate", column(Value::Float32(id as f32), "float32")),
-        ("acc_rate", column(Value::Null, "float32")),
-        ("avg_daily_trips", column(Value::Null, "int64")),
-        ("vehicle_type", column(Value::Null, "string")),
-        ("embedding", column(Value::Null, "list<float32>")),
-    ];
-    v1::PushRequest {
-        target: Some(v1::push_request::Target::FeatureView("driver_stats".into())),
-        columns: columns
-            .into_iter()
-            .map(|(name, column)| v1::NamedColumn {
-                name: name.into(),
-                column: Some(column),
-            })
-            .collect(),
-        mode: v1::PushMode::Unspecified as i32,
-    }
-}
-
 /// Pushes one row per request through `url` from 4 concurrent clients until a push fails;
 /// returns the ids of the acknowledged ones. `pushed` counts them as they come.
 async fn push_until_failure(
@@ -211,7 +153,7 @@ async fn push_until_failure(
             let mut acknowledged = Vec::new();
             for i in 0.. {
                 let id = 100_000 + 4 * i + worker;
-                if client.push(push_of(id, event)).await.is_err() {
+                if client.push(push_row(id, event, id as f32)).await.is_err() {
                     break;
                 }
                 acknowledged.push(id);

@@ -31,9 +31,54 @@ pub fn row_order(event_ts: Micros, created_ts: Option<Micros>) -> RowOrder {
     (event_ts, created_ts)
 }
 
-/// "Writes to the online store": a write replaces the stored row only if it is not older.
-pub fn write_wins(incoming: RowOrder, stored: Option<RowOrder>) -> bool {
+/// A row's order with its tie token ([`LogPosition::tie_token`]; empty for a row that was
+/// not pushed through the push log, which is lowest).
+pub type TiedOrder<'a> = (RowOrder, &'a [u8]);
+
+/// "Writes to the online store": a write replaces the stored row only if it is not older;
+/// rows equal on [`RowOrder`] are ordered by their tie tokens (bytewise), so the row the
+/// offline path takes last ("Ties between pushes") is the one kept online, whatever order
+/// the writes arrive in.
+pub fn write_wins(incoming: TiedOrder<'_>, stored: Option<TiedOrder<'_>>) -> bool {
     stored.is_none_or(|stored| incoming >= stored)
+}
+
+/// "Ties between pushes": where a pushed row stands in its view's push log. Push-log files
+/// sort by replica (empty for a server's own push log), then by append name
+/// `(micros, seq)`; rows keep their order within a file. The offline path takes the last
+/// of tied rows in that order, and the online path compares [`LogPosition::tie_token`]s,
+/// which sort the same way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPosition {
+    /// The replica that appended the file (no NUL byte); empty when the log is not shared.
+    pub replica: String,
+    /// The append's name: microseconds (never negative) and sequence number.
+    pub micros: Micros,
+    pub seq: u64,
+    /// The row's index in its file.
+    pub row: u64,
+}
+
+impl LogPosition {
+    /// The position `n` rows further in the same file.
+    pub fn nth(&self, n: u64) -> LogPosition {
+        LogPosition {
+            row: self.row + n,
+            ..self.clone()
+        }
+    }
+
+    /// Bytes that compare (bytewise) as the positions do: the replica, a NUL byte, then the
+    /// micros, seq and row as big-endian unsigned integers.
+    pub fn tie_token(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.replica.len() + 25);
+        out.extend_from_slice(self.replica.as_bytes());
+        out.push(0);
+        out.extend_from_slice(&(self.micros.max(0) as u64).to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.row.to_be_bytes());
+        out
+    }
 }
 
 /// "Writes (materialize, push)": a run over `[start, end)` moves the watermark to `end` only
@@ -142,34 +187,63 @@ mod tests {
         }
     }
 
+    fn untied(order: RowOrder) -> TiedOrder<'static> {
+        (order, &[])
+    }
+
     #[test]
     fn created_time_breaks_ties_and_missing_is_lowest() {
-        assert!(write_wins(
-            row_order(10, Some(2)),
-            Some(row_order(10, Some(1)))
-        ));
-        assert!(!write_wins(
-            row_order(10, Some(1)),
-            Some(row_order(10, Some(2)))
-        ));
-        assert!(!write_wins(
-            row_order(10, None),
-            Some(row_order(10, Some(0)))
-        ));
-        assert!(write_wins(
-            row_order(11, None),
-            Some(row_order(10, Some(99)))
-        ));
-        assert!(!write_wins(
-            row_order(9, Some(99)),
-            Some(row_order(10, None))
-        ));
+        let wins = |a: RowOrder, b: RowOrder| write_wins(untied(a), Some(untied(b)));
+        assert!(wins(row_order(10, Some(2)), row_order(10, Some(1))));
+        assert!(!wins(row_order(10, Some(1)), row_order(10, Some(2))));
+        assert!(!wins(row_order(10, None), row_order(10, Some(0))));
+        assert!(wins(row_order(11, None), row_order(10, Some(99))));
+        assert!(!wins(row_order(9, Some(99)), row_order(10, None)));
         // Equal rows: the later write wins, deterministically for the same input order.
+        assert!(wins(row_order(10, Some(1)), row_order(10, Some(1))));
+        assert!(write_wins(untied(row_order(0, None)), None));
+    }
+
+    /// The tokens sort as the positions do (the derived order, field by field), checked on
+    /// neighbours that differ in one field at its edges, and on replica prefixes.
+    #[test]
+    fn tie_tokens_sort_as_log_positions() {
+        let at = |replica: &str, micros, seq, row| LogPosition {
+            replica: replica.into(),
+            micros,
+            seq,
+            row,
+        };
+        let mut positions = vec![
+            at("", 0, 0, 0),
+            at("", 0, 0, u64::MAX),
+            at("", 0, 1, 0),
+            at("", 255, 0, 0),
+            at("", 256, 0, 0),
+            at("", i64::MAX, u64::MAX, u64::MAX),
+            at("a", 0, 0, 0),
+            at("a", 1, 0, 0),
+            at("a-1", 0, 0, 0),
+            at("ab", 0, 0, 0),
+            at("b", 0, 0, 0),
+        ];
+        let sorted = positions.clone();
+        positions.reverse();
+        positions.sort_by_key(LogPosition::tie_token);
+        assert_eq!(positions, sorted);
+        assert!(sorted.windows(2).all(|w| w[0] < w[1]));
+        // A pushed row wins a tie against a row without a token, and the later position wins.
+        let (first, second) = (at("a", 5, 0, 0).tie_token(), at("a", 5, 0, 1).tie_token());
+        let order = row_order(10, Some(1));
+        assert!(write_wins((order, &first), Some(untied(order))));
+        assert!(!write_wins(untied(order), Some((order, &first))));
+        assert!(write_wins((order, &second), Some((order, &first))));
+        assert!(!write_wins((order, &first), Some((order, &second))));
+        // The row order comes first: a newer row without a token beats an older pushed one.
         assert!(write_wins(
-            row_order(10, Some(1)),
-            Some(row_order(10, Some(1)))
+            untied(row_order(11, None)),
+            Some((order, &second))
         ));
-        assert!(write_wins(row_order(0, None), None));
     }
 
     #[test]

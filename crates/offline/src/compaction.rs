@@ -21,6 +21,12 @@
 //! lock is busy the covered files stay (hidden) until a later pass; a crash at any point leaves
 //! either the run (with a temporary file removed at start) or the merged file (with hidden
 //! leftovers removed by the next pass).
+//!
+//! **A shared push log** (`OfflineStore::with_shared_push_log`): each replica merges only
+//! its own files (they are consecutive in the order, `files.rs`, and named from its own
+//! clock, so its horizon holds), and other replicas' readers hold no lock of this process:
+//! a covered file is deleted only once its merged file is [`SHARED_DELETE_GRACE`] old, past
+//! any read that listed the files before the merge.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -30,7 +36,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::OfflineStore;
 use crate::error::{Error, Result};
-use crate::files::{covered_push_log_files, log_range, push_log_files};
+use crate::files::{LogRange, covered_push_log_files, log_file_name, log_range, push_log_files};
 use crate::footers::FooterCache;
 use crate::parquet_writer::DurableWriter;
 
@@ -64,6 +70,11 @@ pub struct CompactionReport {
     pub rows: u64,
 }
 
+/// How long a shared push log keeps the files a merged file covers (hidden from new
+/// listings): longer than any read that listed them before the merge (requests end within
+/// `--request-timeout`, 10 minutes by default).
+pub(crate) const SHARED_DELETE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// A push-log file considered for a run.
 struct Candidate {
     path: PathBuf,
@@ -79,8 +90,9 @@ impl OfflineStore {
             report.removed += self.remove_covered(&dir)?;
             // Taken before listing: every file named below it is already there.
             let horizon = self.push_horizon();
-            for run in runs(&dir, policy, &horizon, &self.footers)? {
-                report.rows += merge(&dir, &run)?;
+            let own = &self.log_replica;
+            for run in runs(&dir, own, policy, &horizon, &self.footers)? {
+                report.rows += merge(&dir, own, &run)?;
                 report.merged += run.len();
                 report.written += 1;
             }
@@ -92,10 +104,14 @@ impl OfflineStore {
         Ok(report)
     }
 
-    /// Deletes the files of `dir` that a merged file covers, if no reader holds the push log;
-    /// returns how many.
+    /// Deletes the files of `dir` that a merged file covers, if no reader holds the push log
+    /// (in a shared log: this replica's, covered for [`SHARED_DELETE_GRACE`]); returns how
+    /// many.
     fn remove_covered(&self, dir: &Path) -> Result<usize> {
-        let covered = covered_push_log_files(dir)?;
+        let mut covered = covered_push_log_files(dir)?;
+        if self.shares_push_log() {
+            covered = covered_long_enough(dir, &self.log_replica, covered)?;
+        }
         if covered.is_empty() {
             return Ok(0);
         }
@@ -112,12 +128,44 @@ impl OfflineStore {
     }
 }
 
-/// The runs of `dir` to merge: consecutive files named below `horizon`
+/// `covered` (files of `dir` a merged file covers) of `replica` whose newest covering merged
+/// file was written at least [`SHARED_DELETE_GRACE`] ago.
+fn covered_long_enough(dir: &Path, replica: &str, covered: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+    let mut merged: Vec<(LogRange, std::time::SystemTime)> = Vec::new();
+    for path in push_log_files(dir)? {
+        if let Some(range) = log_range(&path).filter(|r| r.replica == replica && r.first != r.last)
+        {
+            let written = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .map_err(|e| Error::io(&path, e))?;
+            merged.push((range, written));
+        }
+    }
+    let old = |written: &std::time::SystemTime| {
+        written
+            .elapsed()
+            .is_ok_and(|age| age >= SHARED_DELETE_GRACE)
+    };
+    Ok(covered
+        .into_iter()
+        .filter(|file| {
+            let Some(range) = log_range(file).filter(|r| r.replica == replica) else {
+                return false;
+            };
+            merged.iter().any(|(by, written)| {
+                by.first <= range.first && range.last <= by.last && old(written)
+            })
+        })
+        .collect())
+}
+
+/// The runs of `dir` to merge: consecutive files of `replica` named below `horizon`
 /// (`OfflineStore::push_horizon`), below the target size, with one schema, at most about the
 /// target size together, without older files much larger than the rest ([`tiered_start`]),
 /// at least `min_files` of them.
 fn runs(
     dir: &Path,
+    replica: &str,
     policy: &CompactionPolicy,
     horizon: &str,
     footers: &FooterCache,
@@ -133,8 +181,13 @@ fn runs(
         }
     };
     for path in push_log_files(dir)? {
+        let range = log_range(&path);
+        // Another replica's files are not ours to merge (and never between ours).
+        if range.as_ref().is_some_and(|r| r.replica != replica) {
+            continue;
+        }
         // A file at or above the horizon may have older neighbours still being written.
-        if log_range(&path).is_none_or(|(_, last)| last.as_str() >= horizon) {
+        if range.is_none_or(|r| r.last.as_str() >= horizon) {
             break;
         }
         let bytes = std::fs::metadata(&path)
@@ -198,7 +251,7 @@ fn file_schema(path: &Path, footers: &FooterCache) -> Result<SchemaRef> {
 }
 
 /// Writes the rows of `run`, in order, as one merged file; returns its rows.
-fn merge(dir: &Path, run: &[Candidate]) -> Result<u64> {
+fn merge(dir: &Path, replica: &str, run: &[Candidate]) -> Result<u64> {
     let (Some(first), Some(last)) = (run.first(), run.last()) else {
         return Ok(0);
     };
@@ -210,8 +263,8 @@ fn merge(dir: &Path, run: &[Candidate]) -> Result<u64> {
             )
         })
     };
-    let ((start, _), (_, end)) = (range(first)?, range(last)?);
-    let path = dir.join(format!("{start}~{end}.parquet"));
+    let (start, end) = (range(first)?.first, range(last)?.last);
+    let path = dir.join(log_file_name(&start, &end, replica));
     let bytes: u64 = run.iter().map(|c| c.bytes).sum();
     let mut writer = DurableWriter::create_with(
         &path,

@@ -2,8 +2,10 @@
 //!
 //! The order matters: two rows equal on `(event_ts, created_ts)` are ordered by their position
 //! in (file order, row order), and the later one wins (see `lib.rs`). Source files come first,
-//! sorted by their path as a string; then the push log, sorted by file name, whose names
-//! (`<micros>-<seq>.parquet`, zero-padded) sort in append order.
+//! sorted by their path as a string; then the push log. Its files are named
+//! `<micros>-<seq>[+<replica>].parquet` (zero-padded), the replica only in a push log shared
+//! by several replicas, and sorted by replica (none first), then name: each replica's files
+//! in its append order (`quiver_core::semantics::LogPosition`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,14 +17,14 @@ use crate::error::{Error, Result};
 use crate::roots::{Roots, is_data_file, sort_paths};
 use crate::{OfflineStore, ViewReader};
 
-/// The push log directory of a view version's data generation (`quiver_core::lineage`):
-/// `<data_dir>/offline/<view>/` for generation 1, `<data_dir>/offline/<view>@<g>/` for a
-/// generation `g` started by a later version (`@` never occurs in a name).
-pub(crate) fn push_log_dir(data_dir: &Path, view: &ResolvedView) -> PathBuf {
-    let offline = data_dir.join("offline");
+/// The push log directory of a view version's data generation (`quiver_core::lineage`)
+/// under the push-log root (`<data_dir>/offline`, or a directory shared by replicas):
+/// `<root>/<view>/` for generation 1, `<root>/<view>@<g>/` for a generation `g` started by
+/// a later version (`@` never occurs in a name).
+pub(crate) fn push_log_dir(log_root: &Path, view: &ResolvedView) -> PathBuf {
     match view.data_generation() {
-        1 => offline.join(&view.name),
-        g => offline.join(format!("{}@{g}", view.name)),
+        1 => log_root.join(&view.name),
+        g => log_root.join(format!("{}@{g}", view.name)),
     }
 }
 
@@ -34,13 +36,13 @@ pub(crate) async fn view_files(
     view: &ResolvedView,
 ) -> Result<(Vec<DataFile>, crate::PushLogGuard)> {
     let guard = Arc::clone(&reader.push_log_lock).read_owned().await;
-    let (sources, data_dir, view) = (
+    let (sources, log_root, view) = (
         reader.sources.clone(),
-        reader.data_dir.clone(),
+        reader.log_root.clone(),
         view.clone(),
     );
     let files =
-        tokio::task::spawn_blocking(move || list_view_files(&sources, &data_dir, &view)).await??;
+        tokio::task::spawn_blocking(move || list_view_files(&sources, &log_root, &view)).await??;
     Ok((files, guard))
 }
 
@@ -54,7 +56,7 @@ impl OfflineStore {
     }
 }
 
-fn list_view_files(sources: &Roots, data_dir: &Path, view: &ResolvedView) -> Result<Vec<DataFile>> {
+fn list_view_files(sources: &Roots, log_root: &Path, view: &ResolvedView) -> Result<Vec<DataFile>> {
     let mut files = match &view.source.parquet {
         None => Vec::new(),
         Some(location) => {
@@ -77,7 +79,7 @@ fn list_view_files(sources: &Roots, data_dir: &Path, view: &ResolvedView) -> Res
         }
     };
     files.extend(
-        push_log_files(&push_log_dir(data_dir, view))?
+        push_log_files(&push_log_dir(log_root, view))?
             .into_iter()
             .map(DataFile::Local),
     );
@@ -112,13 +114,30 @@ fn all_push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     sort_paths(&mut files);
+    // Stable: within a replica (and among files not named like the log's), name order.
+    files.sort_by_cached_key(|path| log_range(path).map(|r| r.replica).unwrap_or_default());
     Ok(files)
 }
 
-/// The appends a push-log file holds, as `(first, last)` name stems: `<micros>-<seq>` for one
-/// append (both), `<first>~<last>` for a merged file. None for another name.
-pub(crate) fn log_range(path: &Path) -> Option<(String, String)> {
+/// The appends a push-log file holds: its replica (empty when none is named) and its
+/// `(first, last)` name stems: `<micros>-<seq>` for one append (both), `<first>~<last>` for
+/// a merged file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogRange {
+    pub(crate) replica: String,
+    pub(crate) first: String,
+    pub(crate) last: String,
+}
+
+/// The [`LogRange`] of a push-log file name `<first>[~<last>][+<replica>].parquet`; None
+/// for another name.
+pub(crate) fn log_range(path: &Path) -> Option<LogRange> {
     let stem = path.file_name()?.to_str()?.strip_suffix(".parquet")?;
+    let (stem, replica) = match stem.split_once('+') {
+        Some((_, "")) => return None,
+        Some((stem, replica)) => (stem, replica),
+        None => (stem, ""),
+    };
     let (first, last) = stem.split_once('~').unwrap_or((stem, stem));
     let valid = |s: &str| {
         s.len() == 41
@@ -130,23 +149,50 @@ pub(crate) fn log_range(path: &Path) -> Option<(String, String)> {
                 }
             })
     };
-    (valid(first) && valid(last) && first <= last).then(|| (first.to_string(), last.to_string()))
+    (valid(first) && valid(last) && first <= last).then(|| LogRange {
+        replica: replica.to_string(),
+        first: first.to_string(),
+        last: last.to_string(),
+    })
 }
 
-/// `files` split into those no merged file covers (in order) and those one does.
+/// The name of a push-log file of `replica` (none when empty) holding appends
+/// `first..=last` (stems `<micros>-<seq>`).
+pub(crate) fn log_file_name(first: &str, last: &str, replica: &str) -> String {
+    let range = if first == last {
+        first.to_string()
+    } else {
+        format!("{first}~{last}")
+    };
+    match replica {
+        "" => format!("{range}.parquet"),
+        replica => format!("{range}+{replica}.parquet"),
+    }
+}
+
+/// The stem `<micros>-<seq>` of an append's name, zero-padded so that stems sort as names.
+pub(crate) fn log_stem((micros, seq): (i64, u64)) -> String {
+    format!("{micros:020}-{seq:020}")
+}
+
+/// `files` split into those no merged file (of the same replica) covers (in order) and
+/// those one does.
 fn split_covered(files: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let merged: Vec<(PathBuf, (String, String))> = files
+    let merged: Vec<(PathBuf, LogRange)> = files
         .iter()
         .filter_map(|f| Some((f.clone(), log_range(f)?)))
-        .filter(|(_, (first, last))| first != last)
+        .filter(|(_, range)| range.first != range.last)
         .collect();
     files.into_iter().partition(|file| {
-        let Some((first, last)) = log_range(file) else {
+        let Some(range) = log_range(file) else {
             return true;
         };
-        !merged
-            .iter()
-            .any(|(m, (a, b))| m != file && *a <= first && last <= *b)
+        !merged.iter().any(|(m, by)| {
+            m != file
+                && by.replica == range.replica
+                && by.first <= range.first
+                && range.last <= by.last
+        })
     })
 }
 
@@ -174,5 +220,46 @@ mod tests {
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect();
         assert_eq!(names, ["1.parquet", "2.parquet"]);
+    }
+
+    /// Files sort by replica (none first), then name; a merged file hides only its own
+    /// replica's files in its range.
+    #[test]
+    fn shared_push_logs_order_by_replica_then_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stem = |micros: i64| log_stem((micros, 0));
+        let names = [
+            log_file_name(&stem(5), &stem(5), "b"),
+            log_file_name(&stem(1), &stem(1), "b"),
+            log_file_name(&stem(9), &stem(9), ""),
+            log_file_name(&stem(2), &stem(2), "a"),
+            log_file_name(&stem(3), &stem(3), "a"),
+            log_file_name(&stem(2), &stem(3), "a"),
+            log_file_name(&stem(2), &stem(2), "ab"),
+            format!("{}+.parquet", stem(4)),
+        ];
+        for name in &names {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        let listed: Vec<String> = push_log_files(dir.path())
+            .expect("log")
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        let want = [
+            names[7].clone(), // Not a log name: sorted with the unnamed replica.
+            names[2].clone(),
+            names[5].clone(), // Hides a's files 2 and 3, not ab's 2.
+            names[6].clone(),
+            names[1].clone(),
+            names[0].clone(),
+        ];
+        // "00..04+.parquet" sorts before "00..09.parquet" by name.
+        assert_eq!(listed, want);
+        let range = log_range(Path::new(&names[5])).expect("range");
+        assert_eq!(
+            (range.replica.as_str(), range.first, range.last),
+            ("a", stem(2), stem(3))
+        );
     }
 }

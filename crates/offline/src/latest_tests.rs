@@ -195,8 +195,11 @@ fn bad_pushed_rows_are_rejected() {
     store
         .append_push_log(&view, &[good.clone(), good])
         .expect("push");
-    let log =
-        crate::files::push_log_files(&crate::files::push_log_dir(dir.path(), &view)).expect("log");
+    let log = crate::files::push_log_files(&crate::files::push_log_dir(
+        &dir.path().join("offline"),
+        &view,
+    ))
+    .expect("log");
     assert_eq!(log.len(), 1);
 }
 
@@ -213,7 +216,7 @@ fn interrupted_push_log_writes_are_removed_and_nothing_else() {
         values: vec![quiver_core::value::Value::Null; 3],
     };
     store.append_push_log(&view, &[row]).expect("push");
-    let log_dir = crate::files::push_log_dir(dir.path(), &view);
+    let log_dir = crate::files::push_log_dir(&dir.path().join("offline"), &view);
     // What a crash between create and rename leaves, next to the committed file.
     let leftover = log_dir.join(".00000000000000000001-00000000000000000000.parquet.7.9.tmp");
     std::fs::write(&leftover, b"partial").expect("write");

@@ -108,6 +108,10 @@ pub mod arrow_values {
 /// The offline store of one Quiver data directory.
 pub struct OfflineStore {
     data_dir: PathBuf,
+    /// Where push logs live: `<data_dir>/offline`, or a directory replicas share.
+    log_root: PathBuf,
+    /// The replica named in this store's push-log files: empty unless the log is shared.
+    log_replica: String,
     /// Where view sources may be read from.
     sources: Roots,
     /// Where label tables named by path may be read from.
@@ -146,6 +150,7 @@ pub(crate) struct PushNames {
 #[derive(Debug, Clone)]
 pub(crate) struct ViewReader {
     pub(crate) data_dir: PathBuf,
+    pub(crate) log_root: PathBuf,
     pub(crate) sources: Roots,
     pub(crate) parallelism: usize,
     pub(crate) push_log_lock: Arc<tokio::sync::RwLock<()>>,
@@ -178,6 +183,8 @@ impl OfflineStore {
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         OfflineStore {
             data_dir: data_dir.to_path_buf(),
+            log_root: data_dir.join("offline"),
+            log_replica: String::new(),
             sources,
             labels,
             session: label_session(&memory),
@@ -190,6 +197,24 @@ impl OfflineStore {
             forced_partitions: None,
             spill_quota: Arc::default(),
         }
+    }
+
+    /// The store with its push logs in `root`, a directory several replicas share (a
+    /// network file system every replica mounts): this store's files carry `replica` in
+    /// their names, it merges and deletes only those, and every replica's join reads them
+    /// all (see `files.rs` for the order). `replica` is 1 to 200 of `A-Z a-z 0-9 . _ -`.
+    pub fn with_shared_push_log(mut self, root: &Path, replica: &str) -> Result<Self> {
+        if !valid_replica(replica) {
+            return Err(Error::invalid(
+                "replica",
+                format!(
+                    "`{replica}` names no replica of a shared push log: use 1 to 200 of A-Z a-z 0-9 . _ -"
+                ),
+            ));
+        }
+        self.log_root = root.to_path_buf();
+        self.log_replica = replica.to_string();
+        Ok(self)
     }
 
     /// The store with joins bounded to `bytes` of memory in all; `setting` names the option
@@ -227,6 +252,7 @@ impl OfflineStore {
     pub(crate) fn view_reader(&self) -> ViewReader {
         ViewReader {
             data_dir: self.data_dir.clone(),
+            log_root: self.log_root.clone(),
             sources: self.sources.clone(),
             parallelism: self.parallelism,
             push_log_lock: Arc::clone(&self.push_log_lock),
@@ -240,6 +266,25 @@ impl OfflineStore {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+
+    /// Where push logs live (`<data_dir>/offline` unless shared).
+    pub fn push_log_root(&self) -> &Path {
+        &self.log_root
+    }
+
+    /// Whether the push log is shared by replicas ([`OfflineStore::with_shared_push_log`]).
+    pub fn shares_push_log(&self) -> bool {
+        !self.log_replica.is_empty()
+    }
+}
+
+/// Whether `replica` may name a replica in push-log file names: 1 to 200 of
+/// `A-Z a-z 0-9 . _ -` (no `+`, `~`, `/` or NUL, which the names and tie tokens use).
+pub fn valid_replica(replica: &str) -> bool {
+    (1..=200).contains(&replica.len())
+        && replica
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// The DataFusion session that reads label tables: one partition and no file repartitioning

@@ -3,7 +3,8 @@
 //! leader, takes everything queued (in arrival order), writes one durable file per view (a
 //! new file where the schema changes, so a view's rows stay in arrival order across files
 //! too), and wakes every waiter with its outcome. An append returns only once the file
-//! holding its rows is committed (written, fsynced, renamed), as a lone append did; pushes
+//! holding its rows is committed (written, fsynced, renamed), as a lone append did, and
+//! learns where its rows are (the file's name and its first row's index in it); pushes
 //! that arrive while a group is written form the next group.
 
 use std::collections::HashMap;
@@ -29,7 +30,15 @@ struct State {
     next_ticket: u64,
     /// Outcomes not collected yet, by ticket (an error as text: one error fails every append
     /// of its file).
-    done: HashMap<u64, Result<(), String>>,
+    done: HashMap<u64, Result<Placed, String>>,
+}
+
+/// Where an append's rows were written: the file's name `(micros, seq)` and the index of
+/// the append's first row in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Placed {
+    pub(crate) name: (i64, u64),
+    pub(crate) first_row: u64,
 }
 
 /// The queue of push-log appends of one store.
@@ -39,22 +48,24 @@ pub(crate) struct PushQueue {
     written: Condvar,
 }
 
-/// The appends of one file: the directory, its batches in arrival order, their tickets.
+/// The appends of one file: the directory, its batches in arrival order, their tickets with
+/// the index of each one's first row in the file.
 pub(crate) struct GroupFile {
     pub(crate) dir: PathBuf,
     pub(crate) batches: Vec<RecordBatch>,
-    tickets: Vec<u64>,
+    tickets: Vec<(u64, u64)>,
 }
 
 impl PushQueue {
     /// Blocking: queues `batches` for `dir` and returns once they are durable (or failed);
-    /// `write` writes a group's files in order (called on whichever thread leads).
+    /// `write` writes a group's files in order (called on whichever thread leads) and
+    /// returns each file's name.
     pub(crate) fn append(
         &self,
         dir: PathBuf,
         batches: Vec<RecordBatch>,
-        write: &dyn Fn(&GroupFile) -> Result<()>,
-    ) -> Result<()> {
+        write: &dyn Fn(&GroupFile) -> Result<(i64, u64)>,
+    ) -> Result<Placed> {
         let ticket = {
             let mut state = self.lock();
             let ticket = state.next_ticket;
@@ -95,7 +106,10 @@ impl PushQueue {
                 let outcome = write(&file).map_err(|e| e.to_string());
                 leading
                     .outcomes
-                    .extend(file.tickets.iter().map(|t| (*t, outcome.clone())));
+                    .extend(file.tickets.iter().map(|&(t, first_row)| {
+                        let placed = outcome.clone().map(|name| Placed { name, first_row });
+                        (t, placed)
+                    }));
             }
             drop(leading); // Hands the outcomes over and wakes the waiters.
             state = self.lock();
@@ -111,7 +125,7 @@ impl PushQueue {
 /// without one failed, and the next leader may start.
 struct Leading<'a> {
     queue: &'a PushQueue,
-    outcomes: Vec<(u64, Result<(), String>)>,
+    outcomes: Vec<(u64, Result<Placed, String>)>,
     tickets: Vec<u64>,
 }
 
@@ -143,15 +157,16 @@ fn files(group: Vec<Append>) -> Vec<GroupFile> {
         });
         match joins {
             Some(i) => {
+                let first_row = files[i].batches.iter().map(|b| b.num_rows() as u64).sum();
                 files[i].batches.extend(append.batches);
-                files[i].tickets.push(append.ticket);
+                files[i].tickets.push((append.ticket, first_row));
             }
             None => {
                 last_of_dir.insert(append.dir.clone(), files.len());
                 files.push(GroupFile {
                     dir: append.dir,
                     batches: append.batches,
-                    tickets: vec![append.ticket],
+                    tickets: vec![(append.ticket, 0)],
                 });
             }
         }
@@ -190,7 +205,10 @@ mod tests {
         let files = files(group);
         let shape: Vec<(String, Vec<u64>)> = files
             .iter()
-            .map(|f| (f.dir.display().to_string(), f.tickets.clone()))
+            .map(|f| {
+                let tickets = f.tickets.iter().map(|(t, _)| *t).collect();
+                (f.dir.display().to_string(), tickets)
+            })
             .collect();
         assert_eq!(
             shape,
@@ -221,20 +239,26 @@ mod tests {
                             let c = b.column(0).as_any().downcast_ref::<Int64Array>();
                             c.map_or(-1, |c| c.value(0))
                         });
-                        writes.lock().expect("lock").push(values.collect());
-                        Ok(())
+                        let mut writes = writes.lock().expect("lock");
+                        writes.push(values.collect());
+                        Ok((writes.len() as i64, 0))
                     })
                 })
             })
             .collect();
-        let outcomes: Vec<bool> = threads
+        let outcomes: Vec<Result<Placed>> = threads
             .into_iter()
-            .map(|t| t.join().expect("thread").is_ok())
+            .map(|t| t.join().expect("thread"))
             .collect();
-        for (i, ok) in outcomes.iter().enumerate() {
-            assert_eq!(*ok, i != 7, "append {i}");
-        }
         let writes = writes.lock().expect("lock");
+        for (i, outcome) in outcomes.iter().enumerate() {
+            assert_eq!(outcome.is_ok(), i != 7, "append {i}");
+            // Each append learns its file and the index of its row in it.
+            if let Ok(placed) = outcome {
+                let file = &writes[placed.name.0 as usize - 1];
+                assert_eq!(file[placed.first_row as usize], i as i64, "append {i}");
+            }
+        }
         let mut written: Vec<i64> = writes.iter().flatten().copied().collect();
         written.sort_unstable();
         assert_eq!(written, (0..16).filter(|i| *i != 7).collect::<Vec<_>>());

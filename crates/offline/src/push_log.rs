@@ -1,78 +1,96 @@
 //! The push log: pushed rows appended to a view's offline data as small Parquet files.
 //!
-//! Each append writes one file `<micros>-<seq>.parquet` (both numbers zero-padded to 20
-//! digits, so names sort in append order) into the push log directory of the view version's
-//! data generation (`<data_dir>/offline/<view>[@<g>]/`, see `files::push_log_dir`) under a temporary name,
-//! fsyncs it, renames it into place and fsyncs the directory. Readers skip hidden files, so a
-//! crash leaves either no file or a complete one. Columns carry the source's column names and
-//! the view's canonical types, so a push-log file reads like a source file.
+//! Each append writes one file `<micros>-<seq>[+<replica>].parquet` (both numbers zero-padded
+//! to 20 digits, so names sort in append order; the replica only in a shared log) into the
+//! push log directory of the view version's data generation (`<root>/<view>[@<g>]/`, see
+//! `files::push_log_dir`) under a temporary name, fsyncs it, renames it into place and
+//! fsyncs the directory. Readers skip hidden files, so a crash leaves either no file or a
+//! complete one. Columns carry the source's column names and the view's canonical types, so
+//! a push-log file reads like a source file. An append learns its rows' place in the log
+//! (`LogPosition`), which the online store keeps as their tie token.
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{Field, Schema};
 use quiver_core::ResolvedView;
+use quiver_core::semantics::LogPosition;
 use quiver_core::value::Row;
 
 use crate::OfflineStore;
 use crate::arrow_types::{UTC, key_type, timestamp_type, value_type};
 use crate::error::{Error, Result};
-use crate::files::push_log_dir;
+use crate::files::{log_file_name, log_stem, push_log_dir};
 use crate::parquet_writer::write_file_durably;
 use crate::values::{key_column, value_column};
 
 impl OfflineStore {
     /// Appends `rows` (keys in the view's key order, values in its feature order) to the
-    /// view's push log and returns once the file is durable. No rows, no file.
-    pub fn append_push_log(&self, view: &ResolvedView, rows: &[Row]) -> Result<()> {
+    /// view's push log and returns once the file is durable, with the first row's place in
+    /// the log. No rows, no file (and no place).
+    pub fn append_push_log(
+        &self,
+        view: &ResolvedView,
+        rows: &[Row],
+    ) -> Result<Option<LogPosition>> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         self.append_push_log_batches(view, &[push_log_batch(view, rows)?])
     }
 
     /// Appends record batches built by [`push_log_batch`] (a large push converts its rows a
-    /// chunk at a time) to the view's push log; returns once they are durable. Concurrent
-    /// appends are written together (one file per view and schema, in arrival order).
+    /// chunk at a time) to the view's push log; returns once they are durable, with the
+    /// first row's place in the log (the rows follow it in order). Concurrent appends are
+    /// written together (one file per view and schema, in arrival order).
     pub fn append_push_log_batches(
         &self,
         view: &ResolvedView,
         batches: &[RecordBatch],
-    ) -> Result<()> {
+    ) -> Result<Option<LogPosition>> {
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if rows == 0 {
-            return Ok(());
+            return Ok(None);
         }
-        let dir = push_log_dir(&self.data_dir, view);
+        let dir = push_log_dir(&self.log_root, view);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         // Concurrent appends share a file and its fsync (`push_group`).
-        self.push_queue.append(dir, batches.to_vec(), &|file| {
+        let placed = self.push_queue.append(dir, batches.to_vec(), &|file| {
             let name = self.next_push_name();
+            let stem = log_stem(name);
             let path = file
                 .dir
-                .join(format!("{:020}-{:020}.parquet", name.0, name.1));
+                .join(log_file_name(&stem, &stem, &self.log_replica));
             let written = write_file_durably(&path, &file.batches, Vec::new());
             self.push_names().in_flight.remove(&name);
             let written = written?;
             tracing::debug!(rows = written, path = %path.display(), "appended to push log");
-            Ok(())
+            Ok(name)
         })?;
         tracing::trace!(view = %view.name, rows, "pushed rows are durable in the push log");
-        Ok(())
+        Ok(Some(LogPosition {
+            replica: self.log_replica.clone(),
+            micros: placed.name.0,
+            seq: placed.name.1,
+            row: placed.first_row,
+        }))
     }
 
     /// Removes the temporary files that interrupted appends left in the push log
-    /// (`<data_dir>/offline/<view>/.<name>.tmp`; readers skip them, but they would stay
-    /// forever). Reads two directory levels, follows no symlink. Call it before serving:
-    /// an append in flight would lose its temporary file. Returns how many were removed.
+    /// (`<root>/<view>/.<name>.tmp`; readers skip them, but they would stay forever); in a
+    /// shared log, only this replica's. Reads two directory levels, follows no symlink. Call
+    /// it before serving: an append in flight would lose its temporary file. Returns how
+    /// many were removed.
     pub fn remove_interrupted_appends(&self) -> Result<usize> {
         let mut removed = 0;
+        let own = format!("+{}.parquet.", self.log_replica);
         for dir in self.push_log_dirs()? {
             for entry in real_entries(&dir)? {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
                 let is_file = entry.file_type().map_err(|e| Error::io(&dir, e))?.is_file();
-                if is_file && name.starts_with('.') && name.ends_with(".tmp") {
+                let ours = self.log_replica.is_empty() || name.contains(&own);
+                if is_file && ours && name.starts_with('.') && name.ends_with(".tmp") {
                     let path = entry.path();
                     std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
                     tracing::info!(path = %path.display(), "removed an interrupted push-log write");
@@ -85,12 +103,16 @@ impl OfflineStore {
 
     /// Every committed push-log file of every view and generation (what the join reads;
     /// writes in progress are hidden `.tmp` files and left out), as paths relative to the data
-    /// directory. Committed files never change again, so a backup may link or copy them while
-    /// pushes go on.
+    /// directory; none when the log is shared (it is outside the data directory, and backed
+    /// up with the shared file system). Committed files never change again, so a backup may
+    /// link or copy them while pushes go on.
     /// Hold a [`PushLogGuard`](crate::PushLogGuard) ([`OfflineStore::hold_push_log`]) until
     /// the files are linked or copied: compaction may delete them otherwise.
     pub fn committed_push_log(&self) -> Result<Vec<std::path::PathBuf>> {
         let mut files = Vec::new();
+        if self.shares_push_log() {
+            return Ok(files);
+        }
         for dir in self.push_log_dirs()? {
             for file in crate::files::push_log_files(&dir)? {
                 if let Ok(relative) = file.strip_prefix(&self.data_dir) {
@@ -101,31 +123,36 @@ impl OfflineStore {
         Ok(files)
     }
 
-    /// The push-log directory of every view and data generation (`offline/*/`, symlinks not
+    /// The push-log directory of every view and data generation (`<root>/*/`, symlinks not
     /// followed).
     pub(crate) fn push_log_dirs(&self) -> Result<Vec<std::path::PathBuf>> {
-        let root = self.data_dir.join("offline");
+        let root = &self.log_root;
         let mut dirs = Vec::new();
-        for entry in real_entries(&root)? {
-            if entry.file_type().map_err(|e| Error::io(&root, e))?.is_dir() {
+        for entry in real_entries(root)? {
+            if entry.file_type().map_err(|e| Error::io(root, e))?.is_dir() {
                 dirs.push(entry.path());
             }
         }
         Ok(dirs)
     }
 
-    /// Moves the push-log name clock past every name on disk (call it at start, before any
-    /// append): a name must sort after every file already there, also when the wall clock
-    /// went back across a restart, or a merged file's range (`compaction.rs`) could cover,
-    /// hide and delete the new file. Returns the greatest `(micros, seq)` found.
+    /// Moves the push-log name clock past every name of this replica on disk (call it at
+    /// start, before any append): a name must sort after every file already there, also
+    /// when the wall clock went back across a restart, or a merged file's range
+    /// (`compaction.rs`) could cover, hide and delete the new file. Returns the greatest
+    /// `(micros, seq)` found.
     pub fn resume_push_names(&self) -> Result<(i64, u64)> {
         let mut greatest = (0i64, 0u64);
         for dir in self.push_log_dirs()? {
             for entry in real_entries(&dir)? {
-                let Some((_, last)) = crate::files::log_range(&entry.path()) else {
+                let Some(range) = crate::files::log_range(&entry.path()) else {
                     continue;
                 };
-                let parsed = last
+                if range.replica != self.log_replica {
+                    continue;
+                }
+                let parsed = range
+                    .last
                     .split_once('-')
                     .and_then(|(m, s)| Some((m.parse::<i64>().ok()?, s.parse::<u64>().ok()?)));
                 if let Some(name) = parsed {
@@ -160,11 +187,10 @@ impl OfflineStore {
     /// file can later appear inside a merged file's range.
     pub(crate) fn push_horizon(&self) -> String {
         let names = self.push_names();
-        let (micros, seq) = match names.in_flight.first() {
+        log_stem(match names.in_flight.first() {
             Some(oldest) => *oldest,
             None => (names.last.0, names.last.1.saturating_add(1)),
-        };
-        format!("{micros:020}-{seq:020}")
+        })
     }
 
     pub(crate) fn push_names(&self) -> std::sync::MutexGuard<'_, crate::PushNames> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use quiver_core::ResolvedView;
-use quiver_core::semantics::write_wins;
+use quiver_core::semantics::{LogPosition, write_wins};
 use quiver_core::value::{KeyValue, Row};
 use rocksdb::WriteBatch;
 
@@ -39,8 +39,20 @@ impl RocksStore {
         rows: &[Row],
         durable: bool,
     ) -> Result<WriteStats> {
+        self.write_rows_at(view, rows, None, durable)
+    }
+
+    /// [`RocksStore::write_rows`] for rows appended to the push log at `origin`
+    /// ([`crate::OnlineStore::write_rows_at`]): rows equal on order compare their tie tokens.
+    pub fn write_rows_at(
+        &self,
+        view: &ResolvedView,
+        rows: &[Row],
+        origin: Option<&LogPosition>,
+        durable: bool,
+    ) -> Result<WriteStats> {
         // Latest row per encoded key, sorted by key for the multi-get.
-        let encoded = crate::online_store::encode_rows(view, rows)?;
+        let encoded = crate::online_store::encode_rows(view, rows, origin)?;
         let cf = self.cf(CF_ONLINE)?;
         let guards = self.lock_keys(encoded.iter().map(|row| row.key.as_slice()));
         let stored = self
@@ -49,12 +61,16 @@ impl RocksStore {
         let mut batch = WriteBatch::default();
         let mut written = 0u64;
         let mut newest = i64::MIN;
-        for (EncodedRow { key, order, value }, stored) in encoded.iter().zip(stored) {
-            let stored_order = match stored.map_err(Error::storage("read stored rows"))? {
-                None => None,
-                Some(bytes) => Some(decode_order(&bytes)?),
-            };
-            if write_wins(*order, stored_order) {
+        for (row, stored) in encoded.iter().zip(stored) {
+            let EncodedRow {
+                key,
+                order,
+                tie,
+                value,
+            } = row;
+            let stored = stored.map_err(Error::storage("read stored rows"))?;
+            let stored_order = stored.as_deref().map(decode_order).transpose()?;
+            if write_wins((*order, tie), stored_order) {
                 batch.put_cf(cf, key, value);
                 written += 1;
                 newest = newest.max(order.0);

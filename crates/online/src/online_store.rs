@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quiver_core::ResolvedView;
-use quiver_core::semantics::{RowOrder, row_order, write_wins};
+use quiver_core::semantics::{LogPosition, RowOrder, row_order, write_wins};
 use quiver_core::value::{KeyValue, Row};
 
 use crate::error::Result;
@@ -44,7 +44,21 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
     /// Writes rows of `view` under the ordering rule, atomically per key; every row is
     /// validated first and an invalid one writes nothing of the batch. `durable` returns
     /// only once the store's durability level is reached ([`OnlineStore::sync`]).
-    fn write_rows(&self, view: &ResolvedView, rows: &[Row], durable: bool) -> Result<WriteStats>;
+    fn write_rows(&self, view: &ResolvedView, rows: &[Row], durable: bool) -> Result<WriteStats> {
+        self.write_rows_at(view, rows, None, durable)
+    }
+
+    /// [`OnlineStore::write_rows`] for rows that were appended to the push log at `origin`
+    /// (`rows[i]` at `origin.nth(i)`): each is stored with its tie token, so that among rows
+    /// equal on (event, created) the one the offline path takes last is kept, whatever order
+    /// the writes arrive in.
+    fn write_rows_at(
+        &self,
+        view: &ResolvedView,
+        rows: &[Row],
+        origin: Option<&LogPosition>,
+        durable: bool,
+    ) -> Result<WriteStats>;
 
     /// Makes every write done before the call reach the store's durability level.
     fn sync(&self) -> Result<()>;
@@ -110,8 +124,14 @@ impl OnlineStore for RocksStore {
         RocksStore::read_rows_cached(self, view, keys)
     }
 
-    fn write_rows(&self, view: &ResolvedView, rows: &[Row], durable: bool) -> Result<WriteStats> {
-        RocksStore::write_rows(self, view, rows, durable)
+    fn write_rows_at(
+        &self,
+        view: &ResolvedView,
+        rows: &[Row],
+        origin: Option<&LogPosition>,
+        durable: bool,
+    ) -> Result<WriteStats> {
+        RocksStore::write_rows_at(self, view, rows, origin, durable)
     }
 
     fn sync(&self) -> Result<()> {
@@ -163,36 +183,53 @@ pub struct EncodedRow {
     /// The key layout of `keys` (view name, then the join key parts).
     pub key: Vec<u8>,
     pub order: RowOrder,
+    /// The tie token (`LogPosition::tie_token`), empty for a row not from the push log.
+    pub tie: Vec<u8>,
     /// The row layout of `row_codec`.
     pub value: Vec<u8>,
 }
 
-/// Validates `rows` (all of them, first) and keeps the greatest row per key (ties: the last
-/// one), encoded, sorted by key.
-pub fn encode_rows(view: &ResolvedView, rows: &[Row]) -> Result<Vec<EncodedRow>> {
+/// Validates `rows` (all of them, first) and keeps the greatest row per key by order and tie
+/// token (`rows[i]` at `origin.nth(i)`; without an origin, ties: the last one), encoded,
+/// sorted by key.
+pub fn encode_rows(
+    view: &ResolvedView,
+    rows: &[Row],
+    origin: Option<&LogPosition>,
+) -> Result<Vec<EncodedRow>> {
     for (index, row) in rows.iter().enumerate() {
         validate_row(view, index, row)?;
     }
-    let mut latest: BTreeMap<Vec<u8>, &Row> = BTreeMap::new();
-    for row in rows {
+    let tie_of = |index: usize| origin.map_or_else(Vec::new, |o| o.nth(index as u64).tie_token());
+    let mut latest: BTreeMap<Vec<u8>, (&Row, Vec<u8>)> = BTreeMap::new();
+    for (index, row) in rows.iter().enumerate() {
         let key = encode_key(&view.name, &row.key);
+        let tie = tie_of(index);
+        let order = row_order(row.event_ts, row.created_ts);
         match latest.get(&key) {
-            Some(kept)
+            Some((kept, kept_tie))
                 if !write_wins(
-                    row_order(row.event_ts, row.created_ts),
-                    Some(row_order(kept.event_ts, kept.created_ts)),
+                    (order, &tie),
+                    Some((row_order(kept.event_ts, kept.created_ts), kept_tie)),
                 ) => {}
             _ => {
-                latest.insert(key, row);
+                latest.insert(key, (row, tie));
             }
         }
     }
     latest
         .into_iter()
-        .map(|(key, row)| {
+        .map(|(key, (row, tie))| {
             Ok(EncodedRow {
-                value: encode_row(view.version, row.event_ts, row.created_ts, &row.values)?,
+                value: encode_row(
+                    view.version,
+                    row.event_ts,
+                    row.created_ts,
+                    &tie,
+                    &row.values,
+                )?,
                 order: row_order(row.event_ts, row.created_ts),
+                tie,
                 key,
             })
         })

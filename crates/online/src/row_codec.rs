@@ -1,4 +1,5 @@
-//! The online value layout, a persisted format (format byte 1). All integers little-endian:
+//! The online value layout, a persisted format (format byte 1, or 2 for a row with a tie
+//! token). All integers little-endian:
 //!
 //! ```text
 //! [0x01 format][view_version u32][event_ts i64][created flag u8: 0 | 1 (+ created_ts i64)]
@@ -10,6 +11,11 @@
 //!   4 float32   4 bytes             9 list      u32 element count + tagged elements (no lists)
 //! ```
 //!
+//! Format 2 (a pushed row: `quiver_core::semantics::LogPosition::tie_token`) adds
+//! `[tie length u8][tie bytes]` between the created time and the value count; the ordering
+//! rule compares it when two rows are equal on (event, created). Format 1 rows have an empty
+//! token.
+//!
 //! Values are in the feature order of the view version that wrote them (`view_version`);
 //! `quiver_core::online_read::project_values` maps them onto another version by feature name.
 
@@ -19,8 +25,10 @@ use quiver_core::value::Value;
 use crate::error::{Error, Result};
 use crate::reader::Reader;
 
-/// The leading byte of every online value written by this version of the layout.
+/// The leading byte of an online value without a tie token.
 pub(crate) const VALUE_FORMAT_V1: u8 = 1;
+/// The leading byte of an online value with a tie token.
+pub(crate) const VALUE_FORMAT_V2: u8 = 2;
 
 const TAG_NULL: u8 = 0;
 const TAG_BOOL: u8 = 1;
@@ -51,15 +59,21 @@ impl StoredRow {
     }
 }
 
-/// Encodes a row; fails only on lengths the layout cannot hold or on a nested list.
+/// Encodes a row (format 2 when `tie` is not empty); fails only on lengths the layout
+/// cannot hold or on a nested list.
 pub(crate) fn encode_row(
     view_version: u32,
     event_ts: i64,
     created_ts: Option<i64>,
+    tie: &[u8],
     values: &[Value],
 ) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(24 + values.len() * 9);
-    out.push(VALUE_FORMAT_V1);
+    let mut out = Vec::with_capacity(24 + tie.len() + values.len() * 9);
+    out.push(if tie.is_empty() {
+        VALUE_FORMAT_V1
+    } else {
+        VALUE_FORMAT_V2
+    });
     out.extend_from_slice(&view_version.to_le_bytes());
     out.extend_from_slice(&event_ts.to_le_bytes());
     match created_ts {
@@ -68,6 +82,15 @@ pub(crate) fn encode_row(
             out.push(1);
             out.extend_from_slice(&created_ts.to_le_bytes());
         }
+    }
+    if !tie.is_empty() {
+        let len = u8::try_from(tie.len()).map_err(|_| Error::TooLong {
+            what: "tie token of a row".to_string(),
+            len: tie.len(),
+            max: u64::from(u8::MAX),
+        })?;
+        out.push(len);
+        out.extend_from_slice(tie);
     }
     let count = u16::try_from(values.len()).map_err(|_| Error::TooLong {
         what: "feature values of a row".to_string(),
@@ -84,7 +107,7 @@ pub(crate) fn encode_row(
 /// Decodes a whole stored row.
 pub fn decode_row(bytes: &[u8]) -> Result<StoredRow> {
     let mut reader = Reader::new(bytes, WHAT);
-    let (view_version, event_ts, created_ts) = decode_header(&mut reader)?;
+    let (view_version, event_ts, created_ts, _) = decode_header(&mut reader)?;
     let count = usize::from(u16::from_le_bytes(reader.array()?));
     if count > reader.remaining() {
         return Err(reader.error(format!(
@@ -105,16 +128,20 @@ pub fn decode_row(bytes: &[u8]) -> Result<StoredRow> {
     })
 }
 
-/// Decodes only the order of a stored row (the header), as the write path needs.
-pub(crate) fn decode_order(bytes: &[u8]) -> Result<RowOrder> {
+/// Decodes only the order and tie token of a stored row (the header), as the write path
+/// needs.
+pub(crate) fn decode_order(bytes: &[u8]) -> Result<(RowOrder, &[u8])> {
     let mut reader = Reader::new(bytes, WHAT);
-    let (_, event_ts, created_ts) = decode_header(&mut reader)?;
-    Ok(row_order(event_ts, created_ts))
+    let (_, event_ts, created_ts, tie) = decode_header(&mut reader)?;
+    Ok((row_order(event_ts, created_ts), tie))
 }
 
-fn decode_header(reader: &mut Reader<'_>) -> Result<(u32, i64, Option<i64>)> {
+/// `(view version, event, created, tie token)`.
+type Header<'a> = (u32, i64, Option<i64>, &'a [u8]);
+
+fn decode_header<'a>(reader: &mut Reader<'a>) -> Result<Header<'a>> {
     let format = reader.u8()?;
-    if format != VALUE_FORMAT_V1 {
+    if format != VALUE_FORMAT_V1 && format != VALUE_FORMAT_V2 {
         return Err(reader.error(format!("unknown value format {format}")));
     }
     let view_version = u32::from_le_bytes(reader.array()?);
@@ -124,7 +151,16 @@ fn decode_header(reader: &mut Reader<'_>) -> Result<(u32, i64, Option<i64>)> {
         1 => Some(i64::from_le_bytes(reader.array()?)),
         flag => return Err(reader.error(format!("created flag is {flag}, not 0 or 1"))),
     };
-    Ok((view_version, event_ts, created_ts))
+    let tie: &[u8] = if format == VALUE_FORMAT_V2 {
+        let len = usize::from(reader.u8()?);
+        if len == 0 {
+            return Err(reader.error("format 2 with an empty tie token"));
+        }
+        reader.take(len)?
+    } else {
+        &[]
+    };
+    Ok((view_version, event_ts, created_ts, tie))
 }
 
 fn encode_value(out: &mut Vec<u8>, value: &Value, top_level: bool) -> Result<()> {
@@ -251,25 +287,36 @@ mod tests {
     fn rows_round_trip_with_every_type() {
         for created_ts in [None, Some(-5), Some(i64::MAX)] {
             let values = every_type();
-            let bytes = encode_row(7, -123, created_ts, &values).expect("encodes");
+            let bytes = encode_row(7, -123, created_ts, &[], &values).expect("encodes");
             assert_eq!(bytes[0], VALUE_FORMAT_V1);
             let row = decode_row(&bytes).expect("decodes");
             let want = StoredRow {
                 event_ts: -123,
                 created_ts,
                 view_version: 7,
-                values,
+                values: values.clone(),
             };
             assert_eq!(row, want);
-            assert_eq!(decode_order(&bytes).expect("order"), (-123, created_ts));
+            let none: &[u8] = &[];
+            assert_eq!(
+                decode_order(&bytes).expect("order"),
+                ((-123, created_ts), none)
+            );
+            // With a tie token: format 2, the same row, and the token back.
+            let tie = [b'r', 0, 1, 2, 3];
+            let bytes = encode_row(7, -123, created_ts, &tie, &values).expect("encodes");
+            assert_eq!(bytes[0], VALUE_FORMAT_V2);
+            assert_eq!(decode_row(&bytes).expect("decodes"), want);
+            let order = decode_order(&bytes).expect("order");
+            assert_eq!(order, ((-123, created_ts), &tie[..]));
         }
-        let empty = encode_row(1, 0, None, &[]).expect("encodes");
+        let empty = encode_row(1, 0, None, &[], &[]).expect("encodes");
         assert_eq!(decode_row(&empty).expect("decodes").values, vec![]);
     }
 
     #[test]
     fn every_truncation_is_an_error() {
-        let bytes = encode_row(2, 10, Some(11), &every_type()).expect("encodes");
+        let bytes = encode_row(2, 10, Some(11), &[], &every_type()).expect("encodes");
         for cut in 0..bytes.len() {
             assert!(
                 matches!(decode_row(&bytes[..cut]), Err(Error::Corrupt { .. })),
@@ -305,6 +352,14 @@ mod tests {
         let mut bad_flag = header(0);
         bad_flag[13] = 7;
         cases.push(bad_flag);
+        // Format 2 without its token, with an empty one, and with one cut short.
+        let tied = encode_row(1, 0, None, &[9; 30], &[]).expect("encodes");
+        for cut in [14, 15, 30] {
+            cases.push(tied[..cut].to_vec());
+        }
+        let mut empty_tie = tied.clone();
+        empty_tie[14] = 0;
+        cases.push(empty_tie);
         for case in cases {
             assert!(
                 matches!(decode_row(&case), Err(Error::Corrupt { .. })),
@@ -318,7 +373,7 @@ mod tests {
     fn nested_lists_are_refused_on_encode() {
         let nested = [Value::List(vec![Value::List(vec![])])];
         assert!(matches!(
-            encode_row(1, 0, None, &nested),
+            encode_row(1, 0, None, &[], &nested),
             Err(Error::InvalidRow { .. })
         ));
     }
@@ -349,7 +404,7 @@ mod properties {
                 Value::List(vec![Value::Float32(1.5), Value::Null]),
                 Value::Null,
             ];
-            let mut bytes = encode_row(3, 10, Some(11), &values).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut bytes = encode_row(3, 10, Some(11), &[], &values).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let index = at.index(bytes.len());
             bytes[index] = byte;
             let _ = decode_row(&bytes);

@@ -37,6 +37,7 @@ mod url;
 use std::sync::{Arc, Mutex};
 
 use quiver_core::ResolvedView;
+use quiver_core::semantics::LogPosition;
 use quiver_core::value::{KeyValue, Row};
 use quiver_online::keys::{check_key, encode_key};
 use quiver_online::{OnlineStore, StoredRow, WriteStats, decode_row, encode_rows};
@@ -243,8 +244,13 @@ impl RedisStore {
             .collect()
     }
 
-    fn write(&self, view: &ResolvedView, rows: &[Row]) -> Result<WriteStats, quiver_online::Error> {
-        let encoded = encode_rows(view, rows)?;
+    fn write(
+        &self,
+        view: &ResolvedView,
+        rows: &[Row],
+        origin: Option<&LogPosition>,
+    ) -> Result<WriteStats, quiver_online::Error> {
+        let encoded = encode_rows(view, rows, origin)?;
         if encoded.is_empty() {
             return Ok(WriteStats::default());
         }
@@ -304,13 +310,14 @@ impl OnlineStore for RedisStore {
 
     /// Every write already waited for the configured replicas (`WAIT` acknowledges the
     /// writes of one connection, so it is sent on the connection that wrote).
-    fn write_rows(
+    fn write_rows_at(
         &self,
         view: &ResolvedView,
         rows: &[Row],
+        origin: Option<&LogPosition>,
         _durable: bool,
     ) -> quiver_online::Result<WriteStats> {
-        self.write(view, rows)
+        self.write(view, rows, origin)
     }
 
     fn sync(&self) -> quiver_online::Result<()> {

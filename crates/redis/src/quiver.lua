@@ -1,33 +1,54 @@
 #!lua name=quiver
 -- Quiver's ordering rule, atomic per key: a row replaces the stored one only if it is not
--- older by (event time, created time), a missing created time lowest (quiver_core::semantics
--- ::write_wins). Rows are Quiver's online value layout (quiver-online row_codec, format 1):
+-- older by (event time, created time, tie token), a missing created time lowest and a missing
+-- token lowest (quiver_core::semantics::write_wins). Rows are Quiver's online value layout
+-- (quiver-online row_codec, format 1, or 2 with a tie token):
 --   [u8 format][u32 view_version LE][i64 event LE][u8 created flag][i64 created LE if flag]
+--   format 2 only: [u8 token length][token bytes]
 -- Lua numbers are doubles, exact only to 2^53: every i64 is read and compared in halves, the
--- high half signed and the low half unsigned (both exact).
+-- high half signed and the low half unsigned (both exact). Token bytes are compared one by
+-- one as numbers (string comparison in Lua follows the server's locale).
 
 local function row_order(row)
-  if string.byte(row, 1) ~= 1 or #row < 14 then
+  local format = string.byte(row, 1)
+  if (format ~= 1 and format ~= 2) or #row < 14 then
     return nil
   end
   local event_lo, event_hi, flag = struct.unpack('<I4i4B', row, 6)
   local created_lo, created_hi = 0, 0
+  local next = 15
   if flag == 1 then
     if #row < 22 then
       return nil
     end
     created_lo, created_hi = struct.unpack('<I4i4', row, 15)
+    next = 23
+  elseif flag ~= 0 then
+    return nil
   end
-  return { event_hi, event_lo, flag, created_hi, created_lo }
+  local order = { event_hi, event_lo, flag, created_hi, created_lo }
+  if format == 2 then
+    local len = string.byte(row, next)
+    if not len or len == 0 or #row < next + len then
+      return nil
+    end
+    for i = next + 1, next + len do
+      order[#order + 1] = string.byte(row, i)
+    end
+  end
+  return order
 end
 
+-- Lexicographic: the first differing element decides, else the longer list is greater (a
+-- token sorts after its prefixes); equal lists are not older.
 local function not_older(incoming, stored)
-  for i = 1, #incoming do
+  local n = math.min(#incoming, #stored)
+  for i = 1, n do
     if incoming[i] ~= stored[i] then
       return incoming[i] > stored[i]
     end
   end
-  return true
+  return #incoming >= #stored
 end
 
 -- The order of an i64 (8 bytes, little-endian), or nil.

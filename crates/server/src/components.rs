@@ -61,14 +61,16 @@ impl Components {
             options.online_caches,
         )?);
         let online = open_online_store(options.online_store.as_deref(), &store)?;
-        let offline = Arc::new(
-            OfflineStore::new(&options.data_dir, roots.sources.clone(), roots.labels)
-                .with_memory_limit(
-                    crate::limits::as_usize(options.limits.offline_memory_limit),
-                    "--offline-memory-limit",
-                )
-                .with_spill_limit(options.limits.max_spill_bytes, "--max-spill-bytes"),
-        );
+        let mut offline = OfflineStore::new(&options.data_dir, roots.sources.clone(), roots.labels)
+            .with_memory_limit(
+                crate::limits::as_usize(options.limits.offline_memory_limit),
+                "--offline-memory-limit",
+            )
+            .with_spill_limit(options.limits.max_spill_bytes, "--max-spill-bytes");
+        if let Some(dir) = &options.push_log_dir {
+            offline = offline.with_shared_push_log(dir, &options.replica.id)?;
+        }
+        let offline = Arc::new(offline);
         // Nothing is being written yet: what a crashed append left behind can go.
         offline.remove_interrupted_appends()?;
         offline.resume_push_names()?;

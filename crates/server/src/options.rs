@@ -69,6 +69,10 @@ pub struct ServerOptions {
     /// by several replicas, polled every `registry_poll_interval`.
     pub registry_store: Option<String>,
     pub registry_poll_interval: std::time::Duration,
+    /// Where push logs live (`--push-log-dir`): `None` for `<data_dir>/offline`, or a
+    /// directory every replica mounts (a network file system): the replicas' files are then
+    /// named by `replica.id`, and every replica's joins read them all.
+    pub push_log_dir: Option<PathBuf>,
     /// This replica among those sharing the stores: its name, and how it holds jobs.
     pub replica: ReplicaOptions,
 }
@@ -108,6 +112,7 @@ impl ServerOptions {
             online_store: None,
             registry_store: None,
             registry_poll_interval: std::time::Duration::from_secs(5),
+            push_log_dir: None,
             replica: ReplicaOptions::default(),
         }
     }

@@ -171,19 +171,21 @@ impl Pusher {
                 version: view.version,
                 ..Default::default()
             };
+            // Where the rows went in the push log: online, they keep it as their tie token.
+            let mut origin = None;
             if batch.offline && batch.n_rows > 0 {
                 let log = batch
                     .chunks()
                     .map(|range| Ok(push_log_batch(view, &batch.rows(view, range)?)?))
                     .collect::<Result<Vec<_>>>()?;
-                self.offline.append_push_log_batches(view, &log)?;
+                origin = self.offline.append_push_log_batches(view, &log)?;
                 pushed.written_offline = batch.n_rows;
             }
             if batch.online && view.online {
                 for range in batch.chunks() {
-                    let stats = self
-                        .store
-                        .write_rows(view, &batch.rows(view, range)?, false)?;
+                    let at = origin.as_ref().map(|o| o.nth(range.start as u64));
+                    let rows = batch.rows(view, range)?;
+                    let stats = self.store.write_rows_at(view, &rows, at.as_ref(), false)?;
                     pushed.written_online += stats.written;
                     pushed.skipped_older += stats.skipped_older;
                 }

@@ -78,8 +78,14 @@ pub(crate) struct ServeArgs {
     /// `--registry-store`). [default: 5]
     #[arg(long, env = "QUIVER_REGISTRY_POLL_INTERVAL", value_name = "SECONDS")]
     registry_poll_interval: Option<u64>,
-    /// This replica's name among the replicas sharing an online store (in lease holders and
-    /// logs). [default: <host name>-<process id>]
+    /// A directory every replica mounts (a network file system) for the push logs, instead
+    /// of `<data-dir>/offline`: each replica's files carry its `--replica-id` (keep it stable
+    /// across restarts), and every replica's joins and exports read them all.
+    #[arg(long, env = "QUIVER_PUSH_LOG_DIR", value_name = "DIR")]
+    push_log_dir: Option<PathBuf>,
+    /// This replica's name among the replicas sharing an online store or a push log (in
+    /// lease holders, logs and push-log file names): 1 to 200 of `A-Z a-z 0-9 . _ -`.
+    /// [default: <host name>-<process id>]
     #[arg(long, env = "QUIVER_REPLICA_ID")]
     replica_id: Option<String>,
     /// Seconds a replica's lease on a view's materialization outlives its last renewal
@@ -212,11 +218,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     }
     if let Some(id) = args.replica_id.or(file.replica_id.clone()) {
         anyhow::ensure!(
-            !id.is_empty() && id.len() <= 200,
-            "--replica-id must be 1 to 200 characters"
+            quiver_offline::valid_replica(&id),
+            "--replica-id must be 1 to 200 of A-Z a-z 0-9 . _ -, got `{id}`"
         );
         options.replica.id = id;
     }
+    options.push_log_dir = args.push_log_dir.or(file.push_log_dir.clone());
     if let Some(seconds) = args.lease_ttl.or(file.lease_ttl) {
         anyhow::ensure!(
             (1..=86_400).contains(&seconds),

@@ -160,3 +160,65 @@ pub(crate) fn project(dir: &Path) -> PathBuf {
     quiver_cli::demo::write_project(dir, shape).expect("demo project");
     dir.join("features")
 }
+
+/// A replica `name` (its `--replica-id`) with its data directory in `dir`, its online rows in
+/// the Redis Cluster at `url`, a 2 s lease TTL, a metrics listener and `extra` flags.
+pub(crate) fn replica(dir: &Path, name: &str, url: &str, extra: &[&str]) -> ServerProcess {
+    let data = dir.join(name);
+    let mut args = roots_beside(&data);
+    args.extend(
+        [
+            "--online-store",
+            url,
+            "--replica-id",
+            name,
+            "--lease-ttl",
+            "2",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ]
+        .map(String::from),
+    );
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ServerProcess::start_with(&data, &args)
+}
+
+/// One pushed row of the demo view `driver_stats` for driver `id` at `event` (its created
+/// time too), with `conv_rate` and the other features null.
+pub(crate) fn push_row(id: i64, event: i64, conv_rate: f32) -> quiver_proto::v1::PushRequest {
+    use quiver_core::types::ValueType;
+    use quiver_core::value::Value;
+    use quiver_proto::v1;
+    let column = |value: Value, value_type: &str| {
+        let value_type = ValueType::parse(value_type).expect("a value type");
+        quiver_proto::convert::values_to_column(&[value], value_type)
+    };
+    let timestamp = |micros| v1::Column {
+        values: Some(v1::column::Values::TimestampValues(v1::TimestampValues {
+            micros: vec![micros],
+        })),
+        nulls: vec![],
+    };
+    let columns = [
+        ("driver_id", column(Value::Int64(id), "int64")),
+        ("event_timestamp", timestamp(event)),
+        ("created", timestamp(event)),
+        ("conv_rate", column(Value::Float32(conv_rate), "float32")),
+        ("acc_rate", column(Value::Null, "float32")),
+        ("avg_daily_trips", column(Value::Null, "int64")),
+        ("vehicle_type", column(Value::Null, "string")),
+        ("embedding", column(Value::Null, "list<float32>")),
+    ];
+    v1::PushRequest {
+        target: Some(v1::push_request::Target::FeatureView("driver_stats".into())),
+        columns: columns
+            .into_iter()
+            .map(|(name, column)| v1::NamedColumn {
+                name: name.into(),
+                column: Some(column),
+            })
+            .collect(),
+        mode: v1::PushMode::Unspecified as i32,
+    }
+}
