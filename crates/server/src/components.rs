@@ -107,6 +107,11 @@ impl Components {
         )?);
         let drift_checks = Arc::new(monitor::DriftChecks::new(
             Arc::clone(&monitor),
+            monitor::CheckLeases::new(
+                Arc::clone(&online),
+                options.replica.id.clone(),
+                options.replica.lease_ttl,
+            ),
             options.alert_webhook.clone(),
             options
                 .profile_retention

@@ -2,6 +2,7 @@
 //! through [`Monitor::export_profiler`], over a training export as it streams), stores them in
 //! RocksDB, and compares two of them with the thresholds the registry declares.
 
+mod check_leases;
 mod drift;
 mod retention;
 mod run;
@@ -28,6 +29,7 @@ use crate::options::Clock;
 use crate::registry::Registry;
 use crate::run_blocking;
 
+pub(crate) use check_leases::CheckLeases;
 pub(crate) use drift::ProfileSource;
 pub(crate) use run::RunProfiler;
 pub(crate) use schedule::{DriftChecks, spawn_ticks};

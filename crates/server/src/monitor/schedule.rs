@@ -2,7 +2,8 @@
 //! server runs the checks that are due, keeps each subject's latest result as Prometheus
 //! gauges, and POSTs an ALERT to the webhook. Runs in one background task, never on a
 //! request path; a check that cannot run (no reference yet, a failure) is retried at the next
-//! interval. The same task applies the profile retention, at start and hourly.
+//! interval. Replicas sharing an online store run each due check once between them
+//! (`check_leases.rs`). The same task applies the profile retention, at start and hourly.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use quiver_core::types::Micros;
 use quiver_monitor::{DriftReport, RowStatus};
 use tokio_util::sync::CancellationToken;
 
+use super::check_leases::CheckLeases;
 use super::webhook::Webhook;
 use super::{Monitor, ProfileSource, SubjectRef};
 use crate::error::Result;
@@ -23,6 +25,7 @@ use crate::error::Result;
 #[derive(Debug)]
 pub(crate) struct DriftChecks {
     monitor: Arc<Monitor>,
+    leases: CheckLeases,
     webhook: Option<Webhook>,
     /// `--profile-retention-days` in micros (None: profiles are kept forever).
     retention: Option<Micros>,
@@ -59,6 +62,7 @@ fn status_value(status: RowStatus) -> f64 {
 impl DriftChecks {
     pub(crate) fn new(
         monitor: Arc<Monitor>,
+        leases: CheckLeases,
         webhook: Option<String>,
         retention: Option<Micros>,
     ) -> Result<DriftChecks> {
@@ -68,6 +72,7 @@ impl DriftChecks {
         };
         Ok(DriftChecks {
             monitor,
+            leases,
             webhook: webhook.map(Webhook::new),
             retention,
             last: Mutex::new(HashMap::new()),
@@ -169,7 +174,20 @@ impl DriftChecks {
 
     async fn run_due(&self) {
         for (subject, schedule) in self.due() {
-            let outcome = match self.check(&subject, &schedule).await {
+            let name = key(&subject);
+            match self.leases.take(&name).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    tracing::warn!(subject = %name, %error, "cannot take a scheduled drift check");
+                    continue;
+                }
+            }
+            let started = self.monitor.clock.now();
+            let result = self.check(&subject, &schedule).await;
+            let ran = matches!(result, Ok(true)).then_some(started);
+            self.leases.finish(&name, ran, schedule.every).await;
+            let outcome = match result {
                 Ok(true) => "ok",
                 Ok(false) => "no_reference",
                 Err(error) => {
