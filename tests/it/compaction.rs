@@ -1,5 +1,5 @@
 //! The server's push-log compaction: after many single-row pushes from concurrent writers
-//! (ties within each writer), the background task merges the files, and the training join at T equals
+//! (exact ties between writers), the background task merges the files, and the training join at T equals
 //! the online read at T (the consistency invariant) before, while and after it does.
 
 use std::time::{Duration, Instant};
@@ -39,10 +39,10 @@ async fn compaction_keeps_online_and_offline_equal_while_it_merges() -> anyhow::
     let mut clients = server.clients().await?;
     setup(&server, &mut clients, &generated(), "3h").await?;
     materialize(&mut clients, T - 100 * HOUR, T + 1).await?;
-    // 4 writers x 15 single-row pushes; event times repeat, so a writer's rows tie on (event,
-    // created) and only the order of its pushes decides. Writers differ in created time: exact
-    // ties between concurrent clients are not ordered the same way online and offline (the
-    // offline append and the online write of one push are not one atomic step).
+    // 4 writers x 15 single-row pushes, all at one created time; event times repeat, so rows
+    // of every writer tie exactly on (event, created), and only their push-log positions
+    // decide: online (the tie token each row keeps) as offline (file, then row order),
+    // whatever order concurrent pushes reached the two in.
     let mut writers = Vec::new();
     for w in 0..4i64 {
         let mut clients = server.clients().await?;
@@ -51,7 +51,7 @@ async fn compaction_keeps_online_and_offline_equal_while_it_merges() -> anyhow::
                 let row = TestRow {
                     user_id: (w + i) % USERS,
                     event_ts: T - (i % 3) * 1_000_000,
-                    created_ts: T - 1 - w,
+                    created_ts: T - 1,
                     a: 1_000 * w + i,
                     b: None,
                     s: format!("w{w}"),

@@ -22,6 +22,7 @@ mod redis_online;
 mod redis_tls;
 mod registry;
 mod security;
+mod shared_push_log;
 mod shared_registry;
 mod skew;
 mod spill;

@@ -58,7 +58,7 @@ pub(crate) struct ConfigFile {
     /// Seconds between looks for versions applied elsewhere (`--registry-poll-interval`).
     pub registry_poll_interval: Option<u64>,
     /// A push-log directory shared by replicas (`--push-log-dir`).
-    pub push_log_dir: Option<std::path::PathBuf>,
+    pub push_log_dir: Option<String>,
     /// This replica's name among those sharing an online store (`--replica-id`).
     pub replica_id: Option<String>,
     /// Seconds a materialization lease outlives its last renewal (`--lease-ttl`).

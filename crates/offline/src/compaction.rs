@@ -29,16 +29,21 @@
 //! any read that listed the files before the merge.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::OfflineStore;
+use crate::data_file::{DataFile, FooterError};
 use crate::error::{Error, Result};
-use crate::files::{LogRange, covered_push_log_files, log_file_name, log_range, push_log_files};
+use crate::files::{
+    LogRange, LogRoot, covered_push_log_files, log_file_name, log_range, push_log_files,
+};
 use crate::footers::FooterCache;
-use crate::parquet_writer::DurableWriter;
+use crate::parquet_writer::{DurableWriter, zstd};
+use crate::remote_log::{LogObject, RemoteLog};
 
 /// When a run of push-log files is merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,23 +80,111 @@ pub struct CompactionReport {
 /// `--request-timeout`, 10 minutes by default).
 pub(crate) const SHARED_DELETE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// A push-log file as listed: its range (None: not named like the log's), size and
+/// modification time.
+struct Listed {
+    file: DataFile,
+    range: Option<LogRange>,
+    bytes: u64,
+    modified: std::time::SystemTime,
+}
+
 /// A push-log file considered for a run.
 struct Candidate {
-    path: PathBuf,
+    file: DataFile,
+    range: LogRange,
     bytes: u64,
     schema: SchemaRef,
+}
+
+/// One view directory of a push log: on disk, or in object storage.
+enum LogDir<'a> {
+    Local(PathBuf),
+    Remote(&'a RemoteLog, String),
+}
+
+impl LogDir<'_> {
+    /// Blocking: the directory's files in the log's order, those no merged file covers and
+    /// those one does.
+    fn listing(&self) -> Result<(Vec<Listed>, Vec<Listed>)> {
+        match self {
+            LogDir::Local(dir) => {
+                let stat = |path: PathBuf| -> Result<Listed> {
+                    let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+                    let modified = meta.modified().map_err(|e| Error::io(&path, e))?;
+                    Ok(Listed {
+                        range: log_range(&path),
+                        bytes: meta.len(),
+                        modified,
+                        file: DataFile::Local(path),
+                    })
+                };
+                let visible = push_log_files(dir)?.into_iter().map(stat);
+                let covered = covered_push_log_files(dir)?.into_iter().map(stat);
+                Ok((
+                    visible.collect::<Result<_>>()?,
+                    covered.collect::<Result<_>>()?,
+                ))
+            }
+            LogDir::Remote(log, dir) => {
+                let listed = |object: LogObject| Listed {
+                    range: object.range,
+                    bytes: object.file.size,
+                    modified: object.modified.into(),
+                    file: DataFile::Remote(object.file),
+                };
+                let (visible, covered) = log.objects(dir)?;
+                Ok((
+                    visible.into_iter().map(listed).collect(),
+                    covered.into_iter().map(listed).collect(),
+                ))
+            }
+        }
+    }
+
+    /// Blocking: deletes `files` (covered ones) for good.
+    fn delete(&self, files: &[Listed]) -> Result<()> {
+        for listed in files {
+            match (&listed.file, self) {
+                (DataFile::Local(path), _) => {
+                    std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+                }
+                (DataFile::Remote(file), LogDir::Remote(log, _)) => log.delete(file)?,
+                (DataFile::Remote(_), LogDir::Local(_)) => {}
+            }
+        }
+        if let LogDir::Local(dir) = self {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(dir, e))?;
+        }
+        Ok(())
+    }
 }
 
 impl OfflineStore {
     /// Blocking: one compaction pass over every view's push log (see the module docs).
     pub fn compact_push_logs(&self, policy: &CompactionPolicy) -> Result<CompactionReport> {
         let mut report = CompactionReport::default();
-        for dir in self.push_log_dirs()? {
+        let dirs: Vec<LogDir<'_>> = match &self.log_root {
+            LogRoot::Local(_) => self
+                .push_log_dirs()?
+                .into_iter()
+                .map(LogDir::Local)
+                .collect(),
+            LogRoot::Remote(log) => log
+                .dirs()?
+                .into_iter()
+                .map(|d| LogDir::Remote(log, d))
+                .collect(),
+        };
+        for dir in dirs {
             report.removed += self.remove_covered(&dir)?;
             // Taken before listing: every file named below it is already there.
             let horizon = self.push_horizon();
             let own = &self.log_replica;
-            for run in runs(&dir, own, policy, &horizon, &self.footers)? {
+            let (visible, _) = dir.listing()?;
+            for run in runs(visible, own, policy, &horizon, &self.footers)? {
                 report.rows += merge(&dir, own, &run)?;
                 report.merged += run.len();
                 report.written += 1;
@@ -107,10 +200,10 @@ impl OfflineStore {
     /// Deletes the files of `dir` that a merged file covers, if no reader holds the push log
     /// (in a shared log: this replica's, covered for [`SHARED_DELETE_GRACE`]); returns how
     /// many.
-    fn remove_covered(&self, dir: &Path) -> Result<usize> {
-        let mut covered = covered_push_log_files(dir)?;
+    fn remove_covered(&self, dir: &LogDir<'_>) -> Result<usize> {
+        let (visible, mut covered) = dir.listing()?;
         if self.shares_push_log() {
-            covered = covered_long_enough(dir, &self.log_replica, covered)?;
+            covered = covered_long_enough(&visible, &self.log_replica, covered);
         }
         if covered.is_empty() {
             return Ok(0);
@@ -118,53 +211,43 @@ impl OfflineStore {
         let Ok(_exclusive) = self.push_log_lock.try_write() else {
             return Ok(0); // A reader may still open them: a later pass removes them.
         };
-        for path in &covered {
-            std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
-        }
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(dir, e))?;
+        dir.delete(&covered)?;
         Ok(covered.len())
     }
 }
 
-/// `covered` (files of `dir` a merged file covers) of `replica` whose newest covering merged
-/// file was written at least [`SHARED_DELETE_GRACE`] ago.
-fn covered_long_enough(dir: &Path, replica: &str, covered: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
-    let mut merged: Vec<(LogRange, std::time::SystemTime)> = Vec::new();
-    for path in push_log_files(dir)? {
-        if let Some(range) = log_range(&path).filter(|r| r.replica == replica && r.first != r.last)
-        {
-            let written = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .map_err(|e| Error::io(&path, e))?;
-            merged.push((range, written));
-        }
-    }
+/// `covered` files of `replica` whose covering merged file (among `visible`) was written at
+/// least [`SHARED_DELETE_GRACE`] ago.
+fn covered_long_enough(visible: &[Listed], replica: &str, covered: Vec<Listed>) -> Vec<Listed> {
+    let merged: Vec<(&LogRange, std::time::SystemTime)> = visible
+        .iter()
+        .filter_map(|l| Some((l.range.as_ref()?, l.modified)))
+        .filter(|(r, _)| r.replica == replica && r.first != r.last)
+        .collect();
     let old = |written: &std::time::SystemTime| {
         written
             .elapsed()
             .is_ok_and(|age| age >= SHARED_DELETE_GRACE)
     };
-    Ok(covered
+    covered
         .into_iter()
         .filter(|file| {
-            let Some(range) = log_range(file).filter(|r| r.replica == replica) else {
+            let Some(range) = file.range.as_ref().filter(|r| r.replica == replica) else {
                 return false;
             };
             merged.iter().any(|(by, written)| {
                 by.first <= range.first && range.last <= by.last && old(written)
             })
         })
-        .collect())
+        .collect()
 }
 
-/// The runs of `dir` to merge: consecutive files of `replica` named below `horizon`
-/// (`OfflineStore::push_horizon`), below the target size, with one schema, at most about the
-/// target size together, without older files much larger than the rest ([`tiered_start`]),
-/// at least `min_files` of them.
+/// The runs of `files` (a directory's, in order) to merge: consecutive files of `replica`
+/// named below `horizon` (`OfflineStore::push_horizon`), below the target size, with one
+/// schema, at most about the target size together, without older files much larger than
+/// the rest ([`tiered_start`]), at least `min_files` of them.
 fn runs(
-    dir: &Path,
+    files: Vec<Listed>,
     replica: &str,
     policy: &CompactionPolicy,
     horizon: &str,
@@ -180,25 +263,22 @@ fn runs(
             runs.push(done);
         }
     };
-    for path in push_log_files(dir)? {
-        let range = log_range(&path);
+    for listed in files {
         // Another replica's files are not ours to merge (and never between ours).
-        if range.as_ref().is_some_and(|r| r.replica != replica) {
+        if listed.range.as_ref().is_some_and(|r| r.replica != replica) {
             continue;
         }
         // A file at or above the horizon may have older neighbours still being written.
-        if range.is_none_or(|r| r.last.as_str() >= horizon) {
+        let Some(range) = listed.range.filter(|r| r.last.as_str() < horizon) else {
             break;
-        }
-        let bytes = std::fs::metadata(&path)
-            .map_err(|e| Error::io(&path, e))?
-            .len();
+        };
+        let bytes = listed.bytes;
         if bytes >= policy.target_bytes {
             close(&mut run, &mut runs);
             run_bytes = 0;
             continue;
         }
-        let schema = file_schema(&path, footers)?;
+        let schema = file_schema(&listed.file, footers)?;
         let fits = run_bytes + bytes <= policy.target_bytes;
         // Fields only: the key-value metadata (`quiver.rows`) differs from file to file.
         if !run
@@ -210,7 +290,8 @@ fn runs(
         }
         run_bytes += bytes;
         run.push(Candidate {
-            path,
+            file: listed.file,
+            range,
             bytes,
             schema,
         });
@@ -240,55 +321,65 @@ const TIER_RATIO: u64 = 4;
 
 /// The file's columns (its footer through the store's cache: a file below the target size
 /// is looked at on every pass until it is merged).
-fn file_schema(path: &Path, footers: &FooterCache) -> Result<SchemaRef> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let metadata = footers
-        .load(path, &file)
-        .map_err(|e| Error::parquet(path, e))?;
+fn file_schema(file: &DataFile, footers: &FooterCache) -> Result<SchemaRef> {
+    let metadata = footers.load_file(file).map_err(|e| match e {
+        FooterError::Read(e) => e,
+        FooterError::Parquet(e) => Error::parquet(file.error_path(), e),
+    })?;
     Ok(std::sync::Arc::new(arrow::datatypes::Schema::new(
         metadata.schema().fields().clone(),
     )))
 }
 
-/// Writes the rows of `run`, in order, as one merged file; returns its rows.
-fn merge(dir: &Path, replica: &str, run: &[Candidate]) -> Result<u64> {
+/// Writes the rows of `run`, in order, as one merged file of `dir`; returns its rows.
+fn merge(dir: &LogDir<'_>, replica: &str, run: &[Candidate]) -> Result<u64> {
     let (Some(first), Some(last)) = (run.first(), run.last()) else {
         return Ok(0);
     };
-    let range = |c: &Candidate| {
-        log_range(&c.path).ok_or_else(|| {
-            Error::invalid(
-                "push log",
-                format!("{} is not named like a push-log file", c.path.display()),
-            )
-        })
-    };
-    let (start, end) = (range(first)?.first, range(last)?.last);
-    let path = dir.join(log_file_name(&start, &end, replica));
+    let name = log_file_name(&first.range.first, &last.range.last, replica);
     let bytes: u64 = run.iter().map(|c| c.bytes).sum();
-    let mut writer = DurableWriter::create_with(
-        &path,
-        std::sync::Arc::clone(&first.schema),
-        vec![("quiver.compacted_files".into(), run.len().to_string())],
-        |p| {
-            p.set_compression(parquet::basic::Compression::ZSTD(
-                parquet::basic::ZstdLevel::default(),
-            ))
-        },
-    )?;
-    writer.replace = false;
-    for candidate in run {
-        let file = File::open(&candidate.path).map_err(|e| Error::io(&candidate.path, e))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.with_batch_size(8192).build())
-            .map_err(|e| Error::parquet(&candidate.path, e))?;
-        for batch in reader {
-            writer.write(&batch?)?;
+    let schema = std::sync::Arc::clone(&first.schema);
+    let metadata = vec![("quiver.compacted_files".into(), run.len().to_string())];
+    let rows = match dir {
+        LogDir::Local(dir) => {
+            let path = dir.join(&name);
+            let mut writer = DurableWriter::create_with(&path, schema, metadata, zstd)?;
+            writer.replace = false;
+            for candidate in run {
+                read_batches(&candidate.file, &mut |batch| writer.write(batch))?;
+            }
+            writer.commit()?
         }
-    }
-    let rows = writer.commit()?;
-    tracing::debug!(path = %path.display(), files = run.len(), bytes, rows, "merged push-log files");
+        LogDir::Remote(log, dir) => log.put_merged(dir, &name, schema, metadata, &mut |write| {
+            run.iter().try_for_each(|c| read_batches(&c.file, write))
+        })?,
+    };
+    tracing::debug!(%name, files = run.len(), bytes, rows, "merged push-log files");
     Ok(rows)
+}
+
+/// Blocking: every row of `file`, a batch at a time (an object is fetched whole first).
+fn read_batches(file: &DataFile, each: &mut dyn FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
+    let path = file.error_path();
+    let unreadable = |e| Error::parquet(&path, e);
+    let reader = match file {
+        DataFile::Local(local) => {
+            let handle = File::open(local).map_err(|e| Error::io(local, e))?;
+            ParquetRecordBatchReaderBuilder::try_new(handle)
+                .and_then(|b| b.with_batch_size(8192).build())
+                .map_err(unreadable)?
+        }
+        DataFile::Remote(remote) => {
+            let whole = remote.fetch(std::iter::once(0..remote.size))?;
+            ParquetRecordBatchReaderBuilder::try_new(whole)
+                .and_then(|b| b.with_batch_size(8192).build())
+                .map_err(unreadable)?
+        }
+    };
+    for batch in reader {
+        each(&batch?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -300,11 +391,55 @@ mod tests {
         sizes
             .iter()
             .map(|bytes| Candidate {
-                path: PathBuf::new(),
+                file: DataFile::Local(PathBuf::new()),
+                range: LogRange {
+                    replica: String::new(),
+                    first: String::new(),
+                    last: String::new(),
+                },
                 bytes: *bytes,
                 schema: std::sync::Arc::clone(&schema),
             })
             .collect()
+    }
+
+    fn listed(name: &str, age: std::time::Duration) -> Listed {
+        Listed {
+            file: DataFile::Local(PathBuf::from(name)),
+            range: crate::files::log_range_of(name),
+            bytes: 1,
+            modified: std::time::SystemTime::now() - age,
+        }
+    }
+
+    /// In a shared log, a replica deletes only its own covered files, and only once the
+    /// merged file covering them is older than the grace (other replicas' readers may have
+    /// listed them before the merge).
+    #[test]
+    fn shared_logs_keep_covered_files_for_the_grace_and_delete_only_their_own() {
+        let stem = |n: i64| crate::files::log_stem((n, 0));
+        let name = |a: i64, b: i64, replica: &str| log_file_name(&stem(a), &stem(b), replica);
+        let old = SHARED_DELETE_GRACE + std::time::Duration::from_secs(1);
+        let new = std::time::Duration::ZERO;
+        let covered = || {
+            vec![
+                listed(&name(1, 1, "a"), old),
+                listed(&name(2, 2, "a"), old),
+                listed(&name(5, 5, "a"), old),
+                listed(&name(2, 2, "b"), old),
+            ]
+        };
+        let names =
+            |files: Vec<Listed>| -> Vec<String> { files.iter().map(|f| f.file.name()).collect() };
+        let merged_long_ago = [listed(&name(1, 3, "a"), old), listed(&name(4, 6, "a"), new)];
+        assert_eq!(
+            names(covered_long_enough(&merged_long_ago, "a", covered())),
+            [name(1, 1, "a"), name(2, 2, "a")]
+        );
+        // The same files seen by replica b: its own file is covered by no merged file of b.
+        assert!(covered_long_enough(&merged_long_ago, "b", covered()).is_empty());
+        let merged_now = [listed(&name(1, 6, "a"), new)];
+        assert!(covered_long_enough(&merged_now, "a", covered()).is_empty());
     }
 
     #[test]

@@ -85,7 +85,7 @@ fn push_ties(fixture: &mut Fixture, n: usize, tag: &str) {
 async fn compaction_keeps_reads_identical_before_during_and_after() {
     let mut fixture = Fixture::new(21);
     push_ties(&mut fixture, 30, "a");
-    let dir = push_log_dir(fixture.store.push_log_root(), &fixture.driver);
+    let dir = push_log_dir(&fixture.store.data_dir().join("offline"), &fixture.driver);
     assert_eq!(push_log_files(&dir).expect("list").len(), 32);
     let before = reads(&fixture).await;
     let policy = CompactionPolicy {
@@ -181,7 +181,7 @@ fn after_a_restart_new_pushes_sort_after_every_file_on_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_named_after_an_append_still_being_written_are_not_merged() {
     let mut fixture = Fixture::new(9);
-    let dir = push_log_dir(fixture.store.push_log_root(), &fixture.driver);
+    let dir = push_log_dir(&fixture.store.data_dir().join("offline"), &fixture.driver);
     let policy = CompactionPolicy {
         min_files: 4,
         ..CompactionPolicy::default()

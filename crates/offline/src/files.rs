@@ -14,17 +14,30 @@ use quiver_core::ResolvedView;
 
 use crate::data_file::DataFile;
 use crate::error::{Error, Result};
-use crate::roots::{Roots, is_data_file, sort_paths};
+use crate::roots::{Roots, is_data_file};
 use crate::{OfflineStore, ViewReader};
+
+/// Where push logs live: a directory (`<data_dir>/offline`, or one replicas mount), or a
+/// prefix in object storage replicas share (`remote_log.rs`).
+#[derive(Debug, Clone)]
+pub(crate) enum LogRoot {
+    Local(PathBuf),
+    Remote(crate::remote_log::RemoteLog),
+}
 
 /// The push log directory of a view version's data generation (`quiver_core::lineage`)
 /// under the push-log root (`<data_dir>/offline`, or a directory shared by replicas):
 /// `<root>/<view>/` for generation 1, `<root>/<view>@<g>/` for a generation `g` started by
 /// a later version (`@` never occurs in a name).
 pub(crate) fn push_log_dir(log_root: &Path, view: &ResolvedView) -> PathBuf {
+    log_root.join(log_dir_name(view))
+}
+
+/// The name of [`push_log_dir`] under the root (a key segment in object storage).
+pub(crate) fn log_dir_name(view: &ResolvedView) -> String {
     match view.data_generation() {
-        1 => log_root.join(&view.name),
-        g => log_root.join(format!("{}@{g}", view.name)),
+        1 => view.name.clone(),
+        g => format!("{}@{g}", view.name),
     }
 }
 
@@ -56,7 +69,11 @@ impl OfflineStore {
     }
 }
 
-fn list_view_files(sources: &Roots, log_root: &Path, view: &ResolvedView) -> Result<Vec<DataFile>> {
+fn list_view_files(
+    sources: &Roots,
+    log_root: &LogRoot,
+    view: &ResolvedView,
+) -> Result<Vec<DataFile>> {
     let mut files = match &view.source.parquet {
         None => Vec::new(),
         Some(location) => {
@@ -78,29 +95,33 @@ fn list_view_files(sources: &Roots, log_root: &Path, view: &ResolvedView) -> Res
             files
         }
     };
-    files.extend(
-        push_log_files(&push_log_dir(log_root, view))?
-            .into_iter()
-            .map(DataFile::Local),
-    );
+    match log_root {
+        LogRoot::Local(root) => files.extend(
+            push_log_files(&push_log_dir(root, view))?
+                .into_iter()
+                .map(DataFile::Local),
+        ),
+        LogRoot::Remote(log) => files.extend(log.files(&log_dir_name(view))?),
+    }
     Ok(files)
 }
 
 /// The Parquet files of a push log directory, in append order, without the files a merged
 /// file covers (see `compaction.rs`); none if it does not exist.
 pub(crate) fn push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let (visible, _) = split_covered(all_push_log_files(dir)?);
+    let (visible, _) = order_log(all_push_log_files(dir)?);
     Ok(visible)
 }
 
 /// The files of a push log directory that a merged file covers (kept only until no reader
 /// may still open them).
 pub(crate) fn covered_push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let (_, covered) = split_covered(all_push_log_files(dir)?);
+    let (_, covered) = order_log(all_push_log_files(dir)?);
     Ok(covered)
 }
 
-fn all_push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The Parquet files of a directory, with their names, in no order.
+fn all_push_log_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -110,13 +131,43 @@ fn all_push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if is_data_file(&path) && path.is_file() {
-            files.push(path);
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            files.push((name.unwrap_or_default(), path));
         }
     }
-    sort_paths(&mut files);
-    // Stable: within a replica (and among files not named like the log's), name order.
-    files.sort_by_cached_key(|path| log_range(path).map(|r| r.replica).unwrap_or_default());
     Ok(files)
+}
+
+/// Push-log files (with their names) in the log's order, by replica (none first) then name,
+/// split into those no merged file of the same replica covers and those one does. Names
+/// not shaped like the log's sort with the unnamed replica and are never covered.
+pub(crate) fn order_log<T>(files: Vec<(String, T)>) -> (Vec<T>, Vec<T>) {
+    let mut files: Vec<(Option<LogRange>, String, T)> = files
+        .into_iter()
+        .map(|(name, file)| (log_range_of(&name), name, file))
+        .collect();
+    fn replica(range: &Option<LogRange>) -> &str {
+        range.as_ref().map_or("", |r| r.replica.as_str())
+    }
+    files.sort_by(|(a, a_name, _), (b, b_name, _)| (replica(a), a_name).cmp(&(replica(b), b_name)));
+    let merged: Vec<LogRange> = files
+        .iter()
+        .filter_map(|(range, _, _)| range.clone())
+        .filter(|range| range.first != range.last)
+        .collect();
+    let (visible, covered): (Vec<_>, Vec<_>) = files.into_iter().partition(|(range, _, _)| {
+        let Some(range) = range else {
+            return true;
+        };
+        !merged.iter().any(|by| {
+            by != range
+                && by.replica == range.replica
+                && by.first <= range.first
+                && range.last <= by.last
+        })
+    });
+    let files = |list: Vec<(Option<LogRange>, String, T)>| list.into_iter().map(|f| f.2).collect();
+    (files(visible), files(covered))
 }
 
 /// The appends a push-log file holds: its replica (empty when none is named) and its
@@ -129,10 +180,15 @@ pub(crate) struct LogRange {
     pub(crate) last: String,
 }
 
-/// The [`LogRange`] of a push-log file name `<first>[~<last>][+<replica>].parquet`; None
-/// for another name.
+/// The [`LogRange`] of a push-log file `<first>[~<last>][+<replica>].parquet`; None for
+/// another name.
 pub(crate) fn log_range(path: &Path) -> Option<LogRange> {
-    let stem = path.file_name()?.to_str()?.strip_suffix(".parquet")?;
+    log_range_of(path.file_name()?.to_str()?)
+}
+
+/// [`log_range`] of a file name.
+pub(crate) fn log_range_of(name: &str) -> Option<LogRange> {
+    let stem = name.strip_suffix(".parquet")?;
     let (stem, replica) = match stem.split_once('+') {
         Some((_, "")) => return None,
         Some((stem, replica)) => (stem, replica),
@@ -173,27 +229,6 @@ pub(crate) fn log_file_name(first: &str, last: &str, replica: &str) -> String {
 /// The stem `<micros>-<seq>` of an append's name, zero-padded so that stems sort as names.
 pub(crate) fn log_stem((micros, seq): (i64, u64)) -> String {
     format!("{micros:020}-{seq:020}")
-}
-
-/// `files` split into those no merged file (of the same replica) covers (in order) and
-/// those one does.
-fn split_covered(files: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let merged: Vec<(PathBuf, LogRange)> = files
-        .iter()
-        .filter_map(|f| Some((f.clone(), log_range(f)?)))
-        .filter(|(_, range)| range.first != range.last)
-        .collect();
-    files.into_iter().partition(|file| {
-        let Some(range) = log_range(file) else {
-            return true;
-        };
-        !merged.iter().any(|(m, by)| {
-            m != file
-                && by.replica == range.replica
-                && by.first <= range.first
-                && range.last <= by.last
-        })
-    })
 }
 
 #[cfg(test)]

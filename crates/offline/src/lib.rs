@@ -49,6 +49,7 @@ mod push_group;
 mod push_log;
 mod range;
 mod registry_objects;
+mod remote_log;
 mod roots;
 mod scan;
 mod schema_check;
@@ -108,8 +109,9 @@ pub mod arrow_values {
 /// The offline store of one Quiver data directory.
 pub struct OfflineStore {
     data_dir: PathBuf,
-    /// Where push logs live: `<data_dir>/offline`, or a directory replicas share.
-    log_root: PathBuf,
+    /// Where push logs live: `<data_dir>/offline`, or a directory or object-storage prefix
+    /// replicas share.
+    log_root: files::LogRoot,
     /// The replica named in this store's push-log files: empty unless the log is shared.
     log_replica: String,
     /// Where view sources may be read from.
@@ -150,7 +152,7 @@ pub(crate) struct PushNames {
 #[derive(Debug, Clone)]
 pub(crate) struct ViewReader {
     pub(crate) data_dir: PathBuf,
-    pub(crate) log_root: PathBuf,
+    pub(crate) log_root: files::LogRoot,
     pub(crate) sources: Roots,
     pub(crate) parallelism: usize,
     pub(crate) push_log_lock: Arc<tokio::sync::RwLock<()>>,
@@ -183,7 +185,7 @@ impl OfflineStore {
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         OfflineStore {
             data_dir: data_dir.to_path_buf(),
-            log_root: data_dir.join("offline"),
+            log_root: files::LogRoot::Local(data_dir.join("offline")),
             log_replica: String::new(),
             sources,
             labels,
@@ -199,11 +201,18 @@ impl OfflineStore {
         }
     }
 
-    /// The store with its push logs in `root`, a directory several replicas share (a
-    /// network file system every replica mounts): this store's files carry `replica` in
-    /// their names, it merges and deletes only those, and every replica's join reads them
-    /// all (see `files.rs` for the order). `replica` is 1 to 200 of `A-Z a-z 0-9 . _ -`.
-    pub fn with_shared_push_log(mut self, root: &Path, replica: &str) -> Result<Self> {
+    /// The store with its push logs at `location`, shared by several replicas: a directory
+    /// (a network file system every replica mounts) or object storage (`s3://BUCKET/PREFIX`,
+    /// `gs://...`, `az://...`, with `stores`' options; `remote_log.rs`). This store's files
+    /// carry `replica` in their names, it merges and deletes only those, and every replica's
+    /// join reads them all (see `files.rs` for the order). `replica` is 1 to 200 of
+    /// `A-Z a-z 0-9 . _ -`.
+    pub fn with_shared_push_log(
+        mut self,
+        location: &str,
+        replica: &str,
+        stores: &ObjectStores,
+    ) -> Result<Self> {
         if !valid_replica(replica) {
             return Err(Error::invalid(
                 "replica",
@@ -212,7 +221,11 @@ impl OfflineStore {
                 ),
             ));
         }
-        self.log_root = root.to_path_buf();
+        self.log_root = if object::is_url(location) {
+            files::LogRoot::Remote(remote_log::RemoteLog::open(location, stores)?)
+        } else {
+            files::LogRoot::Local(PathBuf::from(location))
+        };
         self.log_replica = replica.to_string();
         Ok(self)
     }
@@ -265,11 +278,6 @@ impl OfflineStore {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
-    }
-
-    /// Where push logs live (`<data_dir>/offline` unless shared).
-    pub fn push_log_root(&self) -> &Path {
-        &self.log_root
     }
 
     /// Whether the push log is shared by replicas ([`OfflineStore::with_shared_push_log`]).

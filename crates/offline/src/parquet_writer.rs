@@ -129,12 +129,12 @@ impl Writer {
     }
 }
 
-fn zstd(builder: WriterPropertiesBuilder) -> WriterPropertiesBuilder {
+pub(crate) fn zstd(builder: WriterPropertiesBuilder) -> WriterPropertiesBuilder {
     builder.set_compression(Compression::ZSTD(ZstdLevel::default()))
 }
 
 /// Writer properties set by `tune`, then the key-value `metadata`.
-fn properties(
+pub(crate) fn properties(
     metadata: Vec<(String, String)>,
     tune: impl FnOnce(WriterPropertiesBuilder) -> WriterPropertiesBuilder,
 ) -> WriterProperties {

@@ -20,7 +20,7 @@ use quiver_core::value::Row;
 use crate::OfflineStore;
 use crate::arrow_types::{UTC, key_type, timestamp_type, value_type};
 use crate::error::{Error, Result};
-use crate::files::{log_file_name, log_stem, push_log_dir};
+use crate::files::{LogRoot, log_dir_name, log_file_name, log_stem, push_log_dir};
 use crate::parquet_writer::write_file_durably;
 use crate::values::{key_column, value_column};
 
@@ -52,19 +52,31 @@ impl OfflineStore {
         if rows == 0 {
             return Ok(None);
         }
-        let dir = push_log_dir(&self.log_root, view);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        // The queue's key for the view's files: its directory, or its name in object storage.
+        let dir = match &self.log_root {
+            LogRoot::Local(root) => {
+                let dir = push_log_dir(root, view);
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                dir
+            }
+            LogRoot::Remote(_) => std::path::PathBuf::from(log_dir_name(view)),
+        };
         // Concurrent appends share a file and its fsync (`push_group`).
         let placed = self.push_queue.append(dir, batches.to_vec(), &|file| {
             let name = self.next_push_name();
             let stem = log_stem(name);
-            let path = file
-                .dir
-                .join(log_file_name(&stem, &stem, &self.log_replica));
-            let written = write_file_durably(&path, &file.batches, Vec::new());
+            let file_name = log_file_name(&stem, &stem, &self.log_replica);
+            let written = match &self.log_root {
+                LogRoot::Local(_) => {
+                    write_file_durably(&file.dir.join(&file_name), &file.batches, Vec::new())
+                }
+                LogRoot::Remote(log) => {
+                    log.put(&file.dir.to_string_lossy(), &file_name, &file.batches)
+                }
+            };
             self.push_names().in_flight.remove(&name);
             let written = written?;
-            tracing::debug!(rows = written, path = %path.display(), "appended to push log");
+            tracing::debug!(rows = written, file = %file_name, "appended to push log");
             Ok(name)
         })?;
         tracing::trace!(view = %view.name, rows, "pushed rows are durable in the push log");
@@ -126,7 +138,9 @@ impl OfflineStore {
     /// The push-log directory of every view and data generation (`<root>/*/`, symlinks not
     /// followed).
     pub(crate) fn push_log_dirs(&self) -> Result<Vec<std::path::PathBuf>> {
-        let root = &self.log_root;
+        let LogRoot::Local(root) = &self.log_root else {
+            return Ok(Vec::new());
+        };
         let mut dirs = Vec::new();
         for entry in real_entries(root)? {
             if entry.file_type().map_err(|e| Error::io(root, e))?.is_dir() {
@@ -142,22 +156,25 @@ impl OfflineStore {
     /// (`compaction.rs`) could cover, hide and delete the new file. Returns the greatest
     /// `(micros, seq)` found.
     pub fn resume_push_names(&self) -> Result<(i64, u64)> {
+        let mut ranges = Vec::new();
+        match &self.log_root {
+            LogRoot::Local(_) => {
+                for dir in self.push_log_dirs()? {
+                    for entry in real_entries(&dir)? {
+                        ranges.extend(crate::files::log_range(&entry.path()));
+                    }
+                }
+            }
+            LogRoot::Remote(log) => ranges = log.ranges()?,
+        }
         let mut greatest = (0i64, 0u64);
-        for dir in self.push_log_dirs()? {
-            for entry in real_entries(&dir)? {
-                let Some(range) = crate::files::log_range(&entry.path()) else {
-                    continue;
-                };
-                if range.replica != self.log_replica {
-                    continue;
-                }
-                let parsed = range
-                    .last
-                    .split_once('-')
-                    .and_then(|(m, s)| Some((m.parse::<i64>().ok()?, s.parse::<u64>().ok()?)));
-                if let Some(name) = parsed {
-                    greatest = greatest.max(name);
-                }
+        for range in ranges.iter().filter(|r| r.replica == self.log_replica) {
+            let parsed = range
+                .last
+                .split_once('-')
+                .and_then(|(m, s)| Some((m.parse::<i64>().ok()?, s.parse::<u64>().ok()?)));
+            if let Some(name) = parsed {
+                greatest = greatest.max(name);
             }
         }
         let mut names = self.push_names();

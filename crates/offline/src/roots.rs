@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::data_file::DataFile;
 use crate::error::{Error, Result};
 use crate::object::{ObjectStores, is_url};
-use remote::RemoteRoot;
+pub(crate) use remote::RemoteRoot;
 pub(crate) use remote::RemoteTarget;
 
 /// Deepest directory level a walk descends to.

@@ -67,8 +67,10 @@ impl Components {
                 "--offline-memory-limit",
             )
             .with_spill_limit(options.limits.max_spill_bytes, "--max-spill-bytes");
-        if let Some(dir) = &options.push_log_dir {
-            offline = offline.with_shared_push_log(dir, &options.replica.id)?;
+        if let Some(location) = &options.push_log_dir {
+            let stores =
+                quiver_offline::ObjectStores::new(options.files.object_store_options.clone());
+            offline = offline.with_shared_push_log(location, &options.replica.id, &stores)?;
         }
         let offline = Arc::new(offline);
         // Nothing is being written yet: what a crashed append left behind can go.

@@ -70,9 +70,10 @@ pub struct ServerOptions {
     pub registry_store: Option<String>,
     pub registry_poll_interval: std::time::Duration,
     /// Where push logs live (`--push-log-dir`): `None` for `<data_dir>/offline`, or a
-    /// directory every replica mounts (a network file system): the replicas' files are then
-    /// named by `replica.id`, and every replica's joins read them all.
-    pub push_log_dir: Option<PathBuf>,
+    /// directory every replica mounts (a network file system) or an object-storage prefix
+    /// (`s3://bucket/prefix`, `gs://`, `az://`): the replicas' files are then named by
+    /// `replica.id`, and every replica's joins read them all.
+    pub push_log_dir: Option<String>,
     /// This replica among those sharing the stores: its name, and how it holds jobs.
     pub replica: ReplicaOptions,
 }

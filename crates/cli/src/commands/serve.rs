@@ -78,11 +78,13 @@ pub(crate) struct ServeArgs {
     /// `--registry-store`). [default: 5]
     #[arg(long, env = "QUIVER_REGISTRY_POLL_INTERVAL", value_name = "SECONDS")]
     registry_poll_interval: Option<u64>,
-    /// A directory every replica mounts (a network file system) for the push logs, instead
-    /// of `<data-dir>/offline`: each replica's files carry its `--replica-id` (keep it stable
-    /// across restarts), and every replica's joins and exports read them all.
-    #[arg(long, env = "QUIVER_PUSH_LOG_DIR", value_name = "DIR")]
-    push_log_dir: Option<PathBuf>,
+    /// Where push logs live when replicas share them, instead of `<data-dir>/offline`: a
+    /// directory every replica mounts (a network file system) or object storage
+    /// (`s3://BUCKET/PREFIX`, `gs://...`, `az://...`; credentials as for sources). Each
+    /// replica's files carry its `--replica-id` (keep it stable across restarts), and every
+    /// replica's joins and exports read them all.
+    #[arg(long, env = "QUIVER_PUSH_LOG_DIR", value_name = "DIR|URL")]
+    push_log_dir: Option<String>,
     /// This replica's name among the replicas sharing an online store or a push log (in
     /// lease holders, logs and push-log file names): 1 to 200 of `A-Z a-z 0-9 . _ -`.
     /// [default: <host name>-<process id>]
