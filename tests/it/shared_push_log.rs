@@ -92,19 +92,11 @@ async fn replicas_share_a_push_log_in_object_storage() -> anyhow::Result<()> {
     // (one client, one at a time) in the order they were made.
     let want: Vec<Option<i64>> = (0..USERS).map(|u| Some(code(2, ROUNDS - 1, u))).collect();
     let users: Vec<i64> = (0..USERS).collect();
-    let joined = |server: &'static str| format!("the join on replica {server}");
-    assert_eq!(
-        export_a_at(&a, &mut clients_a, &users, T).await?.1,
-        want,
-        "{}",
-        joined("A")
-    );
-    assert_eq!(
-        export_a_at(&b, &mut clients_b, &users, T).await?.1,
-        want,
-        "{}",
-        joined("B")
-    );
+    let when = "as pushed";
+    for (name, server, clients) in [("A", &a, &mut clients_a), ("B", &b, &mut clients_b)] {
+        let joined = export_a_at(server, clients, &users, T).await?.1;
+        assert_eq!(joined, want, "the join on replica {name} {when}");
+    }
 
     // Each replica merges its own objects (48 single-row pushes each, at least 8 per run).
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -115,29 +107,18 @@ async fn replicas_share_a_push_log_in_object_storage() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(
-        export_a_at(&a, &mut clients_a, &users, T).await?.1,
-        want,
-        "{}",
-        joined("A")
-    );
-    assert_eq!(
-        export_a_at(&b, &mut clients_b, &users, T).await?.1,
-        want,
-        "{}",
-        joined("B")
-    );
+    let when = "after compaction";
+    for (name, server, clients) in [("A", &a, &mut clients_a), ("B", &b, &mut clients_b)] {
+        let joined = export_a_at(server, clients, &users, T).await?.1;
+        assert_eq!(joined, want, "the join on replica {name} {when}");
+    }
     // A restarted replica resumes its names past its own objects and reads them all.
     a.stop().await?;
     let a = replica(&moto, "replica-a").await?;
     let mut clients_a = a.clients().await?;
     setup(&a, &mut clients_a, &source, "0").await?;
-    assert_eq!(
-        export_a_at(&a, &mut clients_a, &users, T).await?.1,
-        want,
-        "{}",
-        joined("A")
-    );
+    let joined = export_a_at(&a, &mut clients_a, &users, T).await?.1;
+    assert_eq!(joined, want, "the join on replica A after a restart");
     a.stop().await?;
     b.stop().await?;
     Ok(())

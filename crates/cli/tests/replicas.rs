@@ -195,23 +195,7 @@ fn pushes_acknowledged_before_a_kill_9_are_kept() {
     let acknowledged = runtime.block_on(pushers).expect("the pushers end");
     assert!(acknowledged.len() >= 200, "{}", acknowledged.len());
 
-    let served = |server: &ServerProcess| {
-        let ids: Vec<String> = acknowledged.iter().map(i64::to_string).collect();
-        let entity = format!("driver_id={}", ids.join(","));
-        let json = support::ok(server.quiver(&[
-            "get",
-            "--service",
-            "driver_model",
-            "--entity",
-            &entity,
-            "--format",
-            "json",
-        ]));
-        json.lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("json"))
-            .map(|row| (row["driver_id"].as_i64(), row["conv_rate"].as_f64()))
-            .collect::<Vec<_>>()
-    };
+    let served = |server: &ServerProcess| support::served_conv_rates(server, &acknowledged);
     let want: Vec<_> = acknowledged
         .iter()
         .map(|id| (Some(*id), Some(*id as f32 as f64)))

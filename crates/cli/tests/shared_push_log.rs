@@ -40,23 +40,10 @@ async fn push_rounds(url: String, replica: i64, event: i64) {
 
 /// `conv_rate` per driver id as served online by `server`.
 fn served(server: &ServerProcess) -> BTreeMap<i64, f64> {
-    let ids: Vec<String> = (1..=KEYS).map(|id| id.to_string()).collect();
-    let entity = format!("driver_id={}", ids.join(","));
-    let json = support::ok(server.quiver(&[
-        "get",
-        "--service",
-        "driver_model",
-        "--entity",
-        &entity,
-        "--format",
-        "json",
-    ]));
-    json.lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("json"))
-        .map(|row| {
-            let id = row["driver_id"].as_i64().expect("an id");
-            (id, row["conv_rate"].as_f64().expect("a value"))
-        })
+    let ids: Vec<i64> = (1..=KEYS).collect();
+    support::served_conv_rates(server, &ids)
+        .into_iter()
+        .map(|(id, rate)| (id.expect("an id"), rate.expect("a value")))
         .collect()
 }
 

@@ -222,3 +222,26 @@ pub(crate) fn push_row(id: i64, event: i64, conv_rate: f32) -> quiver_proto::v1:
         mode: v1::PushMode::Unspecified as i32,
     }
 }
+
+/// `(driver_id, conv_rate)` of service `driver_model` for `ids`, as `server` serves them
+/// online (`quiver get --format json`), in the order asked.
+pub(crate) fn served_conv_rates(
+    server: &ServerProcess,
+    ids: &[i64],
+) -> Vec<(Option<i64>, Option<f64>)> {
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let entity = format!("driver_id={}", ids.join(","));
+    let json = ok(server.quiver(&[
+        "get",
+        "--service",
+        "driver_model",
+        "--entity",
+        &entity,
+        "--format",
+        "json",
+    ]));
+    json.lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("json"))
+        .map(|row| (row["driver_id"].as_i64(), row["conv_rate"].as_f64()))
+        .collect()
+}
