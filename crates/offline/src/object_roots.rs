@@ -191,7 +191,7 @@ fn relative_to(location: &ObjectPath, prefix: &str) -> String {
 }
 
 /// Blocking: every object under `prefix`, at most [`MAX_ENTRIES`].
-fn list(
+pub(crate) fn list(
     store: &Arc<dyn ObjectStore>,
     base: &str,
     prefix: &str,

@@ -13,28 +13,24 @@
 //!   still read them.
 //!
 //! Calls block (they run the store's futures on the current Tokio runtime from the blocking
-//! pool). Listings are bounded like any other (`roots::MAX_ENTRIES` objects per view).
+//! pool). Listings are bounded like any other (`roots::MAX_ENTRIES` objects).
 
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
 
 use crate::data_file::{DataFile, RemoteFile};
 use crate::error::{Error, Result};
 use crate::files::{LogRange, log_range_of, order_log};
 use crate::object::{ObjectStores, block_on, object_error};
-use crate::roots::RemoteRoot;
+use crate::roots::{RemoteRoot, list_objects};
 
 /// The flag that names a push log's location, for messages.
 const FLAG: &str = "--push-log-dir";
-
-/// Objects a view's push log may hold before a listing is refused.
-const MAX_OBJECTS: usize = 100_000;
 
 /// Where a merged file's batches go, one at a time.
 pub(crate) type BatchSink<'a> = dyn FnMut(&RecordBatch) -> Result<()> + 'a;
@@ -178,31 +174,15 @@ impl RemoteLog {
     /// Blocking: every object under the prefix (or under `dir` in it), as (key relative to
     /// the prefix, object), at most [`MAX_OBJECTS`].
     fn list(&self, dir: Option<&str>) -> Result<Vec<(String, LogObject)>> {
-        let prefix = match dir {
-            Some(dir) => Some(self.key(dir)?),
-            None if self.root.url.key.is_empty() => None,
-            None => Some(self.key("")?),
+        let root_key = self.root.url.key.clone();
+        let prefix = match (dir, root_key.as_str()) {
+            (Some(dir), "") => dir.to_string(),
+            (Some(dir), root) => format!("{root}/{dir}"),
+            (None, root) => root.to_string(),
         };
         let base = self.root.url.bucket_url();
-        let root_key = self.root.url.key.clone();
         let store: &Arc<dyn ObjectStore> = &self.root.store;
-        let url = self.url();
-        let metas: Vec<ObjectMeta> = block_on(async {
-            let mut stream = store.list(prefix.as_ref());
-            let mut found = Vec::new();
-            while let Some(meta) = stream.next().await {
-                found.push(meta.map_err(|e| object_error(&url, &e))?);
-                if found.len() > MAX_OBJECTS {
-                    return Err(Error::invalid(
-                        FLAG,
-                        format!(
-                            "{url} holds more than {MAX_OBJECTS} objects under one listing; compact the push log"
-                        ),
-                    ));
-                }
-            }
-            Ok(found)
-        })??;
+        let metas = list_objects(store, &base, &prefix, FLAG, &self.url())?;
         Ok(metas
             .into_iter()
             .map(|meta| {

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::object::{ObjectStores, is_url};
 pub(crate) use remote::RemoteRoot;
 pub(crate) use remote::RemoteTarget;
+pub(crate) use remote::list as list_objects;
 
 /// Deepest directory level a walk descends to.
 const MAX_DEPTH: usize = 32;
