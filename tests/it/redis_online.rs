@@ -168,9 +168,9 @@ fn redis_and_rocksdb_agree_on_every_row() -> anyhow::Result<()> {
 
 /// Rows equal on (event, created) written in random order, each from a random push-log
 /// position (replicas with shared prefixes, names past 2^53, row indexes) or from none: Redis
-/// and RocksDB each keep the row at the greatest position, which the reference picks by the
-/// positions' own order (not by their byte tokens); a row from no position loses every tie
-/// to a pushed one.
+/// and RocksDB each keep the row the reference keeps, which compares the positions' own
+/// order (not their byte tokens): between two positions the greater wins, and a row from no
+/// position (a materialization's) wins every tie and loses none.
 #[test]
 fn ties_keep_the_row_at_the_greatest_log_position() -> anyhow::Result<()> {
     use quiver_core::semantics::LogPosition;
@@ -212,9 +212,13 @@ fn ties_keep_the_row_at_the_greatest_log_position() -> anyhow::Result<()> {
             )?,
         );
         assert_eq!(from_redis, from_rocks, "write {n}");
-        // Not older: an equal position (or none against none) is written again.
+        // Not older: an equal position is written again.
         let kept = greatest.entry(id).or_insert((position.clone(), n));
-        if position >= kept.0 {
+        let wins = match (&position, &kept.0) {
+            (Some(incoming), Some(stored)) => incoming >= stored,
+            _ => true,
+        };
+        if wins {
             *kept = (position, n);
         }
     }

@@ -39,14 +39,7 @@ async fn push_rounds(server: &TestServer, replica: i64) -> anyhow::Result<()> {
     let mut clients = server.clients().await?;
     for round in 0..ROUNDS {
         for user in 0..USERS {
-            let row = TestRow {
-                user_id: user,
-                event_ts: T - 1_000_000,
-                created_ts: T - 1_000_000,
-                a: code(replica, round, user),
-                b: None,
-                s: String::new(),
-            };
+            let row = tied(user, code(replica, round, user));
             clients.online.push(push_request(&[row])).await?;
         }
     }
@@ -112,14 +105,72 @@ async fn replicas_share_a_push_log_in_object_storage() -> anyhow::Result<()> {
         let joined = export_a_at(server, clients, &users, T).await?.1;
         assert_eq!(joined, want, "the join on replica {name} {when}");
     }
-    // A restarted replica resumes its names past its own objects and reads them all.
+    // A restarted replica reads every object, and its pushes after the restart come after
+    // its earlier ones: a tie between the two keeps the later.
+    let late = USERS;
+    clients_a
+        .online
+        .push(push_request(&[tied(late, 1)]))
+        .await?;
     a.stop().await?;
     let a = replica(&moto, "replica-a").await?;
     let mut clients_a = a.clients().await?;
     setup(&a, &mut clients_a, &source, "0").await?;
-    let joined = export_a_at(&a, &mut clients_a, &users, T).await?.1;
-    assert_eq!(joined, want, "the join on replica A after a restart");
+    clients_a
+        .online
+        .push(push_request(&[tied(late, 2)]))
+        .await?;
+    let mut want_all = want.clone();
+    want_all.push(Some(2));
+    let all: Vec<i64> = (0..=late).collect();
+    let joined = export_a_at(&a, &mut clients_a, &all, T).await?.1;
+    assert_eq!(joined, want_all, "the join on replica A after a restart");
+    let joined = export_a_at(&b, &mut clients_b, &all, T).await?.1;
+    assert_eq!(joined, want_all, "the join on replica B after A's restart");
     a.stop().await?;
     b.stop().await?;
+    Ok(())
+}
+
+/// A pushed row of `user` with `a`, at the tests' one event and created time.
+fn tied(user: i64, a: i64) -> TestRow {
+    TestRow {
+        user_id: user,
+        event_ts: T - 1_000_000,
+        created_ts: T - 1_000_000,
+        a,
+        b: None,
+        s: String::new(),
+    }
+}
+
+/// A server whose data directory holds pushes logged before `--push-log-dir` refuses to
+/// start with it (joins on the shared log would no longer read them), naming the directory
+/// and what to do.
+#[tokio::test]
+async fn a_local_push_log_must_be_moved_before_sharing() -> anyhow::Result<()> {
+    let server = TestServer::start_with(tempfile::tempdir()?, ManualClock::new(T), |_| {}).await?;
+    let mut clients = server.clients().await?;
+    setup(&server, &mut clients, &[tied(1, 1)], "0").await?;
+    clients.online.push(push_request(&[tied(1, 2)])).await?;
+    let (dir, clock) = server.stop().await?;
+    let shared = dir.path().join("shared");
+    // A start that fails ends the server task: stopping it returns the error.
+    let refused = TestServer::start_with(dir, clock, move |o| {
+        o.push_log_dir = Some(shared.to_string_lossy().into_owned());
+        o.replica.id = "replica-a".into();
+    })
+    .await?;
+    let error = refused
+        .stop()
+        .await
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(
+        error.contains("push-log file(s) written without --push-log-dir")
+            && error.contains("copy them to"),
+        "{error}"
+    );
     Ok(())
 }

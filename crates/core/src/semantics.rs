@@ -35,12 +35,17 @@ pub fn row_order(event_ts: Micros, created_ts: Option<Micros>) -> RowOrder {
 /// not pushed through the push log, which is lowest).
 pub type TiedOrder<'a> = (RowOrder, &'a [u8]);
 
-/// "Writes to the online store": a write replaces the stored row only if it is not older;
-/// rows equal on [`RowOrder`] are ordered by their tie tokens (bytewise), so the row the
-/// offline path takes last ("Ties between pushes") is the one kept online, whatever order
-/// the writes arrive in.
+/// "Writes to the online store": a write replaces the stored row only if it is not older.
+/// Between two pushed rows equal on [`RowOrder`], the tie tokens decide (bytewise), so the
+/// row the offline path takes last ("Ties between pushes") is kept online whatever order
+/// the writes arrive in. A row without a token (a materialization's: the offline path's
+/// pick at the time of its scan) wins every tie, and a pushed row wins a tie against one.
 pub fn write_wins(incoming: TiedOrder<'_>, stored: Option<TiedOrder<'_>>) -> bool {
-    stored.is_none_or(|stored| incoming >= stored)
+    stored.is_none_or(|(order, tie)| match incoming.0.cmp(&order) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => incoming.1.is_empty() || tie.is_empty() || incoming.1 >= tie,
+    })
 }
 
 /// "Ties between pushes": where a pushed row stands in its view's push log. Push-log files
@@ -232,13 +237,18 @@ mod tests {
         positions.sort_by_key(LogPosition::tie_token);
         assert_eq!(positions, sorted);
         assert!(sorted.windows(2).all(|w| w[0] < w[1]));
-        // A pushed row wins a tie against a row without a token, and the later position wins.
+        // Between pushed rows the later position wins a tie; a row without a token wins every
+        // tie (a materialization's pick), and a pushed row wins a tie against one.
         let (first, second) = (at("a", 5, 0, 0).tie_token(), at("a", 5, 0, 1).tie_token());
         let order = row_order(10, Some(1));
-        assert!(write_wins((order, &first), Some(untied(order))));
-        assert!(!write_wins(untied(order), Some((order, &first))));
         assert!(write_wins((order, &second), Some((order, &first))));
         assert!(!write_wins((order, &first), Some((order, &second))));
+        assert!(write_wins((order, &first), Some(untied(order))));
+        assert!(write_wins(untied(order), Some((order, &second))));
+        assert!(!write_wins(
+            untied(row_order(10, None)),
+            Some((order, &first))
+        ));
         // The row order comes first: a newer row without a token beats an older pushed one.
         assert!(write_wins(
             untied(row_order(11, None)),

@@ -76,9 +76,12 @@ pub struct CompactionReport {
 }
 
 /// How long a shared push log keeps the files a merged file covers (hidden from new
-/// listings): longer than any read that listed them before the merge (requests end within
-/// `--request-timeout`, 10 minutes by default).
-pub(crate) const SHARED_DELETE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+/// listings): longer than a read that listed them before the merge is expected to last
+/// (requests end within `--request-timeout`, 10 minutes by default; exports and
+/// materializations of one view take minutes). A read over a shared log that lasts longer
+/// may find a file gone and fail; running it again lists the merged file.
+pub(crate) const SHARED_DELETE_GRACE: std::time::Duration =
+    std::time::Duration::from_secs(6 * 3600);
 
 /// A push-log file as listed: its range (None: not named like the log's), size and
 /// modification time.
@@ -108,24 +111,10 @@ impl LogDir<'_> {
     /// those one does.
     fn listing(&self) -> Result<(Vec<Listed>, Vec<Listed>)> {
         match self {
-            LogDir::Local(dir) => {
-                let stat = |path: PathBuf| -> Result<Listed> {
-                    let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
-                    let modified = meta.modified().map_err(|e| Error::io(&path, e))?;
-                    Ok(Listed {
-                        range: log_range(&path),
-                        bytes: meta.len(),
-                        modified,
-                        file: DataFile::Local(path),
-                    })
-                };
-                let visible = push_log_files(dir)?.into_iter().map(stat);
-                let covered = covered_push_log_files(dir)?.into_iter().map(stat);
-                Ok((
-                    visible.collect::<Result<_>>()?,
-                    covered.collect::<Result<_>>()?,
-                ))
-            }
+            LogDir::Local(dir) => Ok((
+                stat_all(push_log_files(dir)?)?,
+                stat_all(covered_push_log_files(dir)?)?,
+            )),
             LogDir::Remote(log, dir) => {
                 let listed = |object: LogObject| Listed {
                     range: object.range,
@@ -216,6 +205,26 @@ impl OfflineStore {
     }
 }
 
+/// Size and modification time of each of `paths`; a file gone since its directory was read
+/// (another replica deleted its covered file) is left out.
+fn stat_all(paths: Vec<PathBuf>) -> Result<Vec<Listed>> {
+    let mut listed = Vec::with_capacity(paths.len());
+    for path in paths {
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        listed.push(Listed {
+            range: log_range(&path),
+            bytes: meta.len(),
+            modified: meta.modified().map_err(|e| Error::io(&path, e))?,
+            file: DataFile::Local(path),
+        });
+    }
+    Ok(listed)
+}
+
 /// `covered` files of `replica` whose covering merged file (among `visible`) was written at
 /// least [`SHARED_DELETE_GRACE`] ago.
 fn covered_long_enough(visible: &[Listed], replica: &str, covered: Vec<Listed>) -> Vec<Listed> {
@@ -264,8 +273,9 @@ fn runs(
         }
     };
     for listed in files {
-        // Another replica's files are not ours to merge (and never between ours).
-        if listed.range.as_ref().is_some_and(|r| r.replica != replica) {
+        // Another replica's files are not ours to merge (and never between ours); a file not
+        // named like the log's sorts with the unnamed replica.
+        if listed.range.as_ref().map_or("", |r| r.replica.as_str()) != replica {
             continue;
         }
         // A file at or above the horizon may have older neighbours still being written.

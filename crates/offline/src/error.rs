@@ -46,6 +46,11 @@ pub enum Error {
         kind: ObjectErrorKind,
         message: String,
     },
+    /// The write of a push-log file that several appends shared failed: each append gets
+    /// the failure with the original error's code (a store that cannot be reached stays
+    /// UNAVAILABLE for every caller).
+    #[error("push log: {message}")]
+    GroupCommit { code: ErrorCode, message: String },
     /// More data than the in-memory structures address (for example > 4 billion rows).
     #[error("too much data: {0}")]
     TooLarge(String),
@@ -101,6 +106,7 @@ impl Error {
                 ObjectErrorKind::Other => ErrorCode::Internal,
             },
             Error::TooLarge(_) | Error::OverBudget(_) => ErrorCode::ResourceExhausted,
+            Error::GroupCommit { code, .. } => *code,
             // The source's own classification is not known here.
             Error::InputStream { .. } => ErrorCode::Internal,
         }

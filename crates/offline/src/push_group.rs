@@ -28,10 +28,13 @@ struct State {
     /// Whether a leader is writing a group now.
     writing: bool,
     next_ticket: u64,
-    /// Outcomes not collected yet, by ticket (an error as text: one error fails every append
-    /// of its file).
-    done: HashMap<u64, Result<Placed, String>>,
+    /// Outcomes not collected yet, by ticket (an error as its code and text: one error fails
+    /// every append of its file).
+    done: HashMap<u64, Outcome>,
 }
+
+/// An append's outcome, shareable by the appends of one file.
+type Outcome = Result<Placed, (quiver_core::ErrorCode, String)>;
 
 /// Where an append's rows were written: the file's name `(micros, seq)` and the index of
 /// the append's first row in it.
@@ -72,7 +75,7 @@ impl PushQueue {
             state.next_ticket += 1;
             state.waiting.push(Append {
                 ticket,
-                dir: dir.clone(),
+                dir,
                 batches,
             });
             ticket
@@ -80,12 +83,7 @@ impl PushQueue {
         let mut state = self.lock();
         loop {
             if let Some(outcome) = state.done.remove(&ticket) {
-                return outcome.map_err(|message| {
-                    Error::io(
-                        &dir,
-                        std::io::Error::other(format!("group commit: {message}")),
-                    )
-                });
+                return outcome.map_err(|(code, message)| Error::GroupCommit { code, message });
             }
             if state.writing {
                 state = self
@@ -103,7 +101,7 @@ impl PushQueue {
                 tickets: group.iter().map(|a| a.ticket).collect(),
             };
             for file in files(group) {
-                let outcome = write(&file).map_err(|e| e.to_string());
+                let outcome = write(&file).map_err(|e| (e.code(), e.to_string()));
                 leading
                     .outcomes
                     .extend(file.tickets.iter().map(|&(t, first_row)| {
@@ -125,7 +123,7 @@ impl PushQueue {
 /// without one failed, and the next leader may start.
 struct Leading<'a> {
     queue: &'a PushQueue,
-    outcomes: Vec<(u64, Result<Placed, String>)>,
+    outcomes: Vec<(u64, Outcome)>,
     tickets: Vec<u64>,
 }
 
@@ -135,10 +133,10 @@ impl Drop for Leading<'_> {
         state.writing = false;
         state.done.extend(self.outcomes.drain(..));
         for ticket in &self.tickets {
-            state
-                .done
-                .entry(*ticket)
-                .or_insert_with(|| Err("the group's write stopped".into()));
+            state.done.entry(*ticket).or_insert_with(|| {
+                let stopped = "the group's write stopped".to_string();
+                Err((quiver_core::ErrorCode::Internal, stopped))
+            });
         }
         drop(state);
         self.queue.written.notify_all();

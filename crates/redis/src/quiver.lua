@@ -1,7 +1,8 @@
 #!lua name=quiver
 -- Quiver's ordering rule, atomic per key: a row replaces the stored one only if it is not
--- older by (event time, created time, tie token), a missing created time lowest and a missing
--- token lowest (quiver_core::semantics::write_wins). Rows are Quiver's online value layout
+-- older by (event time, created time), a missing created time lowest; between two rows equal
+-- on both that carry tie tokens the greater token wins, and a row without one wins every tie
+-- and loses none to a token (quiver_core::semantics::write_wins). Rows are Quiver's online value layout
 -- (quiver-online row_codec, format 1, or 2 with a tie token):
 --   [u8 format][u32 view_version LE][i64 event LE][u8 created flag][i64 created LE if flag]
 --   format 2 only: [u8 token length][token bytes]
@@ -51,6 +52,21 @@ local function not_older(incoming, stored)
   return #incoming >= #stored
 end
 
+-- ROW_ORDER_LEN elements are (event, created); a token follows in format 2. Tokens decide only
+-- when both rows have one.
+local ROW_ORDER_LEN = 5
+local function row_not_older(incoming, stored)
+  for i = 1, ROW_ORDER_LEN do
+    if incoming[i] ~= stored[i] then
+      return incoming[i] > stored[i]
+    end
+  end
+  if #incoming == ROW_ORDER_LEN or #stored == ROW_ORDER_LEN then
+    return true
+  end
+  return not_older(incoming, stored)
+end
+
 -- The order of an i64 (8 bytes, little-endian), or nil.
 local function i64_order(value)
   if #value ~= 8 then
@@ -60,8 +76,9 @@ local function i64_order(value)
   return { hi, lo }
 end
 
--- Writes VALUE at KEY unless the stored value is newer by ORDER_OF; 1 if written, 0 if not.
-local function write_unless_newer(key, value, order_of)
+-- Writes VALUE at KEY unless the stored value is newer by ORDER_OF and WINS (incoming,
+-- stored); 1 if written, 0 if not.
+local function write_unless_newer(key, value, order_of, wins)
   local incoming = order_of(value)
   if not incoming then
     return redis.error_reply('quiver: a value of an unknown layout was offered')
@@ -72,7 +89,7 @@ local function write_unless_newer(key, value, order_of)
     if not order then
       return redis.error_reply('quiver: the stored value has an unknown layout')
     end
-    if not not_older(incoming, order) then
+    if not wins(incoming, order) then
       return 0
     end
   end
@@ -83,7 +100,7 @@ end
 -- quiver_put KEY ROW [EXPIRE_AT_MS]: writes ROW unless the stored row is newer; 1 if
 -- written, 0 if not. With EXPIRE_AT_MS (Unix milliseconds), a written row expires then.
 local function put(keys, args)
-  local written = write_unless_newer(keys[1], args[1], row_order)
+  local written = write_unless_newer(keys[1], args[1], row_order, row_not_older)
   if written == 1 and args[2] then
     redis.call('PEXPIREAT', keys[1], args[2])
   end
@@ -92,7 +109,7 @@ end
 
 -- quiver_max KEY I64: keeps the greatest i64 (8 bytes, little-endian); 1 if raised.
 local function max(keys, args)
-  return write_unless_newer(keys[1], args[1], i64_order)
+  return write_unless_newer(keys[1], args[1], i64_order, not_older)
 end
 
 -- The order of i64::MIN: a missing watermark is the beginning of time.

@@ -68,6 +68,15 @@ impl Components {
             )
             .with_spill_limit(options.limits.max_spill_bytes, "--max-spill-bytes");
         if let Some(location) = &options.push_log_dir {
+            // Pushes logged before the log was shared would be read by no join any more.
+            let local = offline.committed_push_log()?;
+            if !local.is_empty() {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} holds {} push-log file(s) written without --push-log-dir, which joins on the shared push log would not read: copy them to {location} under the same relative paths (<view>[@<generation>]/<file>), then remove them, or start without --push-log-dir",
+                    options.data_dir.join("offline").display(),
+                    local.len()
+                )));
+            }
             let stores =
                 quiver_offline::ObjectStores::new(options.files.object_store_options.clone());
             offline = offline.with_shared_push_log(location, &options.replica.id, &stores)?;

@@ -218,14 +218,19 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         );
         options.registry_poll_interval = std::time::Duration::from_secs(seconds);
     }
-    if let Some(id) = args.replica_id.or(file.replica_id.clone()) {
+    let replica_id = args.replica_id.or(file.replica_id.clone());
+    if let Some(id) = &replica_id {
         anyhow::ensure!(
-            quiver_offline::valid_replica(&id),
+            quiver_offline::valid_replica(id),
             "--replica-id must be 1 to 200 of A-Z a-z 0-9 . _ -, got `{id}`"
         );
-        options.replica.id = id;
+        options.replica.id = id.clone();
     }
     options.push_log_dir = args.push_log_dir.or(file.push_log_dir.clone());
+    anyhow::ensure!(
+        options.push_log_dir.is_none() || replica_id.is_some(),
+        "--push-log-dir needs --replica-id: a name that stays the same across restarts (such as a StatefulSet pod name), since a replica compacts only the files it named"
+    );
     if let Some(seconds) = args.lease_ttl.or(file.lease_ttl) {
         anyhow::ensure!(
             (1..=86_400).contains(&seconds),

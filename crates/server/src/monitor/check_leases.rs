@@ -2,8 +2,9 @@
 //! one replica, which holds the lease `drift/<kind>:<name>` while it runs and then leaves
 //! the record `drift-ran/<kind>:<name>` for the schedule's `every`; another replica skips a
 //! check that is leased or recorded, so one webhook POST and one set of gauges come from
-//! each interval. A lease that expires during a long check lets another replica run it too
-//! (a duplicate, never a missed check). With the embedded store the lease and the record are
+//! each interval. The lease is renewed at a third of `--lease-ttl` while the check runs; one
+//! that expires anyway (the store unreachable, the replica stalled) lets another replica run
+//! the check too (a duplicate, never a missed check). With the embedded store the lease and the record are
 //! in-process and always this replica's.
 
 use std::sync::Arc;
@@ -49,6 +50,35 @@ impl CheckLeases {
             Ok(true)
         })
         .await
+    }
+
+    /// Runs `work` while renewing the lease of `subject` at a third of its TTL; a renewal that
+    /// fails is logged and not tried again (the check goes on).
+    pub(crate) async fn while_held<T>(
+        &self,
+        subject: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let renewals = async {
+            loop {
+                tokio::time::sleep(self.ttl / 3).await;
+                let (store, holder, ttl) = (Arc::clone(&self.store), self.holder.clone(), self.ttl);
+                let lease = lease_name(subject);
+                let renewed =
+                    crate::run_blocking(move || Ok(store.renew_lease(&lease, &holder, ttl)?)).await;
+                if !matches!(renewed, Ok(true)) {
+                    tracing::warn!(%subject, ?renewed, "lost the lease of a scheduled check while it ran");
+                    break;
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            out = &mut work => out,
+            // Renewals never end (they wait forever once one failed).
+            () = renewals => work.await,
+        }
     }
 
     /// Gives the check back; `ran_at` records a completed check for `every`.

@@ -177,14 +177,21 @@ impl DriftChecks {
             let name = key(&subject);
             match self.leases.take(&name).await {
                 Ok(true) => {}
-                Ok(false) => continue,
+                Ok(false) => {
+                    // Another replica runs it: its gauges are the current ones.
+                    self.forget(&subject);
+                    continue;
+                }
                 Err(error) => {
                     tracing::warn!(subject = %name, %error, "cannot take a scheduled drift check");
                     continue;
                 }
             }
             let started = self.monitor.clock.now();
-            let result = self.check(&subject, &schedule).await;
+            let result = self
+                .leases
+                .while_held(&name, self.check(&subject, &schedule))
+                .await;
             let ran = matches!(result, Ok(true)).then_some(started);
             self.leases.finish(&name, ran, schedule.every).await;
             let outcome = match result {
@@ -228,6 +235,21 @@ impl DriftChecks {
             webhook.notify(subject, reference.id, current.id, &report, now);
         }
         Ok(true)
+    }
+
+    /// Drops the subject's gauges (another replica checked it since).
+    fn forget(&self, subject: &SubjectRef) {
+        let (kind, name) = (subject.kind(), subject.name());
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(previous) = last.remove(&key(subject)) else {
+            return;
+        };
+        for (feature, metric) in previous.series {
+            let labels = [kind, name, feature.as_str(), metric];
+            let _ = self.score.remove_label_values(&labels);
+            let _ = self.status.remove_label_values(&labels);
+        }
+        let _ = self.checked_at.remove_label_values(&[kind, name]);
     }
 
     /// Replaces the subject's gauges with `report`'s scores.
