@@ -168,35 +168,77 @@ async fn replicas_share_registry_versions_in_object_storage() -> anyhow::Result<
     Ok(())
 }
 
+/// A replica on the registry in moto, reading sources and labels under `dir`, with its
+/// uploads also in `uploads` (a URL) when given.
+async fn over_shared(
+    moto: &Moto,
+    dir: &std::path::Path,
+    uploads: Option<String>,
+) -> anyhow::Result<TestServer> {
+    let (options, dir) = (moto.options(), dir.to_path_buf());
+    TestServer::start_with(tempfile::tempdir()?, ManualClock::new(T), move |o| {
+        o.registry_store = Some(format!("s3://{BUCKET}/prod"));
+        o.files.object_store_options = options;
+        o.files.source_roots.push(dir.clone());
+        o.files.labels_roots.push(dir);
+        o.upload_dir = uploads;
+    })
+    .await
+}
+
+/// Applies the fixture's project (in `dir`) through `applier`; returns once `others` serve
+/// it.
+async fn applied(
+    dir: &std::path::Path,
+    applier: &mut Clients,
+    others: &[&Clients],
+) -> anyhow::Result<()> {
+    let files = project_in(&dir.join("repo"), "2h", "")?;
+    assert_eq!(apply(applier, &files, 0).await?.registry_version, 1);
+    for other in others {
+        wait_for_version(&mut (*other).clone(), &files, 1).await?;
+    }
+    Ok(())
+}
+
+/// DoGet of `ticket` on `clients`: the rows, concatenated.
+async fn redeem(
+    clients: &Clients,
+    ticket: arrow_flight::Ticket,
+) -> Result<arrow::array::RecordBatch, arrow_flight::error::FlightError> {
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use futures::TryStreamExt;
+    let stream = FlightServiceClient::new(clients.channel.clone())
+        .do_get(ticket)
+        .await
+        .map_err(|status| arrow_flight::error::FlightError::Tonic(Box::new(status)))?
+        .into_inner()
+        .map_err(|status| arrow_flight::error::FlightError::Tonic(Box::new(status)));
+    let batches: Vec<arrow::array::RecordBatch> =
+        arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
+            .try_collect()
+            .await?;
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| arrow_flight::error::FlightError::ProtocolError("no batch".into()))?;
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+}
+
 /// Replicas sharing a registry hand out self-contained Flight tickets: a ticket from
 /// GetFlightInfo on A is redeemed on B (and again on A), with the same rows.
 #[tokio::test]
 async fn a_flight_ticket_from_one_replica_is_redeemed_on_another() -> anyhow::Result<()> {
     use arrow_flight::flight_service_client::FlightServiceClient;
-    use futures::TryStreamExt;
     use quiver_proto::prost::Message;
 
     let moto = Moto::start()?;
     moto.create_bucket(BUCKET)?;
     let shared = tempfile::tempdir()?;
-    let over_shared = |dir: std::path::PathBuf| {
-        let options = moto.options();
-        async move {
-            TestServer::start_with(tempfile::tempdir()?, ManualClock::new(T), move |o| {
-                o.registry_store = Some(format!("s3://{BUCKET}/prod"));
-                o.files.object_store_options = options;
-                o.files.source_roots.push(dir.clone());
-                o.files.labels_roots.push(dir);
-            })
-            .await
-        }
-    };
-    let a = over_shared(shared.path().to_path_buf()).await?;
-    let b = over_shared(shared.path().to_path_buf()).await?;
-    let (mut on_a, mut on_b) = (a.clients().await?, b.clients().await?);
-    let files = project_in(&shared.path().join("repo"), "2h", "")?;
-    assert_eq!(apply(&mut on_a, &files, 0).await?.registry_version, 1);
-    wait_for_version(&mut on_b, &files, 1).await?;
+    let a = over_shared(&moto, shared.path(), None).await?;
+    let b = over_shared(&moto, shared.path(), None).await?;
+    let (mut on_a, on_b) = (a.clients().await?, b.clients().await?);
+    applied(shared.path(), &mut on_a, &[&on_b]).await?;
     let labels = shared.path().join("labels.parquet");
     quiver_integration_tests::write_parquet(&labels, &[super::fixture::labels(5, T + 1)?])?;
     let cmd = v1::ExportRequest {
@@ -223,23 +265,68 @@ async fn a_flight_ticket_from_one_replica_is_redeemed_on_another() -> anyhow::Re
     );
     let mut answers = Vec::new();
     for clients in [&on_b, &on_a] {
-        let stream = FlightServiceClient::new(clients.channel.clone())
-            .do_get(ticket.clone())
-            .await?
-            .into_inner()
-            .map_err(|status| arrow_flight::error::FlightError::Tonic(Box::new(status)));
-        let batches: Vec<arrow::array::RecordBatch> =
-            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
-                .try_collect()
-                .await?;
-        answers.push(arrow::compute::concat_batches(
-            &batches[0].schema(),
-            &batches,
-        )?);
+        answers.push(redeem(clients, ticket.clone()).await?);
     }
     assert_eq!(answers[0].num_rows(), 5);
     assert_eq!(answers[0], answers[1], "the same rows from B and from A");
     a.stop().await?;
     b.stop().await?;
+    Ok(())
+}
+
+/// With `--upload-dir` (object storage here), a label table uploaded (DoPut) to A is joined
+/// by B: a ticket naming the upload is redeemed on B with A's rows. A replica without it
+/// does not find the upload (NOT_FOUND): the shared store is what B read.
+#[tokio::test]
+async fn an_upload_to_one_replica_is_joined_on_another() -> anyhow::Result<()> {
+    use arrow_flight::FlightClient;
+    use futures::TryStreamExt;
+    use quiver_proto::prost::Message;
+
+    let moto = Moto::start()?;
+    moto.create_bucket(BUCKET)?;
+    let shared = tempfile::tempdir()?;
+    let uploads = Some(format!("s3://{BUCKET}/uploads"));
+    let a = over_shared(&moto, shared.path(), uploads.clone()).await?;
+    let b = over_shared(&moto, shared.path(), uploads).await?;
+    let c = over_shared(&moto, shared.path(), None).await?;
+    let (mut on_a, on_b, on_c) = (a.clients().await?, b.clients().await?, c.clients().await?);
+    applied(shared.path(), &mut on_a, &[&on_b, &on_c]).await?;
+    let descriptor =
+        arrow_flight::FlightDescriptor::new_path(vec!["labels".into(), "train".into()]);
+    let data = arrow_flight::encode::FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(descriptor))
+        .build(futures::stream::iter([Ok(super::fixture::labels(
+            5,
+            T + 1,
+        )?)]));
+    let mut flight_a = FlightClient::new(on_a.plain.clone());
+    flight_a.do_put(data).await?.try_collect::<Vec<_>>().await?;
+    let ticket = arrow_flight::Ticket::new(
+        v1::ExportRequest {
+            selector: Some(v1::export_request::Selector::FeatureService("model".into())),
+            labels_upload: "train".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    let on_a_rows = redeem(&on_a, ticket.clone()).await?;
+    assert_eq!(on_a_rows.num_rows(), 5);
+    assert_eq!(
+        redeem(&on_b, ticket.clone()).await?,
+        on_a_rows,
+        "B joins A's upload"
+    );
+    let missing = redeem(&on_c, ticket)
+        .await
+        .expect_err("C does not share uploads");
+    let text = missing.to_string();
+    assert!(
+        text.contains("NotFound") || text.contains("not found"),
+        "{text}"
+    );
+    for server in [a, b, c] {
+        server.stop().await?;
+    }
     Ok(())
 }

@@ -57,6 +57,8 @@ pub(crate) struct ConfigFile {
     pub registry_store: Option<String>,
     /// Seconds between looks for versions applied elsewhere (`--registry-poll-interval`).
     pub registry_poll_interval: Option<u64>,
+    /// Where uploaded label tables are shared by replicas (`--upload-dir`).
+    pub upload_dir: Option<String>,
     /// A push-log directory shared by replicas (`--push-log-dir`).
     pub push_log_dir: Option<String>,
     /// This replica's name among those sharing an online store (`--replica-id`).

@@ -54,6 +54,7 @@ mod roots;
 mod scan;
 mod schema_check;
 mod served_log;
+mod shared_uploads;
 mod spill;
 mod spill_rows;
 mod spilled_join;
@@ -98,6 +99,7 @@ pub use registry_objects::ObjectRegistry;
 pub use roots::{OutputFile, Roots};
 pub use schema_check::ParquetSchemaCheck;
 pub use served_log::{REQUEST_ID, SERVED_AT, SERVICE_VERSION, ServedLogDir, ServedLogFile};
+pub use shared_uploads::SharedUploads;
 
 /// Quiver's canonical Arrow types and column builders, for crates that build Quiver-shaped
 /// data (the server's served-row log).

@@ -209,20 +209,20 @@ impl RemoteLog {
 
 /// A Parquet file encoded in memory (zstd, as the local log's files), `quiver.rows` added
 /// at the end like `parquet_writer::DurableWriter`.
-struct MemoryWriter {
+pub(crate) struct MemoryWriter {
     writer: ArrowWriter<Vec<u8>>,
     rows: u64,
 }
 
 impl MemoryWriter {
-    fn new(schema: SchemaRef, metadata: Vec<(String, String)>) -> Result<Self> {
+    pub(crate) fn new(schema: SchemaRef, metadata: Vec<(String, String)>) -> Result<Self> {
         let properties = crate::parquet_writer::properties(metadata, crate::parquet_writer::zstd);
         let writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties))
             .map_err(|e| Error::parquet(std::path::Path::new(FLAG), e))?;
         Ok(MemoryWriter { writer, rows: 0 })
     }
 
-    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.writer
             .write(batch)
             .map_err(|e| Error::parquet(std::path::Path::new(FLAG), e))?;
@@ -230,7 +230,7 @@ impl MemoryWriter {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(Vec<u8>, u64)> {
+    pub(crate) fn finish(mut self) -> Result<(Vec<u8>, u64)> {
         self.writer
             .append_key_value_metadata(parquet::file::metadata::KeyValue::new(
                 "quiver.rows".to_string(),

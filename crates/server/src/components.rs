@@ -144,6 +144,12 @@ impl Components {
             options.limits.max_skew_rows,
         )?);
         metrics.register(skew_checks.collectors())?;
+        let mut uploads = uploads::Uploads::new(&options.limits);
+        if let Some(location) = &options.upload_dir {
+            let stores =
+                quiver_offline::ObjectStores::new(options.files.object_store_options.clone());
+            uploads = uploads.with_shared(quiver_offline::SharedUploads::open(location, &stores)?);
+        }
         Ok(Components {
             offline: Arc::clone(&offline),
             served_log: Arc::clone(&served_log),
@@ -155,7 +161,7 @@ impl Components {
             exporter: Arc::new(export::Exporter::new(
                 Arc::clone(&registry),
                 Arc::clone(&offline),
-                Arc::new(uploads::Uploads::new(&options.limits)),
+                Arc::new(uploads),
                 roots.exports,
                 Arc::clone(&metrics),
                 Arc::clone(&monitor),

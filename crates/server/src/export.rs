@@ -265,7 +265,7 @@ impl Exporter {
                 let (input, label_name) = match labels {
                     Labels::Path(path) => (LabelInput::Parquet(path.clone()), path.clone()),
                     Labels::Upload(name) => (
-                        LabelInput::Batches(self.uploads.get(name)?),
+                        LabelInput::Batches(self.uploads.get(name).await?),
                         format!("upload:{}", upload_name(name)),
                     ),
                 };

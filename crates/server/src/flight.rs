@@ -300,10 +300,11 @@ impl FlightService for FlightExport {
         let reservation = Arc::into_inner(reservation).ok_or_else(|| {
             Error::Internal("the upload stream still holds its reservation".into())
         })?;
-        let stored =
-            self.exporter
-                .uploads()
-                .put(upload_key(&principal, &name), batches, reservation);
+        let stored = self
+            .exporter
+            .uploads()
+            .put(upload_key(&principal, &name), batches, reservation)
+            .await;
         audited(&principal, "DoPut", &format!("labels:{name}"), stored)?;
         tracing::info!(upload = %name, rows, "label table uploaded");
         let result = PutResult {

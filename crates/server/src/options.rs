@@ -74,6 +74,10 @@ pub struct ServerOptions {
     /// (`s3://bucket/prefix`, `gs://`, `az://`): the replicas' files are then named by
     /// `replica.id`, and every replica's joins read them all.
     pub push_log_dir: Option<String>,
+    /// Where label tables uploaded with DoPut are also stored (`--upload-dir`), so any
+    /// replica sharing it finds them: a directory every replica mounts, or an
+    /// object-storage prefix. `None`: each server keeps its uploads in memory only.
+    pub upload_dir: Option<String>,
     /// This replica among those sharing the stores: its name, and how it holds jobs.
     pub replica: ReplicaOptions,
 }
@@ -114,6 +118,7 @@ impl ServerOptions {
             registry_store: None,
             registry_poll_interval: std::time::Duration::from_secs(5),
             push_log_dir: None,
+            upload_dir: None,
             replica: ReplicaOptions::default(),
         }
     }

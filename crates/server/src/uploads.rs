@@ -3,6 +3,11 @@
 //! (`--max-upload-bytes`, `--max-upload-rows`), bytes of every table kept or arriving
 //! (`--max-uploads-total-bytes`) and the number of tables (`--max-uploads`). An upload over a
 //! limit is refused as soon as it crosses it, not after it has all arrived.
+//!
+//! With `--upload-dir` (replicas sharing it), each table is also stored there
+//! (`quiver_offline::SharedUploads`, named by a hash of the caller and the name), so any
+//! replica finds it: one that does not hold it in memory loads it, within the same bounds,
+//! while it is younger than `--upload-ttl`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -95,6 +100,11 @@ pub struct Uploads {
     budget: Arc<Budget>,
     max_bytes: u64,
     max_rows: u64,
+    /// Where every replica finds the tables (`--upload-dir`), if replicas share them.
+    shared: Option<Arc<quiver_offline::SharedUploads>>,
+    ttl: std::time::Duration,
+    /// When the shared tables past their time to live were last swept.
+    swept: Mutex<Option<std::time::Instant>>,
 }
 
 impl Uploads {
@@ -113,7 +123,16 @@ impl Uploads {
             }),
             max_bytes: limits.max_upload_bytes,
             max_rows: limits.max_upload_rows,
+            shared: None,
+            ttl: limits.upload_ttl,
+            swept: Mutex::new(None),
         }
+    }
+
+    /// Uploads also stored in `shared`, for every replica.
+    pub fn with_shared(mut self, shared: quiver_offline::SharedUploads) -> Self {
+        self.shared = Some(Arc::new(shared));
+        self
     }
 
     /// Starts accounting one upload.
@@ -127,13 +146,27 @@ impl Uploads {
         }
     }
 
-    /// Keeps an upload's table under `name` (replacing a table of that name).
-    pub fn put(
+    /// Keeps an upload's table under `name` (replacing a table of that name); with shared
+    /// uploads, stores it there too before answering (and sweeps expired ones hourly).
+    pub async fn put(
         &self,
         name: String,
         batches: Vec<RecordBatch>,
         reservation: Reservation,
     ) -> Result<()> {
+        if let Some(shared) = &self.shared {
+            let (shared, id, stored) = (Arc::clone(shared), shared_id(&name), batches.clone());
+            let sweep = self.sweep_due().then_some(self.ttl);
+            crate::run_blocking(move || {
+                shared.put(&id, &stored)?;
+                if let Some(ttl) = sweep {
+                    let removed = shared.sweep(ttl)?;
+                    tracing::debug!(removed, "swept shared uploads past --upload-ttl");
+                }
+                Ok(())
+            })
+            .await?;
+        }
         let upload = Upload {
             batches,
             _reservation: reservation,
@@ -141,21 +174,61 @@ impl Uploads {
         self.tables.insert(name, Arc::new(upload))
     }
 
-    pub fn get(&self, name: &str) -> Result<Vec<RecordBatch>> {
-        let upload = self.tables.get(name)?.ok_or_else(|| Error::NotFound {
+    /// The table uploaded under `name`: from memory, else (shared uploads) from where every
+    /// replica stores them, kept in memory from then on.
+    pub async fn get(&self, name: &str) -> Result<Vec<RecordBatch>> {
+        if let Some(upload) = self.tables.get(name)? {
+            return Ok(upload.batches.clone());
+        }
+        let missing = || Error::NotFound {
             what: "uploaded label table (uploads expire after --upload-ttl)",
             name: name.to_string(),
-        })?;
-        Ok(upload.batches.clone())
+        };
+        let Some(shared) = &self.shared else {
+            return Err(missing());
+        };
+        let (shared, id, ttl) = (Arc::clone(shared), shared_id(name), self.ttl);
+        let Some(batches) = crate::run_blocking(move || Ok(shared.get(&id, ttl)?)).await? else {
+            return Err(missing());
+        };
+        let reservation = self.reserve();
+        for batch in &batches {
+            reservation.add_bytes(batch.get_array_memory_size() as u64)?;
+            reservation.add_rows(batch.num_rows() as u64)?;
+        }
+        let upload = Upload {
+            batches: batches.clone(),
+            _reservation: reservation,
+        };
+        self.tables.insert(name.to_string(), Arc::new(upload))?;
+        Ok(batches)
     }
+
+    /// Whether an hour passed since the last sweep of the shared tables (and so one is due
+    /// now).
+    fn sweep_due(&self) -> bool {
+        let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
+        let due = swept.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(3600));
+        if due {
+            *swept = Some(std::time::Instant::now());
+        }
+        due
+    }
+}
+
+/// The shared file name of an upload: a hash of its key (the caller and the name), so no
+/// name can reach outside the directory or another caller's table.
+fn shared_id(key: &str) -> String {
+    use sha2::Digest;
+    quiver_core::fingerprint::hex(&sha2::Sha256::digest(key.as_bytes()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn bytes_are_given_back_when_an_upload_is_dropped() -> Result<()> {
+    #[tokio::test]
+    async fn bytes_are_given_back_when_an_upload_is_dropped() -> Result<()> {
         let uploads = Uploads::new(&Limits {
             max_upload_bytes: 100,
             max_uploads_total_bytes: 150,
@@ -168,13 +241,13 @@ mod tests {
         let second = uploads.reserve();
         let over_all = second.add_bytes(60).err().map(|e| e.to_string());
         assert!(over_all.is_some_and(|m| m.contains("--max-uploads-total-bytes")));
-        uploads.put("a".into(), Vec::new(), first)?;
+        uploads.put("a".into(), Vec::new(), first).await?;
         second.add_bytes(50)?;
         drop(second);
         // Replacing `a` drops its table and its bytes.
         let third = uploads.reserve();
         third.add_bytes(50)?;
-        uploads.put("a".into(), Vec::new(), third)?;
+        uploads.put("a".into(), Vec::new(), third).await?;
         let fourth = uploads.reserve();
         fourth.add_bytes(100)?;
         Ok(())

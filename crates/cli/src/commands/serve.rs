@@ -85,6 +85,12 @@ pub(crate) struct ServeArgs {
     /// replica's joins and exports read them all.
     #[arg(long, env = "QUIVER_PUSH_LOG_DIR", value_name = "DIR|URL")]
     push_log_dir: Option<String>,
+    /// Where label tables uploaded with Flight DoPut are also stored, so that an export or a
+    /// Flight ticket naming one works on every replica: a directory every replica mounts or
+    /// object storage (`s3://BUCKET/PREFIX`, ...). Tables are served for --upload-ttl after
+    /// they were stored, then deleted. [default: each server keeps its uploads in memory]
+    #[arg(long, env = "QUIVER_UPLOAD_DIR", value_name = "DIR|URL")]
+    upload_dir: Option<String>,
     /// This replica's name among the replicas sharing an online store or a push log (in
     /// lease holders, logs and push-log file names): 1 to 200 of `A-Z a-z 0-9 . _ -`.
     /// [default: <host name>-<process id>]
@@ -227,6 +233,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         options.replica.id = id.clone();
     }
     options.push_log_dir = args.push_log_dir.or(file.push_log_dir.clone());
+    options.upload_dir = args.upload_dir.or(file.upload_dir.clone());
     anyhow::ensure!(
         options.push_log_dir.is_none() || replica_id.is_some(),
         "--push-log-dir needs --replica-id: a name that stays the same across restarts (such as a StatefulSet pod name), since a replica compacts only the files it named"
