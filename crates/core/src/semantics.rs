@@ -76,12 +76,36 @@ impl LogPosition {
     /// Bytes that compare (bytewise) as the positions do: the replica, a NUL byte, then the
     /// micros, seq and row as big-endian unsigned integers.
     pub fn tie_token(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.replica.len() + 25);
-        out.extend_from_slice(self.replica.as_bytes());
-        out.push(0);
-        out.extend_from_slice(&(self.micros.max(0) as u64).to_be_bytes());
-        out.extend_from_slice(&self.seq.to_be_bytes());
-        out.extend_from_slice(&self.row.to_be_bytes());
+        self.tie_tokens().token(0)
+    }
+
+    /// The tie tokens of this row and the rows after it in its file, sharing their prefix.
+    pub fn tie_tokens(&self) -> TieTokens {
+        let mut prefix = Vec::with_capacity(self.replica.len() + 17);
+        prefix.extend_from_slice(self.replica.as_bytes());
+        prefix.push(0);
+        prefix.extend_from_slice(&(self.micros.max(0) as u64).to_be_bytes());
+        prefix.extend_from_slice(&self.seq.to_be_bytes());
+        TieTokens {
+            prefix,
+            row: self.row,
+        }
+    }
+}
+
+/// [`LogPosition::tie_tokens`]: the tokens of consecutive rows of one file.
+#[derive(Debug, Clone)]
+pub struct TieTokens {
+    prefix: Vec<u8>,
+    row: u64,
+}
+
+impl TieTokens {
+    /// The token of the row `n` rows after the first.
+    pub fn token(&self, n: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.prefix.len() + 8);
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(&(self.row + n).to_be_bytes());
         out
     }
 }
@@ -233,6 +257,9 @@ mod tests {
             at("b", 0, 0, 0),
         ];
         let sorted = positions.clone();
+        // A file's tokens are its first row's token with the row advanced.
+        let first = at("a", 7, 3, 2);
+        assert_eq!(first.tie_tokens().token(5), first.nth(5).tie_token());
         positions.reverse();
         positions.sort_by_key(LogPosition::tie_token);
         assert_eq!(positions, sorted);

@@ -200,7 +200,12 @@ pub fn encode_rows(
     for (index, row) in rows.iter().enumerate() {
         validate_row(view, index, row)?;
     }
-    let tie_of = |index: usize| origin.map_or_else(Vec::new, |o| o.nth(index as u64).tie_token());
+    let tokens = origin.map(LogPosition::tie_tokens);
+    let tie_of = |index: usize| {
+        tokens
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.token(index as u64))
+    };
     let mut latest: BTreeMap<Vec<u8>, (&Row, Vec<u8>)> = BTreeMap::new();
     for (index, row) in rows.iter().enumerate() {
         let key = encode_key(&view.name, &row.key);
