@@ -292,16 +292,20 @@ async fn an_upload_to_one_replica_is_joined_on_another() -> anyhow::Result<()> {
     let c = over_shared(&moto, shared.path(), None).await?;
     let (mut on_a, on_b, on_c) = (a.clients().await?, b.clients().await?, c.clients().await?);
     applied(shared.path(), &mut on_a, &[&on_b, &on_c]).await?;
-    let descriptor =
-        arrow_flight::FlightDescriptor::new_path(vec!["labels".into(), "train".into()]);
-    let data = arrow_flight::encode::FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(descriptor))
-        .build(futures::stream::iter([Ok(super::fixture::labels(
-            5,
-            T + 1,
-        )?)]));
     let mut flight_a = FlightClient::new(on_a.plain.clone());
-    flight_a.do_put(data).await?.try_collect::<Vec<_>>().await?;
+    let mut upload = async |rows: i64| -> anyhow::Result<()> {
+        let descriptor =
+            arrow_flight::FlightDescriptor::new_path(vec!["labels".into(), "train".into()]);
+        let data = arrow_flight::encode::FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(descriptor))
+            .build(futures::stream::iter([Ok(super::fixture::labels(
+                rows,
+                T + 1,
+            )?)]));
+        flight_a.do_put(data).await?.try_collect::<Vec<_>>().await?;
+        Ok(())
+    };
+    upload(5).await?;
     let ticket = arrow_flight::Ticket::new(
         v1::ExportRequest {
             selector: Some(v1::export_request::Selector::FeatureService("model".into())),
@@ -317,6 +321,10 @@ async fn an_upload_to_one_replica_is_joined_on_another() -> anyhow::Result<()> {
         on_a_rows,
         "B joins A's upload"
     );
+    // A replaces the upload: B joins the new table, not the copy it loaded before.
+    upload(3).await?;
+    let replaced = redeem(&on_b, ticket.clone()).await?;
+    assert_eq!(replaced.num_rows(), 3, "B joins the new upload");
     let missing = redeem(&on_c, ticket)
         .await
         .expect_err("C does not share uploads");

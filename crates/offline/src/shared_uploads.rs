@@ -71,8 +71,33 @@ impl SharedUploads {
         Ok(())
     }
 
-    /// Blocking: the upload `id`, unless there is none or it was stored more than `ttl` ago.
-    pub fn get(&self, id: &str, ttl: Duration) -> Result<Option<Vec<RecordBatch>>> {
+    /// Blocking: the version of the upload `id` as stored (its ETag, else its modification
+    /// time): a copy a replica holds is current while this is unchanged. `None` if there is
+    /// none.
+    pub fn version(&self, id: &str) -> Result<Option<String>> {
+        match &self.location {
+            Location::Local(dir) => {
+                let path = dir.join(file_name(id));
+                match std::fs::metadata(&path).and_then(|m| m.modified()) {
+                    Ok(stored) => Ok(Some(format!("{stored:?}"))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(Error::io(&path, e)),
+                }
+            }
+            Location::Remote(root) => {
+                let (location, url) = object(root, id)?;
+                match block_on(root.store.head(&location))? {
+                    Ok(meta) => Ok(Some(object_version(&meta))),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(object_error(&url, &e)),
+                }
+            }
+        }
+    }
+
+    /// Blocking: the upload `id` and its [`SharedUploads::version`], unless there is none or
+    /// it was stored more than `ttl` ago.
+    pub fn get(&self, id: &str, ttl: Duration) -> Result<Option<(Vec<RecordBatch>, String)>> {
         let fresh = |stored: SystemTime| stored.elapsed().map_or(true, |age| age <= ttl);
         match &self.location {
             Location::Local(dir) => {
@@ -89,24 +114,25 @@ impl SharedUploads {
                 if !fresh(stored) {
                     return Ok(None);
                 }
-                read_all(file, &path).map(Some)
+                Ok(Some((read_all(file, &path)?, format!("{stored:?}"))))
             }
             Location::Remote(root) => {
                 let (location, url) = object(root, id)?;
                 let got = block_on(async {
                     let got = root.store.get(&location).await?;
-                    let stored = got.meta.last_modified;
-                    Ok::<_, object_store::Error>((stored, got.bytes().await?))
+                    let meta = got.meta.clone();
+                    Ok::<_, object_store::Error>((meta, got.bytes().await?))
                 })?;
-                let (stored, bytes) = match got {
+                let (meta, bytes) = match got {
                     Ok(got) => got,
                     Err(object_store::Error::NotFound { .. }) => return Ok(None),
                     Err(e) => return Err(object_error(&url, &e)),
                 };
-                if !fresh(stored.into()) {
+                if !fresh(meta.last_modified.into()) {
                     return Ok(None);
                 }
-                read_all(bytes, &PathBuf::from(url)).map(Some)
+                let version = object_version(&meta);
+                Ok(Some((read_all(bytes, &PathBuf::from(url))?, version)))
             }
         }
     }
@@ -153,6 +179,14 @@ impl SharedUploads {
         }
         Ok(removed)
     }
+}
+
+/// An object's ETag, else its modification time (S3 times are whole seconds: two uploads in
+/// one second differ by ETag).
+fn object_version(meta: &object_store::ObjectMeta) -> String {
+    meta.e_tag
+        .clone()
+        .unwrap_or_else(|| meta.last_modified.to_rfc3339())
 }
 
 fn file_name(id: &str) -> String {
@@ -203,24 +237,26 @@ mod tests {
         let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))])?;
         uploads.put("caller-labels", std::slice::from_ref(&batch))?;
         let hour = Duration::from_secs(3600);
-        assert_eq!(
-            uploads.get("caller-labels", hour)?,
-            Some(vec![batch.clone()])
-        );
+        let tables = |got: Option<(Vec<RecordBatch>, String)>| got.map(|(t, _)| t);
+        let got = uploads.get("caller-labels", hour)?;
+        assert_eq!(tables(got), Some(vec![batch.clone()]));
         assert_eq!(uploads.get("other", hour)?, None);
-        // Replaced by a new upload of the same name.
+        assert_eq!(uploads.version("other")?, None);
+        let first = uploads.version("caller-labels")?;
+        // Replaced by a new upload of the same name: a new version.
+        std::thread::sleep(Duration::from_millis(20));
         let smaller = batch.slice(0, 1);
         uploads.put("caller-labels", std::slice::from_ref(&smaller))?;
-        assert_eq!(uploads.get("caller-labels", hour)?, Some(vec![smaller]));
+        let got = uploads.get("caller-labels", hour)?;
+        assert_eq!(tables(got), Some(vec![smaller]));
+        assert_ne!(uploads.version("caller-labels")?, first);
         // Past its time to live: not served, then swept.
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(
-            uploads.get("caller-labels", Duration::from_millis(1))?,
-            None
-        );
+        let expired = uploads.get("caller-labels", Duration::from_millis(1))?;
+        assert_eq!(tables(expired), None);
         assert_eq!(uploads.sweep(hour)?, 0);
         assert_eq!(uploads.sweep(Duration::from_millis(1))?, 1);
-        assert_eq!(uploads.get("caller-labels", hour)?, None);
+        assert_eq!(tables(uploads.get("caller-labels", hour)?), None);
         Ok(())
     }
 }

@@ -21,6 +21,8 @@ use crate::limits::{Limits, check};
 #[derive(Debug)]
 struct Upload {
     batches: Vec<RecordBatch>,
+    /// The shared copy's version (shared uploads): the one held here.
+    version: Option<String>,
     /// Released (from the total) when the table is dropped: expired or replaced.
     _reservation: Reservation,
 }
@@ -154,41 +156,53 @@ impl Uploads {
         batches: Vec<RecordBatch>,
         reservation: Reservation,
     ) -> Result<()> {
+        let mut version = None;
         if let Some(shared) = &self.shared {
             let (shared, id, stored) = (Arc::clone(shared), shared_id(&name), batches.clone());
             let sweep = self.sweep_due().then_some(self.ttl);
-            crate::run_blocking(move || {
+            version = crate::run_blocking(move || {
                 shared.put(&id, &stored)?;
                 if let Some(ttl) = sweep {
                     let removed = shared.sweep(ttl)?;
                     tracing::debug!(removed, "swept shared uploads past --upload-ttl");
                 }
-                Ok(())
+                Ok(shared.version(&id)?)
             })
             .await?;
         }
         let upload = Upload {
             batches,
+            version,
             _reservation: reservation,
         };
         self.tables.insert(name, Arc::new(upload))
     }
 
     /// The table uploaded under `name`: from memory, else (shared uploads) from where every
-    /// replica stores them, kept in memory from then on.
+    /// replica stores them, kept in memory from then on. With shared uploads, the copy in
+    /// memory serves only while it is the stored version (a replica may have replaced it).
     pub async fn get(&self, name: &str) -> Result<Vec<RecordBatch>> {
-        if let Some(upload) = self.tables.get(name)? {
-            return Ok(upload.batches.clone());
-        }
+        let held = self.tables.get(name)?;
         let missing = || Error::NotFound {
             what: "uploaded label table (uploads expire after --upload-ttl)",
             name: name.to_string(),
         };
         let Some(shared) = &self.shared else {
-            return Err(missing());
+            return held
+                .map(|upload| upload.batches.clone())
+                .ok_or_else(missing);
         };
         let (shared, id, ttl) = (Arc::clone(shared), shared_id(name), self.ttl);
-        let Some(batches) = crate::run_blocking(move || Ok(shared.get(&id, ttl)?)).await? else {
+        if let Some(upload) = held {
+            let (shared, id) = (Arc::clone(&shared), id.clone());
+            let current = crate::run_blocking(move || Ok(shared.version(&id)?)).await?;
+            if current.is_some() && current == upload.version {
+                return Ok(upload.batches.clone());
+            }
+        }
+        let Some((batches, version)) =
+            crate::run_blocking(move || Ok(shared.get(&id, ttl)?)).await?
+        else {
             return Err(missing());
         };
         let reservation = self.reserve();
@@ -198,6 +212,7 @@ impl Uploads {
         }
         let upload = Upload {
             batches: batches.clone(),
+            version: Some(version),
             _reservation: reservation,
         };
         self.tables.insert(name.to_string(), Arc::new(upload))?;
