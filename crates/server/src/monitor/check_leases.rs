@@ -5,7 +5,7 @@
 //! each interval. The lease is renewed at a third of `--lease-ttl` while the check runs; one
 //! that expires anyway (the store unreachable, the replica stalled) lets another replica run
 //! the check too (a duplicate, never a missed check). With the embedded store the lease and the record are
-//! in-process and always this replica's.
+//! in-process and always this replica's (its record expires when the check is due again).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,17 @@ use quiver_core::types::Micros;
 use quiver_online::{Lease, OnlineStore};
 
 use crate::error::Result;
+
+/// The answer to [`CheckLeases::take`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// This replica runs the check now.
+    Taken,
+    /// Another replica runs it or ran it within `every`: its results are the current ones.
+    Elsewhere,
+    /// This replica ran it within `every` (its own record has not expired yet).
+    NotYet,
+}
 
 #[derive(Debug)]
 pub(crate) struct CheckLeases {
@@ -29,25 +40,32 @@ impl CheckLeases {
         CheckLeases { store, holder, ttl }
     }
 
-    /// Takes the check `subject` (`<kind>:<name>`) for this replica: false when another
-    /// replica holds it or ran it within the schedule's `every`.
-    pub(crate) async fn take(&self, subject: &str) -> Result<bool> {
+    /// Takes the check `subject` (`<kind>:<name>`) for this replica, unless a replica holds
+    /// it or ran it within the schedule's `every` (the record names which one).
+    pub(crate) async fn take(&self, subject: &str) -> Result<Take> {
         let (store, holder, ttl) = (Arc::clone(&self.store), self.holder.clone(), self.ttl);
         let (lease, ran) = (lease_name(subject), ran_name(subject));
         crate::run_blocking(move || {
-            if store.record(&ran)?.is_some() {
-                return Ok(false);
+            let recorded = |by: Vec<u8>| {
+                if by == holder.as_bytes() {
+                    Take::NotYet
+                } else {
+                    Take::Elsewhere
+                }
+            };
+            if let Some(by) = store.record(&ran)? {
+                return Ok(recorded(by));
             }
             if let Lease::HeldBy(other) = store.acquire_lease(&lease, &holder, ttl)? {
                 tracing::debug!(%lease, %other, "a scheduled check runs on another replica");
-                return Ok(false);
+                return Ok(Take::Elsewhere);
             }
             // Another replica may have finished it between the two looks.
-            if store.record(&ran)?.is_some() {
+            if let Some(by) = store.record(&ran)? {
                 store.release_lease(&lease, &holder)?;
-                return Ok(false);
+                return Ok(recorded(by));
             }
-            Ok(true)
+            Ok(Take::Taken)
         })
         .await
     }
@@ -81,14 +99,26 @@ impl CheckLeases {
         }
     }
 
-    /// Gives the check back; `ran_at` records a completed check for `every`.
-    pub(crate) async fn finish(&self, subject: &str, ran_at: Option<Micros>, every: Micros) {
+    /// Gives the check back. A check completed at `ran_at` (it started then) is recorded,
+    /// naming this replica, until `ran_at + every` (`now` is the time of the call): when it
+    /// is due again here, the record is gone.
+    pub(crate) async fn finish(
+        &self,
+        subject: &str,
+        ran_at: Option<Micros>,
+        every: Micros,
+        now: Micros,
+    ) {
         let (store, holder) = (Arc::clone(&self.store), self.holder.clone());
         let (lease, ran) = (lease_name(subject), ran_name(subject));
-        let every = Duration::from_micros(u64::try_from(every).unwrap_or(0));
+        let left = ran_at.map(|at| at.saturating_add(every).saturating_sub(now));
+        let left = left
+            .and_then(|micros| u64::try_from(micros).ok())
+            .map(Duration::from_micros)
+            .filter(|left| !left.is_zero());
         let done = crate::run_blocking(move || {
-            if let Some(at) = ran_at.filter(|_| !every.is_zero()) {
-                store.put_record(&ran, &at.to_le_bytes(), every)?;
+            if let Some(left) = left {
+                store.put_record(&ran, holder.as_bytes(), left)?;
             }
             store.release_lease(&lease, &holder)?;
             Ok(())
@@ -124,16 +154,27 @@ mod tests {
         let ttl = Duration::from_secs(30);
         let a = CheckLeases::new(Arc::clone(&store), "a".into(), ttl);
         let b = CheckLeases::new(Arc::clone(&store), "b".into(), ttl);
-        assert!(a.take("service:model").await.expect("take"));
-        assert!(!b.take("service:model").await.expect("held by a"));
-        assert!(b.take("view:other").await.expect("another subject"));
-        // A ran it: B skips it for `every` (200 ms here), then takes it.
-        a.finish("service:model", Some(1), 200_000).await;
-        assert!(!b.take("service:model").await.expect("ran"));
+        let take =
+            async |leases: &CheckLeases, subject: &str| leases.take(subject).await.expect("take");
+        assert_eq!(take(&a, "service:model").await, Take::Taken);
+        assert_eq!(
+            take(&b, "service:model").await,
+            Take::Elsewhere,
+            "held by a"
+        );
+        assert_eq!(take(&b, "view:other").await, Take::Taken, "another subject");
+        // A ran it (started at 1 000 µs, every 200 ms, now 1 000 µs later): B skips it until
+        // the run's start + every, then takes it; A itself is told it is not due yet.
+        a.finish("service:model", Some(1_000), 200_000, 2_000).await;
+        assert_eq!(take(&b, "service:model").await, Take::Elsewhere, "ran on a");
+        assert_eq!(take(&a, "service:model").await, Take::NotYet, "a ran it");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(b.take("service:model").await.expect("due again"));
+        assert_eq!(take(&b, "service:model").await, Take::Taken, "due again");
         // A check that did not complete leaves no record: the next replica may run it.
-        b.finish("service:model", None, 200_000).await;
-        assert!(a.take("service:model").await.expect("not recorded"));
+        b.finish("service:model", None, 200_000, 0).await;
+        assert_eq!(take(&a, "service:model").await, Take::Taken, "not recorded");
+        // A run that took longer than `every` leaves no record either.
+        a.finish("service:model", Some(0), 100, 200).await;
+        assert_eq!(take(&b, "service:model").await, Take::Taken, "overdue");
     }
 }

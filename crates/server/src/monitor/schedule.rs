@@ -16,7 +16,7 @@ use quiver_core::types::Micros;
 use quiver_monitor::{DriftReport, RowStatus};
 use tokio_util::sync::CancellationToken;
 
-use super::check_leases::CheckLeases;
+use super::check_leases::{CheckLeases, Take};
 use super::webhook::Webhook;
 use super::{Monitor, ProfileSource, SubjectRef};
 use crate::error::Result;
@@ -176,8 +176,9 @@ impl DriftChecks {
         for (subject, schedule) in self.due() {
             let name = key(&subject);
             match self.leases.take(&name).await {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(Take::Taken) => {}
+                Ok(Take::NotYet) => continue,
+                Ok(Take::Elsewhere) => {
                     // Another replica runs it: its gauges are the current ones.
                     self.forget(&subject);
                     continue;
@@ -193,7 +194,8 @@ impl DriftChecks {
                 .while_held(&name, self.check(&subject, &schedule))
                 .await;
             let ran = matches!(result, Ok(true)).then_some(started);
-            self.leases.finish(&name, ran, schedule.every).await;
+            let now = self.monitor.clock.now();
+            self.leases.finish(&name, ran, schedule.every, now).await;
             let outcome = match result {
                 Ok(true) => "ok",
                 Ok(false) => "no_reference",
