@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
+use quiver_core::online_store::{Lease, OnlineStore};
 use quiver_core::semantics::watermark_advances;
 use quiver_core::types::KeyType;
+use quiver_integration_tests::Block;
 use quiver_integration_tests::redis_cluster::RedisCluster;
-use quiver_online::{Lease, OnlineStore, RocksStore};
+use quiver_online::RocksStore;
 use quiver_redis::RedisStore;
 use rand::{Rng, SeedableRng};
 
@@ -63,12 +65,16 @@ fn watermarks_move_only_by_the_rule_on_both_stores() -> anyhow::Result<()> {
         for store in stores {
             let name = store.backend();
             assert_eq!(
-                store.advance_watermark(&views[v], start, end)?,
+                store.advance_watermark(&views[v], start, end).block()?,
                 want,
                 "{name} step {step}: {start}..{end} over {:?}",
                 model[v]
             );
-            assert_eq!(store.watermark(&views[v])?, model[v], "{name} step {step}");
+            assert_eq!(
+                store.watermark(&views[v]).block()?,
+                model[v],
+                "{name} step {step}"
+            );
         }
     }
     assert!(moves > 20, "the sequence moved watermarks {moves} times");
@@ -85,53 +91,55 @@ fn leases_have_one_holder_until_released_or_expired_on_both_stores() -> anyhow::
     for store in [&redis as &dyn OnlineStore, &rocks] {
         let name = store.backend();
         assert_eq!(
-            store.acquire_lease("m/a", "r1", long)?,
+            store.acquire_lease("m/a", "r1", long).block()?,
             Lease::Acquired,
             "{name}"
         );
         assert_eq!(
-            store.acquire_lease("m/a", "r2", long)?,
+            store.acquire_lease("m/a", "r2", long).block()?,
             Lease::HeldBy("r1".into()),
             "{name}"
         );
         assert_eq!(
-            store.acquire_lease("m/b", "r2", long)?,
+            store.acquire_lease("m/b", "r2", long).block()?,
             Lease::Acquired,
             "{name}"
         );
         assert_eq!(
-            store.acquire_lease("m/a", "r1", long)?,
+            store.acquire_lease("m/a", "r1", long).block()?,
             Lease::Acquired,
             "{name}: renewal"
         );
-        assert!(store.renew_lease("m/a", "r1", long)?, "{name}");
+        assert!(store.renew_lease("m/a", "r1", long).block()?, "{name}");
         assert!(
-            !store.renew_lease("m/a", "r2", long)?,
+            !store.renew_lease("m/a", "r2", long).block()?,
             "{name}: not the holder"
         );
-        store.release_lease("m/a", "r2")?;
+        store.release_lease("m/a", "r2").block()?;
         assert_eq!(
-            store.acquire_lease("m/a", "r2", long)?,
+            store.acquire_lease("m/a", "r2", long).block()?,
             Lease::HeldBy("r1".into()),
             "{name}: released by a non-holder"
         );
-        store.release_lease("m/a", "r1")?;
+        store.release_lease("m/a", "r1").block()?;
         assert_eq!(
-            store.acquire_lease("m/a", "r2", long)?,
+            store.acquire_lease("m/a", "r2", long).block()?,
             Lease::Acquired,
             "{name}"
         );
         assert_eq!(
-            store.acquire_lease("m/c", "r1", Duration::from_millis(100))?,
+            store
+                .acquire_lease("m/c", "r1", Duration::from_millis(100))
+                .block()?,
             Lease::Acquired
         );
         std::thread::sleep(Duration::from_secs(1));
         assert!(
-            !store.renew_lease("m/c", "r1", long)?,
+            !store.renew_lease("m/c", "r1", long).block()?,
             "{name}: an expired lease is not renewed"
         );
         assert_eq!(
-            store.acquire_lease("m/c", "r2", long)?,
+            store.acquire_lease("m/c", "r2", long).block()?,
             Lease::Acquired,
             "{name}: expired"
         );
@@ -172,7 +180,9 @@ async fn a_leased_view_is_refused_and_lookback_restores_lost_rows() -> anyhow::R
     let store = RedisStore::open(&cluster.url())?;
     let (lease, holder) = ("materialize/stats", "elsewhere-7/mat-1");
     assert_eq!(
-        store.acquire_lease(lease, holder, Duration::from_secs(60))?,
+        store
+            .acquire_lease(lease, holder, Duration::from_secs(60))
+            .await?,
         Lease::Acquired
     );
     let refused = run_materialization(&mut clients, incremental(T + 1)).await;
@@ -182,7 +192,7 @@ async fn a_leased_view_is_refused_and_lookback_restores_lost_rows() -> anyhow::R
         .ok_or_else(|| anyhow::anyhow!("a leased view was materialized"))?;
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert!(status.message().contains(holder), "{}", status.message());
-    store.release_lease(lease, holder)?;
+    store.release_lease(lease, holder).await?;
     run_materialization(&mut clients, incremental(T + 1)).await?;
 
     let ids: Vec<i64> = (0..300).chain(1_000..1_003).chain([5_000]).collect();

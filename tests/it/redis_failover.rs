@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use quiver_core::online_store::OnlineStore;
 use quiver_core::value::{KeyValue, Value};
+use quiver_integration_tests::Block;
 use quiver_integration_tests::redis_cluster::RedisCluster;
-use quiver_online::OnlineStore;
 use quiver_redis::RedisStore;
 
 use super::redis_online::{row, view};
@@ -21,13 +22,13 @@ const KEYS: i64 = 3_000;
 fn write_all(store: &RedisStore) -> anyhow::Result<()> {
     let rows: Vec<_> = (0..KEYS).map(|id| row(id, 10 * id, None, id)).collect();
     for chunk in rows.chunks(500) {
-        store.write_rows(&view(), chunk, true)?;
+        store.write_rows(&view(), chunk, true).block()?;
     }
     Ok(())
 }
 
 /// Checks a read of `ids`: every row present and the one written. Panics otherwise.
-fn check(ids: &[i64], rows: &[Option<Arc<quiver_online::StoredRow>>]) {
+fn check(ids: &[i64], rows: &[Option<Arc<quiver_core::online_store::StoredRow>>]) {
     assert_eq!(rows.len(), ids.len());
     for (id, row) in ids.iter().zip(rows) {
         let row = row
@@ -73,7 +74,7 @@ impl Readers {
                         .collect();
                     let keys: Vec<Vec<KeyValue>> =
                         ids.iter().map(|id| vec![KeyValue::Int64(*id)]).collect();
-                    match store.read_rows(&view(), &keys) {
+                    match store.read_rows(&view(), &keys).block() {
                         Ok(rows) => {
                             check(&ids, &rows);
                             ok.fetch_add(1, Ordering::Relaxed);
@@ -161,14 +162,17 @@ fn reads_survive_a_primary_killed_and_acknowledged_rows_are_kept() -> anyhow::Re
     let store = RedisStore::open(&format!("{url}?timeout_ms=1000"))?;
     let ids: Vec<i64> = (0..KEYS).collect();
     let keys: Vec<Vec<KeyValue>> = ids.iter().map(|id| vec![KeyValue::Int64(*id)]).collect();
-    check(&ids, &store.read_rows(&view(), &keys)?);
+    check(&ids, &store.read_rows(&view(), &keys).block()?);
 
     // With `replicas=1`, a write waits on the primaries it wrote to only: the promoted one
     // has no replica left, so its keys are refused, and the other shards' are acknowledged.
     let durable = RedisStore::open(&format!("{url}?replicas=1&timeout_ms=400"))?;
     let (mut acknowledged, mut refused) = (0, 0);
     for id in 0..30 {
-        match durable.write_rows(&view(), &[row(id, 10 * id + 5, None, id)], true) {
+        match durable
+            .write_rows(&view(), &[row(id, 10 * id + 5, None, id)], true)
+            .block()
+        {
             Ok(_) => acknowledged += 1,
             Err(error) => {
                 assert_eq!(error.code(), quiver_core::ErrorCode::Unavailable, "{error}");
@@ -202,9 +206,11 @@ fn reads_follow_slots_moved_to_a_new_primary() -> anyhow::Result<()> {
 
     let ids: Vec<i64> = (0..KEYS).collect();
     let keys: Vec<Vec<KeyValue>> = ids.iter().map(|id| vec![KeyValue::Int64(*id)]).collect();
-    check(&ids, &store.read_rows(&view(), &keys)?);
+    check(&ids, &store.read_rows(&view(), &keys).block()?);
     // Writes reach the moved keys too.
-    let stats = store.write_rows(&view(), &[row(7, 1_000_000, None, -7)], true)?;
+    let stats = store
+        .write_rows(&view(), &[row(7, 1_000_000, None, -7)], true)
+        .block()?;
     assert_eq!(stats.written, 1);
     Ok(())
 }

@@ -6,10 +6,12 @@
 use std::sync::Arc;
 
 use quiver_core::ErrorCode;
+use quiver_core::online_store::{OnlineStore, StoredRow, WriteStats};
 use quiver_core::types::KeyType;
 use quiver_core::value::{KeyValue, Row, Value};
+use quiver_integration_tests::Block;
 use quiver_integration_tests::redis_cluster::RedisCluster;
-use quiver_online::{OnlineStore, RocksStore, StoredRow, WriteStats};
+use quiver_online::RocksStore;
 use quiver_redis::RedisStore;
 
 pub(super) fn view() -> quiver_core::ResolvedView {
@@ -34,7 +36,9 @@ pub(super) fn row(id: i64, event_ts: i64, created_ts: Option<i64>, n: i64) -> Ro
 }
 
 fn stored(store: &dyn OnlineStore, id: i64) -> anyhow::Result<Option<(i64, Option<i64>, Value)>> {
-    let rows = store.read_rows(&view(), &[vec![KeyValue::Int64(id)]])?;
+    let rows = store
+        .read_rows(&view(), &[vec![KeyValue::Int64(id)]])
+        .block()?;
     Ok(rows
         .into_iter()
         .next()
@@ -92,7 +96,7 @@ fn the_function_applies_the_ordering_rule_exactly() -> anyhow::Result<()> {
     ];
     for (step, (row, written, (event_ts, created_ts, n))) in table.into_iter().enumerate() {
         let id = row.key[0].clone();
-        let stats = store.write_rows(&view(), &[row], true)?;
+        let stats = store.write_rows(&view(), &[row], true).block()?;
         assert_eq!(
             stats,
             WriteStats {
@@ -110,8 +114,8 @@ fn the_function_applies_the_ordering_rule_exactly() -> anyhow::Result<()> {
             "step {step}"
         );
     }
-    assert_eq!(store.newest_event("trips")?, Some(i64::MAX));
-    assert_eq!(store.newest_event("other")?, None);
+    assert_eq!(store.newest_event("trips").block()?, Some(i64::MAX));
+    assert_eq!(store.newest_event("other").block()?, None);
     Ok(())
 }
 
@@ -142,25 +146,26 @@ fn redis_and_rocksdb_agree_on_every_row() -> anyhow::Result<()> {
                 )
             })
             .collect();
-        let from_redis = redis.write_rows(&view(), &rows, false)?;
-        let from_rocks = RocksStore::write_rows(&rocks, &view(), &rows, false)?;
+        let from_redis = redis.write_rows(&view(), &rows, false).block()?;
+        let from_rocks = OnlineStore::write_rows(&rocks, &view(), &rows, false).block()?;
         assert_eq!(from_redis, from_rocks, "call {call}");
     }
     let keys: Vec<Vec<KeyValue>> = (-5..305).map(|id| vec![KeyValue::Int64(id)]).collect();
-    let from_redis = redis.read_rows(&view(), &keys)?;
-    let from_rocks = RocksStore::read_rows(&rocks, &view(), &keys)?;
+    let from_redis = redis.read_rows(&view(), &keys).block()?;
+    let from_rocks = OnlineStore::read_rows(&rocks, &view(), &keys).block()?;
     assert_eq!(from_redis, from_rocks);
     assert!(from_redis.iter().filter(|row| row.is_some()).count() > 250);
     for port in &cluster.ports {
         assert!(cluster.keys_on(*port)? > 10, "node {port} holds few keys");
     }
     assert_eq!(
-        redis.newest_event("trips")?,
-        RocksStore::newest_event(&rocks, "trips")?
+        redis.newest_event("trips").block()?,
+        OnlineStore::newest_event(&rocks, "trips").block()?
     );
     // Wrong keys are refused as with RocksDB.
     let error = redis
         .read_rows(&view(), &[vec![KeyValue::Int32(1)]])
+        .block()
         .expect_err("int32 key");
     assert_eq!(error.code(), ErrorCode::InvalidArgument);
     Ok(())
@@ -198,18 +203,22 @@ fn ties_keep_the_row_at_the_greatest_log_position() -> anyhow::Result<()> {
         });
         let row = row(id, 1_000, Some(7), n);
         let (from_redis, from_rocks) = (
-            redis.write_rows_at(
+            redis
+                .write_rows_at(
+                    &view(),
+                    std::slice::from_ref(&row),
+                    position.as_ref(),
+                    false,
+                )
+                .block()?,
+            OnlineStore::write_rows_at(
+                &rocks,
                 &view(),
                 std::slice::from_ref(&row),
                 position.as_ref(),
                 false,
-            )?,
-            rocks.write_rows_at(
-                &view(),
-                std::slice::from_ref(&row),
-                position.as_ref(),
-                false,
-            )?,
+            )
+            .block()?,
         );
         assert_eq!(from_redis, from_rocks, "write {n}");
         // Not older: an equal position is written again.
@@ -239,7 +248,9 @@ fn ties_keep_the_row_at_the_greatest_log_position() -> anyhow::Result<()> {
         row(99, 10, None, 2),
         row(99, 9, None, 3),
     ];
-    redis.write_rows_at(&view(), &rows, Some(&origin), false)?;
+    redis
+        .write_rows_at(&view(), &rows, Some(&origin), false)
+        .block()?;
     assert_eq!(stored(&redis, 99)?, Some((10, None, Value::Int64(2))));
     Ok(())
 }
@@ -260,7 +271,10 @@ fn concurrent_writers_leave_the_greatest_row() -> anyhow::Result<()> {
                 }
                 for event_ts in events {
                     let rows = [row(1, event_ts, None, event_ts), row(2, event_ts, None, 0)];
-                    store.write_rows(&view(), &rows, false).expect("write");
+                    store
+                        .write_rows(&view(), &rows, false)
+                        .block()
+                        .expect("write");
                 }
             });
         }
@@ -293,13 +307,15 @@ fn a_durable_write_without_its_replicas_is_unavailable() -> anyhow::Result<()> {
     let store = RedisStore::open(&format!("{}?replicas=1&timeout_ms=200", cluster.url()))?;
     let error = store
         .write_rows(&view(), &[row(1, 1, None, 1)], true)
+        .block()
         .expect_err("no replica");
     assert_eq!(error.code(), ErrorCode::Unavailable);
     assert!(error.to_string().contains("replicas=1"), "{error}");
     let plain = RedisStore::open(&cluster.url())?;
     assert!(
         plain
-            .write_rows(&view(), &[row(1, 2, None, 2)], true)?
+            .write_rows(&view(), &[row(1, 2, None, 2)], true)
+            .block()?
             .written
             == 1
     );
@@ -316,9 +332,9 @@ fn primaries_without_the_functions_get_them_again() -> anyhow::Result<()> {
         assert_eq!(cluster.cli(*port, &["FUNCTION", "FLUSH"])?, "OK");
     }
     let rows: Vec<Row> = (0..30).map(|id| row(id, 5, None, id)).collect();
-    assert_eq!(store.write_rows(&view(), &rows, true)?.written, 30);
+    assert_eq!(store.write_rows(&view(), &rows, true).block()?.written, 30);
     assert_eq!(stored(&store, 29)?, Some((5, None, Value::Int64(29))));
-    assert_eq!(store.newest_event("trips")?, Some(5));
+    assert_eq!(store.newest_event("trips").block()?, Some(5));
     Ok(())
 }
 
@@ -326,8 +342,12 @@ fn primaries_without_the_functions_get_them_again() -> anyhow::Result<()> {
 fn stored_rows_are_the_rocksdb_layout() -> anyhow::Result<()> {
     let cluster = RedisCluster::start(3)?;
     let store = RedisStore::open(&cluster.url())?;
-    store.write_rows(&view(), &[row(7, 42, Some(43), 5)], true)?;
-    let read = store.read_rows(&view(), &[vec![KeyValue::Int64(7)]])?;
+    store
+        .write_rows(&view(), &[row(7, 42, Some(43), 5)], true)
+        .block()?;
+    let read = store
+        .read_rows(&view(), &[vec![KeyValue::Int64(7)]])
+        .block()?;
     let want = StoredRow {
         event_ts: 42,
         created_ts: Some(43),
@@ -430,12 +450,14 @@ fn rows_expire_with_their_ttl_only_when_asked() -> anyhow::Result<()> {
     let expiring = RedisStore::open(&format!("{}?expire_after_ttl=true", cluster.url()))?;
     let kept = RedisStore::open(&cluster.url())?;
     let fresh_and_stale = [row(1, now, None, 1), row(2, now - 10 * second, None, 2)];
-    expiring.write_rows(&view, &fresh_and_stale, true)?;
-    kept.write_rows(&view, &[row(3, now - 10 * second, None, 3)], true)?;
+    expiring.write_rows(&view, &fresh_and_stale, true).block()?;
+    kept.write_rows(&view, &[row(3, now - 10 * second, None, 3)], true)
+        .block()?;
     let present = |ids: &[i64]| -> anyhow::Result<Vec<bool>> {
         let keys: Vec<Vec<KeyValue>> = ids.iter().map(|id| vec![KeyValue::Int64(*id)]).collect();
         Ok(kept
-            .read_rows(&view, &keys)?
+            .read_rows(&view, &keys)
+            .block()?
             .iter()
             .map(Option::is_some)
             .collect())
@@ -455,7 +477,9 @@ fn rows_expire_with_their_ttl_only_when_asked() -> anyhow::Result<()> {
 fn callers_beyond_max_connections_wait_their_turn() -> anyhow::Result<()> {
     let cluster = RedisCluster::start(3)?;
     let store = RedisStore::open(&format!("{}?max_connections=1", cluster.url()))?;
-    store.write_rows(&view(), &[row(1, 10, None, 1)], true)?;
+    store
+        .write_rows(&view(), &[row(1, 10, None, 1)], true)
+        .block()?;
     std::thread::scope(|scope| {
         let readers: Vec<_> = (0..4)
             .map(|_| {

@@ -3,10 +3,11 @@
 //! CA alone; a client that does not trust the nodes' CA, a plain-text client, or a wrong
 //! password is refused, with the password in no message.
 
+use quiver_core::online_store::OnlineStore;
 use quiver_core::value::KeyValue;
+use quiver_integration_tests::Block;
 use quiver_integration_tests::certs::TestPki;
 use quiver_integration_tests::redis_cluster::{NodeTls, RedisCluster};
-use quiver_online::OnlineStore;
 use quiver_redis::RedisStore;
 
 use super::redis_online::{row, view};
@@ -40,9 +41,11 @@ fn a_tls_cluster_serves_an_acl_user_that_trusts_its_ca() -> anyhow::Result<()> {
 
     let store = RedisStore::open(&with_certificate)?;
     let rows: Vec<_> = (0..200).map(|id| row(id, 10 * id, None, id)).collect();
-    assert_eq!(store.write_rows(&view(), &rows, true)?.written, 200);
+    assert_eq!(store.write_rows(&view(), &rows, true).block()?.written, 200);
     let keys: Vec<Vec<KeyValue>> = (0..200).map(|id| vec![KeyValue::Int64(id)]).collect();
-    let read = RedisStore::open(&ca_only)?.read_rows(&view(), &keys)?;
+    let read = RedisStore::open(&ca_only)?
+        .read_rows(&view(), &keys)
+        .block()?;
     assert!(
         read.iter()
             .enumerate()

@@ -421,3 +421,22 @@ pub async fn run_python(script: &str, args: Vec<String>) -> Result<String> {
     );
     Ok(stdout)
 }
+
+/// Runs a future to its end from synchronous test code (a plain `#[test]` or a thread it
+/// started), on one runtime shared by the test binary: the storage traits are async, and
+/// their backends need a runtime for the blocking pool. Not for use inside an async test.
+pub trait Block: std::future::Future + Sized {
+    fn block(self) -> Self::Output {
+        static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> =
+            std::sync::LazyLock::new(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|error| panic!("the test runtime did not start: {error}"))
+            });
+        RUNTIME.block_on(self)
+    }
+}
+
+impl<F: std::future::Future> Block for F {}

@@ -80,6 +80,15 @@ pub enum Error {
     /// A registry store (`registry_store`) failed or refused; its backend chose the code.
     #[error("registry store: {message}")]
     Store { code: ErrorCode, message: String },
+    /// A storage backend behind a trait of this crate ([`crate::online_store::OnlineStore`])
+    /// failed or refused: its own error, with the code it chose (`INVALID_ARGUMENT` for a
+    /// key of the wrong shape, `UNAVAILABLE` when it cannot be reached).
+    #[error("{source}")]
+    Backend {
+        code: ErrorCode,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 fn format_problems(problems: &[Problem]) -> String {
@@ -99,7 +108,18 @@ impl Error {
             | Error::Breaking(_)
             | Error::FingerprintMismatch { .. } => ErrorCode::FailedPrecondition,
             Error::Corrupt(_) => ErrorCode::Internal,
-            Error::Store { code, .. } => *code,
+            Error::Store { code, .. } | Error::Backend { code, .. } => *code,
+        }
+    }
+
+    /// A backend's error behind a storage trait, keeping its code and its source chain.
+    pub fn backend(
+        code: ErrorCode,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Backend {
+            code,
+            source: Box::new(source),
         }
     }
 

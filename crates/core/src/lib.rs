@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod model;
 pub mod monitoring;
 pub mod online_read;
+pub mod online_store;
 pub mod plan;
 pub mod properties;
 pub mod registry;

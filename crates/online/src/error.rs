@@ -50,14 +50,6 @@ pub enum Error {
     /// A row given to `write_rows` does not match the view; nothing of its batch was written.
     #[error("invalid row `{field}`: {message}")]
     InvalidRow { field: String, message: String },
-    /// A shared online store (another [`crate::OnlineStore`] backend) failed or refused; its
-    /// crate chose the code (`UNAVAILABLE` when it cannot be reached).
-    #[error("{backend} online store: {message}")]
-    Remote {
-        backend: &'static str,
-        code: ErrorCode,
-        message: String,
-    },
 }
 
 impl Error {
@@ -71,7 +63,6 @@ impl Error {
             | Error::KeyArity { .. }
             | Error::TooLong { .. }
             | Error::InvalidRow { .. } => ErrorCode::InvalidArgument,
-            Error::Remote { code, .. } => *code,
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::online_store::Lease;
+use quiver_core::online_store::Lease;
 
 /// Named leases, each held by one holder until it expires or is released, and named records
 /// until they expire.

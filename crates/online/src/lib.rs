@@ -63,9 +63,8 @@ mod validate;
 mod test_support;
 
 pub use error::{Error, Result};
-pub use online::WriteStats;
-pub use online_store::{EncodedRow, Lease, OnlineStore, encode_rows};
+pub use online_store::{EncodedRow, blocking, encode_rows};
 pub use row_cache::DEFAULT_ROW_CACHE_BYTES;
-pub use row_codec::{StoredRow, decode_row};
+pub use row_codec::decode_row;
 pub use stats::StoreStats;
 pub use store::{DEFAULT_BLOCK_CACHE_BYTES, RocksStore, StoreOptions};

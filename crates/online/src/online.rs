@@ -11,18 +11,10 @@ use crate::error::{Error, Result};
 use crate::keys::{check_key, encode_key_into};
 use crate::online_store::EncodedRow;
 use crate::row_cache::{Cached, Miss};
-use crate::row_codec::{StoredRow, decode_order, decode_row};
+use crate::row_codec::{decode_order, decode_row};
 use crate::stats::raise_newest_event;
 use crate::store::{CF_ONLINE, RocksStore, stripe_of, synced};
-
-/// What `write_rows` did: every row given is counted exactly once.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriteStats {
-    /// Rows stored (at most one per key per call).
-    pub written: u64,
-    /// Rows older than the stored row or than another row for the same key in the call.
-    pub skipped_older: u64,
-}
+use quiver_core::online_store::{StoredRow, WriteStats};
 
 impl RocksStore {
     /// Writes rows of `view` with the ordering rule: a row replaces the stored one only if
@@ -43,7 +35,7 @@ impl RocksStore {
     }
 
     /// [`RocksStore::write_rows`] for rows appended to the push log at `origin`
-    /// ([`crate::OnlineStore::write_rows_at`]): rows equal on order compare their tie tokens.
+    /// ([`quiver_core::online_store::OnlineStore::write_rows_at`]): rows equal on order compare their tie tokens.
     pub fn write_rows_at(
         &self,
         view: &ResolvedView,
@@ -119,10 +111,20 @@ impl RocksStore {
         view: &ResolvedView,
         keys: &[Vec<KeyValue>],
     ) -> Result<Vec<Option<Arc<StoredRow>>>> {
-        let (mut rows, missed) = self.cached_rows(view, keys)?;
+        let (rows, missed) = self.cached_rows(view, keys)?;
         if missed.is_empty() {
             return Ok(rows);
         }
+        self.read_missed(rows, &missed)
+    }
+
+    /// Completes a read that [`RocksStore::cached_rows`] began: one multi-get for the keys
+    /// the row cache missed, filled into `rows` (and the cache).
+    pub(crate) fn read_missed(
+        &self,
+        mut rows: Vec<Cached>,
+        missed: &[Missed],
+    ) -> Result<Vec<Option<Arc<StoredRow>>>> {
         let cf = self.cf(CF_ONLINE)?;
         let stored = self.db.batched_multi_get_cf_opt(
             cf,
@@ -172,7 +174,7 @@ impl RocksStore {
 
     /// Checks `keys` and looks each up in the row cache (encoding into one reused buffer);
     /// returns the rows found there and the keys to read from RocksDB.
-    fn cached_rows(
+    pub(crate) fn cached_rows(
         &self,
         view: &ResolvedView,
         keys: &[Vec<KeyValue>],
@@ -233,7 +235,7 @@ impl RocksStore {
 /// A key the row cache did not hold: its position in the read, its encoding, and the
 /// cache's ticket for filling it.
 #[derive(Debug)]
-struct Missed {
+pub(crate) struct Missed {
     index: usize,
     key: Vec<u8>,
     ticket: Option<Miss>,

@@ -1,174 +1,129 @@
-//! [`OnlineStore`]: where online rows live, behind one trait. RocksDB in the data directory
-//! ([`RocksStore`], the embedded default) implements it here; Redis Cluster or Valkey (crate
-//! `quiver-redis`, shared by several Quiver replicas) implements it there. Both store the same
-//! key and row layouts (`keys`, `row_codec`) and apply the same ordering rule
-//! ([`quiver_core::semantics::write_wins`]) atomically per key.
+//! The data directory's RocksDB as a [`OnlineStore`] (the embedded default), and what every
+//! backend of the trait shares: [`encode_rows`] (validation, the greatest row per key, the
+//! row layout) and [`blocking`] (how a backend with a synchronous client keeps its I/O off
+//! the async workers).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use quiver_core::ResolvedView;
+use quiver_core::online_store::{Lease, OnlineStore, StoredRows, WriteStats};
 use quiver_core::semantics::{LogPosition, RowOrder, row_order, write_wins};
 use quiver_core::value::{KeyValue, Row};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keys::encode_key;
-use crate::online::WriteStats;
-use crate::row_codec::{StoredRow, encode_row};
+use crate::row_codec::encode_row;
 use crate::store::RocksStore;
 use crate::validate::validate_row;
 
-/// Online rows: batched reads, ordered writes. Calls block (disk or network): callers run
-/// them on the blocking pool, except [`OnlineStore::read_rows_cached`].
-pub trait OnlineStore: Send + Sync + std::fmt::Debug {
-    /// The stored row for each key (in the view's canonical join key order), `None` where
-    /// there is none. A key of the wrong shape is an `INVALID_ARGUMENT` error.
-    fn read_rows(
-        &self,
-        view: &ResolvedView,
-        keys: &[Vec<KeyValue>],
-    ) -> Result<Vec<Option<Arc<StoredRow>>>>;
+type CoreResult<T> = quiver_core::Result<T>;
 
-    /// Like [`OnlineStore::read_rows`] from memory only, so that an async worker may call
-    /// it; `None` when some row would need I/O. Stores without a memory tier return `None`.
-    fn read_rows_cached(
-        &self,
-        view: &ResolvedView,
-        keys: &[Vec<KeyValue>],
-    ) -> Result<Option<Vec<Option<Arc<StoredRow>>>>> {
-        let _ = (view, keys);
-        Ok(None)
+impl From<Error> for quiver_core::Error {
+    fn from(error: Error) -> Self {
+        quiver_core::Error::backend(error.code(), error)
     }
-
-    /// Writes rows of `view` under the ordering rule, atomically per key; every row is
-    /// validated first and an invalid one writes nothing of the batch. `durable` returns
-    /// only once the store's durability level is reached ([`OnlineStore::sync`]).
-    fn write_rows(&self, view: &ResolvedView, rows: &[Row], durable: bool) -> Result<WriteStats> {
-        self.write_rows_at(view, rows, None, durable)
-    }
-
-    /// [`OnlineStore::write_rows`] for rows that were appended to the push log at `origin`
-    /// (`rows[i]` at `origin.nth(i)`): each is stored with its tie token, so that among rows
-    /// equal on (event, created) the one the offline path takes last is kept, whatever order
-    /// the writes arrive in.
-    fn write_rows_at(
-        &self,
-        view: &ResolvedView,
-        rows: &[Row],
-        origin: Option<&LogPosition>,
-        durable: bool,
-    ) -> Result<WriteStats>;
-
-    /// Makes every write done before the call reach the store's durability level.
-    fn sync(&self) -> Result<()>;
-
-    /// The newest event time ever written online for the view named `view`.
-    fn newest_event(&self, view: &str) -> Result<Option<i64>>;
-
-    /// The materialization watermark of `view`'s definition (its fingerprint), if any.
-    fn watermark(&self, view: &ResolvedView) -> Result<Option<i64>>;
-
-    /// Moves the watermark of `view`'s definition to `end` when a run over `[start, end)`
-    /// covers it ([`quiver_core::semantics::watermark_advances`]), atomically against every
-    /// other writer of the store; true if it moved. Call it only once the run's rows reached
-    /// the store's durability level.
-    fn advance_watermark(&self, view: &ResolvedView, start: i64, end: i64) -> Result<bool>;
-
-    /// Takes the lease `name` for `holder` for `ttl`, or renews it when `holder` has it.
-    /// Leases keep one replica at a task (a view's materialization); they expire, so
-    /// correctness never rests on them alone (the watermark is the fence).
-    fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Lease>;
-
-    /// Extends the lease `name` by `ttl` while `holder` has it; false once it expired or
-    /// another holder took it (a lost lease is never taken again by a renewal).
-    fn renew_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool>;
-
-    /// Gives the lease `name` up, if `holder` has it.
-    fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
-
-    /// Stores a small record (a job's progress) under `name` for `ttl`, replacing any; every
-    /// replica on the store reads it with [`OnlineStore::record`].
-    fn put_record(&self, name: &str, bytes: &[u8], ttl: Duration) -> Result<()>;
-
-    /// The record under `name`, unless it expired.
-    fn record(&self, name: &str) -> Result<Option<Vec<u8>>>;
-
-    /// The backend's name, for logs (`rocksdb`, `redis-cluster`).
-    fn backend(&self) -> &'static str;
 }
 
-/// The answer to [`OnlineStore::acquire_lease`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lease {
-    /// The caller holds the lease for the asked time.
-    Acquired,
-    /// Another holder (named) has it.
-    HeldBy(String),
+/// Runs `f` on the blocking pool and waits for it without blocking the caller's worker. A
+/// task that panicked is an `INTERNAL` error, never a panic of the caller.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> CoreResult<T>
+where
+    T: Send + 'static,
+    E: Into<quiver_core::Error> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(error) => Err(quiver_core::Error::backend(
+            quiver_core::ErrorCode::Internal,
+            error,
+        )),
+    }
 }
 
+/// Reads first look in memory on the caller's task (the row cache, memtables and the block
+/// cache: no I/O); keys that need the disk, and every write, go to the blocking pool with
+/// a handle of the store.
+#[async_trait::async_trait]
 impl OnlineStore for RocksStore {
-    fn read_rows(
+    async fn read_rows(
         &self,
         view: &ResolvedView,
         keys: &[Vec<KeyValue>],
-    ) -> Result<Vec<Option<Arc<StoredRow>>>> {
-        RocksStore::read_rows(self, view, keys)
+    ) -> CoreResult<StoredRows> {
+        let (rows, missed) = self.cached_rows(view, keys)?;
+        if missed.is_empty() {
+            return Ok(rows);
+        }
+        let store = self.clone();
+        blocking(move || store.read_missed(rows, &missed)).await
     }
 
     fn read_rows_cached(
         &self,
         view: &ResolvedView,
         keys: &[Vec<KeyValue>],
-    ) -> Result<Option<Vec<Option<Arc<StoredRow>>>>> {
-        RocksStore::read_rows_cached(self, view, keys)
+    ) -> CoreResult<Option<StoredRows>> {
+        Ok(RocksStore::read_rows_cached(self, view, keys)?)
     }
 
-    fn write_rows_at(
+    async fn write_rows_at(
         &self,
         view: &ResolvedView,
         rows: &[Row],
         origin: Option<&LogPosition>,
         durable: bool,
-    ) -> Result<WriteStats> {
-        RocksStore::write_rows_at(self, view, rows, origin, durable)
+    ) -> CoreResult<WriteStats> {
+        let (store, view, rows) = (self.clone(), view.clone(), rows.to_vec());
+        let origin = origin.cloned();
+        blocking(move || store.write_rows_at(&view, &rows, origin.as_ref(), durable)).await
     }
 
-    fn sync(&self) -> Result<()> {
-        RocksStore::sync(self)
+    async fn sync(&self) -> CoreResult<()> {
+        let store = self.clone();
+        blocking(move || store.sync()).await
     }
 
-    fn newest_event(&self, view: &str) -> Result<Option<i64>> {
-        RocksStore::newest_event(self, view)
+    async fn newest_event(&self, view: &str) -> CoreResult<Option<i64>> {
+        let (store, view) = (self.clone(), view.to_string());
+        blocking(move || store.newest_event(&view)).await
     }
 
-    fn watermark(&self, view: &ResolvedView) -> Result<Option<i64>> {
-        RocksStore::watermark(self, view)
+    async fn watermark(&self, view: &ResolvedView) -> CoreResult<Option<i64>> {
+        let (store, view) = (self.clone(), view.clone());
+        blocking(move || store.watermark(&view)).await
     }
 
-    fn advance_watermark(&self, view: &ResolvedView, start: i64, end: i64) -> Result<bool> {
-        RocksStore::advance_watermark(self, view, start, end)
+    async fn advance_watermark(
+        &self,
+        view: &ResolvedView,
+        start: i64,
+        end: i64,
+    ) -> CoreResult<bool> {
+        let (store, view) = (self.clone(), view.clone());
+        blocking(move || store.advance_watermark(&view, start, end)).await
     }
 
-    fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Lease> {
+    // Leases and records of one process live in memory: no I/O, answered here.
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> CoreResult<Lease> {
         Ok(self.leases.acquire(name, holder, ttl))
     }
 
-    fn renew_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+    async fn renew_lease(&self, name: &str, holder: &str, ttl: Duration) -> CoreResult<bool> {
         Ok(self.leases.renew(name, holder, ttl))
     }
 
-    fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+    async fn release_lease(&self, name: &str, holder: &str) -> CoreResult<()> {
         self.leases.release(name, holder);
         Ok(())
     }
 
-    fn put_record(&self, name: &str, bytes: &[u8], ttl: Duration) -> Result<()> {
+    async fn put_record(&self, name: &str, bytes: &[u8], ttl: Duration) -> CoreResult<()> {
         self.leases.put_record(name, bytes, ttl);
         Ok(())
     }
 
-    fn record(&self, name: &str) -> Result<Option<Vec<u8>>> {
+    async fn record(&self, name: &str) -> CoreResult<Option<Vec<u8>>> {
         Ok(self.leases.record(name))
     }
 

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use quiver_core::value::Value;
 
-use crate::row_codec::StoredRow;
+use quiver_core::online_store::StoredRow;
 
 /// The default capacity of the cache of decoded rows.
 pub const DEFAULT_ROW_CACHE_BYTES: usize = 128 << 20;

@@ -19,6 +19,7 @@
 //! Values are in the feature order of the view version that wrote them (`view_version`);
 //! `quiver_core::online_read::project_values` maps them onto another version by feature name.
 
+use quiver_core::online_store::StoredRow;
 use quiver_core::semantics::{RowOrder, row_order};
 use quiver_core::value::Value;
 
@@ -42,22 +43,6 @@ const TAG_TIMESTAMP: u8 = 8;
 const TAG_LIST: u8 = 9;
 
 const WHAT: &str = "online value";
-
-/// One row as stored for a key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredRow {
-    pub event_ts: i64,
-    pub created_ts: Option<i64>,
-    /// The view version that wrote it; `values` are in THAT version's feature order.
-    pub view_version: u32,
-    pub values: Vec<Value>,
-}
-
-impl StoredRow {
-    pub fn order(&self) -> RowOrder {
-        row_order(self.event_ts, self.created_ts)
-    }
-}
 
 /// Encodes a row (format 2 when `tie` is not empty); fails only on lengths the layout
 /// cannot hold or on a nested list.

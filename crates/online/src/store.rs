@@ -29,8 +29,23 @@ const N_STRIPES: usize = 1024;
 const META_WRITE_BUFFER_BYTES: usize = 4 << 20;
 
 /// RocksDB storage of one data directory: online rows, registry states and watermarks.
-/// `Send + Sync`; share it behind an `Arc`.
+/// A handle: clones share one database (closed when the last one drops), which is how the
+/// async [`quiver_core::online_store::OnlineStore`] methods take it to the blocking pool.
+#[derive(Clone, Debug)]
 pub struct RocksStore {
+    shared: std::sync::Arc<Shared>,
+}
+
+impl std::ops::Deref for RocksStore {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// What every handle of one [`RocksStore`] shares.
+pub struct Shared {
     pub(crate) db: DB,
     /// The options the database was opened with: they hold its statistics (see `stats`).
     pub(crate) options: Options,
@@ -46,7 +61,7 @@ pub struct RocksStore {
     path: PathBuf,
 }
 
-impl std::fmt::Debug for RocksStore {
+impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RocksStore")
             .field("path", &self.path)
@@ -99,7 +114,7 @@ impl RocksStore {
         let db = DB::open_cf_descriptors(&db_options, dir, descriptors)
             .map_err(Error::storage("open the database"))?;
         let stripes = (0..N_STRIPES).map(|_| Mutex::new(())).collect();
-        let store = RocksStore {
+        let store = Shared {
             db,
             options: db_options,
             stripes,
@@ -108,6 +123,9 @@ impl RocksStore {
             path: dir.to_path_buf(),
             watermarks: Mutex::new(()),
             leases: Default::default(),
+        };
+        let store = RocksStore {
+            shared: std::sync::Arc::new(store),
         };
         for name in [CF_ONLINE, CF_REGISTRY, CF_META] {
             store.cf(name)?;

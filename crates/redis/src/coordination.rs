@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use quiver_core::ResolvedView;
-use quiver_online::Lease;
+use quiver_core::online_store::Lease;
 
 use crate::RedisStore;
 use crate::error::{Error, Result};

@@ -60,13 +60,9 @@ impl Error {
     }
 }
 
-impl From<Error> for quiver_online::Error {
+impl From<Error> for quiver_core::Error {
     fn from(error: Error) -> Self {
-        quiver_online::Error::Remote {
-            backend: "redis-cluster",
-            code: error.code(),
-            message: error.to_string(),
-        }
+        quiver_core::Error::backend(error.code(), error)
     }
 }
 

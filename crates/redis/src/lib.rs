@@ -35,12 +35,14 @@ mod gate;
 mod url;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use quiver_core::ResolvedView;
+use quiver_core::online_store::{Lease, OnlineStore, StoredRows, WriteStats};
 use quiver_core::semantics::LogPosition;
 use quiver_core::value::{KeyValue, Row};
 use quiver_online::keys::{check_key, encode_key};
-use quiver_online::{OnlineStore, StoredRow, WriteStats, decode_row, encode_rows};
+use quiver_online::{blocking, decode_row, encode_rows};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
 use redis::cluster_routing::{
     AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo,
@@ -56,9 +58,26 @@ const FUNCTIONS: &str = include_str!("quiver.lua");
 /// primary.
 const MAX_ROUTED_WAITS: usize = 8;
 
-/// Online rows in a Redis Cluster. `Send + Sync`; calls block on the network (run them on
-/// the blocking pool).
+type CoreResult<T> = quiver_core::Result<T>;
+
+/// Online rows in a Redis Cluster. A handle (clones share the connections); the inherent
+/// methods block on the network, and the [`OnlineStore`] methods run them on the blocking
+/// pool.
+#[derive(Clone, Debug)]
 pub struct RedisStore {
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for RedisStore {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// What every handle of one [`RedisStore`] shares.
+pub struct Shared {
     client: ClusterClient,
     idle: Mutex<Vec<ClusterConnection>>,
     /// Connections in use at once, at most `max_connections`.
@@ -66,7 +85,7 @@ pub struct RedisStore {
     url: ClusterUrl,
 }
 
-impl std::fmt::Debug for RedisStore {
+impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("url", &self.url)
@@ -95,10 +114,12 @@ impl RedisStore {
             .build()
             .map_err(Error::redis("configure the client"))?;
         let store = RedisStore {
-            client,
-            idle: Mutex::new(Vec::new()),
-            gate: gate::Gate::new(url.max_connections),
-            url,
+            shared: Arc::new(Shared {
+                client,
+                idle: Mutex::new(Vec::new()),
+                gate: gate::Gate::new(url.max_connections),
+                url,
+            }),
         };
         store.with_connection(|connection| {
             check_no_eviction(connection)?;
@@ -216,20 +237,14 @@ impl RedisStore {
         Ok(())
     }
 
-    fn read(
-        &self,
-        view: &ResolvedView,
-        keys: &[Vec<KeyValue>],
-    ) -> Result<Vec<Option<Arc<StoredRow>>>, quiver_online::Error> {
-        for key in keys {
-            check_key(view, key)?;
-        }
+    /// The stored rows of `keys` (as [`redis_keys`] makes them): one pipeline.
+    fn read(&self, keys: &[Vec<u8>]) -> CoreResult<StoredRows> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::cluster::cluster_pipe();
         for key in keys {
-            pipe.get(redis_key(&view.name, &encode_key(&view.name, key)));
+            pipe.get(key);
         }
         let stored: Vec<Option<Vec<u8>>> = self.with_connection(|connection| {
             pipe.query(connection)
@@ -239,7 +254,7 @@ impl RedisStore {
             .into_iter()
             .map(|bytes| match bytes {
                 None => Ok(None),
-                Some(bytes) => decode_row(&bytes).map(|row| Some(Arc::new(row))),
+                Some(bytes) => Ok(Some(Arc::new(decode_row(&bytes)?))),
             })
             .collect()
     }
@@ -249,7 +264,7 @@ impl RedisStore {
         view: &ResolvedView,
         rows: &[Row],
         origin: Option<&LogPosition>,
-    ) -> Result<WriteStats, quiver_online::Error> {
+    ) -> CoreResult<WriteStats> {
         let encoded = encode_rows(view, rows, origin)?;
         if encoded.is_empty() {
             return Ok(WriteStats::default());
@@ -299,86 +314,99 @@ impl RedisStore {
     }
 }
 
+/// Keys are checked and encoded on the caller's task; every call to the cluster runs on the
+/// blocking pool (the client is synchronous).
+#[async_trait::async_trait]
 impl OnlineStore for RedisStore {
-    fn read_rows(
+    async fn read_rows(
         &self,
         view: &ResolvedView,
         keys: &[Vec<KeyValue>],
-    ) -> quiver_online::Result<Vec<Option<Arc<StoredRow>>>> {
-        self.read(view, keys)
+    ) -> CoreResult<StoredRows> {
+        let keys = redis_keys(view, keys)?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = self.clone();
+        blocking(move || store.read(&keys)).await
     }
 
     /// Every write already waited for the configured replicas (`WAIT` acknowledges the
     /// writes of one connection, so it is sent on the connection that wrote).
-    fn write_rows_at(
+    async fn write_rows_at(
         &self,
         view: &ResolvedView,
         rows: &[Row],
         origin: Option<&LogPosition>,
         _durable: bool,
-    ) -> quiver_online::Result<WriteStats> {
-        self.write(view, rows, origin)
+    ) -> CoreResult<WriteStats> {
+        let (store, view, rows) = (self.clone(), view.clone(), rows.to_vec());
+        let origin = origin.cloned();
+        blocking(move || store.write(&view, &rows, origin.as_ref())).await
     }
 
-    fn sync(&self) -> quiver_online::Result<()> {
+    async fn sync(&self) -> CoreResult<()> {
         Ok(())
     }
 
-    fn newest_event(&self, view: &str) -> quiver_online::Result<Option<i64>> {
-        Ok(self.get_i64(&newest_key(view), "read a view's newest event")?)
+    async fn newest_event(&self, view: &str) -> CoreResult<Option<i64>> {
+        let (store, key) = (self.clone(), newest_key(view));
+        blocking(move || store.get_i64(&key, "read a view's newest event")).await
     }
 
-    fn watermark(&self, view: &ResolvedView) -> quiver_online::Result<Option<i64>> {
-        Ok(self.read_watermark(view)?)
+    async fn watermark(&self, view: &ResolvedView) -> CoreResult<Option<i64>> {
+        let (store, view) = (self.clone(), view.clone());
+        blocking(move || store.read_watermark(&view)).await
     }
 
-    fn advance_watermark(
+    async fn advance_watermark(
         &self,
         view: &ResolvedView,
         start: i64,
         end: i64,
-    ) -> quiver_online::Result<bool> {
-        Ok(self.advance(view, start, end)?)
+    ) -> CoreResult<bool> {
+        let (store, view) = (self.clone(), view.clone());
+        blocking(move || store.advance(&view, start, end)).await
     }
 
-    fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: std::time::Duration,
-    ) -> quiver_online::Result<quiver_online::Lease> {
-        Ok(self.lease(name, holder, ttl)?)
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> CoreResult<Lease> {
+        let (store, name, holder) = (self.clone(), name.to_string(), holder.to_string());
+        blocking(move || store.lease(&name, &holder, ttl)).await
     }
 
-    fn renew_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: std::time::Duration,
-    ) -> quiver_online::Result<bool> {
-        Ok(self.renew(name, holder, ttl)?)
+    async fn renew_lease(&self, name: &str, holder: &str, ttl: Duration) -> CoreResult<bool> {
+        let (store, name, holder) = (self.clone(), name.to_string(), holder.to_string());
+        blocking(move || store.renew(&name, &holder, ttl)).await
     }
 
-    fn release_lease(&self, name: &str, holder: &str) -> quiver_online::Result<()> {
-        Ok(self.release(name, holder)?)
+    async fn release_lease(&self, name: &str, holder: &str) -> CoreResult<()> {
+        let (store, name, holder) = (self.clone(), name.to_string(), holder.to_string());
+        blocking(move || store.release(&name, &holder)).await
     }
 
-    fn put_record(
-        &self,
-        name: &str,
-        bytes: &[u8],
-        ttl: std::time::Duration,
-    ) -> quiver_online::Result<()> {
-        Ok(self.put(name, bytes, ttl)?)
+    async fn put_record(&self, name: &str, bytes: &[u8], ttl: Duration) -> CoreResult<()> {
+        let (store, name, bytes) = (self.clone(), name.to_string(), bytes.to_vec());
+        blocking(move || store.put(&name, &bytes, ttl)).await
     }
 
-    fn record(&self, name: &str) -> quiver_online::Result<Option<Vec<u8>>> {
-        Ok(self.get(name)?)
+    async fn record(&self, name: &str) -> CoreResult<Option<Vec<u8>>> {
+        let (store, name) = (self.clone(), name.to_string());
+        blocking(move || store.get(&name)).await
     }
 
     fn backend(&self) -> &'static str {
         "redis-cluster"
     }
+}
+
+/// The Redis keys of `keys`, each checked against the view's join keys.
+fn redis_keys(view: &ResolvedView, keys: &[Vec<KeyValue>]) -> CoreResult<Vec<Vec<u8>>> {
+    keys.iter()
+        .map(|key| {
+            check_key(view, key)?;
+            Ok(redis_key(&view.name, &encode_key(&view.name, key)))
+        })
+        .collect()
 }
 
 impl RedisStore {

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use quiver_core::online_store::OnlineStore;
 use quiver_core::registry_store::RegistryStore;
 use quiver_offline::{OfflineStore, ParquetSchemaCheck};
-use quiver_online::{OnlineStore, RocksStore};
+use quiver_online::RocksStore;
 use quiver_proto::v1;
 use tokio_util::sync::CancellationToken;
 
@@ -286,7 +287,7 @@ fn open_online_store(url: Option<&str>, store: &Arc<RocksStore>) -> Result<Arc<d
     match url {
         None | Some("rocksdb") => Ok(Arc::clone(store) as Arc<dyn OnlineStore>),
         Some(url) if url.starts_with("redis+cluster://") => {
-            let redis = quiver_redis::RedisStore::open(url).map_err(quiver_online::Error::from)?;
+            let redis = quiver_redis::RedisStore::open(url).map_err(quiver_core::Error::from)?;
             Ok(Arc::new(redis))
         }
         Some(other) => Err(Error::invalid(

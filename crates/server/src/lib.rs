@@ -213,7 +213,7 @@ async fn serve_grpc(
         Ok(())
     })
     .await?;
-    components.online.sync()?;
+    components.online.sync().await?;
     components.store.sync()?;
     tracing::info!("storage synced; bye");
     Ok(())

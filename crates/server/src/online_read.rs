@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use quiver_core::RegistryState;
 use quiver_core::online_read::{RowRead, StoredRowRef, fresh_value};
+use quiver_core::online_store::{OnlineStore, StoredRow};
 use quiver_core::selection::Selection;
 use quiver_core::semantics::FeatureStatus;
 use quiver_core::types::Micros;
 use quiver_core::value::{KeyValue, Value};
-use quiver_online::{OnlineStore, StoredRow};
 use quiver_proto::convert::{column_len, column_to_keys, columns_by_name};
 use quiver_proto::selector::online_selector;
 use quiver_proto::v1;
@@ -154,14 +154,19 @@ impl OnlineRead {
         })
     }
 
-    /// Reads every selected view at `now` from the store (blocking: disk reads).
-    pub fn execute(
+    /// Reads every selected view at `now` from the store (one batched read per view).
+    pub async fn execute(
         &self,
         store: &dyn OnlineStore,
         registry: &RegistryState,
         now: Micros,
     ) -> Result<Vec<ViewRead>> {
-        self.read(store, registry, now, true)
+        let mut views = Vec::with_capacity(self.selection.views.len());
+        for (selected, keys) in self.selection.views.iter().zip(&self.keys) {
+            let stored = store.read_rows(&selected.view, keys).await?;
+            views.push(view_read(selected, stored, registry, now));
+        }
+        Ok(views)
     }
 
     /// The transport baseline `Echo`: a response of the same shape and about the same size
@@ -174,30 +179,15 @@ impl OnlineRead {
         registry: &RegistryState,
         now: Micros,
     ) -> Result<Vec<ViewRead>> {
-        self.read(store, registry, now, false)
-    }
-
-    fn read(
-        &self,
-        store: &dyn OnlineStore,
-        registry: &RegistryState,
-        now: Micros,
-        lookup: bool,
-    ) -> Result<Vec<ViewRead>> {
         self.selection
             .views
             .iter()
             .zip(&self.keys)
             .map(|(selected, keys)| {
-                let stored = if lookup {
-                    store.read_rows(&selected.view, keys)?
-                } else {
-                    let first = keys.get(..1).unwrap_or_default();
-                    let first = store.read_rows_cached(&selected.view, first)?;
-                    let row = first.and_then(|rows| rows.into_iter().next().flatten());
-                    vec![row; self.n_rows]
-                };
-                Ok(view_read(selected, stored, registry, now))
+                let first = keys.get(..1).unwrap_or_default();
+                let first = store.read_rows_cached(&selected.view, first)?;
+                let row = first.and_then(|rows| rows.into_iter().next().flatten());
+                Ok(view_read(selected, vec![row; self.n_rows], registry, now))
             })
             .collect()
     }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use quiver_core::RegistryState;
+use quiver_core::online_store::OnlineStore;
 use quiver_core::semantics::FeatureStatus;
-use quiver_online::OnlineStore;
 use quiver_proto::convert::optional_values_to_column;
 use quiver_proto::v1;
 use tonic::{Request, Response, Status};
@@ -59,25 +59,25 @@ impl OnlineService {
         }
     }
 
-    /// One registry snapshot serves the whole request: resolution and reading alike. The
-    /// served rows are offered to the served-row log.
-    fn get(
+    /// A large read: converted on the blocking pool, read from the store, and answered on
+    /// the blocking pool. One registry snapshot serves the whole request: resolution and
+    /// reading alike. The served rows are offered to the served-row log.
+    async fn get_large(
         &self,
-        request: &v1::GetOnlineFeaturesRequest,
-        request_id: Arc<str>,
+        request: Arc<v1::GetOnlineFeaturesRequest>,
     ) -> Result<v1::GetOnlineFeaturesResponse> {
         let registry = self.registry.snapshot();
-        let read = OnlineRead::from_wire(request, &registry, &self.limits)?;
+        let (snapshot, limits) = (Arc::clone(&registry), Arc::clone(&self.limits));
+        let read = crate::run_blocking(move || OnlineRead::from_wire(&request, &snapshot, &limits))
+            .await?;
         let now = self.clock.now();
-        let views = read.execute(&*self.store, &registry, now)?;
-        let call = (request_id, now);
-        Ok(respond_and_log(
-            &self.served_log,
-            &registry,
-            read,
-            views,
-            call,
-        ))
+        let views = read.execute(&*self.store, &registry, now).await?;
+        let (served_log, call) = (
+            Arc::clone(&self.served_log),
+            (crate::transport::request_id(), now),
+        );
+        crate::run_blocking(move || Ok(respond_and_log(&served_log, &registry, read, views, call)))
+            .await
     }
 
     /// A small read is validated here and answered here when its rows are all in memory
@@ -89,13 +89,11 @@ impl OnlineService {
         if prost::Message::encoded_len(&**request) <= INLINE_READ_BYTES {
             return self.get_small(request).await;
         }
-        let (service, id) = (self.clone(), crate::transport::request_id());
-        let request = Arc::clone(request);
-        crate::run_blocking(move || service.get(&request, id)).await
+        self.get_large(Arc::clone(request)).await
     }
 
     /// A small read: validated here, answered here when its rows are all in memory, else
-    /// read from the store on the blocking pool (validated once either way).
+    /// read from the store (validated once either way).
     async fn get_small(
         &self,
         request: &v1::GetOnlineFeaturesRequest,
@@ -114,13 +112,15 @@ impl OnlineService {
                 call,
             ));
         }
-        let (store, served_log) = (Arc::clone(&self.store), Arc::clone(&self.served_log));
-        crate::run_blocking(move || {
-            let views = read.execute(&*store, &registry, now)?;
-            let call = (request_id, now);
-            Ok(respond_and_log(&served_log, &registry, read, views, call))
-        })
-        .await
+        let views = read.execute(&*self.store, &registry, now).await?;
+        let call = (request_id, now);
+        Ok(respond_and_log(
+            &self.served_log,
+            &registry,
+            read,
+            views,
+            call,
+        ))
     }
 }
 
@@ -265,7 +265,7 @@ impl v1::online_service_server::OnlineService for OnlineService {
         Ok(Response::new(response))
     }
 
-    /// Validation (a chunk of rows at a time) and writing run on the blocking pool.
+    /// Validation (a chunk of rows at a time) runs on the blocking pool, then the writes.
     async fn push(
         &self,
         request: Request<v1::PushRequest>,
@@ -279,8 +279,11 @@ impl v1::online_service_server::OnlineService for OnlineService {
         let bytes = prost::Message::encoded_len(&request);
         let by = principal.clone();
         let metrics = Arc::clone(&self.metrics);
-        let result = crate::run_blocking(move || {
-            let batch = PushBatch::from_wire(request, &registry, received_at, &limits);
+        let result = async move {
+            let batch = crate::run_blocking(move || {
+                PushBatch::from_wire(request, &registry, received_at, &limits)
+            })
+            .await;
             let batch = batch.inspect_err(|e| {
                 if let crate::error::Error::Violation {
                     view,
@@ -296,7 +299,8 @@ impl v1::online_service_server::OnlineService for OnlineService {
             batch
                 .view_names()
                 .try_for_each(|view| by.check_view(view))?;
-            let pushed = pusher.push_blocking(&batch)?;
+            let batch = Arc::new(batch);
+            let pushed = pusher.push(Arc::clone(&batch)).await?;
             metrics.record_violations(
                 "warn",
                 batch
@@ -305,7 +309,7 @@ impl v1::online_service_server::OnlineService for OnlineService {
                     .map(|((v, f, r), n)| (v.as_str(), f.as_str(), r.name(), *n)),
             );
             Ok((batch.n_rows, pushed))
-        })
+        }
         .await;
         let (n_rows, pushed) = audited(&principal, "Push", &target, result)?;
         let response = pushed_to_proto(n_rows, pushed);

@@ -11,11 +11,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use prost::Message;
+use quiver_core::online_store::OnlineStore;
 use quiver_core::semantics::{invalid_time_message, is_valid_time};
 use quiver_core::value::Row;
 use quiver_core::{Kind, RegistryState, ResolvedView};
 use quiver_offline::{OfflineStore, push_log_batch};
-use quiver_online::OnlineStore;
 use quiver_proto::convert::{
     column_len, column_to_keys, column_to_micros, column_to_values, columns_by_name, slice_column,
 };
@@ -142,6 +142,13 @@ impl PushBatch {
 }
 
 impl PushBatch {
+    /// Target view `index`.
+    fn view(&self, index: usize) -> Result<&ResolvedView> {
+        self.views
+            .get(index)
+            .ok_or_else(|| Error::Internal(format!("a push has no target view {index}")))
+    }
+
     /// The views this batch writes.
     pub fn view_names(&self) -> impl Iterator<Item = &str> {
         self.views.iter().map(|view| view.name.as_str())
@@ -149,23 +156,27 @@ impl PushBatch {
 }
 
 /// Writes validated push batches: the offline log first, then the online store, each durable
-/// before the push is acknowledged. Blocking: call it off the async workers.
+/// before the push is acknowledged.
 #[derive(Debug)]
 pub struct Pusher {
     store: Arc<dyn OnlineStore>,
     offline: Arc<OfflineStore>,
 }
 
+/// A chunk of at most this many rows is converted on the caller's task; a larger one on the
+/// blocking pool (so that an async worker never spends long on one).
+const INLINE_ROWS: usize = 64;
+
 impl Pusher {
     pub fn new(store: Arc<dyn OnlineStore>, offline: Arc<OfflineStore>) -> Self {
         Pusher { store, offline }
     }
 
-    /// Writes `batch` a chunk at a time (blocking I/O: the push log's file, RocksDB writes
-    /// and the WAL sync).
-    pub fn push_blocking(&self, batch: &PushBatch) -> Result<Vec<Pushed>> {
+    /// Writes `batch` view by view: its push-log file (on the blocking pool: Parquet, fsync,
+    /// rename), then its rows online a chunk at a time, then the online store's sync.
+    pub async fn push(&self, batch: Arc<PushBatch>) -> Result<Vec<Pushed>> {
         let mut outcome = Vec::with_capacity(batch.views.len());
-        for view in &batch.views {
+        for (index, view) in batch.views.iter().enumerate() {
             let mut pushed = Pushed {
                 view: view.name.clone(),
                 version: view.version,
@@ -174,29 +185,55 @@ impl Pusher {
             // Where the rows went in the push log: online, they keep it as their tie token.
             let mut origin = None;
             if batch.offline && batch.n_rows > 0 {
-                let log = batch
-                    .chunks()
-                    .map(|range| Ok(push_log_batch(view, &batch.rows(view, range)?)?))
-                    .collect::<Result<Vec<_>>>()?;
-                origin = self.offline.append_push_log_batches(view, &log)?;
+                let (offline, whole) = (Arc::clone(&self.offline), Arc::clone(&batch));
+                origin =
+                    crate::run_blocking(move || append_to_log(&offline, &whole, index)).await?;
                 pushed.written_offline = batch.n_rows;
             }
             if batch.online && view.online {
                 for range in batch.chunks() {
                     let at = origin.as_ref().map(|o| o.nth(range.start as u64));
-                    let rows = batch.rows(view, range)?;
-                    let stats = self.store.write_rows_at(view, &rows, at.as_ref(), false)?;
+                    let rows = chunk_rows(&batch, index, range).await?;
+                    let stats = self
+                        .store
+                        .write_rows_at(view, &rows, at.as_ref(), false)
+                        .await?;
                     pushed.written_online += stats.written;
                     pushed.skipped_older += stats.skipped_older;
                 }
                 // Acknowledged only once durable, even if every row lost to a stored one
                 // (which may come from a write not yet synced).
-                self.store.sync()?;
+                self.store.sync().await?;
             }
             outcome.push(pushed);
         }
         Ok(outcome)
     }
+}
+
+/// Appends every row of `batch` for its view `index` to that view's push log (blocking); where
+/// they landed.
+fn append_to_log(
+    offline: &OfflineStore,
+    batch: &PushBatch,
+    index: usize,
+) -> Result<Option<quiver_core::semantics::LogPosition>> {
+    let view = batch.view(index)?;
+    let log = batch
+        .chunks()
+        .map(|range| Ok(push_log_batch(view, &batch.rows(view, range)?)?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(offline.append_push_log_batches(view, &log)?)
+}
+
+/// Rows `range` of `batch` for its view `index`, converted here when few, else on the
+/// blocking pool.
+async fn chunk_rows(batch: &Arc<PushBatch>, index: usize, range: Range<usize>) -> Result<Vec<Row>> {
+    if range.len() <= INLINE_ROWS {
+        return batch.rows(batch.view(index)?, range);
+    }
+    let batch = Arc::clone(batch);
+    crate::run_blocking(move || batch.rows(batch.view(index)?, range)).await
 }
 
 fn target_views(request: &v1::PushRequest, registry: &RegistryState) -> Result<Vec<ResolvedView>> {

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quiver_core::ResolvedView;
+use quiver_core::online_store::OnlineStore;
 use quiver_core::types::Micros;
-use quiver_online::OnlineStore;
 use tokio_util::sync::CancellationToken;
 
 use super::request::{Window, incremental_window};
@@ -80,8 +80,8 @@ pub(super) struct ViewJob {
 
 impl ViewJob {
     /// The job of `view` over `window`; an incremental window starts `lookback` before the
-    /// watermark of the view's definition (blocking: reads the online store).
-    pub(super) fn new(
+    /// watermark of the view's definition (read from the online store).
+    pub(super) async fn new(
         store: &dyn OnlineStore,
         view: ResolvedView,
         window: Window,
@@ -90,7 +90,8 @@ impl ViewJob {
         let (start, end) = match window {
             Window::Range { start, end } => (start, end),
             Window::Incremental { end } => {
-                let (start, end) = incremental_window(&view.name, store.watermark(&view)?, end)?;
+                let (start, end) =
+                    incremental_window(&view.name, store.watermark(&view).await?, end)?;
                 (start.saturating_sub(lookback), end)
             }
         };

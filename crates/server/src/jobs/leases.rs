@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver_core::ResolvedView;
-use quiver_online::{Lease, OnlineStore};
+use quiver_core::online_store::{Lease, OnlineStore};
 
 use super::job::Job;
 use crate::error::{Error, Result};
@@ -31,9 +31,9 @@ pub(super) struct JobLeases {
 }
 
 impl JobLeases {
-    /// Takes the lease of every view for `holder` (blocking). When another holder has one,
-    /// gives back those taken and fails FAILED_PRECONDITION naming it.
-    pub(super) fn acquire(
+    /// Takes the lease of every view for `holder`. When another holder has one, gives back
+    /// those taken (on drop) and fails FAILED_PRECONDITION naming it.
+    pub(super) async fn acquire(
         online: Arc<dyn OnlineStore>,
         views: &[ResolvedView],
         holder: String,
@@ -47,7 +47,11 @@ impl JobLeases {
         };
         for view in views {
             let name = lease_name(&view.name);
-            match leases.online.acquire_lease(&name, &leases.holder, ttl)? {
+            match leases
+                .online
+                .acquire_lease(&name, &leases.holder, ttl)
+                .await?
+            {
                 Lease::Acquired => leases.held().push(name),
                 Lease::HeldBy(other) => {
                     return Err(Error::FailedPrecondition(format!(
@@ -68,8 +72,7 @@ impl JobLeases {
             let mut renewed = Instant::now();
             loop {
                 tokio::time::sleep(leases.ttl / 3).await;
-                let renewing = Arc::clone(&leases);
-                let lost = match crate::run_blocking(move || renewing.renew()).await {
+                let lost = match leases.renew().await {
                     Ok(None) => {
                         renewed = Instant::now();
                         continue;
@@ -98,9 +101,14 @@ impl JobLeases {
 
     /// Renews every lease; why one is lost, if it is. A lease that expired is lost even
     /// when nobody took it since: another run may have come and gone meanwhile.
-    fn renew(&self) -> Result<Option<String>> {
-        for name in self.held().iter() {
-            if !self.online.renew_lease(name, &self.holder, self.ttl)? {
+    async fn renew(&self) -> Result<Option<String>> {
+        let names = self.held().clone();
+        for name in &names {
+            if !self
+                .online
+                .renew_lease(name, &self.holder, self.ttl)
+                .await?
+            {
                 return Ok(Some(format!(
                     "lease `{name}` expired before it was renewed (the job stalled longer than --lease-ttl); another replica may run the view now"
                 )));
@@ -109,19 +117,19 @@ impl JobLeases {
         Ok(None)
     }
 
-    /// Gives the leases back (blocking); the job's next run may start at once.
-    pub(super) fn release(&self) {
+    /// Gives the leases back; the job's next run may start at once.
+    pub(super) async fn release(&self) {
         let names = std::mem::take(&mut *self.held());
         for name in &names {
-            if let Err(error) = self.online.release_lease(name, &self.holder) {
+            if let Err(error) = self.online.release_lease(name, &self.holder).await {
                 tracing::warn!(%error, lease = %name, "a lease was not released; it expires after --lease-ttl");
             }
         }
     }
 }
 
-/// Leases not given back explicitly (a job refused after they were taken) are, on the
-/// blocking pool when in a runtime.
+/// Leases not given back explicitly (a job refused after they were taken) are, by a task
+/// when in a runtime (else they expire).
 impl Drop for JobLeases {
     fn drop(&mut self) {
         if self.held().is_empty() {
@@ -133,9 +141,8 @@ impl Drop for JobLeases {
             holder: self.holder.clone(),
             ttl: self.ttl,
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(move || leases.release())),
-            Err(_) => leases.release(),
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            drop(runtime.spawn(async move { leases.release().await }));
         }
     }
 }

@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quiver_core::ResolvedView;
+use quiver_core::online_store::OnlineStore;
 use quiver_offline::OfflineStore;
-use quiver_online::OnlineStore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -102,8 +102,8 @@ impl Materializer {
             })
     }
 
-    /// Takes the views' leases, plans the job (windows from the watermarks) on the blocking
-    /// pool and starts it in the background.
+    /// Takes the views' leases, plans the job (windows from the watermarks) and starts it
+    /// in the background.
     pub async fn start(self: &Arc<Self>, request: &MaterializeRequest) -> Result<Arc<Job>> {
         let views = self.selected_views(request)?;
         let now = self.clock.now();
@@ -113,26 +113,21 @@ impl Materializer {
         let (holder, ttl) = (format!("{}/{id}", self.replica.id), self.replica.lease_ttl);
         let lookback =
             i64::try_from(self.replica.materialize_lookback.as_micros()).unwrap_or(i64::MAX);
-        let (leases, views) = crate::run_blocking(move || {
-            let leases = JobLeases::acquire(Arc::clone(&online), &views, holder, ttl)?;
-            let views = views
-                .into_iter()
-                .map(|view| ViewJob::new(&*online, view, window, lookback))
-                .collect::<Result<Vec<_>>>()?;
-            Ok((Arc::new(leases), views))
-        })
-        .await?;
+        let leases = Arc::new(JobLeases::acquire(Arc::clone(&online), &views, holder, ttl).await?);
+        let mut planned = Vec::with_capacity(views.len());
+        for view in views {
+            planned.push(ViewJob::new(&*online, view, window, lookback).await?);
+        }
         let job = Arc::new(Job::new(
             id.clone(),
             seq,
             now,
             self.shutdown.child_token(),
-            views,
+            planned,
         ));
         self.insert(id, Arc::clone(&job))?;
         // Published before the start is answered, so every replica knows the job at once.
-        let (online, report) = (Arc::clone(&self.online), job.report());
-        if let Err(error) = crate::run_blocking(move || shared::publish(&*online, &report)).await {
+        if let Err(error) = shared::publish(&*self.online, &job.report()).await {
             tracing::warn!(%error, "the job's record was not published");
         }
         let (materializer, task_job) = (Arc::clone(self), Arc::clone(&job));
@@ -149,13 +144,7 @@ impl Materializer {
             stop_publishing.cancel();
             let _ = publisher.await;
             // Given back before the job is seen to finish, so that a next run may start.
-            let released = crate::run_blocking(move || {
-                leases.release();
-                Ok(())
-            });
-            if let Err(error) = released.await {
-                tracing::warn!(%error, "the leases were not given back; they expire");
-            }
+            leases.release().await;
             match result {
                 Ok(()) => task_job.finish(JobState::Succeeded, String::new()),
                 Err(Error::Cancelled) => match task_job.lease_lost.get() {
@@ -167,10 +156,8 @@ impl Materializer {
                     task_job.finish(JobState::Failed, error.to_string());
                 }
             }
-            let (online, report) = (Arc::clone(&materializer.online), task_job.report());
-            if let Err(error) =
-                crate::run_blocking(move || shared::publish(&*online, &report)).await
-            {
+            let report = task_job.report();
+            if let Err(error) = shared::publish(&*materializer.online, &report).await {
                 tracing::warn!(%error, "the finished job's record was not published");
             }
         });
@@ -178,13 +165,12 @@ impl Materializer {
     }
 
     /// Job `id`'s report: from this replica's table, else from the record the replica that
-    /// runs it publishes (blocking read on the pool).
+    /// runs it publishes.
     pub async fn report(&self, id: &str) -> Result<JobReport> {
         if let Ok(job) = self.get(id) {
             return Ok(job.report());
         }
-        let (online, wanted) = (Arc::clone(&self.online), id.to_string());
-        crate::run_blocking(move || shared::read(&*online, &wanted))
+        shared::read(&*self.online, id)
             .await?
             .ok_or_else(|| Error::NotFound {
                 what: "job",
@@ -216,8 +202,7 @@ impl Materializer {
         }
         let report = self.report(id).await?;
         if report.state == JobState::Running {
-            let (online, wanted) = (Arc::clone(&self.online), id.to_string());
-            crate::run_blocking(move || shared::request_cancel(&*online, &wanted)).await?;
+            shared::request_cancel(&*self.online, id).await?;
         }
         Ok(report)
     }
@@ -365,25 +350,16 @@ impl Materializer {
                 if job.cancel.is_cancelled() {
                     return Err(Error::Cancelled);
                 }
-                let (store, view, chunk) = (Arc::clone(&self.online), view.clone(), chunk.to_vec());
-                let stats =
-                    crate::run_blocking(move || Ok(store.write_rows(&view, &chunk, false)?))
-                        .await?;
+                let stats = self.online.write_rows(view, chunk, false).await?;
                 view_job.written.fetch_add(stats.written, Ordering::Relaxed);
             }
         }
-        let (online, view, start, end) = (
-            Arc::clone(&self.online),
-            view.clone(),
-            view_job.start,
-            view_job.end,
-        );
+        self.online.sync().await?;
         // The fence: moves only over a window that covers the watermark, whoever runs it.
-        let moved = crate::run_blocking(move || {
-            online.sync()?;
-            Ok(online.advance_watermark(&view, start, end)?)
-        })
-        .await?;
+        let moved = self
+            .online
+            .advance_watermark(view, view_job.start, view_job.end)
+            .await?;
         tracing::info!(
             scanned = view_job.scanned.load(Ordering::Relaxed),
             written = view_job.written.load(Ordering::Relaxed),

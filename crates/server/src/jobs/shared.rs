@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use quiver_online::OnlineStore;
+use quiver_core::online_store::OnlineStore;
 
 use super::job::{Job, JobReport, JobState};
 use crate::error::{Error, Result};
@@ -21,19 +21,21 @@ const RUNNING_TTL: Duration = Duration::from_secs(30);
 /// How long a finished job's record is kept.
 const KEEP: Duration = Duration::from_secs(3_600);
 
-pub(super) fn publish(online: &dyn OnlineStore, report: &JobReport) -> Result<()> {
+pub(super) async fn publish(online: &dyn OnlineStore, report: &JobReport) -> Result<()> {
     let json = serde_json::to_vec(report)
         .map_err(|e| Error::Internal(format!("a job report does not serialize: {e}")))?;
     let ttl = match report.state {
         JobState::Running => RUNNING_TTL,
         _ => KEEP,
     };
-    Ok(online.put_record(&format!("job/{}", report.id), &json, ttl)?)
+    Ok(online
+        .put_record(&format!("job/{}", report.id), &json, ttl)
+        .await?)
 }
 
 /// The report another replica published for job `id`, if any.
-pub(super) fn read(online: &dyn OnlineStore, id: &str) -> Result<Option<JobReport>> {
-    let Some(json) = online.record(&format!("job/{id}"))? else {
+pub(super) async fn read(online: &dyn OnlineStore, id: &str) -> Result<Option<JobReport>> {
+    let Some(json) = online.record(&format!("job/{id}")).await? else {
         return Ok(None);
     };
     serde_json::from_slice(&json).map(Some).map_err(|e| {
@@ -43,8 +45,10 @@ pub(super) fn read(online: &dyn OnlineStore, id: &str) -> Result<Option<JobRepor
     })
 }
 
-pub(super) fn request_cancel(online: &dyn OnlineStore, id: &str) -> Result<()> {
-    Ok(online.put_record(&format!("cancel/{id}"), b"1", KEEP)?)
+pub(super) async fn request_cancel(online: &dyn OnlineStore, id: &str) -> Result<()> {
+    Ok(online
+        .put_record(&format!("cancel/{id}"), b"1", KEEP)
+        .await?)
 }
 
 /// Publishes `job`'s report every [`PUBLISH_EVERY`] until `stop`, and cancels the job when
@@ -58,11 +62,11 @@ pub(super) fn spawn_publisher(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while !stop.is_cancelled() {
-            let (store, running) = (Arc::clone(&online), Arc::clone(&job));
-            let cancel = crate::run_blocking(move || {
-                publish(&*store, &running.report())?;
-                Ok(store.record(&format!("cancel/{}", running.id))?.is_some())
-            })
+            let cancel = async {
+                publish(&*online, &job.report()).await?;
+                let asked = online.record(&format!("cancel/{}", job.id)).await?;
+                Ok::<_, Error>(asked.is_some())
+            }
             .await;
             match cancel {
                 Ok(true) => job.cancel(),

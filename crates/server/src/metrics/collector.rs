@@ -9,7 +9,8 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts};
 use quiver_core::Kind;
-use quiver_online::{OnlineStore, RocksStore};
+use quiver_core::online_store::OnlineStore;
+use quiver_online::RocksStore;
 
 use super::Health;
 use crate::error::{Error, Result};
@@ -240,10 +241,15 @@ impl StateCollector {
             if view.ttl > 0 {
                 self.ttl.with_label_values(&name).set(view.ttl as f64 / 1e6);
             }
-            match (
-                self.online.newest_event(&view.name),
-                self.online.watermark(view),
-            ) {
+            // A collector is synchronous, and scrapes run on the blocking pool (`http.rs`):
+            // waiting here holds no async worker.
+            let freshness = futures::executor::block_on(async {
+                (
+                    self.online.newest_event(&view.name).await,
+                    self.online.watermark(view).await,
+                )
+            });
+            match freshness {
                 (Ok(newest), Ok(watermark)) => {
                     if let Some(bound) = bound {
                         let stale = newest.is_none_or(|n| now.saturating_sub(n) > bound);

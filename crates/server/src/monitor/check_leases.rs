@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use quiver_core::online_store::{Lease, OnlineStore};
 use quiver_core::types::Micros;
-use quiver_online::{Lease, OnlineStore};
 
 use crate::error::Result;
 
@@ -43,31 +43,28 @@ impl CheckLeases {
     /// Takes the check `subject` (`<kind>:<name>`) for this replica, unless a replica holds
     /// it or ran it within the schedule's `every` (the record names which one).
     pub(crate) async fn take(&self, subject: &str) -> Result<Take> {
-        let (store, holder, ttl) = (Arc::clone(&self.store), self.holder.clone(), self.ttl);
+        let (store, holder) = (&self.store, &self.holder);
         let (lease, ran) = (lease_name(subject), ran_name(subject));
-        crate::run_blocking(move || {
-            let recorded = |by: Vec<u8>| {
-                if by == holder.as_bytes() {
-                    Take::NotYet
-                } else {
-                    Take::Elsewhere
-                }
-            };
-            if let Some(by) = store.record(&ran)? {
-                return Ok(recorded(by));
+        let recorded = |by: Vec<u8>| {
+            if by == holder.as_bytes() {
+                Take::NotYet
+            } else {
+                Take::Elsewhere
             }
-            if let Lease::HeldBy(other) = store.acquire_lease(&lease, &holder, ttl)? {
-                tracing::debug!(%lease, %other, "a scheduled check runs on another replica");
-                return Ok(Take::Elsewhere);
-            }
-            // Another replica may have finished it between the two looks.
-            if let Some(by) = store.record(&ran)? {
-                store.release_lease(&lease, &holder)?;
-                return Ok(recorded(by));
-            }
-            Ok(Take::Taken)
-        })
-        .await
+        };
+        if let Some(by) = store.record(&ran).await? {
+            return Ok(recorded(by));
+        }
+        if let Lease::HeldBy(other) = store.acquire_lease(&lease, holder, self.ttl).await? {
+            tracing::debug!(%lease, %other, "a scheduled check runs on another replica");
+            return Ok(Take::Elsewhere);
+        }
+        // Another replica may have finished it between the two looks.
+        if let Some(by) = store.record(&ran).await? {
+            store.release_lease(&lease, holder).await?;
+            return Ok(recorded(by));
+        }
+        Ok(Take::Taken)
     }
 
     /// Runs `work` while renewing the lease of `subject` at a third of its TTL; a renewal that
@@ -80,10 +77,8 @@ impl CheckLeases {
         let renewals = async {
             loop {
                 tokio::time::sleep(self.ttl / 3).await;
-                let (store, holder, ttl) = (Arc::clone(&self.store), self.holder.clone(), self.ttl);
                 let lease = lease_name(subject);
-                let renewed =
-                    crate::run_blocking(move || Ok(store.renew_lease(&lease, &holder, ttl)?)).await;
+                let renewed = self.store.renew_lease(&lease, &self.holder, self.ttl).await;
                 if !matches!(renewed, Ok(true)) {
                     tracing::warn!(%subject, ?renewed, "lost the lease of a scheduled check while it ran");
                     break;
@@ -109,20 +104,19 @@ impl CheckLeases {
         every: Micros,
         now: Micros,
     ) {
-        let (store, holder) = (Arc::clone(&self.store), self.holder.clone());
+        let (store, holder) = (&self.store, &self.holder);
         let (lease, ran) = (lease_name(subject), ran_name(subject));
         let left = ran_at.map(|at| at.saturating_add(every).saturating_sub(now));
         let left = left
             .and_then(|micros| u64::try_from(micros).ok())
             .map(Duration::from_micros)
             .filter(|left| !left.is_zero());
-        let done = crate::run_blocking(move || {
+        let done = async {
             if let Some(left) = left {
-                store.put_record(&ran, holder.as_bytes(), left)?;
+                store.put_record(&ran, holder.as_bytes(), left).await?;
             }
-            store.release_lease(&lease, &holder)?;
-            Ok(())
-        })
+            store.release_lease(&lease, holder).await
+        }
         .await;
         if let Err(error) = done {
             // The lease expires and the record is missing: another replica may check again.
