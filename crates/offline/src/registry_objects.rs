@@ -3,7 +3,7 @@
 //! format the data directory stores) and `<prefix>/tags/<name>` (the version, decimal). Both
 //! are written create-only (`PutMode::Create`): "create version N+1 if absent" is the
 //! compare-and-set between replicas applying at once, and a tag never moves. The newest
-//! version is the greatest listed. Calls block on the blocking pool (like remote reads).
+//! version is the greatest listed. Calls are the object store client's own async requests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,7 @@ use quiver_core::registry::RegistryState;
 use quiver_core::registry_store::{RegistryStore, store_error};
 
 use crate::error::{Error, Result};
-use crate::object::{ObjectStores, ObjectUrl, block_on, object_error};
+use crate::object::{ObjectStores, ObjectUrl, object_error};
 
 /// Registry versions under one object-store prefix.
 #[derive(Debug)]
@@ -72,24 +72,25 @@ impl ObjectRegistry {
     }
 
     /// The object's bytes, `None` when there is none.
-    fn get(&self, path: &Path) -> Result<Option<Vec<u8>>> {
-        let read = block_on(async {
-            match self.store.get(path).await {
-                Ok(object) => object.bytes().await.map(|bytes| Some(bytes.to_vec())),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })?;
+    async fn get(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        let read = match self.store.get(path).await {
+            Ok(object) => object.bytes().await.map(|bytes| Some(bytes.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        };
         read.map_err(|e| object_error(&self.url, &e))
     }
 
     /// Writes `bytes` at `path` unless an object is there: `false` then.
-    fn put_new(&self, path: &Path, bytes: Vec<u8>) -> Result<bool> {
+    async fn put_new(&self, path: &Path, bytes: Vec<u8>) -> Result<bool> {
         let options = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        let written = block_on(self.store.put_opts(path, PutPayload::from(bytes), options))?;
+        let written = self
+            .store
+            .put_opts(path, PutPayload::from(bytes), options)
+            .await;
         match written {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
@@ -98,12 +99,12 @@ impl ObjectRegistry {
     }
 
     /// The file names under `dir`, after `offset` (a full path) when given.
-    fn list(&self, dir: &Path, offset: Option<&Path>) -> Result<Vec<String>> {
+    async fn list(&self, dir: &Path, offset: Option<&Path>) -> Result<Vec<String>> {
         let listing = match offset {
             Some(offset) => self.store.list_with_offset(Some(dir), offset),
             None => self.store.list(Some(dir)),
         };
-        let listed = block_on(listing.try_collect::<Vec<_>>())?;
+        let listed = listing.try_collect::<Vec<_>>().await;
         let objects = listed.map_err(|e| object_error(&self.url, &e))?;
         Ok(objects
             .into_iter()
@@ -128,11 +129,12 @@ fn core(error: Error) -> quiver_core::Error {
     store_error(error.code(), error.to_string())
 }
 
+#[async_trait::async_trait]
 impl RegistryStore for ObjectRegistry {
-    fn latest(&self) -> quiver_core::Result<Option<RegistryState>> {
-        match self.latest_version()? {
+    async fn latest(&self) -> quiver_core::Result<Option<RegistryState>> {
+        match self.latest_version().await? {
             0 => Ok(None),
-            version => self.load(version)?.map(Some).ok_or_else(|| {
+            version => self.load(version).await?.map(Some).ok_or_else(|| {
                 store_error(
                     ErrorCode::Internal,
                     format!(
@@ -144,10 +146,13 @@ impl RegistryStore for ObjectRegistry {
         }
     }
 
-    fn latest_version(&self) -> quiver_core::Result<u64> {
+    async fn latest_version(&self) -> quiver_core::Result<u64> {
         let seen = self.seen.load(Ordering::SeqCst);
         let after = self.version_path(seen);
-        let names = self.list(&self.versions(), Some(&after)).map_err(core)?;
+        let names = self
+            .list(&self.versions(), Some(&after))
+            .await
+            .map_err(core)?;
         let newest = names
             .iter()
             .filter_map(|name| name.strip_suffix(".json")?.parse::<u64>().ok())
@@ -156,8 +161,8 @@ impl RegistryStore for ObjectRegistry {
         Ok(newest)
     }
 
-    fn load(&self, version: u64) -> quiver_core::Result<Option<RegistryState>> {
-        let Some(json) = self.get(&self.version_path(version)).map_err(core)? else {
+    async fn load(&self, version: u64) -> quiver_core::Result<Option<RegistryState>> {
+        let Some(json) = self.get(&self.version_path(version)).await.map_err(core)? else {
             return Ok(None);
         };
         let state: RegistryState = serde_json::from_slice(&json).map_err(|e| {
@@ -172,7 +177,7 @@ impl RegistryStore for ObjectRegistry {
         Ok(Some(state))
     }
 
-    fn create(&self, state: &RegistryState) -> quiver_core::Result<()> {
+    async fn create(&self, state: &RegistryState) -> quiver_core::Result<()> {
         let json = serde_json::to_vec(state).map_err(|e| {
             store_error(
                 ErrorCode::Internal,
@@ -181,20 +186,21 @@ impl RegistryStore for ObjectRegistry {
         })?;
         if !self
             .put_new(&self.version_path(state.version), json)
+            .await
             .map_err(core)?
         {
             return Err(quiver_core::Error::StaleRegistry {
                 expected: state.version.saturating_sub(1),
-                actual: self.latest_version()?,
+                actual: self.latest_version().await?,
             });
         }
         tracing::info!(registry_version = state.version, store = %self.url, "saved registry version");
         Ok(())
     }
 
-    fn tag(&self, name: &str) -> quiver_core::Result<Option<u64>> {
+    async fn tag(&self, name: &str) -> quiver_core::Result<Option<u64>> {
         let path = self.tags_dir().join(name);
-        match self.get(&path).map_err(core)? {
+        match self.get(&path).await.map_err(core)? {
             Some(text) => self
                 .parse_version(&text, &format!("tag `{name}`"))
                 .map(Some),
@@ -202,15 +208,16 @@ impl RegistryStore for ObjectRegistry {
         }
     }
 
-    fn set_tag(&self, name: &str, version: u64) -> quiver_core::Result<()> {
+    async fn set_tag(&self, name: &str, version: u64) -> quiver_core::Result<()> {
         let path = self.tags_dir().join(name);
         if self
             .put_new(&path, version.to_string().into_bytes())
+            .await
             .map_err(core)?
         {
             return Ok(());
         }
-        match self.tag(name)? {
+        match self.tag(name).await? {
             Some(named) if named == version => Ok(()),
             named => Err(store_error(
                 ErrorCode::FailedPrecondition,
@@ -222,10 +229,10 @@ impl RegistryStore for ObjectRegistry {
         }
     }
 
-    fn tags(&self) -> quiver_core::Result<Vec<(String, u64)>> {
+    async fn tags(&self) -> quiver_core::Result<Vec<(String, u64)>> {
         let mut tags = Vec::new();
-        for name in self.list(&self.tags_dir(), None).map_err(core)? {
-            if let Some(version) = self.tag(&name)? {
+        for name in self.list(&self.tags_dir(), None).await.map_err(core)? {
+            if let Some(version) = self.tag(&name).await? {
                 tags.push((name, version));
             }
         }
@@ -252,16 +259,22 @@ mod tests {
     #[test]
     fn versions_are_created_once_and_tags_never_move() -> Result<(), Box<dyn std::error::Error>> {
         let runtime = tokio::runtime::Runtime::new()?;
-        let _context = runtime.enter();
+        runtime.block_on(created_once_and_tags_never_move())
+    }
+
+    async fn created_once_and_tags_never_move() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let url = format!("file://{}", dir.path().join("registry").display());
         let registry = ObjectRegistry::open(&url, &ObjectStores::new(Vec::new()))?;
-        assert_eq!((registry.latest()?, registry.latest_version()?), (None, 0));
-        registry.create(&state(1))?;
-        registry.set_tag("v1", 1)?;
-        registry.create(&state(2))?;
+        assert_eq!(
+            (registry.latest().await?, registry.latest_version().await?),
+            (None, 0)
+        );
+        registry.create(&state(1)).await?;
+        registry.set_tag("v1", 1).await?;
+        registry.create(&state(2)).await?;
         // Another replica created version 2 first: this one is told to plan again.
-        let error = registry.create(&state(2)).expect_err("exists");
+        let error = registry.create(&state(2)).await.expect_err("exists");
         assert!(matches!(
             error,
             quiver_core::Error::StaleRegistry {
@@ -269,21 +282,21 @@ mod tests {
                 actual: 2
             }
         ));
-        assert_eq!(registry.latest()?.map(|s| s.version), Some(2));
-        assert_eq!(registry.load(1)?, Some(state(1)));
-        assert_eq!(registry.load(7)?, None);
-        registry.set_tag("prod", 2)?;
-        registry.set_tag("prod", 2)?;
-        let error = registry.set_tag("prod", 1).expect_err("moves");
+        assert_eq!(registry.latest().await?.map(|s| s.version), Some(2));
+        assert_eq!(registry.load(1).await?, Some(state(1)));
+        assert_eq!(registry.load(7).await?, None);
+        registry.set_tag("prod", 2).await?;
+        registry.set_tag("prod", 2).await?;
+        let error = registry.set_tag("prod", 1).await.expect_err("moves");
         assert_eq!(error.code(), ErrorCode::FailedPrecondition);
         assert_eq!(
-            registry.tags()?,
+            registry.tags().await?,
             vec![("prod".to_string(), 2), ("v1".to_string(), 1)]
         );
         // A second handle on the same location sees the same registry.
         let other = ObjectRegistry::open(&url, &ObjectStores::new(Vec::new()))?;
-        assert_eq!(other.latest_version()?, 2);
-        assert_eq!(other.tag("v1")?, Some(1));
+        assert_eq!(other.latest_version().await?, 2);
+        assert_eq!(other.tag("v1").await?, Some(1));
         Ok(())
     }
 }

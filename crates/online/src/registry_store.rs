@@ -7,49 +7,65 @@ use quiver_core::registry::RegistryState;
 use quiver_core::registry_store::{RegistryStore, store_error};
 
 use crate::error::Error;
+use crate::online_store::blocking;
 use crate::store::RocksStore;
 
 fn core(error: Error) -> quiver_core::Error {
     store_error(error.code(), error.to_string())
 }
 
+/// Every call runs on the blocking pool with a handle of the store.
+#[async_trait::async_trait]
 impl RegistryStore for RocksStore {
-    fn latest(&self) -> quiver_core::Result<Option<RegistryState>> {
-        self.load_registry().map_err(core)
+    async fn latest(&self) -> quiver_core::Result<Option<RegistryState>> {
+        let store = self.clone();
+        blocking(move || store.load_registry().map_err(core)).await
     }
 
-    fn latest_version(&self) -> quiver_core::Result<u64> {
-        Ok(self.latest()?.map_or(0, |state| state.version))
+    async fn latest_version(&self) -> quiver_core::Result<u64> {
+        Ok(self.latest().await?.map_or(0, |state| state.version))
     }
 
-    fn load(&self, version: u64) -> quiver_core::Result<Option<RegistryState>> {
-        self.registry_state(version).map_err(core)
+    async fn load(&self, version: u64) -> quiver_core::Result<Option<RegistryState>> {
+        let store = self.clone();
+        blocking(move || store.registry_state(version).map_err(core)).await
     }
 
-    fn create(&self, state: &RegistryState) -> quiver_core::Result<()> {
-        if self.registry_state(state.version).map_err(core)?.is_some() {
-            return Err(quiver_core::Error::StaleRegistry {
-                expected: state.version.saturating_sub(1),
-                actual: self.latest_version()?,
-            });
-        }
-        self.save_registry(state).map_err(core)
+    async fn create(&self, state: &RegistryState) -> quiver_core::Result<()> {
+        let (store, state) = (self.clone(), state.clone());
+        blocking(move || {
+            if store.registry_state(state.version).map_err(core)?.is_some() {
+                let latest = store.load_registry().map_err(core)?;
+                return Err(quiver_core::Error::StaleRegistry {
+                    expected: state.version.saturating_sub(1),
+                    actual: latest.map_or(0, |latest| latest.version),
+                });
+            }
+            store.save_registry(&state).map_err(core)
+        })
+        .await
     }
 
-    fn tag(&self, name: &str) -> quiver_core::Result<Option<u64>> {
-        RocksStore::tag(self, name).map_err(core)
+    async fn tag(&self, name: &str) -> quiver_core::Result<Option<u64>> {
+        let (store, name) = (self.clone(), name.to_string());
+        blocking(move || RocksStore::tag(&store, &name).map_err(core)).await
     }
 
-    fn set_tag(&self, name: &str, version: u64) -> quiver_core::Result<()> {
-        match RocksStore::tag(self, name).map_err(core)? {
-            Some(named) if named != version => Err(tag_moves(name, named)),
-            Some(_) => Ok(()),
-            None => RocksStore::set_tag(self, name, version).map_err(core),
-        }
+    async fn set_tag(&self, name: &str, version: u64) -> quiver_core::Result<()> {
+        let (store, name) = (self.clone(), name.to_string());
+        blocking(
+            move || match RocksStore::tag(&store, &name).map_err(core)? {
+                Some(named) if named != version => Err(tag_moves(&name, named)),
+                Some(_) => Ok(()),
+                None => RocksStore::set_tag(&store, &name, version).map_err(core),
+            },
+        )
+        .await
     }
 
-    fn tags(&self) -> quiver_core::Result<Vec<(String, u64)>> {
-        RocksStore::tags(self).map_err(core)
+    async fn tags(&self) -> quiver_core::Result<Vec<(String, u64)>> {
+        let store = self.clone();
+        blocking(move || RocksStore::tags(&store).map_err(core)).await
     }
 
     fn location(&self) -> String {

@@ -94,11 +94,12 @@ impl Components {
                 Arc::new(quiver_offline::ObjectRegistry::open(url, &stores)?)
             }
         };
-        let registry = Arc::new(registry::Registry::open(
+        // On the blocking pool (see `serve_with`): waiting holds no async worker.
+        let registry = Arc::new(crate::wait(registry::Registry::open(
             registry_store,
             ParquetSchemaCheck::new(roots.sources),
             options.registry_store.is_some(),
-        )?);
+        ))??);
         tracing::info!(
             registry_version = registry.snapshot().version,
             data_dir = %options.data_dir.display(),

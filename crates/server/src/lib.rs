@@ -63,6 +63,14 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
         .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
 }
 
+/// Waits for `future` from blocking code (a task of [`run_blocking`], where an async storage
+/// call is needed): never from an async worker, which it would hold.
+pub(crate) fn wait<F: std::future::Future>(future: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| Error::Internal(format!("no runtime to wait on: {e}")))?;
+    Ok(runtime.block_on(future))
+}
+
 /// Serves every service on `listener` until `shutdown` is cancelled: see [`serve_with`].
 pub async fn serve(
     listener: TcpListener,
@@ -141,7 +149,7 @@ async fn serve_grpc(
             "registry version",
             interval,
             shutdown.child_token(),
-            move || registry.refresh_blocking(),
+            move || wait(registry.refresh())?,
         );
     }
     metrics.register_state(components.state_collector(&options, Arc::clone(health))?)?;

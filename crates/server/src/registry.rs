@@ -74,14 +74,14 @@ pub struct Registry {
 const ON_DEMAND_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Registry {
-    /// Loads the persisted registry (empty if there is none; blocking: reads the store);
-    /// plans check sources with `schema_check`.
-    pub fn open(
+    /// Loads the persisted registry (empty if there is none); plans check sources with
+    /// `schema_check`.
+    pub async fn open(
         store: Arc<dyn RegistryStore>,
         schema_check: ParquetSchemaCheck,
         shared: bool,
     ) -> Result<Registry> {
-        let state = store.latest()?.unwrap_or_default();
+        let state = store.latest().await?.unwrap_or_default();
         tracing::info!(registry_version = state.version, store = %store.location(), "registry loaded");
         Ok(Registry {
             store,
@@ -137,47 +137,7 @@ impl Registry {
         now: Micros,
     ) -> Result<(u64, Plan)> {
         let _guard = self.apply_lock.lock().await;
-        let current = self.snapshot();
-        let store = Arc::clone(&self.store);
-        let check = self.schema_check.clone();
-        let applied = tokio::task::spawn_blocking(move || -> Result<_> {
-            let declared = match &request.definitions {
-                Definitions::Manifests(manifests) => parse_manifests(manifests)?,
-                Definitions::Version(version) => declared_at(&*store, version)?,
-            };
-            let (mut next, plan) = plan::apply(
-                &current,
-                declared,
-                request.expected_version,
-                request.force,
-                &check,
-                now,
-            )?;
-            let tag = request.tag.as_deref();
-            if let Some(tag) = tag {
-                check_tag(&*store, tag, next.version, !plan.is_empty())?;
-            }
-            if !plan.is_empty() {
-                next.record_applier(&request.applied_by);
-                store.create(&next)?;
-            }
-            // After the version (the commit point, served below whatever the tag does).
-            let tagged = tag.map(|tag| {
-                let written = store.set_tag(tag, next.version).map_err(Error::from);
-                match plan.is_empty() {
-                    true => written,
-                    false => written.map_err(|error| {
-                        Error::FailedPrecondition(format!(
-                            "registry version {} is applied, but tag `{tag}` was not written ({error}); apply again with the tag to name it",
-                            next.version
-                        ))
-                    }),
-                }
-            });
-            Ok((next, plan, tagged))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("apply task failed: {e}")))?;
+        let applied = self.persist(request, now).await;
         let (next, plan, tagged) = match applied {
             // Another replica created the version first: serve what it applied; the caller
             // plans again against it.
@@ -200,39 +160,77 @@ impl Registry {
         Ok((version, plan))
     }
 
-    /// Every release tag, the registry version it names and when that version was applied
-    /// (blocking: reads storage).
-    pub fn tags_with_times(&self) -> Result<Vec<(String, u64, Micros)>> {
-        self.store
-            .tags()?
-            .into_iter()
-            .map(|(name, version)| {
-                let applied_at = self
-                    .store
-                    .load(version)?
-                    .map_or(0, |state| state.updated_at);
-                Ok((name, version, applied_at))
-            })
-            .collect()
+    /// Plans `request` against the snapshot (on the blocking pool: source files are read)
+    /// and persists the new version and the tag: the state, the plan, and the tag's outcome.
+    /// Under the apply lock.
+    async fn persist(&self, request: ApplyRequest, now: Micros) -> Result<Persisted> {
+        let store = &self.store;
+        let (manifests, declared) = match request.definitions {
+            Definitions::Manifests(manifests) => (manifests, None),
+            Definitions::Version(version) => {
+                (Vec::new(), Some(declared_at(&**store, &version).await?))
+            }
+        };
+        let (current, check) = (self.snapshot(), self.schema_check.clone());
+        let (expected, force) = (request.expected_version, request.force);
+        let (mut next, plan) = crate::run_blocking(move || {
+            let declared = match declared {
+                Some(declared) => declared,
+                None => parse_manifests(&manifests)?,
+            };
+            Ok(plan::apply(
+                &current, declared, expected, force, &check, now,
+            )?)
+        })
+        .await?;
+        let tag = request.tag.as_deref();
+        if let Some(tag) = tag {
+            check_tag(&**store, tag, next.version, !plan.is_empty()).await?;
+        }
+        if !plan.is_empty() {
+            next.record_applier(&request.applied_by);
+            store.create(&next).await?;
+        }
+        // After the version (the commit point, served below whatever the tag does).
+        let tagged = match tag {
+            None => None,
+            Some(tag) => {
+                let written = store.set_tag(tag, next.version).await.map_err(Error::from);
+                Some(match plan.is_empty() {
+                    true => written,
+                    false => written.map_err(|error| {
+                        Error::FailedPrecondition(format!(
+                            "registry version {} is applied, but tag `{tag}` was not written ({error}); apply again with the tag to name it",
+                            next.version
+                        ))
+                    }),
+                })
+            }
+        };
+        Ok((next, plan, tagged))
+    }
+
+    /// Every release tag, the registry version it names and when that version was applied.
+    pub async fn tags_with_times(&self) -> Result<Vec<(String, u64, Micros)>> {
+        let mut tags = Vec::new();
+        for (name, version) in self.store.tags().await? {
+            let applied = self.store.load(version).await?;
+            tags.push((name, version, applied.map_or(0, |state| state.updated_at)));
+        }
+        Ok(tags)
     }
 
     /// Serves the store's newest version if it is newer than the snapshot (another replica
-    /// applied it); whether it did. Blocking: reads the store.
-    pub fn refresh_blocking(&self) -> Result<bool> {
+    /// applied it); whether it did.
+    pub async fn refresh(&self) -> Result<bool> {
         let current = self.snapshot().version;
-        let latest = self.store.latest_version()?;
+        let latest = self.store.latest_version().await?;
         let newer = if latest > current {
-            self.store.load(latest)?
+            self.store.load(latest).await?
         } else {
             None
         };
         Ok(newer.map(|state| self.swap_if_newer(state)).is_some())
-    }
-
-    /// [`Registry::refresh_blocking`] on the blocking pool.
-    pub async fn refresh(self: &Arc<Self>) -> Result<bool> {
-        let registry = Arc::clone(self);
-        crate::run_blocking(move || registry.refresh_blocking()).await
     }
 
     /// Whether `error` (a request naming a feature service, view or version) could be
@@ -277,16 +275,19 @@ impl Registry {
     }
 }
 
+/// What [`Registry::persist`] did: the new state, the plan, and the tag's outcome (if asked).
+type Persisted = (RegistryState, Plan, Option<Result<()>>);
+
 /// The definitions live at registry version `version`.
-fn declared_at(store: &dyn RegistryStore, version: &VersionRef) -> Result<Vec<Declared>> {
+async fn declared_at(store: &dyn RegistryStore, version: &VersionRef) -> Result<Vec<Declared>> {
     let number = match version {
         VersionRef::Number(number) => *number,
-        VersionRef::Tag(name) => store.tag(name)?.ok_or_else(|| Error::NotFound {
+        VersionRef::Tag(name) => store.tag(name).await?.ok_or_else(|| Error::NotFound {
             what: "tag",
             name: name.clone(),
         })?,
     };
-    let state = store.load(number)?.ok_or_else(|| Error::NotFound {
+    let state = store.load(number).await?.ok_or_else(|| Error::NotFound {
         what: "registry version",
         name: number.to_string(),
     })?;
@@ -297,7 +298,12 @@ fn declared_at(store: &dyn RegistryStore, version: &VersionRef) -> Result<Vec<De
 /// existing tag may only be given again for the version it names: tags never move.
 /// `version` is the one the tag would name: the version the apply creates (`created`), or the
 /// current one when the apply changes nothing.
-fn check_tag(store: &dyn RegistryStore, tag: &str, version: u64, created: bool) -> Result<()> {
+async fn check_tag(
+    store: &dyn RegistryStore,
+    tag: &str,
+    version: u64,
+    created: bool,
+) -> Result<()> {
     let valid = !tag.is_empty()
         && tag.len() <= 128
         && tag
@@ -315,7 +321,7 @@ fn check_tag(store: &dyn RegistryStore, tag: &str, version: u64, created: bool) 
             ),
         ));
     }
-    match store.tag(tag)? {
+    match store.tag(tag).await? {
         Some(named) if created || named != version => Err(Error::FailedPrecondition(format!(
             "tag `{tag}` already names registry version {named}; tags never move, choose \
                  another name"

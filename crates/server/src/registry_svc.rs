@@ -172,8 +172,7 @@ impl v1::registry_service_server::RegistryService for RegistryService {
         &self,
         _request: Request<v1::ListTagsRequest>,
     ) -> Result<Response<v1::ListTagsResponse>, Status> {
-        let registry = Arc::clone(&self.registry);
-        let tags = crate::run_blocking(move || registry.tags_with_times()).await?;
+        let tags = self.registry.tags_with_times().await?;
         Ok(Response::new(v1::ListTagsResponse {
             tags: tags
                 .into_iter()

@@ -419,21 +419,24 @@ mod tests {
         Arc::new(job)
     }
 
-    fn materializer(dir: &std::path::Path, max_jobs: u64) -> Result<Materializer> {
+    async fn materializer(dir: &std::path::Path, max_jobs: u64) -> Result<Materializer> {
         let store = Arc::new(RocksStore::open(&dir.join("rocksdb"))?);
         let offline = Arc::new(OfflineStore::new(
             dir,
             quiver_offline::Roots::none("a source root", "--source-root"),
             quiver_offline::Roots::none("a labels root", "--labels-root"),
         ));
-        let registry = Arc::new(Registry::open(
-            Arc::clone(&store) as Arc<dyn quiver_core::registry_store::RegistryStore>,
-            quiver_offline::ParquetSchemaCheck::new(quiver_offline::Roots::none(
-                "a source root",
-                "--source-root",
-            )),
-            false,
-        )?);
+        let registry = Arc::new(
+            Registry::open(
+                Arc::clone(&store) as Arc<dyn quiver_core::registry_store::RegistryStore>,
+                quiver_offline::ParquetSchemaCheck::new(quiver_offline::Roots::none(
+                    "a source root",
+                    "--source-root",
+                )),
+                false,
+            )
+            .await?,
+        );
         let online = Arc::clone(&store) as Arc<dyn OnlineStore>;
         let monitor = Arc::new(Monitor::open(
             registry,
@@ -463,10 +466,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_running_job_per_view() -> Result<()> {
+    #[tokio::test]
+    async fn one_running_job_per_view() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::Internal(e.to_string()))?;
-        let materializer = materializer(dir.path(), 8)?;
+        let materializer = materializer(dir.path(), 8).await?;
         let job = |id: &str, seq, views: &[&str]| {
             let views = views.iter().map(|v| view_job(v)).collect();
             Arc::new(Job::new(id.into(), seq, 0, CancellationToken::new(), views))
@@ -489,10 +492,10 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn the_job_table_forgets_the_oldest_finished_jobs_only() -> Result<()> {
+    #[tokio::test]
+    async fn the_job_table_forgets_the_oldest_finished_jobs_only() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::Internal(e.to_string()))?;
-        let materializer = materializer(dir.path(), 1)?;
+        let materializer = materializer(dir.path(), 1).await?;
         let running = job("running", 0, JobState::Running);
         materializer.insert("running".into(), running)?;
         // Ids that sort in another order than the jobs started: age is the start order.

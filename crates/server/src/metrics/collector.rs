@@ -243,14 +243,12 @@ impl StateCollector {
             }
             // A collector is synchronous, and scrapes run on the blocking pool (`http.rs`):
             // waiting here holds no async worker.
-            let freshness = futures::executor::block_on(async {
-                (
-                    self.online.newest_event(&view.name).await,
-                    self.online.watermark(view).await,
-                )
+            let freshness = crate::wait(async {
+                let newest = self.online.newest_event(&view.name).await?;
+                Ok::<_, crate::error::Error>((newest, self.online.watermark(view).await?))
             });
-            match freshness {
-                (Ok(newest), Ok(watermark)) => {
+            match freshness.and_then(|read| read) {
+                Ok((newest, watermark)) => {
                     if let Some(bound) = bound {
                         let stale = newest.is_none_or(|n| now.saturating_sub(n) > bound);
                         self.stale
@@ -268,7 +266,7 @@ impl StateCollector {
                             .set(age(watermark));
                     }
                 }
-                (Err(error), _) | (_, Err(error)) => {
+                Err(error) => {
                     tracing::warn!(view = %view.name, %error, "freshness metrics unavailable");
                 }
             }
