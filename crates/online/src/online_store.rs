@@ -76,7 +76,16 @@ impl OnlineStore for RocksStore {
     ) -> CoreResult<WriteStats> {
         let (store, view, rows) = (self.clone(), view.clone(), rows.to_vec());
         let origin = origin.cloned();
-        blocking(move || store.write_rows_at(&view, &rows, origin.as_ref(), durable)).await
+        // Durable: the shared WAL sync after the write (`sync_group`), in the same trip to
+        // the blocking pool; the keys' stripe locks are not held across the fsync.
+        blocking(move || {
+            let stats = store.write_rows_at(&view, &rows, origin.as_ref(), false)?;
+            if durable {
+                store.sync()?;
+            }
+            Ok::<_, Error>(stats)
+        })
+        .await
     }
 
     async fn sync(&self) -> CoreResult<()> {

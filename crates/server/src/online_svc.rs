@@ -265,7 +265,8 @@ impl v1::online_service_server::OnlineService for OnlineService {
         Ok(Response::new(response))
     }
 
-    /// Validation (a chunk of rows at a time) runs on the blocking pool, then the writes.
+    /// Validation (a chunk of rows at a time) and the push log run on the blocking pool, then
+    /// the online writes.
     async fn push(
         &self,
         request: Request<v1::PushRequest>,
@@ -278,30 +279,34 @@ impl v1::online_service_server::OnlineService for OnlineService {
         let request = request.into_inner();
         let bytes = prost::Message::encoded_len(&request);
         let by = principal.clone();
-        let metrics = Arc::clone(&self.metrics);
+        let (metrics, warned) = (Arc::clone(&self.metrics), Arc::clone(&self.metrics));
         let result = async move {
-            let batch = crate::run_blocking(move || {
-                PushBatch::from_wire(request, &registry, received_at, &limits)
+            let logging = Arc::clone(&pusher);
+            let (batch, logged) = crate::run_blocking(move || {
+                let batch = PushBatch::from_wire(request, &registry, received_at, &limits);
+                let batch = batch.inspect_err(|e| {
+                    if let crate::error::Error::Violation {
+                        view,
+                        feature,
+                        rule,
+                        ..
+                    } = e
+                    {
+                        metrics.record_violations(
+                            "reject",
+                            [(view.as_str(), feature.as_str(), *rule, 1)],
+                        );
+                    }
+                })?;
+                batch
+                    .view_names()
+                    .try_for_each(|view| by.check_view(view))?;
+                let logged = logging.log_blocking(&batch)?;
+                Ok((Arc::new(batch), logged))
             })
-            .await;
-            let batch = batch.inspect_err(|e| {
-                if let crate::error::Error::Violation {
-                    view,
-                    feature,
-                    rule,
-                    ..
-                } = e
-                {
-                    metrics
-                        .record_violations("reject", [(view.as_str(), feature.as_str(), *rule, 1)]);
-                }
-            })?;
-            batch
-                .view_names()
-                .try_for_each(|view| by.check_view(view))?;
-            let batch = Arc::new(batch);
-            let pushed = pusher.push(Arc::clone(&batch)).await?;
-            metrics.record_violations(
+            .await?;
+            let pushed = pusher.write_online(Arc::clone(&batch), logged).await?;
+            warned.record_violations(
                 "warn",
                 batch
                     .violations

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use quiver_core::online_store::OnlineStore;
-use quiver_core::semantics::{invalid_time_message, is_valid_time};
+use quiver_core::semantics::{LogPosition, invalid_time_message, is_valid_time};
 use quiver_core::value::Row;
 use quiver_core::{Kind, RegistryState, ResolvedView};
 use quiver_offline::{OfflineStore, push_log_batch};
@@ -167,63 +167,87 @@ pub struct Pusher {
 /// blocking pool (so that an async worker never spends long on one).
 const INLINE_ROWS: usize = 64;
 
+/// What the blocking part of a push did, per target view: where its rows went in the push
+/// log (online, they keep it as their tie token), and its first chunk of rows when the view
+/// is written online (converted once for both).
+#[derive(Debug, Default)]
+pub struct Logged {
+    origins: Vec<Option<LogPosition>>,
+    first_chunks: Vec<Option<Vec<Row>>>,
+}
+
 impl Pusher {
     pub fn new(store: Arc<dyn OnlineStore>, offline: Arc<OfflineStore>) -> Self {
         Pusher { store, offline }
     }
 
-    /// Writes `batch` view by view: its push-log file (on the blocking pool: Parquet, fsync,
-    /// rename), then its rows online a chunk at a time, then the online store's sync.
-    pub async fn push(&self, batch: Arc<PushBatch>) -> Result<Vec<Pushed>> {
+    /// Blocking: appends every view's rows to its push log (Parquet, fsync, rename) and
+    /// converts the first chunk each view writes online.
+    pub fn log_blocking(&self, batch: &PushBatch) -> Result<Logged> {
+        let mut logged = Logged::default();
+        for view in &batch.views {
+            let online = batch.online && view.online;
+            let mut chunks = batch.chunks();
+            let first = match chunks.next() {
+                Some(range) if online || batch.offline => Some(batch.rows(view, range)?),
+                _ => None,
+            };
+            let mut origin = None;
+            if batch.offline && batch.n_rows > 0 {
+                let mut log = Vec::new();
+                if let Some(rows) = &first {
+                    log.push(push_log_batch(view, rows)?);
+                }
+                for range in chunks {
+                    log.push(push_log_batch(view, &batch.rows(view, range)?)?);
+                }
+                origin = self.offline.append_push_log_batches(view, &log)?;
+            }
+            logged.origins.push(origin);
+            logged.first_chunks.push(first.filter(|_| online));
+        }
+        Ok(logged)
+    }
+
+    /// Writes the rows of every view written online, a chunk at a time, the last one
+    /// durable (acknowledged only once durable, even if every row lost to a stored one,
+    /// which may come from a write not yet synced); what each view got.
+    pub async fn write_online(&self, batch: Arc<PushBatch>, logged: Logged) -> Result<Vec<Pushed>> {
         let mut outcome = Vec::with_capacity(batch.views.len());
-        for (index, view) in batch.views.iter().enumerate() {
+        let per_view = logged.origins.into_iter().zip(logged.first_chunks);
+        for (index, (view, (origin, mut first))) in batch.views.iter().zip(per_view).enumerate() {
             let mut pushed = Pushed {
                 view: view.name.clone(),
                 version: view.version,
                 ..Default::default()
             };
-            // Where the rows went in the push log: online, they keep it as their tie token.
-            let mut origin = None;
-            if batch.offline && batch.n_rows > 0 {
-                let (offline, whole) = (Arc::clone(&self.offline), Arc::clone(&batch));
-                origin =
-                    crate::run_blocking(move || append_to_log(&offline, &whole, index)).await?;
+            if batch.offline {
                 pushed.written_offline = batch.n_rows;
             }
             if batch.online && view.online {
-                for range in batch.chunks() {
+                let ranges: Vec<Range<usize>> = batch.chunks().collect();
+                for (n, range) in ranges.iter().enumerate() {
                     let at = origin.as_ref().map(|o| o.nth(range.start as u64));
-                    let rows = chunk_rows(&batch, index, range).await?;
+                    let rows = match first.take() {
+                        Some(rows) => rows,
+                        None => chunk_rows(&batch, index, range.clone()).await?,
+                    };
+                    let durable = n + 1 == ranges.len();
                     let stats = self
                         .store
-                        .write_rows_at(view, &rows, at.as_ref(), false)
+                        .write_rows_at(view, &rows, at.as_ref(), durable)
                         .await?;
                     pushed.written_online += stats.written;
                     pushed.skipped_older += stats.skipped_older;
                 }
-                // Acknowledged only once durable, even if every row lost to a stored one
-                // (which may come from a write not yet synced).
-                self.store.sync().await?;
+                if ranges.is_empty() {
+                    self.store.sync().await?;
+                }
             }
             outcome.push(pushed);
         }
         Ok(outcome)
     }
-}
-
-/// Appends every row of `batch` for its view `index` to that view's push log (blocking); where
-/// they landed.
-fn append_to_log(
-    offline: &OfflineStore,
-    batch: &PushBatch,
-    index: usize,
-) -> Result<Option<quiver_core::semantics::LogPosition>> {
-    let view = batch.view(index)?;
-    let log = batch
-        .chunks()
-        .map(|range| Ok(push_log_batch(view, &batch.rows(view, range)?)?))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(offline.append_push_log_batches(view, &log)?)
 }
 
 /// Rows `range` of `batch` for its view `index`, converted here when few, else on the
