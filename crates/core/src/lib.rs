@@ -17,6 +17,7 @@ pub mod logging;
 pub mod manifest;
 pub mod model;
 pub mod monitoring;
+pub mod offline_log;
 pub mod online_read;
 pub mod online_store;
 pub mod plan;

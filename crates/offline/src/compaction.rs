@@ -29,7 +29,6 @@
 //! any read that listed the files before the merge.
 
 use std::fs::File;
-use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -38,12 +37,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use crate::OfflineStore;
 use crate::data_file::{DataFile, FooterError};
 use crate::error::{Error, Result};
-use crate::files::{
-    LogRange, LogRoot, covered_push_log_files, log_file_name, log_range, push_log_files,
-};
+use crate::files::{Listed, LogRange, LogRoot, log_file_name};
 use crate::footers::FooterCache;
-use crate::parquet_writer::{DurableWriter, zstd};
-use crate::remote_log::{LogObject, RemoteLog};
+use crate::remote_log::MemoryWriter;
 
 /// When a run of push-log files is merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,15 +79,6 @@ pub struct CompactionReport {
 pub(crate) const SHARED_DELETE_GRACE: std::time::Duration =
     std::time::Duration::from_secs(6 * 3600);
 
-/// A push-log file as listed: its range (None: not named like the log's), size and
-/// modification time.
-struct Listed {
-    file: DataFile,
-    range: Option<LogRange>,
-    bytes: u64,
-    modified: std::time::SystemTime,
-}
-
 /// A push-log file considered for a run.
 struct Candidate {
     file: DataFile,
@@ -100,54 +87,24 @@ struct Candidate {
     schema: SchemaRef,
 }
 
-/// One view directory of a push log: on disk, or in object storage.
-enum LogDir<'a> {
-    Local(PathBuf),
-    Remote(&'a RemoteLog, String),
+/// One view directory of a push log.
+struct LogDir<'a> {
+    log: &'a LogRoot,
+    dir: String,
 }
 
 impl LogDir<'_> {
     /// Blocking: the directory's files in the log's order, those no merged file covers and
     /// those one does.
     fn listing(&self) -> Result<(Vec<Listed>, Vec<Listed>)> {
-        match self {
-            LogDir::Local(dir) => Ok((
-                stat_all(push_log_files(dir)?)?,
-                stat_all(covered_push_log_files(dir)?)?,
-            )),
-            LogDir::Remote(log, dir) => {
-                let listed = |object: LogObject| Listed {
-                    range: object.range,
-                    bytes: object.file.size,
-                    modified: object.modified.into(),
-                    file: DataFile::Remote(object.file),
-                };
-                let (visible, covered) = log.objects(dir)?;
-                Ok((
-                    visible.into_iter().map(listed).collect(),
-                    covered.into_iter().map(listed).collect(),
-                ))
-            }
-        }
+        self.log.listing(&self.dir)
     }
 
     /// Blocking: deletes `files` (covered ones) for good.
     fn delete(&self, files: &[Listed]) -> Result<()> {
-        for listed in files {
-            match (&listed.file, self) {
-                (DataFile::Local(path), _) => {
-                    std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
-                }
-                (DataFile::Remote(file), LogDir::Remote(log, _)) => log.delete(file)?,
-                (DataFile::Remote(_), LogDir::Local(_)) => {}
-            }
-        }
-        if let LogDir::Local(dir) = self {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| Error::io(dir, e))?;
-        }
-        Ok(())
+        files
+            .iter()
+            .try_for_each(|listed| self.log.remove(&self.dir, &listed.name))
     }
 }
 
@@ -155,18 +112,10 @@ impl OfflineStore {
     /// Blocking: one compaction pass over every view's push log (see the module docs).
     pub fn compact_push_logs(&self, policy: &CompactionPolicy) -> Result<CompactionReport> {
         let mut report = CompactionReport::default();
-        let dirs: Vec<LogDir<'_>> = match &self.log_root {
-            LogRoot::Local(_) => self
-                .push_log_dirs()?
-                .into_iter()
-                .map(LogDir::Local)
-                .collect(),
-            LogRoot::Remote(log) => log
-                .dirs()?
-                .into_iter()
-                .map(|d| LogDir::Remote(log, d))
-                .collect(),
-        };
+        let dirs = self.log_root.dirs()?.into_iter().map(|dir| LogDir {
+            log: &self.log_root,
+            dir,
+        });
         for dir in dirs {
             report.removed += self.remove_covered(&dir)?;
             // Taken before listing: every file named below it is already there.
@@ -205,39 +154,17 @@ impl OfflineStore {
     }
 }
 
-/// Size and modification time of each of `paths`; a file gone since its directory was read
-/// (another replica deleted its covered file) is left out.
-fn stat_all(paths: Vec<PathBuf>) -> Result<Vec<Listed>> {
-    let mut listed = Vec::with_capacity(paths.len());
-    for path in paths {
-        let meta = match std::fs::metadata(&path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        listed.push(Listed {
-            range: log_range(&path),
-            bytes: meta.len(),
-            modified: meta.modified().map_err(|e| Error::io(&path, e))?,
-            file: DataFile::Local(path),
-        });
-    }
-    Ok(listed)
-}
-
 /// `covered` files of `replica` whose covering merged file (among `visible`) was written at
 /// least [`SHARED_DELETE_GRACE`] ago.
 fn covered_long_enough(visible: &[Listed], replica: &str, covered: Vec<Listed>) -> Vec<Listed> {
-    let merged: Vec<(&LogRange, std::time::SystemTime)> = visible
+    let merged: Vec<(&LogRange, i64)> = visible
         .iter()
         .filter_map(|l| Some((l.range.as_ref()?, l.modified)))
         .filter(|(r, _)| r.replica == replica && r.first != r.last)
         .collect();
-    let old = |written: &std::time::SystemTime| {
-        written
-            .elapsed()
-            .is_ok_and(|age| age >= SHARED_DELETE_GRACE)
-    };
+    let grace = i64::try_from(SHARED_DELETE_GRACE.as_micros()).unwrap_or(i64::MAX);
+    let now = chrono::Utc::now().timestamp_micros();
+    let old = |written: &i64| now.saturating_sub(*written) >= grace;
     covered
         .into_iter()
         .filter(|file| {
@@ -350,20 +277,13 @@ fn merge(dir: &LogDir<'_>, replica: &str, run: &[Candidate]) -> Result<u64> {
     let bytes: u64 = run.iter().map(|c| c.bytes).sum();
     let schema = std::sync::Arc::clone(&first.schema);
     let metadata = vec![("quiver.compacted_files".into(), run.len().to_string())];
-    let rows = match dir {
-        LogDir::Local(dir) => {
-            let path = dir.join(&name);
-            let mut writer = DurableWriter::create_with(&path, schema, metadata, zstd)?;
-            writer.replace = false;
-            for candidate in run {
-                read_batches(&candidate.file, &mut |batch| writer.write(batch))?;
-            }
-            writer.commit()?
-        }
-        LogDir::Remote(log, dir) => log.put_merged(dir, &name, schema, metadata, &mut |write| {
-            run.iter().try_for_each(|c| read_batches(&c.file, write))
-        })?,
-    };
+    // Encoded in memory (up to about the target size), then appended create-only.
+    let mut writer = MemoryWriter::new(schema, metadata)?;
+    for candidate in run {
+        read_batches(&candidate.file, &mut |batch| writer.write(batch))?;
+    }
+    let (file, rows) = writer.finish()?;
+    dir.log.append(&dir.dir, &name, file)?;
     tracing::debug!(%name, files = run.len(), bytes, rows, "merged push-log files");
     Ok(rows)
 }
@@ -401,7 +321,7 @@ mod tests {
         sizes
             .iter()
             .map(|bytes| Candidate {
-                file: DataFile::Local(PathBuf::new()),
+                file: DataFile::Local(std::path::PathBuf::new()),
                 range: LogRange {
                     replica: String::new(),
                     first: String::new(),
@@ -414,11 +334,13 @@ mod tests {
     }
 
     fn listed(name: &str, age: std::time::Duration) -> Listed {
+        let age = i64::try_from(age.as_micros()).unwrap_or(i64::MAX);
         Listed {
-            file: DataFile::Local(PathBuf::from(name)),
+            name: name.to_string(),
+            file: DataFile::Local(std::path::PathBuf::from(name)),
             range: crate::files::log_range_of(name),
             bytes: 1,
-            modified: std::time::SystemTime::now() - age,
+            modified: chrono::Utc::now().timestamp_micros() - age,
         }
     }
 

@@ -51,6 +51,9 @@ pub enum Error {
     /// UNAVAILABLE for every caller).
     #[error("push log: {message}")]
     GroupCommit { code: ErrorCode, message: String },
+    /// The push log's backend (core's `OfflineLog`) failed or refused, with its code.
+    #[error("push log: {0}")]
+    Log(#[from] quiver_core::Error),
     /// More data than the in-memory structures address (for example > 4 billion rows).
     #[error("too much data: {0}")]
     TooLarge(String),
@@ -107,6 +110,7 @@ impl Error {
             },
             Error::TooLarge(_) | Error::OverBudget(_) => ErrorCode::ResourceExhausted,
             Error::GroupCommit { code, .. } => *code,
+            Error::Log(e) => e.code(),
             // The source's own classification is not known here.
             Error::InputStream { .. } => ErrorCode::Internal,
         }
@@ -156,6 +160,17 @@ fn datafusion_code(error: &DataFusionError) -> ErrorCode {
             ErrorCode::InvalidArgument
         }
         _ => ErrorCode::Internal,
+    }
+}
+
+impl From<Error> for quiver_core::Error {
+    /// A backend's error behind a trait of core (`OfflineLog`, `RegistryStore`): its code
+    /// and its source chain. A core error that passed through is given back as it was.
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Log(error) => error,
+            error => quiver_core::Error::backend(error.code(), error),
+        }
     }
 }
 

@@ -7,28 +7,130 @@
 //! by several replicas, and sorted by replica (none first), then name: each replica's files
 //! in its append order (`quiver_core::semantics::LogPosition`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use quiver_core::ResolvedView;
+use quiver_core::offline_log::{LogFile, OfflineLog};
 
 use crate::data_file::DataFile;
 use crate::error::{Error, Result};
-use crate::roots::{Roots, is_data_file};
+use crate::roots::Roots;
+#[cfg(test)]
+use crate::roots::is_data_file;
 use crate::{OfflineStore, ViewReader};
 
-/// Where push logs live: a directory (`<data_dir>/offline`, or one replicas mount), or a
-/// prefix in object storage replicas share (`remote_log.rs`).
+/// What this crate needs of a push log beyond core's [`OfflineLog`]: how a join reads a file
+/// the log listed.
+pub(crate) trait LogBackend: OfflineLog {
+    /// The file `file` of `dir`, to read.
+    fn data_file(&self, dir: &str, file: &LogFile) -> DataFile;
+
+    /// The directory, when the log is one on this machine's file system (its interrupted
+    /// appends are cleaned up at start, and backups link its files).
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
+}
+
+/// Where push logs live, behind [`OfflineLog`]: a directory (`<data_dir>/offline`, or one
+/// replicas mount: `local_log.rs`), or a prefix in object storage replicas share
+/// (`remote_log.rs`). The methods block the calling thread (a thread of the blocking pool)
+/// until the log's future is done; neither backend needs a thread of that pool to finish
+/// it (the directory's I/O runs on threads of its own, object storage is network I/O).
 #[derive(Debug, Clone)]
-pub(crate) enum LogRoot {
-    Local(PathBuf),
-    Remote(crate::remote_log::RemoteLog),
+pub(crate) struct LogRoot(Arc<dyn LogBackend>);
+
+/// A push-log file as listed: its name, range (None: not named like the log's), size,
+/// commit time and how to read it.
+#[derive(Debug, Clone)]
+pub(crate) struct Listed {
+    pub(crate) name: String,
+    pub(crate) range: Option<LogRange>,
+    pub(crate) bytes: u64,
+    /// Microseconds since the epoch.
+    pub(crate) modified: i64,
+    pub(crate) file: DataFile,
+}
+
+impl LogRoot {
+    pub(crate) fn new(log: impl LogBackend + 'static) -> Self {
+        LogRoot(Arc::new(log))
+    }
+
+    /// Waits for `future` on this thread. Object storage needs the Tokio runtime's context
+    /// (the blocking pool has it); a directory does not.
+    fn wait<T>(
+        &self,
+        future: impl std::future::Future<Output = quiver_core::Result<T>>,
+    ) -> Result<T> {
+        if self.local_root().is_none() && tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::ObjectStore {
+                url: self.location(),
+                kind: crate::error::ObjectErrorKind::Other,
+                message: "object storage needs a Tokio runtime".into(),
+            });
+        }
+        Ok(futures::executor::block_on(future)?)
+    }
+
+    /// Blocking: every directory of the log.
+    pub(crate) fn dirs(&self) -> Result<Vec<String>> {
+        self.wait(self.0.dirs())
+    }
+
+    /// Blocking: the files of `dir` in the log's order, split into those no merged file
+    /// covers and those one does.
+    pub(crate) fn listing(&self, dir: &str) -> Result<(Vec<Listed>, Vec<Listed>)> {
+        let files = self.wait(self.0.list(dir))?;
+        let named = files
+            .into_iter()
+            .map(|file| {
+                let listed = Listed {
+                    range: log_range_of(&file.name),
+                    bytes: file.bytes,
+                    modified: file.modified,
+                    file: self.0.data_file(dir, &file),
+                    name: file.name,
+                };
+                (listed.name.clone(), listed)
+            })
+            .collect();
+        Ok(order_log(named))
+    }
+
+    /// Blocking: the files a reader of `dir` reads, in order.
+    pub(crate) fn files(&self, dir: &str) -> Result<Vec<DataFile>> {
+        let (visible, _) = self.listing(dir)?;
+        Ok(visible.into_iter().map(|listed| listed.file).collect())
+    }
+
+    /// Blocking: stores `bytes` as `dir/name`, durably and create-only.
+    pub(crate) fn append(&self, dir: &str, name: &str, bytes: Vec<u8>) -> Result<()> {
+        self.wait(self.0.append(dir, name, bytes))
+    }
+
+    /// Blocking: deletes `dir/name` (a covered file).
+    pub(crate) fn remove(&self, dir: &str, name: &str) -> Result<()> {
+        self.wait(self.0.remove(dir, name))
+    }
+
+    pub(crate) fn local_root(&self) -> Option<&Path> {
+        self.0.local_root()
+    }
+
+    pub(crate) fn location(&self) -> String {
+        self.0.location()
+    }
 }
 
 /// The push log directory of a view version's data generation (`quiver_core::lineage`)
 /// under the push-log root (`<data_dir>/offline`, or a directory shared by replicas):
 /// `<root>/<view>/` for generation 1, `<root>/<view>@<g>/` for a generation `g` started by
 /// a later version (`@` never occurs in a name).
+#[cfg(test)]
 pub(crate) fn push_log_dir(log_root: &Path, view: &ResolvedView) -> PathBuf {
     log_root.join(log_dir_name(view))
 }
@@ -95,19 +197,13 @@ fn list_view_files(
             files
         }
     };
-    match log_root {
-        LogRoot::Local(root) => files.extend(
-            push_log_files(&push_log_dir(root, view))?
-                .into_iter()
-                .map(DataFile::Local),
-        ),
-        LogRoot::Remote(log) => files.extend(log.files(&log_dir_name(view))?),
-    }
+    files.extend(log_root.files(&log_dir_name(view))?);
     Ok(files)
 }
 
 /// The Parquet files of a push log directory, in append order, without the files a merged
 /// file covers (see `compaction.rs`); none if it does not exist.
+#[cfg(test)]
 pub(crate) fn push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let (visible, _) = order_log(all_push_log_files(dir)?);
     Ok(visible)
@@ -115,12 +211,14 @@ pub(crate) fn push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The files of a push log directory that a merged file covers (kept only until no reader
 /// may still open them).
+#[cfg(test)]
 pub(crate) fn covered_push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let (_, covered) = order_log(all_push_log_files(dir)?);
     Ok(covered)
 }
 
 /// The Parquet files of a directory, with their names, in no order.
+#[cfg(test)]
 fn all_push_log_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -182,6 +280,7 @@ pub(crate) struct LogRange {
 
 /// The [`LogRange`] of a push-log file `<first>[~<last>][+<replica>].parquet`; None for
 /// another name.
+#[cfg(test)]
 pub(crate) fn log_range(path: &Path) -> Option<LogRange> {
     log_range_of(path.file_name()?.to_str()?)
 }

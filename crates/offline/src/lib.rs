@@ -40,6 +40,7 @@ mod join;
 mod key_index;
 mod labels;
 mod latest;
+mod local_log;
 mod log_join;
 mod memory;
 mod object;
@@ -187,7 +188,7 @@ impl OfflineStore {
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         OfflineStore {
             data_dir: data_dir.to_path_buf(),
-            log_root: files::LogRoot::Local(data_dir.join("offline")),
+            log_root: files::LogRoot::new(local_log::LocalLog::new(data_dir.join("offline"))),
             log_replica: String::new(),
             sources,
             labels,
@@ -224,9 +225,9 @@ impl OfflineStore {
             ));
         }
         self.log_root = if object::is_url(location) {
-            files::LogRoot::Remote(remote_log::RemoteLog::open(location, stores)?)
+            files::LogRoot::new(remote_log::RemoteLog::open(location, stores)?)
         } else {
-            files::LogRoot::Local(PathBuf::from(location))
+            files::LogRoot::new(local_log::LocalLog::new(PathBuf::from(location)))
         };
         self.log_replica = replica.to_string();
         Ok(self)

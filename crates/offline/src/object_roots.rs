@@ -198,6 +198,17 @@ pub(crate) fn list(
     field: &str,
     request: &str,
 ) -> Result<Vec<object_store::ObjectMeta>> {
+    block_on(list_async(store, base, prefix, field, request))?
+}
+
+/// [`list`], awaited.
+pub(crate) async fn list_async(
+    store: &Arc<dyn ObjectStore>,
+    base: &str,
+    prefix: &str,
+    field: &str,
+    request: &str,
+) -> Result<Vec<object_store::ObjectMeta>> {
     let prefix = match prefix {
         "" => None,
         prefix => Some(object_path(field, request, prefix)?),
@@ -206,20 +217,18 @@ pub(crate) fn list(
         Some(p) => format!("{base}/{p}"),
         None => base.to_string(),
     };
-    block_on(async {
-        let mut stream = store.list(prefix.as_ref());
-        let mut found = Vec::new();
-        while let Some(meta) = stream.next().await {
-            found.push(meta.map_err(|e| object_error(&shown, &e))?);
-            if found.len() > MAX_ENTRIES {
-                return Err(Error::invalid(
-                    field,
-                    format!(
-                        "`{request}` spans more than {MAX_ENTRIES} objects; name a smaller prefix or a narrower glob"
-                    ),
-                ));
-            }
+    let mut stream = store.list(prefix.as_ref());
+    let mut found = Vec::new();
+    while let Some(meta) = stream.next().await {
+        found.push(meta.map_err(|e| object_error(&shown, &e))?);
+        if found.len() > MAX_ENTRIES {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "`{request}` spans more than {MAX_ENTRIES} objects; name a smaller prefix or a narrower glob"
+                ),
+            ));
         }
-        Ok(found)
-    })?
+    }
+    Ok(found)
 }

@@ -2,10 +2,10 @@
 //!
 //! Each append writes one file `<micros>-<seq>[+<replica>].parquet` (both numbers zero-padded
 //! to 20 digits, so names sort in append order; the replica only in a shared log) into the
-//! push log directory of the view version's data generation (`<root>/<view>[@<g>]/`, see
-//! `files::push_log_dir`) under a temporary name, fsyncs it, renames it into place and
-//! fsyncs the directory. Readers skip hidden files, so a crash leaves either no file or a
-//! complete one. Columns carry the source's column names and the view's canonical types, so
+//! push log directory of the view version's data generation (`<view>[@<g>]`, see
+//! `files::log_dir_name`): the file is encoded in memory, then appended through core's
+//! `OfflineLog` (`local_log.rs`, `remote_log.rs`), durable and create-only, seen by readers
+//! whole or not at all. Columns carry the source's column names and the view's canonical types, so
 //! a push-log file reads like a source file. An append learns its rows' place in the log
 //! (`LogPosition`), which the online store keeps as their tie token.
 
@@ -19,9 +19,11 @@ use quiver_core::value::Row;
 
 use crate::OfflineStore;
 use crate::arrow_types::{UTC, key_type, timestamp_type, value_type};
+use crate::data_file::DataFile;
 use crate::error::{Error, Result};
-use crate::files::{LogRoot, log_dir_name, log_file_name, log_stem, push_log_dir};
-use crate::parquet_writer::write_file_durably;
+use crate::files::{log_dir_name, log_file_name, log_stem};
+use crate::local_log::real_entries;
+use crate::remote_log::MemoryWriter;
 use crate::values::{key_column, value_column};
 
 impl OfflineStore {
@@ -52,28 +54,16 @@ impl OfflineStore {
         if rows == 0 {
             return Ok(None);
         }
-        // The queue's key for the view's files: its directory, or its name in object storage.
-        let dir = match &self.log_root {
-            LogRoot::Local(root) => {
-                let dir = push_log_dir(root, view);
-                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-                dir
-            }
-            LogRoot::Remote(_) => std::path::PathBuf::from(log_dir_name(view)),
-        };
-        // Concurrent appends share a file and its fsync (`push_group`).
+        // Concurrent appends share a file and its sync (`push_group`), keyed by directory.
+        let dir = std::path::PathBuf::from(log_dir_name(view));
         let placed = self.push_queue.append(dir, batches.to_vec(), &|file| {
             let name = self.next_push_name();
             let stem = log_stem(name);
             let file_name = log_file_name(&stem, &stem, &self.log_replica);
-            let written = match &self.log_root {
-                LogRoot::Local(_) => {
-                    write_file_durably(&file.dir.join(&file_name), &file.batches, Vec::new())
-                }
-                LogRoot::Remote(log) => {
-                    log.put(&file.dir.to_string_lossy(), &file_name, &file.batches)
-                }
-            };
+            let written = encode_file(&file.batches).and_then(|(bytes, rows)| {
+                let dir = file.dir.to_string_lossy();
+                self.log_root.append(&dir, &file_name, bytes).map(|()| rows)
+            });
             self.push_names().in_flight.remove(&name);
             let written = written?;
             tracing::debug!(rows = written, file = %file_name, "appended to push log");
@@ -88,15 +78,19 @@ impl OfflineStore {
         }))
     }
 
-    /// Removes the temporary files that interrupted appends left in the push log
-    /// (`<root>/<view>/.<name>.tmp`; readers skip them, but they would stay forever); in a
-    /// shared log, only this replica's. Reads two directory levels, follows no symlink. Call
-    /// it before serving: an append in flight would lose its temporary file. Returns how
-    /// many were removed.
+    /// Removes the temporary files that interrupted appends left in a push log on this
+    /// machine (`<root>/<view>/.<name>.tmp`; readers skip them, but they would stay
+    /// forever); in a shared log, only this replica's. Reads two directory levels, follows
+    /// no symlink. Call it before serving: an append in flight would lose its temporary
+    /// file. Returns how many were removed.
     pub fn remove_interrupted_appends(&self) -> Result<usize> {
+        let Some(root) = self.log_root.local_root() else {
+            return Ok(0); // An append to object storage leaves nothing behind.
+        };
         let mut removed = 0;
         let own = format!("+{}.parquet.", self.log_replica);
-        for dir in self.push_log_dirs()? {
+        for dir in self.log_root.dirs()? {
+            let dir = root.join(dir);
             for entry in real_entries(&dir)? {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
@@ -116,8 +110,8 @@ impl OfflineStore {
     /// Every committed push-log file of every view and generation (what the join reads;
     /// writes in progress are hidden `.tmp` files and left out), as paths relative to the data
     /// directory; none when the log is shared (it is outside the data directory, and backed
-    /// up with the shared file system). Committed files never change again, so a backup may
-    /// link or copy them while pushes go on.
+    /// up with its storage). Committed files never change again, so a backup may link or
+    /// copy them while pushes go on.
     /// Hold a [`PushLogGuard`](crate::PushLogGuard) ([`OfflineStore::hold_push_log`]) until
     /// the files are linked or copied: compaction may delete them otherwise.
     pub fn committed_push_log(&self) -> Result<Vec<std::path::PathBuf>> {
@@ -125,9 +119,11 @@ impl OfflineStore {
         if self.shares_push_log() {
             return Ok(files);
         }
-        for dir in self.push_log_dirs()? {
-            for file in crate::files::push_log_files(&dir)? {
-                if let Ok(relative) = file.strip_prefix(&self.data_dir) {
+        for dir in self.log_root.dirs()? {
+            for listed in self.log_root.files(&dir)? {
+                if let DataFile::Local(path) = listed
+                    && let Ok(relative) = path.strip_prefix(&self.data_dir)
+                {
                     files.push(relative.to_path_buf());
                 }
             }
@@ -135,46 +131,24 @@ impl OfflineStore {
         Ok(files)
     }
 
-    /// The push-log directory of every view and data generation (`<root>/*/`, symlinks not
-    /// followed).
-    pub(crate) fn push_log_dirs(&self) -> Result<Vec<std::path::PathBuf>> {
-        let LogRoot::Local(root) = &self.log_root else {
-            return Ok(Vec::new());
-        };
-        let mut dirs = Vec::new();
-        for entry in real_entries(root)? {
-            if entry.file_type().map_err(|e| Error::io(root, e))?.is_dir() {
-                dirs.push(entry.path());
-            }
-        }
-        Ok(dirs)
-    }
-
-    /// Moves the push-log name clock past every name of this replica on disk (call it at
-    /// start, before any append): a name must sort after every file already there, also
+    /// Moves the push-log name clock past every name of this replica in the log (call it
+    /// at start, before any append): a name must sort after every file already there, also
     /// when the wall clock went back across a restart, or a merged file's range
     /// (`compaction.rs`) could cover, hide and delete the new file. Returns the greatest
     /// `(micros, seq)` found.
     pub fn resume_push_names(&self) -> Result<(i64, u64)> {
-        let mut ranges = Vec::new();
-        match &self.log_root {
-            LogRoot::Local(_) => {
-                for dir in self.push_log_dirs()? {
-                    for entry in real_entries(&dir)? {
-                        ranges.extend(crate::files::log_range(&entry.path()));
-                    }
-                }
-            }
-            LogRoot::Remote(log) => ranges = log.ranges()?,
-        }
         let mut greatest = (0i64, 0u64);
-        for range in ranges.iter().filter(|r| r.replica == self.log_replica) {
-            let parsed = range
-                .last
-                .split_once('-')
-                .and_then(|(m, s)| Some((m.parse::<i64>().ok()?, s.parse::<u64>().ok()?)));
-            if let Some(name) = parsed {
-                greatest = greatest.max(name);
+        for dir in self.log_root.dirs()? {
+            let (visible, covered) = self.log_root.listing(&dir)?;
+            let ranges = visible.into_iter().chain(covered).filter_map(|l| l.range);
+            for range in ranges.filter(|r| r.replica == self.log_replica) {
+                let parsed = range
+                    .last
+                    .split_once('-')
+                    .and_then(|(m, s)| Some((m.parse::<i64>().ok()?, s.parse::<u64>().ok()?)));
+                if let Some(name) = parsed {
+                    greatest = greatest.max(name);
+                }
             }
         }
         let mut names = self.push_names();
@@ -218,12 +192,16 @@ impl OfflineStore {
 }
 
 /// The entries of `dir` (none if it does not exist), without following symlinks.
-fn real_entries(dir: &std::path::Path) -> Result<Vec<std::fs::DirEntry>> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => entries.map(|e| e.map_err(|e| Error::io(dir, e))).collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io(dir, e)),
+/// `batches` encoded as one Parquet file (zstd; `quiver.rows` in its metadata), and the rows.
+fn encode_file(batches: &[RecordBatch]) -> Result<(Vec<u8>, u64)> {
+    let Some(first) = batches.first() else {
+        return Err(Error::invalid("push", "a push-log file of no batches"));
+    };
+    let mut writer = MemoryWriter::new(first.schema(), Vec::new())?;
+    for batch in batches {
+        writer.write(batch)?;
     }
+    writer.finish()
 }
 
 /// The push-log batch for `rows` (keys in the view's key order, values in its feature order),

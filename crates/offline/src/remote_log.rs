@@ -12,8 +12,8 @@
 //!   [`SHARED_DELETE_GRACE`](crate::compaction) old: a listing taken before the merge may
 //!   still read them.
 //!
-//! Calls block (they run the store's futures on the current Tokio runtime from the blocking
-//! pool). Listings are bounded like any other (`roots::MAX_ENTRIES` objects).
+//! Its [`OfflineLog`] calls are the object store client's own requests, awaited.
+//! Listings are bounded like any other (`roots::MAX_ENTRIES` objects).
 
 use std::sync::Arc;
 
@@ -22,31 +22,21 @@ use arrow::datatypes::SchemaRef;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
+use quiver_core::offline_log::{LogFile, OfflineLog};
 
 use crate::data_file::{DataFile, RemoteFile};
 use crate::error::{Error, Result};
-use crate::files::{LogRange, log_range_of, order_log};
-use crate::object::{ObjectStores, block_on, object_error};
-use crate::roots::{RemoteRoot, list_objects};
+use crate::files::LogBackend;
+use crate::object::{ObjectStores, object_error};
+use crate::roots::RemoteRoot;
 
 /// The flag that names a push log's location, for messages.
 const FLAG: &str = "--push-log-dir";
-
-/// Where a merged file's batches go, one at a time.
-pub(crate) type BatchSink<'a> = dyn FnMut(&RecordBatch) -> Result<()> + 'a;
 
 /// A push log under a prefix in object storage.
 #[derive(Debug, Clone)]
 pub(crate) struct RemoteLog {
     root: RemoteRoot,
-}
-
-/// An object of the log, as listed.
-#[derive(Debug, Clone)]
-pub(crate) struct LogObject {
-    pub(crate) file: RemoteFile,
-    pub(crate) range: Option<LogRange>,
-    pub(crate) modified: chrono::DateTime<chrono::Utc>,
 }
 
 impl RemoteLog {
@@ -62,127 +52,32 @@ impl RemoteLog {
         self.root.url.to_string()
     }
 
-    fn key(&self, relative: &str) -> Result<ObjectPath> {
-        let key = match self.root.url.key.as_str() {
+    /// The key under the prefix of `relative`.
+    fn relative_key(&self, relative: &str) -> String {
+        match self.root.url.key.as_str() {
             "" => relative.to_string(),
             prefix => format!("{prefix}/{relative}"),
-        };
+        }
+    }
+
+    fn key(&self, relative: &str) -> Result<ObjectPath> {
+        let key = self.relative_key(relative);
         ObjectPath::parse(&key)
             .map_err(|e| Error::invalid(FLAG, format!("`{key}` is not a valid object key: {e}")))
     }
 
-    /// Blocking: writes `batches` as the object `name` of the view directory `dir`, create
-    /// only; returns the rows written.
-    pub(crate) fn put(&self, dir: &str, name: &str, batches: &[RecordBatch]) -> Result<u64> {
-        let Some(first) = batches.first() else {
-            return Ok(0);
-        };
-        let mut writer = MemoryWriter::new(first.schema(), Vec::new())?;
-        for batch in batches {
-            writer.write(batch)?;
-        }
-        let (bytes, rows) = writer.finish()?;
-        self.create(&format!("{dir}/{name}"), bytes)?;
-        Ok(rows)
-    }
-
-    /// Blocking: creates the object at `relative` (under the prefix) with `bytes`; refused
-    /// if it exists.
-    fn create(&self, relative: &str, bytes: Vec<u8>) -> Result<()> {
-        let location = self.key(relative)?;
-        let url = format!("{}/{relative}", self.url());
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        let put = self
-            .root
-            .store
-            .put_opts(&location, PutPayload::from(bytes), options);
-        block_on(put)?.map_err(|e| object_error(&url, &e))?;
-        Ok(())
-    }
-
-    /// Blocking: the objects of the view directory `dir`, in the log's order, split into
-    /// those no merged object covers and those one does.
-    pub(crate) fn objects(&self, dir: &str) -> Result<(Vec<LogObject>, Vec<LogObject>)> {
-        let listed = self.list(Some(dir))?;
-        let named = listed
-            .into_iter()
-            .filter_map(|(relative, object)| {
-                let name = relative.strip_prefix(dir)?.strip_prefix('/')?;
-                // Only the directory's own objects: hidden and nested names are not the log's.
-                let visible = !name.contains('/') && !name.starts_with(['.', '_']);
-                (visible && name.ends_with(".parquet")).then(|| (name.to_string(), object))
-            })
-            .collect();
-        Ok(order_log(named))
-    }
-
-    /// Blocking: the files to read for the view directory `dir`, in order.
-    pub(crate) fn files(&self, dir: &str) -> Result<Vec<DataFile>> {
-        let (visible, _) = self.objects(dir)?;
-        Ok(visible
-            .into_iter()
-            .map(|object| DataFile::Remote(object.file))
-            .collect())
-    }
-
-    /// Blocking: every view directory of the log (its first key segments).
-    pub(crate) fn dirs(&self) -> Result<Vec<String>> {
-        let mut dirs: Vec<String> = self
-            .list(None)?
-            .into_iter()
-            .filter_map(|(relative, _)| Some(relative.split_once('/')?.0.to_string()))
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        Ok(dirs)
-    }
-
-    /// Blocking: the ranges of every object named like the log's, in every view directory.
-    pub(crate) fn ranges(&self) -> Result<Vec<LogRange>> {
-        Ok(self
-            .list(None)?
-            .into_iter()
-            .filter_map(|(_, object)| object.range)
-            .collect())
-    }
-
-    /// Blocking: deletes an object (a covered one, once no listing may still read it).
-    pub(crate) fn delete(&self, file: &RemoteFile) -> Result<()> {
-        block_on(file.store.delete(&file.location))?.map_err(|e| object_error(&file.url, &e))
-    }
-
-    /// Blocking: writes the merged object `name` of `dir` from `batches` of `schema`,
-    /// create only; returns the rows.
-    pub(crate) fn put_merged(
-        &self,
-        dir: &str,
-        name: &str,
-        schema: SchemaRef,
-        metadata: Vec<(String, String)>,
-        batches: &mut dyn FnMut(&mut BatchSink<'_>) -> Result<()>,
-    ) -> Result<u64> {
-        let mut writer = MemoryWriter::new(schema, metadata)?;
-        batches(&mut |batch| writer.write(batch))?;
-        let (bytes, rows) = writer.finish()?;
-        self.create(&format!("{dir}/{name}"), bytes)?;
-        Ok(rows)
-    }
-
-    /// Blocking: every object under the prefix (or under `dir` in it), as (key relative to
-    /// the prefix, object), at most [`MAX_OBJECTS`].
-    fn list(&self, dir: Option<&str>) -> Result<Vec<(String, LogObject)>> {
+    /// Every object under the prefix (or under `dir` in it), as (key relative to the
+    /// prefix, object), at most `roots::MAX_ENTRIES`.
+    async fn objects(&self, dir: Option<&str>) -> Result<Vec<(String, object_store::ObjectMeta)>> {
         let root_key = self.root.url.key.clone();
-        let prefix = match (dir, root_key.as_str()) {
-            (Some(dir), "") => dir.to_string(),
-            (Some(dir), root) => format!("{root}/{dir}"),
-            (None, root) => root.to_string(),
+        let prefix = match dir {
+            Some(dir) => self.relative_key(dir),
+            None => root_key.clone(),
         };
         let base = self.root.url.bucket_url();
         let store: &Arc<dyn ObjectStore> = &self.root.store;
-        let metas = list_objects(store, &base, &prefix, FLAG, &self.url())?;
+        let metas =
+            crate::roots::list_objects_async(store, &base, &prefix, FLAG, &self.url()).await?;
         Ok(metas
             .into_iter()
             .map(|meta| {
@@ -195,15 +90,91 @@ impl RemoteLog {
                         .unwrap_or(&key)
                         .to_string(),
                 };
-                let name = relative.rsplit('/').next().unwrap_or_default();
-                let object = LogObject {
-                    range: log_range_of(name),
-                    modified: meta.last_modified,
-                    file: RemoteFile::new(store, format!("{base}/{key}"), meta),
-                };
-                (relative, object)
+                (relative, meta)
             })
             .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl OfflineLog for RemoteLog {
+    async fn dirs(&self) -> quiver_core::Result<Vec<String>> {
+        let mut dirs: Vec<String> = self
+            .objects(None)
+            .await?
+            .into_iter()
+            .filter_map(|(relative, _)| Some(relative.split_once('/')?.0.to_string()))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        Ok(dirs)
+    }
+
+    async fn list(&self, dir: &str) -> quiver_core::Result<Vec<LogFile>> {
+        let objects = self.objects(Some(dir)).await?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|(relative, meta)| {
+                let name = relative.strip_prefix(dir)?.strip_prefix('/')?;
+                // Only the directory's own objects: hidden and nested names are not the log's.
+                let visible = !name.contains('/') && !name.starts_with(['.', '_']);
+                (visible && name.ends_with(".parquet")).then(|| LogFile {
+                    name: name.to_string(),
+                    bytes: meta.size,
+                    modified: meta.last_modified.timestamp_micros(),
+                    version: meta
+                        .e_tag
+                        .clone()
+                        .unwrap_or_else(|| meta.last_modified.to_rfc3339()),
+                })
+            })
+            .collect())
+    }
+
+    /// One create-only PUT of the whole file.
+    async fn append(&self, dir: &str, name: &str, file: Vec<u8>) -> quiver_core::Result<()> {
+        let relative = format!("{dir}/{name}");
+        let location = self.key(&relative)?;
+        let url = format!("{}/{relative}", self.url());
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        self.root
+            .store
+            .put_opts(&location, PutPayload::from(file), options)
+            .await
+            .map_err(|e| object_error(&url, &e))?;
+        Ok(())
+    }
+
+    async fn remove(&self, dir: &str, name: &str) -> quiver_core::Result<()> {
+        let relative = format!("{dir}/{name}");
+        let location = self.key(&relative)?;
+        match self.root.store.delete(&location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(object_error(&format!("{}/{relative}", self.url()), &e).into()),
+        }
+    }
+
+    fn location(&self) -> String {
+        self.url()
+    }
+}
+
+impl LogBackend for RemoteLog {
+    fn data_file(&self, dir: &str, file: &LogFile) -> DataFile {
+        let key = self.relative_key(&format!("{dir}/{}", file.name));
+        // The key as listed, not re-encoded (`Path::from` would escape `~` and `+`); a key
+        // that does not parse reads as missing.
+        let location = ObjectPath::parse(&key).unwrap_or_else(|_| ObjectPath::from(key.as_str()));
+        DataFile::Remote(RemoteFile {
+            store: Arc::clone(&self.root.store),
+            url: format!("{}/{key}", self.root.url.bucket_url()),
+            location,
+            size: file.bytes,
+            version: file.version.clone(),
+        })
     }
 }
 

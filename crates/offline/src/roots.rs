@@ -16,6 +16,7 @@ use crate::object::{ObjectStores, is_url};
 pub(crate) use remote::RemoteRoot;
 pub(crate) use remote::RemoteTarget;
 pub(crate) use remote::list as list_objects;
+pub(crate) use remote::list_async as list_objects_async;
 
 /// Deepest directory level a walk descends to.
 const MAX_DEPTH: usize = 32;
