@@ -22,7 +22,7 @@ const KEYS: i64 = 3_000;
 fn write_all(store: &RedisStore) -> anyhow::Result<()> {
     let rows: Vec<_> = (0..KEYS).map(|id| row(id, 10 * id, None, id)).collect();
     for chunk in rows.chunks(500) {
-        store.write_rows(&view(), chunk, true).block()?;
+        store.write_rows(&view(), chunk.to_vec(), true).block()?;
     }
     Ok(())
 }
@@ -170,7 +170,7 @@ fn reads_survive_a_primary_killed_and_acknowledged_rows_are_kept() -> anyhow::Re
     let (mut acknowledged, mut refused) = (0, 0);
     for id in 0..30 {
         match durable
-            .write_rows(&view(), &[row(id, 10 * id + 5, None, id)], true)
+            .write_rows(&view(), vec![row(id, 10 * id + 5, None, id)], true)
             .block()
         {
             Ok(_) => acknowledged += 1,
@@ -209,7 +209,7 @@ fn reads_follow_slots_moved_to_a_new_primary() -> anyhow::Result<()> {
     check(&ids, &store.read_rows(&view(), &keys).block()?);
     // Writes reach the moved keys too.
     let stats = store
-        .write_rows(&view(), &[row(7, 1_000_000, None, -7)], true)
+        .write_rows(&view(), vec![row(7, 1_000_000, None, -7)], true)
         .block()?;
     assert_eq!(stats.written, 1);
     Ok(())

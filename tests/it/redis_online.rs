@@ -96,7 +96,7 @@ fn the_function_applies_the_ordering_rule_exactly() -> anyhow::Result<()> {
     ];
     for (step, (row, written, (event_ts, created_ts, n))) in table.into_iter().enumerate() {
         let id = row.key[0].clone();
-        let stats = store.write_rows(&view(), &[row], true).block()?;
+        let stats = store.write_rows(&view(), vec![row.clone()], true).block()?;
         assert_eq!(
             stats,
             WriteStats {
@@ -146,8 +146,8 @@ fn redis_and_rocksdb_agree_on_every_row() -> anyhow::Result<()> {
                 )
             })
             .collect();
-        let from_redis = redis.write_rows(&view(), &rows, false).block()?;
-        let from_rocks = OnlineStore::write_rows(&rocks, &view(), &rows, false).block()?;
+        let from_redis = redis.write_rows(&view(), rows.clone(), false).block()?;
+        let from_rocks = OnlineStore::write_rows(&rocks, &view(), rows.clone(), false).block()?;
         assert_eq!(from_redis, from_rocks, "call {call}");
     }
     let keys: Vec<Vec<KeyValue>> = (-5..305).map(|id| vec![KeyValue::Int64(id)]).collect();
@@ -204,17 +204,12 @@ fn ties_keep_the_row_at_the_greatest_log_position() -> anyhow::Result<()> {
         let row = row(id, 1_000, Some(7), n);
         let (from_redis, from_rocks) = (
             redis
-                .write_rows_at(
-                    &view(),
-                    std::slice::from_ref(&row),
-                    position.as_ref(),
-                    false,
-                )
+                .write_rows_at(&view(), vec![row.clone()], position.as_ref(), false)
                 .block()?,
             OnlineStore::write_rows_at(
                 &rocks,
                 &view(),
-                std::slice::from_ref(&row),
+                vec![row.clone()],
                 position.as_ref(),
                 false,
             )
@@ -249,7 +244,7 @@ fn ties_keep_the_row_at_the_greatest_log_position() -> anyhow::Result<()> {
         row(99, 9, None, 3),
     ];
     redis
-        .write_rows_at(&view(), &rows, Some(&origin), false)
+        .write_rows_at(&view(), rows.to_vec(), Some(&origin), false)
         .block()?;
     assert_eq!(stored(&redis, 99)?, Some((10, None, Value::Int64(2))));
     Ok(())
@@ -272,7 +267,7 @@ fn concurrent_writers_leave_the_greatest_row() -> anyhow::Result<()> {
                 for event_ts in events {
                     let rows = [row(1, event_ts, None, event_ts), row(2, event_ts, None, 0)];
                     store
-                        .write_rows(&view(), &rows, false)
+                        .write_rows(&view(), rows.to_vec(), false)
                         .block()
                         .expect("write");
                 }
@@ -306,7 +301,7 @@ fn a_durable_write_without_its_replicas_is_unavailable() -> anyhow::Result<()> {
     let cluster = RedisCluster::start(3)?;
     let store = RedisStore::open(&format!("{}?replicas=1&timeout_ms=200", cluster.url()))?;
     let error = store
-        .write_rows(&view(), &[row(1, 1, None, 1)], true)
+        .write_rows(&view(), vec![row(1, 1, None, 1)], true)
         .block()
         .expect_err("no replica");
     assert_eq!(error.code(), ErrorCode::Unavailable);
@@ -314,7 +309,7 @@ fn a_durable_write_without_its_replicas_is_unavailable() -> anyhow::Result<()> {
     let plain = RedisStore::open(&cluster.url())?;
     assert!(
         plain
-            .write_rows(&view(), &[row(1, 2, None, 2)], true)
+            .write_rows(&view(), vec![row(1, 2, None, 2)], true)
             .block()?
             .written
             == 1
@@ -332,7 +327,13 @@ fn primaries_without_the_functions_get_them_again() -> anyhow::Result<()> {
         assert_eq!(cluster.cli(*port, &["FUNCTION", "FLUSH"])?, "OK");
     }
     let rows: Vec<Row> = (0..30).map(|id| row(id, 5, None, id)).collect();
-    assert_eq!(store.write_rows(&view(), &rows, true).block()?.written, 30);
+    assert_eq!(
+        store
+            .write_rows(&view(), rows.clone(), true)
+            .block()?
+            .written,
+        30
+    );
     assert_eq!(stored(&store, 29)?, Some((5, None, Value::Int64(29))));
     assert_eq!(store.newest_event("trips").block()?, Some(5));
     Ok(())
@@ -343,7 +344,7 @@ fn stored_rows_are_the_rocksdb_layout() -> anyhow::Result<()> {
     let cluster = RedisCluster::start(3)?;
     let store = RedisStore::open(&cluster.url())?;
     store
-        .write_rows(&view(), &[row(7, 42, Some(43), 5)], true)
+        .write_rows(&view(), vec![row(7, 42, Some(43), 5)], true)
         .block()?;
     let read = store
         .read_rows(&view(), &[vec![KeyValue::Int64(7)]])
@@ -450,8 +451,10 @@ fn rows_expire_with_their_ttl_only_when_asked() -> anyhow::Result<()> {
     let expiring = RedisStore::open(&format!("{}?expire_after_ttl=true", cluster.url()))?;
     let kept = RedisStore::open(&cluster.url())?;
     let fresh_and_stale = [row(1, now, None, 1), row(2, now - 10 * second, None, 2)];
-    expiring.write_rows(&view, &fresh_and_stale, true).block()?;
-    kept.write_rows(&view, &[row(3, now - 10 * second, None, 3)], true)
+    expiring
+        .write_rows(&view, fresh_and_stale.to_vec(), true)
+        .block()?;
+    kept.write_rows(&view, vec![row(3, now - 10 * second, None, 3)], true)
         .block()?;
     let present = |ids: &[i64]| -> anyhow::Result<Vec<bool>> {
         let keys: Vec<Vec<KeyValue>> = ids.iter().map(|id| vec![KeyValue::Int64(*id)]).collect();
@@ -478,7 +481,7 @@ fn callers_beyond_max_connections_wait_their_turn() -> anyhow::Result<()> {
     let cluster = RedisCluster::start(3)?;
     let store = RedisStore::open(&format!("{}?max_connections=1", cluster.url()))?;
     store
-        .write_rows(&view(), &[row(1, 10, None, 1)], true)
+        .write_rows(&view(), vec![row(1, 10, None, 1)], true)
         .block()?;
     std::thread::scope(|scope| {
         let readers: Vec<_> = (0..4)

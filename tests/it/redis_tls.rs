@@ -41,7 +41,13 @@ fn a_tls_cluster_serves_an_acl_user_that_trusts_its_ca() -> anyhow::Result<()> {
 
     let store = RedisStore::open(&with_certificate)?;
     let rows: Vec<_> = (0..200).map(|id| row(id, 10 * id, None, id)).collect();
-    assert_eq!(store.write_rows(&view(), &rows, true).block()?.written, 200);
+    assert_eq!(
+        store
+            .write_rows(&view(), rows.clone(), true)
+            .block()?
+            .written,
+        200
+    );
     let keys: Vec<Vec<KeyValue>> = (0..200).map(|id| vec![KeyValue::Int64(id)]).collect();
     let read = RedisStore::open(&ca_only)?
         .read_rows(&view(), &keys)

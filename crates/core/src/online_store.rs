@@ -74,11 +74,12 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
 
     /// Writes rows of `view` under the ordering rule, atomically per key; every row is
     /// validated first and an invalid one writes nothing of the batch. `durable` returns
-    /// only once the store's durability level is reached ([`OnlineStore::sync`]).
+    /// only once the store's durability level is reached ([`OnlineStore::sync`]). The rows
+    /// are given, so that a backend can take them to another thread without a copy.
     async fn write_rows(
         &self,
         view: &ResolvedView,
-        rows: &[Row],
+        rows: Vec<Row>,
         durable: bool,
     ) -> Result<WriteStats> {
         self.write_rows_at(view, rows, None, durable).await
@@ -91,7 +92,7 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
     async fn write_rows_at(
         &self,
         view: &ResolvedView,
-        rows: &[Row],
+        rows: Vec<Row>,
         origin: Option<&LogPosition>,
         durable: bool,
     ) -> Result<WriteStats>;

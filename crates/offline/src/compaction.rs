@@ -12,9 +12,10 @@
 //! read before listing): no file can appear later inside a merged file's range. Across
 //! restarts, names resume past every file on disk (`OfflineStore::resume_push_names`).
 //!
-//! **Atomic to readers.** The merged file is written under a temporary name, fsynced, renamed
-//! into place and its directory fsynced. From then on, listing hides every file whose range a
-//! merged file covers (`files::push_log_files`), so a listing sees either the run's files or
+//! **Atomic to readers.** The merged file is appended to the log like any file
+//! (`OfflineLog::append`: whole or not at all, durable, create-only). From then on, listing
+//! hides every file whose range a merged file covers (`files::LogRoot::listing`), so a
+//! listing sees either the run's files or
 //! the merged file, never both and never neither. The covered files are deleted under the push
 //! log's write lock, taken only when no reader holds the read lock (readers hold it from
 //! listing until they have read the files): a reader never loses a file it listed. When the

@@ -38,8 +38,9 @@ pub(crate) trait LogBackend: OfflineLog {
 /// Where push logs live, behind [`OfflineLog`]: a directory (`<data_dir>/offline`, or one
 /// replicas mount: `local_log.rs`), or a prefix in object storage replicas share
 /// (`remote_log.rs`). The methods block the calling thread (a thread of the blocking pool)
-/// until the log's future is done; neither backend needs a thread of that pool to finish
-/// it (the directory's I/O runs on threads of its own, object storage is network I/O).
+/// until the log's future is done. The directory's I/O runs on threads of its own; object
+/// storage is network I/O, except name resolution, which the HTTP client runs on the
+/// blocking pool (as every object-store read from the blocking pool always has).
 #[derive(Debug, Clone)]
 pub(crate) struct LogRoot(Arc<dyn LogBackend>);
 
@@ -220,14 +221,9 @@ pub(crate) fn covered_push_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// The Parquet files of a directory, with their names, in no order.
 #[cfg(test)]
 fn all_push_log_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
     let mut files = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+    for entry in crate::local_log::entries(dir)? {
+        let path = entry.path();
         if is_data_file(&path) && path.is_file() {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
             files.push((name.unwrap_or_default(), path));

@@ -98,8 +98,9 @@ impl OfflineLog for LocalLog {
             let dir = root.join(dir);
             let path = dir.join(name);
             match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
-                _ => sync_dir(&dir),
+                Ok(()) => sync_dir(&dir),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io(&path, e)),
             }
         })
         .await
@@ -123,14 +124,9 @@ impl LogBackend for LocalLog {
 /// The committed files of `dir` (none if it does not exist); a file gone since the
 /// directory was read (another replica removed a covered file) is left out.
 fn list_files(dir: &Path) -> Result<Vec<LogFile>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
     let mut files = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+    for entry in entries(dir)? {
+        let path = entry.path();
         if !is_data_file(&path) {
             continue;
         }
@@ -154,26 +150,53 @@ fn list_files(dir: &Path) -> Result<Vec<LogFile>> {
     Ok(files)
 }
 
-/// Writes `bytes` as `dir/name` durably and create-only (see the module docs).
+/// Writes `bytes` as `dir/name` durably and create-only (see the module docs). Once the
+/// link and the directory's sync succeeded the file is committed: a temporary name that
+/// cannot be removed then is only logged (the next start removes it).
 fn append_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let temp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
     let path = dir.join(name);
-    let written = write_synced(&temp, bytes).and_then(|()| {
-        std::fs::hard_link(&temp, &path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
-                field: "push log".into(),
-                message: format!(
-                    "{} exists; push-log files are never replaced",
-                    path.display()
-                ),
-            },
-            _ => Error::io(&path, e),
-        })
-    });
-    let removed = std::fs::remove_file(&temp).map_err(|e| Error::io(&temp, e));
-    written.and(removed).and_then(|()| sync_dir(dir))
+    let committed = write_synced(&temp, bytes)
+        .and_then(|()| link_new(&temp, &path))
+        .and_then(|()| sync_dir(dir));
+    match (std::fs::remove_file(&temp), &committed) {
+        (Err(error), Ok(())) if error.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %temp.display(), %error, "a committed push-log file left its temporary name");
+        }
+        _ => {} // Removed, renamed into place, or reported with the failure.
+    }
+    committed
+}
+
+/// Puts `temp` at `path` unless something is there: a hard link, which never replaces. On a
+/// file system without hard links, a rename after a check (names are unique to their
+/// writer, so the check only guards against a bug).
+fn link_new(temp: &Path, path: &Path) -> Result<()> {
+    let exists = || Error::AlreadyExists {
+        field: "push log".into(),
+        message: format!(
+            "{} exists; push-log files are never replaced",
+            path.display()
+        ),
+    };
+    match std::fs::hard_link(temp, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            if path.exists() {
+                return Err(exists());
+            }
+            std::fs::rename(temp, path).map_err(|e| Error::io(path, e))
+        }
+        Err(e) => Err(Error::io(path, e)),
+    }
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -190,16 +213,19 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
+/// The entries of `dir` (none if it does not exist).
+pub(crate) fn entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.map_err(|e| Error::io(dir, e))).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
 /// The entries of `dir` that are no symlinks (none if it does not exist).
 pub(crate) fn real_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
     let mut real = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
+    for entry in entries(dir)? {
         if !entry
             .file_type()
             .map_err(|e| Error::io(dir, e))?

@@ -1,6 +1,6 @@
-//! The one durable Parquet writer, used for training exports ([`write_parquet`], by the
-//! server's export and by the CLI's Flight export) and for push-log files
-//! (`write_file_durably`): a temporary name in the target directory, zstd, key-value
+//! The durable Parquet writer of files streamed to disk, used for training exports
+//! ([`write_parquet`], by the server's export and by the CLI's Flight export) and for label
+//! tables uploaded to a shared directory (`write_file_durably`): a temporary name in the target directory, zstd, key-value
 //! metadata (plus `quiver.rows`, appended at close), fsync, rename, directory fsync. A failed
 //! write, or a failed input stream, leaves no file behind, not even the temporary one.
 

@@ -63,7 +63,7 @@ mod validate;
 mod test_support;
 
 pub use error::{Error, Result};
-pub use online_store::{EncodedRow, blocking, encode_rows};
+pub use online_store::{EncodedRow, INLINE_KEYS, blocking, encode_rows};
 pub use row_cache::DEFAULT_ROW_CACHE_BYTES;
 pub use row_codec::decode_row;
 pub use stats::StoreStats;

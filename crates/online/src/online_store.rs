@@ -41,9 +41,13 @@ where
     }
 }
 
-/// Reads first look in memory on the caller's task (the row cache, memtables and the block
-/// cache: no I/O); keys that need the disk, and every write, go to the blocking pool with
-/// a handle of the store.
+/// A read of more keys than this runs on the blocking pool whole; a smaller one first looks
+/// in memory on the caller's task.
+pub const INLINE_KEYS: usize = 128;
+
+/// Reads of at most [`INLINE_KEYS`] keys first look in memory on the caller's task (the row
+/// cache: no I/O); keys that need the disk, larger reads, and every write go to the blocking
+/// pool with a handle of the store.
 #[async_trait::async_trait]
 impl OnlineStore for RocksStore {
     async fn read_rows(
@@ -51,6 +55,10 @@ impl OnlineStore for RocksStore {
         view: &ResolvedView,
         keys: &[Vec<KeyValue>],
     ) -> CoreResult<StoredRows> {
+        if keys.len() > INLINE_KEYS {
+            let (store, view, keys) = (self.clone(), view.clone(), keys.to_vec());
+            return blocking(move || store.read_rows(&view, &keys)).await;
+        }
         let (rows, missed) = self.cached_rows(view, keys)?;
         if missed.is_empty() {
             return Ok(rows);
@@ -70,11 +78,11 @@ impl OnlineStore for RocksStore {
     async fn write_rows_at(
         &self,
         view: &ResolvedView,
-        rows: &[Row],
+        rows: Vec<Row>,
         origin: Option<&LogPosition>,
         durable: bool,
     ) -> CoreResult<WriteStats> {
-        let (store, view, rows) = (self.clone(), view.clone(), rows.to_vec());
+        let (store, view) = (self.clone(), view.clone());
         let origin = origin.cloned();
         // Durable: the shared WAL sync after the write (`sync_group`), in the same trip to
         // the blocking pool; the keys' stripe locks are not held across the fsync.

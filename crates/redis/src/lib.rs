@@ -314,8 +314,8 @@ impl RedisStore {
     }
 }
 
-/// Keys are checked and encoded on the caller's task; every call to the cluster runs on the
-/// blocking pool (the client is synchronous).
+/// Keys of a small read are checked and encoded on the caller's task; every call to the
+/// cluster runs on the blocking pool (the client is synchronous).
 #[async_trait::async_trait]
 impl OnlineStore for RedisStore {
     async fn read_rows(
@@ -323,11 +323,16 @@ impl OnlineStore for RedisStore {
         view: &ResolvedView,
         keys: &[Vec<KeyValue>],
     ) -> CoreResult<StoredRows> {
-        let keys = redis_keys(view, keys)?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let store = self.clone();
+        if keys.len() > quiver_online::INLINE_KEYS {
+            // Many keys: checked and encoded on the blocking pool too.
+            let (view, keys) = (view.clone(), keys.to_vec());
+            return blocking(move || store.read(&redis_keys(&view, &keys)?)).await;
+        }
+        let keys = redis_keys(view, keys)?;
         blocking(move || store.read(&keys)).await
     }
 
@@ -336,11 +341,11 @@ impl OnlineStore for RedisStore {
     async fn write_rows_at(
         &self,
         view: &ResolvedView,
-        rows: &[Row],
+        rows: Vec<Row>,
         origin: Option<&LogPosition>,
         _durable: bool,
     ) -> CoreResult<WriteStats> {
-        let (store, view, rows) = (self.clone(), view.clone(), rows.to_vec());
+        let (store, view) = (self.clone(), view.clone());
         let origin = origin.cloned();
         blocking(move || store.write(&view, &rows, origin.as_ref())).await
     }

@@ -305,7 +305,14 @@ impl v1::online_service_server::OnlineService for OnlineService {
                 Ok((Arc::new(batch), logged))
             })
             .await?;
-            let pushed = pusher.write_online(Arc::clone(&batch), logged).await?;
+            // In a task of its own, like the blocking part: a call cut short (timeout, client
+            // gone, shutdown) still writes online what its push log holds.
+            let writing = Arc::clone(&batch);
+            let pushed = tokio::spawn(async move { pusher.write_online(writing, logged).await })
+                .await
+                .map_err(|e| {
+                    crate::error::Error::Internal(format!("the online write failed: {e}"))
+                })??;
             warned.record_violations(
                 "warn",
                 batch

@@ -235,7 +235,7 @@ impl Pusher {
                     let durable = n + 1 == ranges.len();
                     let stats = self
                         .store
-                        .write_rows_at(view, &rows, at.as_ref(), durable)
+                        .write_rows_at(view, rows, at.as_ref(), durable)
                         .await?;
                     pushed.written_online += stats.written;
                     pushed.skipped_older += stats.skipped_older;

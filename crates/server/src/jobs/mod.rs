@@ -350,7 +350,7 @@ impl Materializer {
                 if job.cancel.is_cancelled() {
                     return Err(Error::Cancelled);
                 }
-                let stats = self.online.write_rows(view, chunk, false).await?;
+                let stats = self.online.write_rows(view, chunk.to_vec(), false).await?;
                 view_job.written.fetch_add(stats.written, Ordering::Relaxed);
             }
         }
