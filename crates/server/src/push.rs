@@ -171,9 +171,13 @@ const INLINE_ROWS: usize = 64;
 /// log (online, they keep it as their tie token), and its first chunk of rows when the view
 /// is written online (converted once for both).
 #[derive(Debug, Default)]
-pub struct Logged {
-    origins: Vec<Option<LogPosition>>,
-    first_chunks: Vec<Option<Vec<Row>>>,
+pub struct Logged(Vec<LoggedView>);
+
+/// [`Logged`] for one view.
+#[derive(Debug)]
+struct LoggedView {
+    origin: Option<LogPosition>,
+    first_chunk: Option<Vec<Row>>,
 }
 
 impl Pusher {
@@ -203,8 +207,10 @@ impl Pusher {
                 }
                 origin = self.offline.append_push_log_batches(view, &log)?;
             }
-            logged.origins.push(origin);
-            logged.first_chunks.push(first.filter(|_| online));
+            logged.0.push(LoggedView {
+                origin,
+                first_chunk: first.filter(|_| online),
+            });
         }
         Ok(logged)
     }
@@ -214,8 +220,11 @@ impl Pusher {
     /// which may come from a write not yet synced); what each view got.
     pub async fn write_online(&self, batch: Arc<PushBatch>, logged: Logged) -> Result<Vec<Pushed>> {
         let mut outcome = Vec::with_capacity(batch.views.len());
-        let per_view = logged.origins.into_iter().zip(logged.first_chunks);
-        for (index, (view, (origin, mut first))) in batch.views.iter().zip(per_view).enumerate() {
+        for (index, (view, logged)) in batch.views.iter().zip(logged.0).enumerate() {
+            let LoggedView {
+                origin,
+                first_chunk: mut first,
+            } = logged;
             let mut pushed = Pushed {
                 view: view.name.clone(),
                 version: view.version,
